@@ -1,0 +1,199 @@
+"""Command line: parse, call the library, render. Nothing is computed here that the library lacks.
+
+Each command's body lives with its concern (nodereach.<package>.command); this module only declares the
+options and turns NodereachError into one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from nodereach.errors import NodereachError
+
+app = typer.Typer(
+    name="nodereach",
+    help="Find out why peers cannot reach your P2P node, fix what can be fixed, prove it from outside.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lab_app = typer.Typer(help="Simulated networks with real kernel NAT (network namespaces; needs root).",
+                      no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call into the library; user-facing errors become one line on stderr and exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except NodereachError as exc:
+        typer.echo(f"nodereach: {exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"  -> {exc.hint}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("nodereach: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+# --- check -------------------------------------------------------------------------------------------
+@app.command()
+def check(
+    server: Annotated[list[str], typer.Option("--server", "-s", help="nodereach server HOST[:PORT] "
+                                              "(STUN + dial-back); repeatable")] = [],  # noqa: B006
+    port: Annotated[list[str], typer.Option("--port", "-p", help="node port to test from outside, "
+                                            "e.g. 30303/tcp; repeatable")] = [],  # noqa: B006
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON document (nodereach.check/1)")] = False,
+    timeout: Annotated[float, typer.Option(help="upper bound on the whole run, seconds")] = 5.0,
+    lifetime: Annotated[bool, typer.Option("--lifetime", help="also measure the UDP binding lifetime "
+                                           "(slow, bounded by --lifetime-max)")] = False,
+    lifetime_max: Annotated[float, typer.Option(help="longest binding lifetime to probe, seconds")] = 120.0,
+    config: Annotated[Path | None, typer.Option(help="TOML file with servers and ports")] = None,
+) -> None:
+    """Find out why peers cannot reach this node, and say what to do. Exit: 0 reachable, 1 unreachable,
+    2 usage/environment error, 3 no connectivity."""
+    from nodereach.diagnose.command import run_check
+
+    code = _run(run_check, servers=server, ports=port, json_out=json_out, timeout=timeout,
+                lifetime=lifetime, lifetime_max=lifetime_max, config=config)
+    raise typer.Exit(code)
+
+
+# --- serve -------------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    address: Annotated[list[str], typer.Option("--address", "-a", help="address to serve on "
+                                               "(primary; repeat for IPv4 and IPv6)")] = [],  # noqa: B006
+    alt_address: Annotated[str | None, typer.Option(help="second address: enables full RFC 5780 STUN")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file (flags override it)")] = None,
+    stun_port: Annotated[int | None, typer.Option(help="primary STUN port (default 3478)")] = None,
+    alt_port: Annotated[int | None, typer.Option(help="second STUN port (default 3479)")] = None,
+    http_port: Annotated[int | None, typer.Option(help="dial-back API, web page, metrics (default 3480)")] = None,
+    no_stun: Annotated[bool, typer.Option("--no-stun", help="do not run STUN")] = False,
+    no_dialback: Annotated[bool, typer.Option("--no-dialback", help="do not run the dial-back service")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="structured JSON logs on stderr")] = False,
+    trusted_proxy: Annotated[list[str], typer.Option(help="trust X-Forwarded-For from this address/network; "
+                                                     "repeatable")] = [],  # noqa: B006
+) -> None:
+    """Run the network's helper servers: RFC 5780 STUN, dial-back checks, web page, metrics."""
+    from nodereach.serve.command import run_serve
+
+    _run(run_serve, addresses=address, alt_address=alt_address, config=config, stun_port=stun_port,
+         alt_port=alt_port, http_port=http_port, no_stun=no_stun, no_dialback=no_dialback,
+         log_json=log_json, trusted_proxies=trusted_proxy)
+
+
+# --- open / mappings ---------------------------------------------------------------------------------
+@app.command("open")
+def open_(
+    ports: Annotated[list[str], typer.Argument(help="ports to map, e.g. 30303/tcp 30303/udp")],
+    method: Annotated[str | None, typer.Option(help="force pcp, natpmp or upnp")] = None,
+    lease: Annotated[int, typer.Option(help="requested lease, seconds")] = 3600,
+    once: Annotated[bool, typer.Option("--once", help="map, print and exit (leases still expire)")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON lines for supervisors")] = False,
+    server: Annotated[str | None, typer.Option(help="nodereach server to verify the mapping from outside")] = None,
+    timeout: Annotated[float, typer.Option(help="deadline for discovery and each request, seconds")] = 3.0,
+) -> None:
+    """Ask the router to forward the node's ports (PCP > NAT-PMP > UPnP) and keep the mappings alive.
+    Last resort: fixing the NAT or forwarding by hand is safer."""
+    from nodereach.portmap.command import run_open
+
+    raise typer.Exit(_run(run_open, ports=ports, method=method, lease=lease, once=once, json_out=json_out,
+                          server=server, timeout=timeout))
+
+
+@app.command()
+def mappings(
+    delete: Annotated[list[str], typer.Option(help="delete this mapping, e.g. 30303/tcp; repeatable")] = [],  # noqa: B006
+    method: Annotated[str | None, typer.Option(help="force pcp, natpmp or upnp")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+    timeout: Annotated[float, typer.Option(help="deadline, seconds")] = 3.0,
+) -> None:
+    """List the port mappings on the gateway (UPnP lists all; PCP/NAT-PMP only nodereach's own), or delete."""
+    from nodereach.portmap.command import run_mappings
+
+    raise typer.Exit(_run(run_mappings, delete=delete, method=method, json_out=json_out, timeout=timeout))
+
+
+# --- lab ---------------------------------------------------------------------------------------------
+@lab_app.command("list")
+def lab_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Scenarios with their ground truth."""
+    from nodereach.lab.command import run_list
+
+    _run(run_list, json_out=json_out)
+
+
+@lab_app.command("up")
+def lab_up(
+    scenario: Annotated[str, typer.Argument(help="scenario name (see `nodereach lab list`)")],
+    home_router: Annotated[bool, typer.Option("--home-router", help="run miniupnpd on the home router")] = False,
+    delay_ms: Annotated[float, typer.Option(help="one-way delay on the subscriber link, ms")] = 0.0,
+    loss: Annotated[float, typer.Option(help="packet loss on the subscriber link, percent")] = 0.0,
+) -> None:
+    """Build a scenario and leave it running (one CLI lab at a time; `nodereach lab down` removes it)."""
+    from nodereach.lab.command import run_up
+
+    _run(run_up, scenario=scenario, home_router=home_router, delay_ms=delay_ms, loss=loss)
+
+
+@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lab_exec(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="client, router, isp, server, peer, coturn, inet")],
+) -> None:
+    """Run a command inside a lab host: nodereach lab exec client -- nodereach check --server 203.0.113.10"""
+    from nodereach.lab.command import run_exec
+
+    raise typer.Exit(_run(run_exec, host=host, argv=list(ctx.args)))
+
+
+@lab_app.command("down")
+def lab_down(all_: Annotated[bool, typer.Option("--all", help="also remove stale labs of crashed runs")] = False,
+             ) -> None:
+    """Tear the CLI lab down (and, with --all, every nodereach lab on this machine)."""
+    from nodereach.lab.command import run_down
+
+    _run(run_down, all_labs=all_)
+
+
+@lab_app.command("status")
+def lab_status() -> None:
+    """Show the running lab, its hosts and addresses."""
+    from nodereach.lab.command import run_status
+
+    _run(run_status)
+
+
+# --- demo --------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    scenario: Annotated[list[str], typer.Option(help="only these scenarios; repeatable")] = [],  # noqa: B006
+) -> None:
+    """Run the diagnosis on every lab scenario and print ground truth next to what nodereach found."""
+    from nodereach.lab.demo import run_demo
+
+    raise typer.Exit(_run(run_demo, scenarios=scenario))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from nodereach import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app(prog_name="nodereach")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The checks that make a reachability report (`nodereach check`)."""

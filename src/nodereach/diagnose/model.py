@@ -1,0 +1,123 @@
+"""The check report: one typed model, rendered to the terminal and to JSON (schema `nodereach.check/1`).
+
+Field names and values are a public contract (docs/check-schema.md). Add fields freely; never rename or
+change the meaning of one without bumping SCHEMA.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SCHEMA = "nodereach.check/1"
+
+Behaviour = Literal["endpoint-independent", "address-dependent", "address-and-port-dependent", "unknown"]
+Mapping = Literal[
+    "endpoint-independent", "address-dependent", "address-and-port-dependent", "no-nat", "unknown"
+]
+Verdict = Literal["reachable", "unreachable", "no-connectivity"]
+Protocol = Literal["tcp", "udp"]
+
+
+class Outbound(msgspec.Struct, kw_only=True):
+    outbound: bool | None = None
+    """True when some server answered over this protocol; None when it was not tested."""
+    reason: str | None = None
+
+
+class Public(msgspec.Struct, kw_only=True):
+    ipv4: str | None = None
+    ipv6: str | None = None
+
+
+class Local(msgspec.Struct, kw_only=True):
+    address: str | None = None
+    gateway: str | None = None
+    interface: str | None = None
+    address_is_public: bool | None = None
+
+
+class Nat(msgspec.Struct, kw_only=True):
+    present: bool | None = None
+    layers: int | None = None
+    cgnat: bool | None = None
+    mapping: Mapping = "unknown"
+    filtering: Behaviour = "unknown"
+    port_preservation: bool | None = None
+    hairpinning: bool | None = None
+    binding_lifetime_s: float | None = None
+    layer_addresses: list[str] = msgspec.field(default_factory=list)
+    """Addresses of the NAT layers seen from inside out (gateway WAN, private hops), when known."""
+    unknown_reasons: dict[str, str] = msgspec.field(default_factory=dict)
+    """For each field left `unknown`/null: why (no RFC 5780 server, UDP blocked, ...)."""
+
+
+class PortResult(msgspec.Struct, kw_only=True):
+    port: int
+    protocol: Protocol
+    reachable: bool | None = None
+    reason: str | None = None
+    """Code: `ok`, `no-mapping`, `filtered`, `refused`, `timeout`, `nothing-listening`, `no-server`, ..."""
+    listener: Literal["node", "nodereach", "none"] | None = None
+    rtt_ms: float | None = None
+
+
+class PortmapProtocol(msgspec.Struct, kw_only=True):
+    available: bool | None = None
+    external_address: str | None = None
+    reason: str | None = None
+
+
+class Portmap(msgspec.Struct, kw_only=True):
+    pcp: PortmapProtocol = msgspec.field(default_factory=PortmapProtocol)
+    natpmp: PortmapProtocol = msgspec.field(default_factory=PortmapProtocol)
+    upnp: PortmapProtocol = msgspec.field(default_factory=PortmapProtocol)
+
+
+class Advice(msgspec.Struct, kw_only=True):
+    code: str
+    title: str
+    detail: str
+    commands: dict[str, str] = msgspec.field(default_factory=dict)
+    """Ready-to-paste snippets keyed by target (nftables, iptables, openwrt, routeros, message)."""
+
+
+class ServerUsed(msgspec.Struct, kw_only=True):
+    address: str
+    kind: Literal["nodereach", "stun-rfc5780", "stun"]
+    answered: bool
+    rtt_ms: float | None = None
+
+
+class Report(msgspec.Struct, kw_only=True):
+    schema: str = SCHEMA
+    duration_s: float = 0.0
+    udp: Outbound = msgspec.field(default_factory=Outbound)
+    tcp: Outbound = msgspec.field(default_factory=Outbound)
+    public: Public = msgspec.field(default_factory=Public)
+    local: Local = msgspec.field(default_factory=Local)
+    nat: Nat = msgspec.field(default_factory=Nat)
+    ports: list[PortResult] = msgspec.field(default_factory=list)
+    portmap: Portmap = msgspec.field(default_factory=Portmap)
+    verdict: Verdict = "no-connectivity"
+    causes: list[str] = msgspec.field(default_factory=list)
+    advice: list[Advice] = msgspec.field(default_factory=list)
+    servers: list[ServerUsed] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+EXIT_CODES: dict[str, int] = {"reachable": 0, "unreachable": 1, "no-connectivity": 3}
+
+
+def to_json(report: Report) -> bytes:
+    return msgspec.json.encode(report)
+
+
+def from_json(data: bytes | str) -> Report:
+    return msgspec.json.decode(data, type=Report)
+
+
+def json_schema() -> dict:
+    """JSON Schema of the report, generated from the model so docs never drift from code."""
+    return msgspec.json.schema(Report)

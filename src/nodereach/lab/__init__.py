@@ -1,0 +1,1 @@
+"""Simulated networks with real kernel NAT (Linux network namespaces + nftables). See docs/lab.md."""

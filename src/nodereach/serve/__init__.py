@@ -1,0 +1,1 @@
+"""`nodereach serve`: STUN, dial-back, web page and metrics in one process."""

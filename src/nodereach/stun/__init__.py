@@ -1,0 +1,1 @@
+"""STUN (RFC 8489, RFC 5780): sans-IO wire format, asyncio client and server."""

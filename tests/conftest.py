@@ -1,0 +1,30 @@
+"""Shared test setup. Lab fixtures live in tests/lab_fixtures.py (imported here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def lab_unavailable_reason() -> str | None:
+    """Why lab tests cannot run here, or None. Needs root, `ip` and `nft`."""
+    if os.geteuid() != 0:
+        return "lab tests need root (network namespaces)"
+    for binary in ("ip", "nft"):
+        if shutil.which(binary) is None:
+            return f"lab tests need `{binary}` (apt-get install iproute2 nftables)"
+    return None
+
+
+def require_lab() -> None:
+    """Skip where namespaces are missing; in CI (root, everything installed) a skip is a failure."""
+    reason = lab_unavailable_reason()
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run every lab test, but: {reason}")
+    pytest.skip(reason)
