@@ -1,1 +1,12 @@
-"""STUN (RFC 8489, RFC 5780): sans-IO wire format, asyncio client and server."""
+"""STUN (RFC 8489, RFC 5780): sans-IO wire format, asyncio client and server.
+
+- `nodereach.stun.message` / `attributes` / `framing`: parse and build messages (no I/O).
+- `nodereach.stun.client`: StunClient, many concurrent transactions on one UDP socket (or TCP).
+- `nodereach.stun.server`: StunServer, basic or full RFC 5780 mode, rate limited.
+"""
+
+from nodereach.stun.errors import StunError, StunErrorResponse, StunParseError, StunTimeout
+from nodereach.stun.message import StunMessage, binding_request, encode_message, parse_message
+
+__all__ = ["StunError", "StunErrorResponse", "StunMessage", "StunParseError", "StunTimeout", "binding_request",
+           "encode_message", "parse_message"]

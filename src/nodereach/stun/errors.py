@@ -1,0 +1,27 @@
+"""Typed STUN errors: one for bad bytes, one for no answer, one for an error response."""
+
+from __future__ import annotations
+
+from nodereach.errors import NodereachError
+
+
+class StunError(NodereachError):
+    """Base of every error the STUN stack raises."""
+
+
+class StunParseError(StunError):
+    """Bytes that are not a well-formed STUN message. The only exception the parsers raise."""
+
+
+class StunTimeout(StunError):
+    """No acceptable reply before the deadline (after all retransmissions)."""
+
+
+class StunErrorResponse(StunError):
+    """The server answered with an error response (ERROR-CODE)."""
+
+    def __init__(self, code: int, reason: str, unknown: tuple[int, ...] = ()) -> None:
+        super().__init__(f"STUN error {code} {reason}".strip())
+        self.code = code
+        self.reason = reason
+        self.unknown = unknown
