@@ -24,6 +24,10 @@ class Outbound(msgspec.Struct, kw_only=True):
     outbound: bool | None = None
     """True when some server answered over this protocol; None when it was not tested."""
     reason: str | None = None
+    ipv4: bool | None = None
+    ipv6: bool | None = None
+    blocked_ports: list[int] = msgspec.field(default_factory=list)
+    """Destination ports outbound traffic could not reach although others could (policy filter)."""
 
 
 class Public(msgspec.Struct, kw_only=True):
@@ -36,6 +40,25 @@ class Local(msgspec.Struct, kw_only=True):
     gateway: str | None = None
     interface: str | None = None
     address_is_public: bool | None = None
+
+
+class NatLayer(msgspec.Struct, kw_only=True):
+    """One NAT layer, inside out: the realm behind it and who most likely runs it."""
+
+    index: int
+    owner: Literal["operator", "provider", "unknown"] = "unknown"
+    inside_network: str | None = None
+    """The address realm behind this NAT, e.g. `192.168.0.0/16`, `100.64.0.0/10`."""
+    router: str | None = None
+    """The NAT router's inside address as seen on the path (gateway, or the TTL-probe hop)."""
+    external_address: str | None = None
+    """Its outside address when known (the gateway's WAN address, or the public address for the last one)."""
+
+
+class Hop(msgspec.Struct, kw_only=True):
+    ttl: int
+    address: str | None = None
+    kind: Literal["private", "shared", "public", "special"] | None = None
 
 
 class Nat(msgspec.Struct, kw_only=True):
@@ -51,6 +74,11 @@ class Nat(msgspec.Struct, kw_only=True):
     """Addresses of the NAT layers seen from inside out (gateway WAN, private hops), when known."""
     unknown_reasons: dict[str, str] = msgspec.field(default_factory=dict)
     """For each field left `unknown`/null: why (no RFC 5780 server, UDP blocked, ...)."""
+    layer_details: list[NatLayer] = msgspec.field(default_factory=list)
+    hops: list[Hop] = msgspec.field(default_factory=list)
+    """TTL-limited probe results toward the server, first hop first (private hops reveal NAT layers)."""
+    mapped_address: str | None = None
+    """The public endpoint (ip:port) the primary server saw for the mapping-test socket."""
 
 
 class PortResult(msgspec.Struct, kw_only=True):
@@ -88,6 +116,8 @@ class ServerUsed(msgspec.Struct, kw_only=True):
     kind: Literal["nodereach", "stun-rfc5780", "stun"]
     answered: bool
     rtt_ms: float | None = None
+    reason: str | None = None
+    """Why it did not answer / was not usable (timeout, garbage reply, name not resolved, ...)."""
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -105,6 +135,8 @@ class Report(msgspec.Struct, kw_only=True):
     advice: list[Advice] = msgspec.field(default_factory=list)
     servers: list[ServerUsed] = msgspec.field(default_factory=list)
     notes: list[str] = msgspec.field(default_factory=list)
+    untested: list[str] = msgspec.field(default_factory=list)
+    """What could not be tested in this run and why (e.g. no nodereach server: no dial-back, no filtering)."""
 
 
 EXIT_CODES: dict[str, int] = {"reachable": 0, "unreachable": 1, "no-connectivity": 3}

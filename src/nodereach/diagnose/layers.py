@@ -1,0 +1,181 @@
+"""NAT layers and CGNAT from evidence along the path (pure).
+
+Evidence: the node's local address, the public address the servers saw, the gateway's WAN address as
+PCP/NAT-PMP/UPnP report it, and the addresses of routers answering TTL-limited probes. Every private or
+shared (RFC 6598) address realm between the node and the first public hop is one NAT layer: routers do not
+route between such realms and the internet without translating.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nodereach.diagnose.model import Hop, NatLayer
+
+AddrKind = Literal["private", "shared", "public", "special"]
+
+_PRIVATE4 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+_SHARED4 = ipaddress.ip_network("100.64.0.0/10")
+# Not globally routable and not a NAT realm we can name: loopback, link-local, DS-Lite B4 (192.0.0.0/24),
+# multicast, unspecified. Documentation ranges count as public here: the lab's internet uses them.
+_SPECIAL4 = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "192.0.0.0/24",
+                                                "224.0.0.0/4", "240.0.0.0/4")]
+_ULA6 = ipaddress.ip_network("fc00::/7")
+
+
+def address_kind(address: str) -> AddrKind:
+    """Classify an address the way NAT reasoning needs (unlike ipaddress.is_private, which calls the
+    documentation ranges private)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip in _SHARED4:
+            return "shared"
+        if any(ip in n for n in _PRIVATE4):
+            return "private"
+        if any(ip in n for n in _SPECIAL4):
+            return "special"
+        return "public"
+    if ip.ipv4_mapped is not None:
+        return address_kind(str(ip.ipv4_mapped))
+    if ip in _ULA6:
+        return "private"
+    if ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified:
+        return "special"
+    return "public"
+
+
+def realm_of(address: str) -> str | None:
+    """The NAT realm an address belongs to (the RFC 1918 / RFC 6598 block), None for public ones."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip in _SHARED4:
+            return str(_SHARED4)
+        for n in _PRIVATE4:
+            if ip in n:
+                return str(n)
+        return None
+    return str(_ULA6) if ip in _ULA6 else None
+
+
+def is_public(address: str | None) -> bool:
+    return address is not None and address_kind(address) == "public"
+
+
+@dataclass(frozen=True)
+class PathEvidence:
+    local_address: str | None
+    public_address: str | None
+    """What the STUN servers saw (None: no answer)."""
+    gateway: str | None = None
+    gateway_wan: tuple[str, ...] = ()
+    """External addresses reported by PCP / NAT-PMP / UPnP (may be STUN-derived by the router)."""
+    hops: tuple[Hop, ...] = ()
+    """TTL-limited probe results, first hop first; address None where nothing answered."""
+
+
+@dataclass
+class LayerInference:
+    present: bool | None
+    layers: int | None
+    cgnat: bool | None
+    details: list[NatLayer] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def make_hops(addresses: list[str | None]) -> list[Hop]:
+    """TTL-ordered hop addresses -> report hops with their address kind."""
+    return [Hop(ttl=i + 1, address=a, kind=address_kind(a) if a else None) for i, a in enumerate(addresses)]
+
+
+def infer_layers(ev: PathEvidence) -> LayerInference:
+    """Count NAT layers and decide CGNAT; say which layer is the operator's and which the provider's."""
+    if ev.public_address is None:
+        present = None
+        if ev.local_address is not None and is_public(ev.local_address):
+            # A public local address with no server answer: we cannot prove absence of NAT, but there is
+            # no private realm on our side either.
+            return LayerInference(None, None, None, reasons={
+                "layers": "no server reported our public address", "cgnat": "no server answered"})
+    elif ev.local_address is not None and ev.local_address == ev.public_address:
+        return LayerInference(False, 0, False)
+    else:
+        present = True
+
+    # Realms crossed: the local one, then each new private/shared realm seen on a hop before the first
+    # public hop, plus the gateway's WAN realm if the gateway reports one.
+    realms: list[tuple[str, str | None]] = []  # (realm, router seen in it)
+    local_realm = realm_of(ev.local_address) if ev.local_address else None
+    if local_realm is not None:
+        realms.append((local_realm, ev.gateway))
+    reached_public = False
+    answered_hops = 0
+    for hop in ev.hops:
+        if hop.address is None:
+            continue
+        answered_hops += 1
+        realm = realm_of(hop.address)
+        if realm is None:
+            if address_kind(hop.address) == "public":
+                reached_public = True
+                break
+            continue
+        if not realms or realms[-1][0] != realm:
+            if any(r == realm for r, _ in realms):
+                continue  # back in a realm seen before (odd routing): not a new layer
+            realms.append((realm, hop.address))
+        elif realms[-1][1] is None:
+            realms[-1] = (realm, hop.address)
+    for wan in ev.gateway_wan:
+        realm = realm_of(wan)
+        if realm is not None and all(r != realm for r, _ in realms):
+            realms.insert(1 if realms else 0, (realm, None))
+
+    reasons: dict[str, str] = {}
+    if present is None and not realms:
+        return LayerInference(None, None, None, reasons={
+            "present": "no server reported our public address", "layers": "no evidence",
+            "cgnat": "no evidence"})
+    if present is None:
+        present = True  # a private local address without any answer: behind NAT for sure
+        reasons["layers"] = "no server reported our public address; layers counted from the path only"
+
+    layers = len(realms)
+    if layers == 0:
+        # Public local address but the servers see another public one: a public-to-public NAT.
+        layers = 1
+    # A gateway WAN that is public but differs from what the servers see: another NAT beyond it.
+    if ev.public_address and layers < 2 and any(is_public(w) and w != ev.public_address for w in ev.gateway_wan):
+        layers = 2
+    if not reached_public and answered_hops == 0 and not ev.gateway_wan and layers >= 1:
+        reasons["layers"] = reasons.get("layers") or (
+            "no router answered the TTL-limited probes; layers beyond the first may be hidden")
+
+    shared_seen = any(r == str(_SHARED4) for r, _ in realms) or any(
+        a and address_kind(a) == "shared" for a in (ev.local_address, *ev.gateway_wan))
+    cgnat: bool | None
+    if shared_seen:
+        cgnat = True
+    elif reached_public or (ev.gateway_wan and ev.public_address in ev.gateway_wan and layers == 1):
+        cgnat = False
+    else:
+        cgnat = None
+        reasons["cgnat"] = "the path to the internet was not fully seen (no TTL-probe answers)"
+
+    details: list[NatLayer] = []
+    for i, (realm, router) in enumerate(realms):
+        if realm == str(_SHARED4):
+            owner = "provider"
+        elif i == 0:
+            owner = "operator"
+        else:
+            owner = "unknown"
+        external = ev.public_address if i == len(realms) - 1 else None
+        if i == 0 and ev.gateway_wan:
+            external = ev.gateway_wan[0]
+        details.append(NatLayer(index=i + 1, owner=owner, inside_network=realm, router=router,
+                                external_address=external))
+    if not details and layers:
+        details.append(NatLayer(index=1, owner="unknown", external_address=ev.public_address))
+    return LayerInference(True, layers, cgnat, details, reasons)

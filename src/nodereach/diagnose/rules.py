@@ -1,0 +1,107 @@
+"""Ready-to-paste router rules and provider messages, filled in with what check detected (pure text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WAN_PLACEHOLDER = "wan"  # interface name on the router; we cannot see it from the node
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    port: int
+    protocol: str  # "tcp" | "udp"
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
+def port_forward_rules(node_ip: str, ports: list[PortSpec], wan_if: str = WAN_PLACEHOLDER) -> dict[str, str]:
+    """Destination NAT (port forward) to the node, one snippet per router family."""
+    nft = ["# nftables (Linux router): forward to the node, and let the forwarded packets through",
+           "nft add table ip nat",
+           "nft 'add chain ip nat prerouting { type nat hook prerouting priority dstnat; }'"]
+    ipt = ["# iptables (Linux router)"]
+    uci: list[str] = ["# OpenWrt"]
+    ros = ["# MikroTik RouterOS"]
+    for p in ports:
+        nft.append(f"nft add rule ip nat prerouting iifname \"{wan_if}\" {p.protocol} dport {p.port} "
+                   f"dnat to {node_ip}:{p.port}")
+        ipt.append(f"iptables -t nat -A PREROUTING -i {wan_if} -p {p.protocol} --dport {p.port} "
+                   f"-j DNAT --to-destination {node_ip}:{p.port}")
+        ipt.append(f"iptables -A FORWARD -p {p.protocol} -d {node_ip} --dport {p.port} -j ACCEPT")
+        name = f"nodereach-{p.port}-{p.protocol}"
+        uci += ["uci add firewall redirect",
+                f"uci set firewall.@redirect[-1].name='{name}'",
+                "uci set firewall.@redirect[-1].target='DNAT'",
+                "uci set firewall.@redirect[-1].src='wan'",
+                "uci set firewall.@redirect[-1].dest='lan'",
+                f"uci set firewall.@redirect[-1].proto='{p.protocol}'",
+                f"uci set firewall.@redirect[-1].src_dport='{p.port}'",
+                f"uci set firewall.@redirect[-1].dest_ip='{node_ip}'",
+                f"uci set firewall.@redirect[-1].dest_port='{p.port}'"]
+        ros.append(f"/ip firewall nat add chain=dstnat in-interface-list=WAN protocol={p.protocol} "
+                   f"dst-port={p.port} action=dst-nat to-addresses={node_ip} to-ports={p.port} "
+                   f"comment=\"nodereach {p}\"")
+    nft.append("# if the forward chain drops by default:")
+    nft.append("nft add rule inet filter forward ct status dnat accept")
+    uci += ["uci commit firewall", "/etc/init.d/firewall restart"]
+    return {"nftables": "\n".join(nft), "iptables": "\n".join(ipt), "openwrt": "\n".join(uci),
+            "routeros": "\n".join(ros)}
+
+
+def dmz_rules(node_ip: str, wan_if: str = WAN_PLACEHOLDER) -> dict[str, str]:
+    """Exposed host: every unsolicited inbound connection goes to the node (only for a dedicated machine)."""
+    return {
+        "nftables": f"nft add rule ip nat prerouting iifname \"{wan_if}\" fib daddr type local dnat to {node_ip}",
+        "iptables": f"iptables -t nat -A PREROUTING -i {wan_if} -j DNAT --to-destination {node_ip}",
+        "openwrt": "\n".join(["uci add firewall redirect", "uci set firewall.@redirect[-1].name='nodereach-dmz'",
+                              "uci set firewall.@redirect[-1].target='DNAT'",
+                              "uci set firewall.@redirect[-1].src='wan'",
+                              "uci set firewall.@redirect[-1].dest='lan'",
+                              f"uci set firewall.@redirect[-1].dest_ip='{node_ip}'",
+                              "uci commit firewall", "/etc/init.d/firewall restart"]),
+        "routeros": f"/ip firewall nat add chain=dstnat in-interface-list=WAN action=dst-nat "
+                    f"to-addresses={node_ip} comment=\"nodereach dmz\"",
+    }
+
+
+def firewall_accept_rules(ports: list[PortSpec]) -> dict[str, str]:
+    """Inbound accept rules for a stateful firewall on the node itself or on a router without NAT."""
+    nft = ["# nftables (on the node, or on the router's forward chain)"]
+    ipt = ["# iptables"]
+    ufw = ["# ufw"]
+    ros = ["# MikroTik RouterOS"]
+    for p in ports:
+        nft.append(f"nft add rule inet filter input {p.protocol} dport {p.port} accept")
+        ipt.append(f"iptables -I INPUT -p {p.protocol} --dport {p.port} -j ACCEPT")
+        ufw.append(f"ufw allow {p.port}/{p.protocol}")
+        ros.append(f"/ip firewall filter add chain=forward protocol={p.protocol} dst-port={p.port} "
+                   f"action=accept place-before=0 comment=\"nodereach {p}\"")
+    return {"nftables": "\n".join(nft), "iptables": "\n".join(ipt), "ufw": "\n".join(ufw),
+            "routeros": "\n".join(ros)}
+
+
+def _ports_text(ports: list[PortSpec]) -> str:
+    return ", ".join(str(p) for p in ports) if ports else "the port my node listens on"
+
+
+def provider_message_cgnat(public_ip: str | None, wan_ip: str | None, ports: list[PortSpec]) -> str:
+    wan = f" (my router's WAN address is {wan_ip}, in the shared range 100.64.0.0/10)" if wan_ip else ""
+    pub = f" The address the internet sees is {public_ip}." if public_ip else ""
+    return (f"Hello, my line appears to be behind carrier-grade NAT{wan}.{pub} I run a peer-to-peer node that "
+            f"must accept incoming connections on {_ports_text(ports)}. Could you please give my line a public "
+            "IPv4 address (take it out of CGNAT), or tell me which option or tariff provides one? Thank you.")
+
+
+def provider_message_filter(blocked: list[PortSpec], udp_blocked: bool) -> str:
+    what = "all outgoing UDP traffic" if udp_blocked else f"traffic on {_ports_text(blocked)}"
+    return (f"Hello, my connection seems to filter {what}. I run a peer-to-peer node that needs it. "
+            "Could you please lift this filter for my line, or tell me how to opt out of it? Thank you.")
+
+
+def provider_message_double_nat(public_ip: str | None, ports: list[PortSpec]) -> str:
+    pub = f" (the internet sees {public_ip})" if public_ip else ""
+    return (f"Hello, my router gets a private WAN address from your network{pub}, so my connection is behind "
+            f"two NATs. I run a peer-to-peer node that must accept incoming connections on {_ports_text(ports)}. "
+            "Could you please give my router a public IPv4 address, or put your modem into bridge mode? Thank you.")

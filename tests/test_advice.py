@@ -1,0 +1,122 @@
+"""Verdict, causes and advice over situations (table-driven, pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodereach.diagnose.advice import CAUSES, decide
+from nodereach.diagnose.model import (
+    Local,
+    Nat,
+    NatLayer,
+    Outbound,
+    Portmap,
+    PortmapProtocol,
+    PortResult,
+    Public,
+    Report,
+)
+from nodereach.diagnose.rules import PortSpec
+
+TCP = PortSpec(30303, "tcp")
+UDP = PortSpec(30303, "udp")
+
+
+def report(*, udp: bool | None = True, tcp: bool | None = True, present: bool | None = True, layers: int | None = 1,
+           cgnat: bool | None = False, mapping: str = "endpoint-independent",
+           filtering: str = "address-and-port-dependent", ports: list[PortResult] | None = None,
+           portmap: Portmap | None = None, local: str = "192.168.1.10", gateway: str | None = "192.168.1.1",
+           ipv6: str | None = None, blocked: list[int] | None = None) -> Report:
+    return Report(
+        udp=Outbound(outbound=udp, blocked_ports=blocked or []), tcp=Outbound(outbound=tcp, ipv6=bool(ipv6)),
+        public=Public(ipv4="198.51.100.2", ipv6=ipv6), local=Local(address=local, gateway=gateway),
+        nat=Nat(present=present, layers=layers, cgnat=cgnat, mapping=mapping, filtering=filtering,  # type: ignore[arg-type]
+                layer_details=[NatLayer(index=1, owner="operator"),
+                               NatLayer(index=2, owner="provider", router="100.64.0.1")][: layers or 0]),
+        ports=ports or [], portmap=portmap or Portmap())
+
+
+def unreach(proto: str = "tcp", reason: str = "timeout") -> PortResult:
+    return PortResult(port=30303, protocol=proto, reachable=False, reason=reason)  # type: ignore[arg-type]
+
+
+def reach(proto: str = "tcp") -> PortResult:
+    return PortResult(port=30303, protocol=proto, reachable=True, reason="ok")  # type: ignore[arg-type]
+
+
+UPNP = Portmap(upnp=PortmapProtocol(available=True, external_address="198.51.100.2"),
+               pcp=PortmapProtocol(available=True), natpmp=PortmapProtocol(available=True))
+NO_PORTMAP = Portmap(upnp=PortmapProtocol(available=False), pcp=PortmapProtocol(available=False),
+                     natpmp=PortmapProtocol(available=False))
+
+# situation, report, verdict, causes that must be present, advice codes in order (exact)
+SITUATIONS = [
+    ("open, reachable", report(present=False, layers=0, mapping="no-nat", filtering="endpoint-independent",
+                               local="198.51.100.50", ports=[reach()]), "reachable", [], []),
+    ("open, not tested", report(present=False, layers=0, mapping="no-nat", filtering="endpoint-independent",
+                                local="198.51.100.50"), "reachable", [], []),
+    ("open-firewalled", report(present=False, layers=0, mapping="no-nat", local="198.51.100.50",
+                               ports=[unreach()]), "unreachable", ["firewall"], ["open-firewall"]),
+    ("home nat, upnp", report(ports=[unreach()], portmap=UPNP), "unreachable", ["nat"],
+     ["port-forward", "dmz", "nodereach-open"]),
+    ("home nat, no portmap", report(ports=[unreach()], portmap=NO_PORTMAP), "unreachable", ["nat"],
+     ["port-forward", "dmz"]),
+    ("full cone with forward", report(filtering="endpoint-independent", ports=[reach("udp"), reach("tcp")]),
+     "reachable", [], []),
+    ("symmetric", report(mapping="address-and-port-dependent", ports=[unreach("udp")], portmap=NO_PORTMAP),
+     "unreachable", ["nat", "symmetric-nat"], ["port-forward", "dmz"]),
+    ("cgnat", report(layers=2, cgnat=True, ports=[unreach()], portmap=UPNP), "unreachable", ["cgnat"],
+     ["ask-provider-public-ipv4", "nothing-local"]),
+    ("cgnat with ipv6", report(layers=2, cgnat=True, ports=[unreach()], ipv6="2001:db8::10"), "unreachable",
+     ["cgnat"], ["ask-provider-public-ipv4", "use-ipv6", "nothing-local"]),
+    ("double nat", report(layers=2, cgnat=False, ports=[unreach()], portmap=UPNP), "unreachable", ["double-nat"],
+     ["remove-double-nat", "port-forward", "dmz"]),
+    ("udp blocked", report(udp=False, ports=[unreach("udp")], portmap=NO_PORTMAP), "unreachable", ["udp-blocked"],
+     ["ask-provider-lift-filter", "port-forward", "dmz"]),
+    ("p2p filtered", report(blocked=[30303], ports=[unreach("udp")], portmap=NO_PORTMAP), "unreachable",
+     ["port-filtered"], ["ask-provider-lift-filter", "port-forward", "dmz"]),
+    ("nothing listening", report(present=False, layers=0, mapping="no-nat", filtering="endpoint-independent",
+                                 local="198.51.100.50", ports=[unreach(reason="refused")]), "unreachable",
+     ["nothing-listening"], ["start-node"]),
+    ("no connectivity", report(udp=False, tcp=False), "no-connectivity", ["no-connectivity"], ["fix-network"]),
+    ("no default route", report(udp=None, tcp=None, gateway=None), "no-connectivity",
+     ["no-connectivity", "no-default-route"], ["fix-network"]),
+]
+
+
+@pytest.mark.parametrize(("name", "rep", "verdict", "causes", "codes"), SITUATIONS, ids=[s[0] for s in SITUATIONS])
+def test_situations(name: str, rep: Report, verdict: str, causes: list[str], codes: list[str]) -> None:
+    decision = decide(rep, [TCP])
+    assert decision.verdict == verdict
+    for cause in causes:
+        assert cause in decision.causes
+    assert [a.code for a in decision.advice] == codes
+    assert all(c in CAUSES for c in decision.causes)
+    for a in decision.advice:
+        assert a.title and a.detail
+
+
+def test_cgnat_never_suggests_forwarding_or_upnp() -> None:
+    decision = decide(report(layers=2, cgnat=True, ports=[unreach()], portmap=UPNP), [TCP])
+    text = " ".join(a.code + a.title for a in decision.advice)
+    assert "port-forward" not in text and "nodereach-open" not in text and "dmz" not in text
+    assert decision.advice[0].code == "ask-provider-public-ipv4"
+    msg = decision.advice[0].commands["message"]
+    assert "30303/tcp" in msg and "198.51.100.2" in msg and "100.64.0.1" in msg
+
+
+def test_port_forward_rules_filled_in() -> None:
+    decision = decide(report(ports=[unreach()], portmap=UPNP), [TCP, UDP])
+    fwd = next(a for a in decision.advice if a.code == "port-forward")
+    assert set(fwd.commands) >= {"nftables", "iptables", "openwrt", "routeros"}
+    for snippet in fwd.commands.values():
+        assert "192.168.1.10" in snippet and "30303" in snippet
+    assert "udp dport 30303 dnat to 192.168.1.10:30303" in fwd.commands["nftables"]
+    assert "to-addresses=192.168.1.10" in fwd.commands["routeros"]
+    assert "security" in next(a for a in decision.advice if a.code == "nodereach-open").detail.lower()
+
+
+def test_untested_without_dialback_says_so() -> None:
+    decision = decide(report(), [], dialback=False)
+    assert "untested" in decision.causes
+    assert decision.advice[-1].code == "get-nodereach-server"
