@@ -1,0 +1,185 @@
+"""Server-side probe drivers: try to reach one address:port over TCP or UDP, within a deadline.
+
+Thin asyncio I/O around reach.codec. The caller (service) has already decided the target is the requester's
+own address; this module only sends to the (host, port) it is given and never more bytes than `budget`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+from dataclasses import dataclass
+
+from nodereach.reach import codec
+
+# On-wire sizes used for the amplification budget (IPv4 headers; IPv6 adds 20 per packet, accounted below).
+TCP_SYN_BYTES = 60
+TCP_SEGMENT_OVERHEAD = 52
+UDP_OVERHEAD = 28
+
+
+@dataclass(slots=True)
+class ProbeOutcome:
+    reachable: bool | None
+    reason: str
+    """ok | refused | timeout | reset | unreachable | no-echo | unverified | token-mismatch | error"""
+    rtt_ms: float | None = None
+    verified: bool = False
+    """True when the listener echoed our token (nodereach's own listener on the requester's host)."""
+    source: str | None = None
+    bytes_sent: int = 0
+
+
+def _reason_for(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES,
+                                                  errno.EPERM, errno.EHOSTDOWN):
+        return "unreachable"
+    return "error"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _make_socket(host: str, kind: socket.SocketKind, source: str | None) -> socket.socket:
+    sock = socket.socket(_family(host), kind)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            sock.bind((source, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | None, timeout: float,  # noqa: ASYNC109
+                    budget: int) -> ProbeOutcome:
+    """A completed handshake proves the port open; an echoed token proves it is nodereach's listener."""
+    loop = asyncio.get_running_loop()
+    extra = 20 if _family(host) == socket.AF_INET6 else 0
+    # The kernel may retransmit the SYN (1 s, then 3 s): count the SYNs the deadline allows.
+    syns = 1 + (timeout > 1.0) + (timeout > 3.0)
+    sent = syns * (TCP_SYN_BYTES + extra)
+    try:
+        sock = _make_socket(host, socket.SOCK_STREAM, source)
+    except OSError:
+        return ProbeOutcome(None, "error", bytes_sent=0, source=source)
+    src = source
+    start = time.monotonic()
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (host, port))
+        except (OSError, TimeoutError) as exc:
+            return ProbeOutcome(False, _reason_for(exc), source=src, bytes_sent=sent)
+        rtt = time.monotonic() - start
+        src = sock.getsockname()[0]
+        outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=sent)
+        msg = codec.probe(token) if token else b""
+        if not token or sent + len(msg) + TCP_SEGMENT_OVERHEAD + extra > budget:
+            if token:
+                outcome.reason = "unverified"
+            return outcome
+        outcome.bytes_sent += len(msg) + TCP_SEGMENT_OVERHEAD + extra
+        # Wait for the echo a few RTTs (the node's own listener never answers: do not wait long for it).
+        remaining = timeout - rtt
+        wait = min(remaining, max(0.3, 8 * rtt))
+        decoder = codec.StreamDecoder()
+        try:
+            async with asyncio.timeout(wait):
+                await loop.sock_sendall(sock, msg)
+                while True:
+                    data = await loop.sock_recv(sock, codec.MAX_MESSAGE)
+                    if not data:
+                        outcome.reason = "unverified"
+                        return outcome
+                    for m in decoder.feed(data):
+                        if m.kind == codec.Kind.ECHO and m.token == token:
+                            outcome.verified = True
+                            return outcome
+                        outcome.reason = "token-mismatch"
+                        return outcome
+        except (OSError, TimeoutError, codec.DialbackCodecError):
+            outcome.reason = "unverified"
+            return outcome
+    finally:
+        sock.close()
+
+
+class _UdpProbe(asyncio.DatagramProtocol):
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+        try:
+            m = codec.decode(data)
+        except codec.DialbackCodecError:
+            return
+        if m.kind == codec.Kind.ECHO and m.token == self.token and not self.done.done():
+            self.done.set_result("ok")
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable on a connected UDP socket: nothing listens (or a filter rejects).
+        if not self.done.done():
+            self.done.set_result(_reason_for(exc))
+
+
+async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, timeout: float,  # noqa: ASYNC109
+                    budget: int, expect_echo: bool) -> ProbeOutcome:
+    """Send the token datagram (retransmitted within the deadline and the byte budget) and wait for the echo.
+
+    Without an echo: `expect_echo` (the client said its own listener holds the port) makes it "not reachable,
+    timeout"; otherwise UDP cannot tell (a node ignores unknown datagrams): reachable None, "no-echo".
+    """
+    loop = asyncio.get_running_loop()
+    msg = codec.probe(token)
+    size = len(msg) + UDP_OVERHEAD + (20 if _family(host) == socket.AF_INET6 else 0)
+    max_sends = min(4, budget // size)
+    if max_sends < 1:
+        return ProbeOutcome(None, "error", source=source)
+    try:
+        sock = _make_socket(host, socket.SOCK_DGRAM, source)
+        sock.connect((host, port))
+    except OSError as exc:
+        return ProbeOutcome(None, _reason_for(exc), source=source)
+    transport, proto = await loop.create_datagram_endpoint(lambda: _UdpProbe(token), sock=sock)
+    src = sock.getsockname()[0]
+    sent = 0
+    start = time.monotonic()
+    last_send = start
+    try:
+        # Retransmit schedule: 0, T/8, T/4+, T/2 (exponential), all within the deadline.
+        gaps = [timeout / 8, timeout / 8, timeout / 4][: max_sends - 1]
+        deadline = start + timeout
+        for gap in [*gaps, None]:
+            last_send = time.monotonic()
+            transport.sendto(msg)
+            sent += size
+            wait = (deadline - last_send) if gap is None else min(gap, deadline - last_send)
+            if wait <= 0:
+                break
+            try:
+                async with asyncio.timeout(wait):
+                    result = await asyncio.shield(proto.done)
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            if result == "ok":
+                return ProbeOutcome(True, "ok", rtt_ms=(now - last_send) * 1000, verified=True, source=src,
+                                    bytes_sent=sent)
+            return ProbeOutcome(False, result, rtt_ms=(now - last_send) * 1000, source=src, bytes_sent=sent)
+        if expect_echo:
+            return ProbeOutcome(False, "timeout", source=src, bytes_sent=sent)
+        return ProbeOutcome(None, "no-echo", source=src, bytes_sent=sent)
+    finally:
+        transport.close()

@@ -1,0 +1,384 @@
+"""The dial-back HTTP service: /v1 JSON API, the "Is my node reachable?" page, /healthz and /metrics.
+
+It only ever probes the address the request came from (or, behind a configured proxy, the client named in
+X-Forwarded-For); a request that names another address is refused. Every probe passes the Limiter first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from nodereach import __version__
+from nodereach.reach import codec, prober
+from nodereach.reach.guard import ConnectionGuard
+from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, Limiter, LimitsConfig, client_address, parse_networks
+from nodereach.reach.metrics import Metrics
+
+log = logging.getLogger("nodereach.reach")
+
+API_VERSION = 1
+MAX_BODY = 1024
+FORBIDDEN_FIELDS = ("address", "host", "ip", "target", "addr", "hostname", "to", "destination")
+
+
+@dataclass
+class DialbackConfig:
+    probe_timeout: float = 2.0
+    """Upper bound of one probe; a request may ask for less (timeout_ms)."""
+    min_probe_timeout: float = 0.2
+    alt_address: str | None = None
+    """Probe from this address (a different IP than the API's) when the target has its family."""
+    trusted_proxies: tuple[str, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    refused_ports_spec: str = DEFAULT_REFUSED_PORTS
+    head_timeout: float = 5.0
+    body_timeout: float = 5.0
+    max_connections: int = 2048
+    max_connections_per_address: int = 32
+    drain_timeout: float = 5.0
+    web: bool = True
+
+
+class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    port: int
+    protocol: Literal["tcp", "udp"]
+    token: str | None = None
+    """Hex, 16..64 digits: the client's listener will be sent it and must echo it."""
+    timeout_ms: int | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def _request_bytes(request: web.Request, body_len: int) -> int:
+    """Bytes of the HTTP request as sent: the budget a probe may not exceed (no amplification)."""
+    line = len(request.method) + len(request.raw_path) + 11
+    return line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2 + body_len
+
+
+class DialbackService:
+    def __init__(self, config: DialbackConfig | None = None, metrics: Metrics | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.config = config or DialbackConfig()
+        self.metrics = metrics or Metrics()
+        self.info_extra = info or {}
+        self.limiter = Limiter(self.config.limits)
+        self.trusted = parse_networks(self.config.trusted_proxies)
+        self.guard = ConnectionGuard(head_timeout=self.config.head_timeout,
+                                     max_connections=self.config.max_connections,
+                                     max_per_address=self.config.max_connections_per_address)
+        self.closing = False
+        self._probes: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._static = _load_static() if self.config.web else {}
+        self.metrics.tracked.labels("address").set_function(lambda: self.limiter.tracked_addresses)
+        self.metrics.tracked.labels("network").set_function(lambda: self.limiter.tracked_networks)
+        self.metrics.connections.set_function(lambda: self.guard.stats.open)
+        self.metrics.in_flight.set_function(lambda: self.limiter.in_flight)
+
+    # --- app -----------------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
+        app.router.add_post("/v1/probe", self.handle_probe)
+        app.router.add_get("/v1/address", self.handle_address)
+        app.router.add_get("/v1/info", self.handle_info)
+        app.router.add_get("/healthz", self.handle_health)
+        app.router.add_get("/metrics", self.handle_metrics)
+        if self._static:
+            app.router.add_get("/", self.handle_static)
+            app.router.add_get("/static/{name}", self.handle_static)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.perf_counter()
+        route = request.match_info.route.resource
+        endpoint = route.canonical if route is not None else "other"
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except ApiError as err:
+                if err.status in (400, 403, 429, 503):
+                    self.metrics.rejected.labels(err.code).inc()
+                response = _json({"error": err.code, "message": err.message}, err.status, err.headers)
+            except web.HTTPException as exc:
+                response = _json({"error": "http", "message": exc.reason}, exc.status)
+            status = response.status
+            return response
+        finally:
+            self.metrics.http_requests.labels(endpoint, str(status)).inc()
+            self.metrics.http_seconds.labels(endpoint).observe(time.perf_counter() - start)
+            if request.transport is not None:
+                conn = self.guard.by_transport.get(request.transport)
+                if conn is not None:
+                    conn.response_sent()
+
+    def _client(self, request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not peer:
+            raise ApiError(400, "no-peer", "cannot tell where the request came from")
+        try:
+            return client_address(peer[0], request.headers.get("X-Forwarded-For"), self.trusted)
+        except ValueError as exc:
+            raise ApiError(400, "bad-forwarded-for", str(exc)) from None
+
+    # --- handlers ------------------------------------------------------------------------------------
+    async def handle_probe(self, request: web.Request) -> web.Response:
+        if self.closing:
+            raise ApiError(503, "shutting-down", "the server is shutting down; try another server",
+                           {"Retry-After": "5"})
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise ApiError(408, "slow-body", "request body not received in time") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(400, "bad-request", f"body larger than {MAX_BODY} bytes") from None
+        req = _parse_probe(body)
+        target = self._client(request)
+        cfg = self.config
+        now = time.monotonic()
+        verdict = self.limiter.admit(target, req.port, now)
+        if verdict is not None:
+            raise _rejection(verdict, req.port, self.limiter.retry_after(target))
+        try:
+            timeout = cfg.probe_timeout
+            if req.timeout_ms is not None:
+                timeout = max(cfg.min_probe_timeout, min(timeout, req.timeout_ms / 1000))
+            token = bytes.fromhex(req.token) if req.token else None
+            budget = _request_bytes(request, len(body))
+            sockname = request.transport.get_extra_info("sockname") if request.transport else None
+            source = self._source_for(target, sockname[0] if sockname else None)
+            host = str(target)
+            start = time.perf_counter()
+            task = asyncio.ensure_future(self._probe(req, host, token, source, timeout, budget))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+            outcome = await asyncio.shield(task)
+            elapsed = time.perf_counter() - start
+        finally:
+            self.limiter.release(target)
+            if not self.limiter.in_flight:
+                self._idle.set()
+        self.metrics.probes.labels(req.protocol, outcome.reason).inc()
+        self.metrics.probe_seconds.labels(req.protocol).observe(elapsed)
+        self.metrics.bytes_sent.inc(outcome.bytes_sent)
+        log.info("probe", extra={"event": "probe", "client": host, "port": req.port, "protocol": req.protocol,
+                                 "reachable": outcome.reachable, "reason": outcome.reason,
+                                 "rtt_ms": outcome.rtt_ms, "verified": outcome.verified})
+        return _json({"address": host, "port": req.port, "protocol": req.protocol,
+                      "reachable": outcome.reachable, "reason": outcome.reason,
+                      "rtt_ms": None if outcome.rtt_ms is None else round(outcome.rtt_ms, 3),
+                      "verified": outcome.verified, "source": outcome.source,
+                      "duration_ms": round(elapsed * 1000, 3), "bytes_sent": outcome.bytes_sent,
+                      "request_bytes": budget})
+
+    async def _probe(self, req: ProbeRequest, host: str, token: bytes | None, source: str | None,
+                     timeout: float, budget: int) -> prober.ProbeOutcome:  # noqa: ASYNC109
+        if req.protocol == "tcp":
+            return await prober.probe_tcp(host, req.port, token=token, source=source, timeout=timeout,
+                                          budget=budget)
+        return await prober.probe_udp(host, req.port, token=token or secrets.token_bytes(16), source=source,
+                                      timeout=timeout, budget=budget, expect_echo=token is not None)
+
+    def _source_for(self, target: ipaddress.IPv4Address | ipaddress.IPv6Address, local: str | None) -> str | None:
+        """Probe from the alt address when it has the target's family, else from the address the request
+        reached (a new ephemeral port), so holes the request opened do not make the port look open."""
+        alt = self.config.alt_address
+        if alt and ipaddress.ip_address(alt).version == target.version:
+            return alt
+        if local:
+            try:
+                loc = ipaddress.ip_address(local.split("%", 1)[0])
+            except ValueError:
+                return None
+            if isinstance(loc, ipaddress.IPv6Address) and loc.ipv4_mapped:
+                loc = loc.ipv4_mapped
+            if loc.version == target.version and not loc.is_unspecified:
+                return str(loc)
+        return None
+
+    async def handle_address(self, request: web.Request) -> web.Response:
+        target = self._client(request)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        port = peer[1] if peer and str(target) == _unmapped(peer[0]) else None
+        return _json({"address": str(target), "port": port})
+
+    async def handle_info(self, request: web.Request) -> web.Response:
+        cfg = self.config
+        return _json({"service": "nodereach", "version": __version__, "api": API_VERSION,
+                      "dialback": {"protocols": ["tcp", "udp"], "probe_timeout_ms": int(cfg.probe_timeout * 1000),
+                                   "refused_ports": cfg.refused_ports_spec,
+                                   "alt_address": cfg.alt_address is not None},
+                      **self.info_extra})
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        if self.closing:
+            return _json({"status": "draining", "probes_in_flight": self.limiter.in_flight}, 503)
+        return _json({"status": "ok", "probes_in_flight": self.limiter.in_flight})
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        for reason, n in self.guard.stats.dropped.items():
+            c = self.metrics.connections_dropped.labels(reason)
+            c.inc(n - c._value.get())
+        return web.Response(body=generate_latest(self.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def handle_static(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("name", "index.html")
+        item = self._static.get(name)
+        if item is None:
+            raise web.HTTPNotFound()
+        body, ctype = item
+        return web.Response(body=body, content_type=ctype, headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; "
+                                       "connect-src 'self'; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+        })
+
+    # --- life cycle ----------------------------------------------------------------------------------
+    async def start(self, addresses: list[str], port: int) -> list[tuple[str, int]]:
+        """Listen on each address (empty: all IPv4 and IPv6). Returns the bound (host, port) pairs."""
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, keepalive_timeout=15)
+        await self._runner.setup()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        bound: list[tuple[str, int]] = []
+        hosts: list[str | None] = list(addresses) or [None]
+        try:
+            for host in hosts:
+                srv = await loop.create_server(self.guard.factory(server), host=host, port=port,
+                                               reuse_address=True, backlog=1024)
+                self._servers.append(srv)
+                for sock in srv.sockets:
+                    name = sock.getsockname()
+                    bound.append((name[0], name[1]))
+                    if port == 0:
+                        port = name[1]
+        except OSError as exc:
+            await self.close()
+            raise exc
+        return bound
+
+    async def drain(self) -> None:
+        """Stop accepting; let probes in flight finish (bounded) so every request gets its answer."""
+        self.closing = True
+        for srv in self._servers:
+            srv.close()
+        if self._probes:
+            await asyncio.wait(set(self._probes), timeout=self.config.drain_timeout)
+        # Give handlers a moment to write the answers of the probes that just finished.
+        if self.limiter.in_flight:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._idle.wait()
+        self.guard.close_idle()
+
+    async def close(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for task in list(self._probes):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for conn in list(self.guard.connections):
+            conn.abort("max-age", count=False)
+        self._servers.clear()
+
+
+def _unmapped(host: str) -> str:
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _parse_probe(body: bytes) -> ProbeRequest:
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise ApiError(400, "bad-request", "body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "bad-request", "body must be a JSON object")
+    named = [k for k in raw if isinstance(k, str) and k.lower() in FORBIDDEN_FIELDS]
+    if named:
+        raise ApiError(403, "foreign-address", f"field {named[0]!r} refused: this server only tests the address "
+                       "the request comes from")
+    try:
+        req = msgspec.convert(raw, ProbeRequest)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "bad-request", str(exc)) from None
+    if not 1 <= req.port <= 65535:
+        raise ApiError(400, "bad-request", "port must be 1..65535")
+    if req.token is not None:
+        if not 2 * codec.MIN_TOKEN <= len(req.token) <= 2 * codec.MAX_TOKEN or len(req.token) % 2:
+            raise ApiError(400, "bad-request", "token must be 16..64 hex digits")
+        try:
+            bytes.fromhex(req.token)
+        except ValueError:
+            raise ApiError(400, "bad-request", "token must be hex") from None
+    if req.timeout_ms is not None and not 1 <= req.timeout_ms <= 60_000:
+        raise ApiError(400, "bad-request", "timeout_ms must be 1..60000")
+    return req
+
+
+def _rejection(reason: str, port: int, retry_after: float) -> ApiError:
+    if reason == "refused-port":
+        return ApiError(403, reason, f"port {port} is on this server's refused list (system services)")
+    if reason == "too-many-ports":
+        return ApiError(429, reason, "too many distinct ports from this address recently (looks like a scan)",
+                        {"Retry-After": "600"})
+    if reason == "busy":
+        return ApiError(503, reason, "too many probes in flight; retry shortly", {"Retry-After": "1"})
+    return ApiError(429, reason, "rate limited; retry later", {"Retry-After": str(int(retry_after + 0.999))})
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    """The page's files, read once (small): name -> (bytes, content type)."""
+    types = {".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+    out: dict[str, tuple[bytes, str]] = {}
+    root = resources.files("nodereach.reach") / "web"
+    if not root.is_dir():
+        return out
+    for item in root.iterdir():
+        ext = os.path.splitext(item.name)[1]
+        if item.is_file() and ext in types:
+            out[item.name] = (item.read_bytes(), types[ext])
+    return out
+
+
+__all__ = ["ApiError", "DialbackConfig", "DialbackService", "ProbeRequest"]
