@@ -81,13 +81,15 @@ def serve(
     log_json: Annotated[bool, typer.Option("--log-json", help="structured JSON logs on stderr")] = False,
     trusted_proxy: Annotated[list[str], typer.Option(help="trust X-Forwarded-For from this address/network; "
                                                      "repeatable")] = [],  # noqa: B006
+    refused_ports: Annotated[str | None, typer.Option(help="ports the dial-back service never probes, e.g. "
+                                                      "'0-79,81-442,444-1023' (the default)")] = None,
 ) -> None:
     """Run the network's helper servers: RFC 5780 STUN, dial-back checks, web page, metrics."""
     from nodereach.serve.command import run_serve
 
     _run(run_serve, addresses=address, alt_address=alt_address, config=config, stun_port=stun_port,
          alt_port=alt_port, http_port=http_port, no_stun=no_stun, no_dialback=no_dialback,
-         log_json=log_json, trusted_proxies=trusted_proxy)
+         log_json=log_json, trusted_proxies=trusted_proxy, refused_ports=refused_ports)
 
 
 # --- open / mappings ---------------------------------------------------------------------------------

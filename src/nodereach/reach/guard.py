@@ -66,8 +66,7 @@ class GuardedProtocol(asyncio.Protocol):
 
     # --- life cycle ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         g = self.guard
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -13,6 +13,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 class Metrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series double the output and nobody graphs them
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter("nodereach_http_requests", "HTTP requests by endpoint and status",

@@ -50,6 +50,8 @@ class DialbackConfig:
     max_connections_per_address: int = 32
     drain_timeout: float = 5.0
     web: bool = True
+    probes: bool = True
+    """False (serve --no-dialback): only /healthz, /metrics and /v1/info are served."""
 
 
 class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,7 +98,7 @@ class DialbackService:
         self._idle = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.AbstractServer] = []
-        self._static = _load_static() if self.config.web else {}
+        self._static = _load_static() if self.config.web and self.config.probes else {}
         self.metrics.tracked.labels("address").set_function(lambda: self.limiter.tracked_addresses)
         self.metrics.tracked.labels("network").set_function(lambda: self.limiter.tracked_networks)
         self.metrics.connections.set_function(lambda: self.guard.stats.open)
@@ -105,7 +107,8 @@ class DialbackService:
     # --- app -----------------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
-        app.router.add_post("/v1/probe", self.handle_probe)
+        if self.config.probes:
+            app.router.add_post("/v1/probe", self.handle_probe)
         app.router.add_get("/v1/address", self.handle_address)
         app.router.add_get("/v1/info", self.handle_info)
         app.router.add_get("/healthz", self.handle_health)
@@ -233,10 +236,10 @@ class DialbackService:
 
     async def handle_info(self, request: web.Request) -> web.Response:
         cfg = self.config
-        return _json({"service": "nodereach", "version": __version__, "api": API_VERSION,
-                      "dialback": {"protocols": ["tcp", "udp"], "probe_timeout_ms": int(cfg.probe_timeout * 1000),
-                                   "refused_ports": cfg.refused_ports_spec,
-                                   "alt_address": cfg.alt_address is not None},
+        dialback = None if not cfg.probes else {
+            "protocols": ["tcp", "udp"], "probe_timeout_ms": int(cfg.probe_timeout * 1000),
+            "refused_ports": cfg.refused_ports_spec, "alt_address": cfg.alt_address is not None}
+        return _json({"service": "nodereach", "version": __version__, "api": API_VERSION, "dialback": dialback,
                       **self.info_extra})
 
     async def handle_health(self, request: web.Request) -> web.Response:
