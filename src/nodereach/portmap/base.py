@@ -1,0 +1,74 @@
+"""What every port-mapping driver offers the keepalive manager, and the values they exchange."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Transport = Literal["tcp", "udp"]
+Method = Literal["pcp", "natpmp", "upnp"]
+METHODS: tuple[Method, ...] = ("pcp", "natpmp", "upnp")
+
+
+@dataclass(slots=True)
+class Grant:
+    """What the gateway granted for one mapping."""
+
+    protocol: Transport
+    internal_port: int
+    external_port: int
+    external_address: str | None
+    lifetime: int
+    """Seconds; 0 means permanent (UPnP routers that only accept permanent leases)."""
+
+
+@dataclass(slots=True)
+class Poll:
+    """Result of a cheap liveness check of the gateway."""
+
+    restarted: bool = False
+    external_address: str | None = None
+    missing: list[tuple[Transport, int]] = field(default_factory=list)
+    """(protocol, external port) of mappings the gateway no longer has (UPnP)."""
+
+
+@dataclass(slots=True)
+class Slot:
+    """The client side of one mapping: what we asked for and the per-mapping secrets (PCP nonce)."""
+
+    protocol: Transport
+    internal_port: int
+    nonce: bytes
+    grant: Grant | None = None
+
+
+class Driver(Protocol):
+    method: Method
+    gateway: str
+
+    async def map(self, slot: Slot, external_port: int, lifetime: int) -> Grant: ...
+
+    async def unmap(self, slot: Slot) -> None: ...
+
+    async def poll(self, slots: list[Slot]) -> Poll: ...
+
+    async def external_address(self) -> str | None: ...
+
+    async def close(self) -> None: ...
+
+
+def is_unroutable(address: str | None) -> bool:
+    """True when an external address cannot be reached from the internet: private, CGNAT, loopback, ...
+
+    The documentation ranges the lab uses as its internet count as public here.
+    """
+    if not address:
+        return False
+    ip = ipaddress.ip_address(address)
+    if ip in ipaddress.ip_network("100.64.0.0/10"):
+        return True
+    doc = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24", "2001:db8::/32")]
+    if any(ip in n for n in doc if n.version == ip.version):
+        return False
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_reserved

@@ -1,0 +1,118 @@
+"""SSDP search for an Internet Gateway Device that stops as soon as the gateway answers.
+
+async-upnp-client's async_search always waits out its whole timeout; its SsdpSearchListener with a callback
+lets us stop early. Replies count only from on-link addresses, and the LOCATION must be on the host that
+answered: a device elsewhere cannot steer us to a description on another machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from async_upnp_client.search import SsdpSearchListener
+from async_upnp_client.utils import CaseInsensitiveDict
+
+from nodereach.portmap.errors import GatewayTimeout
+from nodereach.portmap.gateway import Gateway
+
+SEARCH_TARGETS = (
+    "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+    "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+)
+SSDP_PORT = 1900
+MAX_LOCATION = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    location: str
+    host: str
+    st: str
+
+
+def _accept(headers: CaseInsensitiveDict, gw: Gateway) -> Found | None:
+    remote = headers.get_lower("_remote_addr")
+    location = headers.get_lower("_location_original") or headers.get_lower("location")
+    st = headers.get_lower("st") or ""
+    if not remote or not isinstance(location, str) or len(location) > MAX_LOCATION:
+        return None
+    source = str(remote[0])
+    if not gw.on_link(source):
+        return None
+    if "InternetGatewayDevice" not in st and "WANIPConnection" not in st and "WANPPPConnection" not in st:
+        return None
+    try:
+        host = urlsplit(location).hostname
+    except ValueError:
+        return None
+    if host != source:
+        return None
+    return Found(location, source, st)
+
+
+async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
+    """First IGD answer from the gateway itself; another on-link device only if the gateway stays silent.
+
+    Sends M-SEARCH to the multicast group and unicast to the gateway (UDA 2.0 §1.3.2), repeating once,
+    and ignores the source port of replies (some routers answer from another port).
+    """
+    loop = asyncio.get_running_loop()
+    from_gateway: asyncio.Future[Found] = loop.create_future()
+    others: list[Found] = []
+    first_other: asyncio.Event = asyncio.Event()
+
+    def on_reply(headers: CaseInsensitiveDict) -> None:
+        found = _accept(headers, gw)
+        if found is None:
+            return
+        if found.host == gw.address:
+            if not from_gateway.done():
+                from_gateway.set_result(found)
+        else:
+            others.append(found)
+            first_other.set()
+
+    listeners = [SsdpSearchListener(callback=on_reply, source=(gw.local_address, 0), search_target=st, timeout=2)
+                 for st in SEARCH_TARGETS]
+    started: list[SsdpSearchListener] = []
+    try:
+        for lst in listeners:
+            await lst.async_start()
+            started.append(lst)
+
+        def send() -> None:
+            for lst in started:
+                with contextlib.suppress(OSError):
+                    lst.async_search()
+                with contextlib.suppress(OSError):
+                    lst.async_search(override_target=(gw.address, SSDP_PORT))
+
+        send()
+        resend = loop.call_later(min(0.5, wait / 3), send)
+        try:
+            async with asyncio.timeout(wait):
+                other_wait = asyncio.ensure_future(first_other.wait())
+                try:
+                    await asyncio.wait({from_gateway, other_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if from_gateway.done():
+                        return from_gateway.result()
+                    # Someone else answered first; give the real gateway a short grace period.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(grace):
+                            return await asyncio.shield(from_gateway)
+                    return others[0]
+                finally:
+                    other_wait.cancel()
+        except TimeoutError:
+            pass
+        finally:
+            resend.cancel()
+        if others:
+            return others[0]
+        raise GatewayTimeout(f"UPnP: no Internet Gateway Device answered SSDP within {wait:.1f} s")
+    finally:
+        for lst in started:
+            lst.async_stop()

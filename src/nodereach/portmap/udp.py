@@ -1,0 +1,88 @@
+"""One request/response exchange with the gateway over UDP port 5351, with retransmission and a deadline.
+
+The socket is connected to (gateway, 5351), so the kernel drops datagrams from any other address or port
+(spoofed or stray replies never reach the parser); we check the source again anyway. RFC 6886 §3.1
+retransmission: first resend after 250 ms, doubling. RFC 6887 §8.1.1 asks for IRT = 3 s, which would
+exceed our short deadlines on a LAN, so PCP uses the same doubling schedule with its ±10 % jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import TypeVar
+
+from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable
+
+T = TypeVar("T")
+
+INITIAL_RTO = 0.25
+MAX_DATAGRAM = 1100  # RFC 6887 §7: nothing longer is a valid reply; the read buffer is bounded too
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+        self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=64)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if (addr[0], addr[1]) != self.peer:
+            return
+        if not self.queue.full():
+            self.queue.put_nowait(data[:MAX_DATAGRAM + 1])
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.queue.full():
+            self.queue.put_nowait(exc)
+
+
+async def exchange(gateway: str, port: int, build: Callable[[str], bytes], parse: Callable[[bytes], T | None], *,
+                   wait: float, what: str, initial_rto: float = INITIAL_RTO) -> T:
+    """Send build(local_address) until parse() accepts a reply or the deadline passes.
+
+    parse returns None for a reply that is not ours (ignored) and raises MalformedMessage for garbage,
+    which is also ignored while waiting: a hostile neighbour cannot make us give up before the deadline.
+    """
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(lambda: _Proto((gateway, port)),
+                                                           remote_addr=(gateway, port))
+    try:
+        local = transport.get_extra_info("sockname")[0]
+        request = build(local)
+        deadline = loop.time() + wait
+        rto = initial_rto
+        malformed: MalformedMessage | None = None
+        refused = False
+        next_send = loop.time()
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                break
+            if now >= next_send:
+                transport.sendto(request)
+                next_send = now + rto * (1 + random.uniform(-0.1, 0.1))
+                rto *= 2
+            try:
+                item = await asyncio.wait_for(proto.queue.get(), min(next_send, deadline) - loop.time())
+            except TimeoutError:
+                continue
+            if isinstance(item, ConnectionRefusedError):
+                refused = True  # ICMP port unreachable: nothing listens there
+                break
+            if isinstance(item, Exception):
+                continue
+            try:
+                result = parse(item)
+            except MalformedMessage as exc:
+                malformed = exc
+                continue
+            if result is not None:
+                return result
+        if malformed is not None:
+            raise malformed
+        if refused:
+            raise NotAvailable(f"{what}: nothing listens on {gateway}:{port} (port unreachable)")
+        raise GatewayTimeout(f"{what}: no answer from {gateway}:{port} within {wait:.1f} s")
+    finally:
+        transport.close()
