@@ -28,3 +28,6 @@ def require_lab() -> None:
     if IN_CI:
         pytest.fail(f"CI must run every lab test, but: {reason}")
     pytest.skip(reason)
+
+
+from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool)

@@ -1,0 +1,289 @@
+"""`Lab`: build a scenario in network namespaces, run things inside it, always tear it down.
+
+    with Lab("cgnat") as lab:
+        lab.exec("client", ["ping", "-c1", "203.0.113.10"])
+
+Teardown runs on exit, on exceptions, on Ctrl-C and on SIGTERM (turned into SystemExit while a lab is
+open), and at interpreter exit for labs left open; a lab whose owner was SIGKILLed is stale and removed by
+the next lab (registry.py). Namespaces are `nrl-<6 hex id>-<host>`, so labs never clash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from nodereach.errors import EnvironmentProblem, UsageError
+from nodereach.lab import addresses as A
+from nodereach.lab import daemons, netns, registry, rules, topology
+from nodereach.lab.scenarios import GroundTruth, Scenario, get_scenario
+
+T = TypeVar("T")
+_LIVE: set[Lab] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def check_environment() -> None:
+    """Raise EnvironmentProblem (one line + hint) when this machine cannot run a lab."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("the lab needs root (network namespaces and nftables)",
+                                 "run it as root, e.g. `sudo nodereach lab ...`")
+    for binary, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if shutil.which(binary) is None:
+            raise EnvironmentProblem(f"`{binary}` is not installed", f"apt-get install {package}")
+
+
+class Lab:
+    """One running scenario. Use as a context manager (or call build()/teardown() yourself)."""
+
+    def __init__(self, scenario: str | Scenario, home_router: bool = False, delay_ms: float = 0.0,
+                 loss: float = 0.0, filtered_ports: Sequence[int] | None = None, *,
+                 persistent: bool = False) -> None:
+        self.scenario = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
+        if home_router and not self.scenario.has_router:
+            raise UsageError(f"scenario {self.scenario.name!r} has no home router for --home-router",
+                             "use a NAT scenario, e.g. port-restricted")
+        if not 0.0 <= loss <= 100.0:
+            raise UsageError(f"loss must be a percentage 0-100, got {loss}")
+        if not 0.0 <= delay_ms <= 10_000.0:
+            raise UsageError(f"delay must be 0-10000 ms, got {delay_ms}")
+        ports = tuple(int(p) for p in filtered_ports) if filtered_ports is not None else None
+        if ports and any(not 0 < p < 65536 for p in ports):
+            raise UsageError(f"filtered ports must be 1-65535, got {ports}")
+        self.home_router = home_router
+        self.delay_ms = float(delay_ms)
+        self.loss = float(loss)
+        self.persistent = persistent
+        self.truth: GroundTruth = self.scenario.truth(ports)
+        self.filtered_ports = self.truth.filtered_ports
+        self.id = ""
+        self.record: registry.LabRecord | None = None
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._lock = threading.Lock()
+        self._router_wan = self.scenario.router_wan()[0] if self.scenario.has_router else None
+        self.daemons = daemons.Daemons(self)
+        self.built = False
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def __enter__(self) -> Lab:
+        self.build()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    def build(self) -> Lab:
+        check_environment()
+        registry.remove_stale()
+        self.id = registry.new_id()
+        owner = 0 if self.persistent else os.getpid()
+        self.record = registry.LabRecord(
+            id=self.id, scenario=self.scenario.name, owner_pid=owner,
+            owner_start=netns.pid_start_time(owner) if owner else None, persistent=self.persistent,
+            options={"home_router": self.home_router, "delay_ms": self.delay_ms, "loss": self.loss,
+                     "filtered_ports": list(self.filtered_ports)},
+            namespaces=[self.ns(h) for h in self.hosts])
+        self.record.save()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        _install_signal_handler()
+        try:
+            built = topology.build(self.scenario, self.ns, delay_ms=self.delay_ms, loss=self.loss,
+                                   filtered_ports=self.filtered_ports, owner_pid=owner,
+                                   log_dir=registry.REGISTRY_DIR, on_spawn=self._track)
+            self.subscriber = built.subscriber
+            self.built = True
+            if self.home_router:
+                self.start_miniupnpd()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def teardown(self) -> None:
+        """Kill what the lab spawned, delete its namespaces and its record. Safe to call twice."""
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if self.record is None:
+            return
+        with self._lock:
+            procs, self._procs = self._procs, []
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.terminate()
+        netns.kill_pids([p.pid for p in procs], grace=2.0)
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=0.5)
+        registry.remove(self.record)
+        self.record = None
+        self.built = False
+
+    def _track(self, proc: subprocess.Popen[Any]) -> None:
+        with self._lock:
+            self._procs = [p for p in self._procs if p.poll() is None]
+            self._procs.append(proc)
+        if self.record is not None:
+            self.record.pids = [p.pid for p in self._procs]
+            self.record.save()
+
+    # --- naming -------------------------------------------------------------------------------------
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self.scenario.hosts
+
+    def ns(self, host: str) -> str:
+        """The namespace name of `host` (UsageError for a host this scenario does not have)."""
+        if host not in self.hosts:
+            raise UsageError(f"no host {host!r} in scenario {self.scenario.name!r}",
+                             f"hosts: {', '.join(self.hosts)}")
+        return f"nrl-{self.id}-{host}"
+
+    @property
+    def router_wan_address(self) -> str | None:
+        return self._router_wan
+
+    # --- running things inside --------------------------------------------------------------------
+    def exec(self, host: str, argv: Sequence[str], timeout: float = 10, check: bool = True,
+             **run_kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command inside `host` and capture its output (text)."""
+        full = ["ip", "netns", "exec", self.ns(host), *argv]
+        run_kw.setdefault("capture_output", True)
+        return subprocess.run(full, timeout=timeout, check=check, text=True, **run_kw)
+
+    def spawn(self, host: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
+        """Start a long-running process inside `host`; it is killed at teardown."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], **popen_kw)
+        self._track(proc)
+        return proc
+
+    def socket(self, host: str, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM,
+               proto: int = 0) -> socket.socket:
+        """A socket created inside `host`'s namespace (it stays there; use it from any thread)."""
+        return netns.call_in(self.ns(host), socket.socket, family, type, proto)
+
+    def call_in(self, host: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a synchronous function in a thread inside `host`'s namespace (blocks until it returns)."""
+        return netns.call_in(self.ns(host), fn, *args, **kwargs)
+
+    async def run_async(self, host: str, coro_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run coro_fn(*args) on its own event loop in a thread inside `host` (threads it starts stay there)."""
+        name = self.ns(host)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def body() -> None:
+            try:
+                netns.setns(name)
+                future.set_result(asyncio.run(_as_coro(coro_fn, *args)))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=body, name=f"netns-async-{host}", daemon=True).start()
+        return await asyncio.wrap_future(future)
+
+    # --- router state -----------------------------------------------------------------------------
+    def _routers(self) -> list[str]:
+        return [h for h in ("router", "isp") if h in self.hosts]
+
+    def flush_conntrack(self) -> None:
+        """Forget every NAT binding and firewall state (routers, and the open-firewalled client)."""
+        if shutil.which("conntrack") is None:
+            raise EnvironmentProblem("`conntrack` is not installed", "apt-get install conntrack")
+        hosts = self._routers() + (["client"] if self.scenario.client_firewall else [])
+        for host in hosts:
+            self.exec(host, ["conntrack", "-F"], check=False)
+        if "router" in self.hosts:
+            netns.run(["ip", "netns", "exec", self.ns("router"), "nft", "-f", "-"],
+                      input=rules.reset_router(self.scenario.recipe or "").replace(
+                          f"flush chain ip {rules.TABLE} forwards\n", ""))
+
+    def reset(self) -> None:
+        """Back to a freshly built state for the next test: no port forwards, no NAT state."""
+        if "router" in self.hosts:
+            netns.nft(self.ns("router"), f"flush chain ip {rules.TABLE} forwards\n")
+        self.flush_conntrack()
+
+    def forward(self, port: int, proto: str = "udp", internal_port: int | None = None) -> None:
+        """Port forward (DNAT) on the home router: WAN `port`/`proto` -> client:`internal_port`."""
+        if proto not in ("udp", "tcp"):
+            raise UsageError(f"protocol must be udp or tcp, got {proto!r}")
+        if "router" not in self.hosts:
+            raise UsageError(f"scenario {self.scenario.name!r} has no home router to forward ports on")
+        netns.nft(self.ns("router"), rules.port_forward(port, proto, A.CLIENT_IP, internal_port or port))
+
+    def set_router_wan_address(self, new: str) -> None:
+        """Renumber the home router's WAN (same subnet and gateway), as a DHCP lease change would."""
+        if self._router_wan is None:
+            raise UsageError(f"scenario {self.scenario.name!r} has no home router")
+        _, gw, prefix = self.scenario.router_wan()
+        old = self._router_wan
+        netns.ip_batch(self.ns("router"), [f"addr add {new}/{prefix} dev wan", f"addr del {old}/{prefix} dev wan",
+                                           f"route replace default via {gw}"])
+        self._router_wan = new
+        if self.scenario.topology == "single":
+            self.truth = dataclasses.replace(self.truth, client_public_ip=new, nat_wan_addresses=(new,))
+        else:
+            self.truth = dataclasses.replace(self.truth, nat_wan_addresses=(new, *self.truth.nat_wan_addresses[1:]))
+        self.exec("router", ["conntrack", "-F"], check=False)
+
+    # --- daemons ----------------------------------------------------------------------------------
+    def start_coturn(self, rfc5780: bool = True) -> subprocess.Popen[Any]:
+        """coturn `--stun-only` on the coturn host (203.0.113.30, + .31 for RFC 5780); waits until it answers."""
+        return self.daemons.start_coturn(rfc5780=rfc5780)
+
+    def stop_coturn(self) -> None:
+        self.daemons.stop_coturn()
+
+    def start_miniupnpd(self, upnp: bool = True, natpmp: bool = True, **conf: str | int) -> subprocess.Popen[Any]:
+        """miniupnpd on `router` (UPnP IGD, NAT-PMP + PCP); waits until it answers. Extra conf lines as kwargs."""
+        return self.daemons.start_miniupnpd(upnp=upnp, natpmp=natpmp, **conf)
+
+    def stop_miniupnpd(self) -> None:
+        self.daemons.stop_miniupnpd()
+
+    def restart_miniupnpd(self, upnp: bool | None = None, natpmp: bool | None = None) -> subprocess.Popen[Any]:
+        return self.daemons.restart_miniupnpd(upnp=upnp, natpmp=natpmp)
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.scenario.name} id={self.id or '-'} home_router={self.home_router}>"
+
+
+async def _as_coro(coro_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    return await coro_fn(*args)
+
+
+def _teardown_live() -> None:
+    with _LIVE_LOCK:
+        labs = list(_LIVE)
+    for lab in labs:
+        if not lab.persistent:
+            with contextlib.suppress(Exception):
+                lab.teardown()
+
+
+atexit.register(_teardown_live)
+_handler_installed = False
+
+
+def _install_signal_handler() -> None:
+    """SIGTERM -> SystemExit on the main thread, so context managers and atexit tear labs down."""
+    global _handler_installed
+    if _handler_installed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        def on_term(signum: int, frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
+    _handler_installed = True

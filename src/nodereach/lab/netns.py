@@ -1,0 +1,164 @@
+"""Low-level namespace plumbing: enter a network namespace from a thread, run commands, list and kill.
+
+Python 3.11 has no os.setns; libc's setns(2) via ctypes moves only the calling thread, so every
+namespace-bound piece of work runs in its own short-lived thread (sockets keep their namespace for life).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nodereach.errors import NodereachError
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+PREFIX = "nrl-"
+
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class LabError(NodereachError):
+    """A lab operation failed (a command inside the lab, a daemon that did not start)."""
+
+
+def setns(name: str) -> None:
+    """Move the calling thread into network namespace `name` (never call this on the main thread)."""
+    fd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def call_in(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run fn(*args) in a fresh thread inside namespace `name`; return its result or raise its exception."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            setns(name)
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=body, name=f"netns-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]
+
+
+def write_sysctl(ns: str, values: dict[str, str]) -> None:
+    """Write /proc/sys values as seen from inside `ns` (net.* entries are per namespace)."""
+
+    def body() -> None:
+        for key, value in values.items():
+            path = Path("/proc/sys") / key.replace(".", "/")
+            if path.exists():
+                path.write_text(value)
+
+    call_in(ns, body)
+
+
+def run(argv: Sequence[str], *, input: str | None = None, timeout: float = 20.0,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a host command (ip, nft, conntrack), raising LabError with its stderr on failure."""
+    try:
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"`{' '.join(argv)}` timed out after {timeout:.0f} s") from exc
+    if check and proc.returncode != 0:
+        raise LabError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def ip_batch(ns: str, commands: Sequence[str]) -> None:
+    """Run `ip` commands in namespace `ns` in one process (one line each)."""
+    if commands:
+        run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n")
+
+
+def nft(ns: str, ruleset: str) -> None:
+    """Load an nftables ruleset into namespace `ns`."""
+    run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=ruleset)
+
+
+def list_namespaces(prefix: str = PREFIX) -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def namespace_pids(name: str) -> list[int]:
+    proc = run(["ip", "netns", "pids", name], check=False, timeout=10)
+    return [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The process start time in clock ticks (field 22 of /proc/PID/stat): guards against pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def kill_pids(pids: Sequence[int], grace: float = 2.0) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL whatever is left (never our own pid)."""
+    mine = os.getpid()
+    pids = [p for p in pids if p != mine and pid_alive(p)]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        pids = [p for p in pids if pid_alive(p)]
+        if pids:
+            time.sleep(0.02)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def delete_namespace(name: str) -> None:
+    """Kill everything still running in `name`, then delete it (its veths and taps go with it)."""
+    if not (NETNS_DIR / name).exists():
+        return
+    kill_pids(namespace_pids(name), grace=1.0)
+    run(["ip", "netns", "del", name], check=False, timeout=10)

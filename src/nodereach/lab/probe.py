@@ -1,0 +1,143 @@
+"""Raw-socket probes that prove a scenario's ground truth (no STUN): who sees which address, what gets in.
+
+Used by the lab's tests and by the demo's quick verification. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nodereach.lab.core import Lab
+
+IP_RECVERR = 11
+SO_EE_ORIGIN_ICMP = 2
+ICMP_TIME_EXCEEDED = 11
+
+
+@contextlib.contextmanager
+def udp(lab: Lab, host: str, addr: str = "0.0.0.0", port: int = 0) -> Iterator[socket.socket]:
+    """A bound UDP socket inside `host` (port 0: an ephemeral port, never a fixed one by default)."""
+    sock = lab.socket(host, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        yield sock
+    finally:
+        sock.close()
+
+
+def recv(sock: socket.socket, timeout: float) -> tuple[bytes, tuple[str, int]] | None:
+    """One datagram within `timeout` seconds, or None."""
+    ready, _, _ = select.select([sock], [], [], timeout)
+    if not ready:
+        return None
+    data, peer = sock.recvfrom(65535)
+    return data, peer
+
+
+def recv_matching(sock: socket.socket, payload: bytes, timeout: float) -> tuple[str, int] | None:
+    """Wait for a datagram equal to `payload` (ignore others); return its source address."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        got = recv(sock, left)
+        if got is None:
+            return None
+        if got[0] == payload:
+            return got[1]
+    return None
+
+
+def token() -> bytes:
+    return b"nrl-probe-" + os.urandom(8).hex().encode()
+
+
+def send_seen_as(sender: socket.socket, receiver: socket.socket, dst: tuple[str, int],
+                 timeout: float = 1.0, tries: int = 3) -> tuple[str, int] | None:
+    """Send from `sender` to `dst` (where `receiver` listens): the source address the receiver sees."""
+    for _ in range(tries):
+        payload = token()
+        sender.sendto(payload, dst)
+        seen = recv_matching(receiver, payload, timeout / tries)
+        if seen is not None:
+            return seen
+    return None
+
+
+def delivered(sender: socket.socket, receiver: socket.socket, dst: tuple[str, int], timeout: float = 0.5,
+              tries: int = 2) -> bool:
+    """Does a datagram from `sender` to `dst` reach `receiver`? (retries absorb loss; False = filtered)."""
+    return send_seen_as(sender, receiver, dst, timeout=timeout, tries=tries) is not None
+
+
+def tcp_connects(lab: Lab, host: str, dst: tuple[str, int], timeout: float = 1.0) -> bool:
+    with lab.socket(host, socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(dst)
+            return True
+        except OSError:
+            return False
+
+
+def tcp_listener(lab: Lab, host: str, addr: str = "0.0.0.0", port: int = 0) -> socket.socket:
+    sock = lab.socket(host, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((addr, port))
+    sock.listen(16)
+    return sock
+
+
+def tcp_accepts(listener: socket.socket, timeout: float) -> tuple[str, int] | None:
+    """Accept one connection within `timeout`; return the peer address the listener sees."""
+    ready, _, _ = select.select([listener], [], [], timeout)
+    if not ready:
+        return None
+    conn, peer = listener.accept()
+    conn.close()
+    return peer
+
+
+def ttl_hops(lab: Lab, host: str, dst: str, max_ttl: int = 6, timeout: float = 1.0,
+             port: int = 33434) -> list[str | None]:
+    """Traceroute with UDP + IP_RECVERR: the address answering time-exceeded at each TTL (None: silent).
+
+    Stops at the first TTL that reaches `dst` (port unreachable or any error whose offender is `dst`).
+    """
+    hops: list[str | None] = []
+    with udp(lab, host) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        for ttl in range(1, max_ttl + 1):
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            sock.sendto(b"nrl-ttl", (dst, port + ttl))
+            offender, kind = _wait_error(sock, timeout)
+            hops.append(offender)
+            if offender == dst or (offender is not None and kind != ICMP_TIME_EXCEEDED):
+                break
+    return hops
+
+
+def _wait_error(sock: socket.socket, timeout: float) -> tuple[str | None, int | None]:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        select.select([sock], [], [], left)  # a queued error makes the socket readable
+        try:
+            _, ancdata, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            time.sleep(0.005)
+            continue
+        for level, kind, data in ancdata:
+            if level == socket.IPPROTO_IP and kind == IP_RECVERR and len(data) >= 32:
+                _errno, origin, icmp_type, _code = struct.unpack_from("=IBBB", data, 0)
+                if origin != SO_EE_ORIGIN_ICMP:
+                    continue
+                offender = socket.inet_ntoa(data[16 + 4:16 + 8])
+                return offender, icmp_type
+    return None, None

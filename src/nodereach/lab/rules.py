@@ -1,0 +1,116 @@
+"""nftables rulesets for the lab's routers, firewalls and provider filters (recipes proven in tests).
+
+- masquerade = endpoint-independent mapping (port kept when free) + address-and-port-dependent filtering;
+  `masquerade fully-random` = a random port per 5-tuple (symmetric).
+- Full cone / restricted cone (UDP only): a postrouting chain after srcnat (priority 200) learns
+  `external port -> client ip . port` into a dynamic map (and, for restricted cone, `remote ip . external
+  port` into a dynamic set); a prerouting dnat uses the map for new inbound flows.
+- The forward chain accepts `ct status dnat`, so port forwards (ours and miniupnpd's) carry traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+TABLE = "nrl"
+SUBSCRIBER_NET = "198.51.100.0/24"
+LEARN_TIMEOUT_S = 300
+"""How long a learned cone mapping survives without outbound traffic (a typical UDP NAT timeout)."""
+
+
+def router(recipe: str, *, wan: str = "wan", lan: str = "lan") -> str:
+    """A home/ISP router: NAT per `recipe`, stateful forward filter, input open only to the LAN."""
+    full = recipe in ("full-cone", "restricted-cone")
+    restricted = recipe == "restricted-cone"
+    masq = "masquerade fully-random" if recipe == "symmetric" else "masquerade"
+    sets = ""
+    inbound = ""
+    learn = ""
+    if full:
+        sets += (f"  map cone {{ type inet_service : ipv4_addr . inet_service; flags dynamic, timeout; "
+                 f"timeout {LEARN_TIMEOUT_S}s; size 65535; }}\n")
+        learn += (f'    oifname "{wan}" meta l4proto udp ct direction original '
+                  "update @cone { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n")
+        guard = "ip saddr . udp dport @allowed " if restricted else ""
+        inbound = f'    iifname "{wan}" meta l4proto udp {guard}dnat ip addr . port to udp dport map @cone\n'
+    if restricted:
+        sets += (f"  set allowed {{ type ipv4_addr . inet_service; flags dynamic, timeout; "
+                 f"timeout {LEARN_TIMEOUT_S}s; size 65535; }}\n")
+        learn += (f'    oifname "{wan}" meta l4proto udp ct direction original '
+                  "update @allowed { ip daddr . ct reply proto-dst }\n")
+    return f"""table ip {TABLE} {{
+{sets}  chain forwards {{
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    jump forwards
+{inbound}  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "{wan}" {masq}
+  }}
+  chain learn {{
+    type filter hook postrouting priority 200; policy accept;
+{learn}  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ct status dnat accept
+    iifname "{lan}" oifname "{wan}" accept
+  }}
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    iif lo accept
+    ct state established,related accept
+    iifname "{lan}" accept
+    icmp type {{ echo-request, echo-reply, destination-unreachable, time-exceeded }} accept
+  }}
+}}
+"""
+
+
+def reset_router(recipe: str) -> str:
+    """Forget port forwards and learned cone state (conntrack is flushed separately)."""
+    text = f"flush chain ip {TABLE} forwards\n"
+    if recipe in ("full-cone", "restricted-cone"):
+        text += f"flush map ip {TABLE} cone\n"
+    if recipe == "restricted-cone":
+        text += f"flush set ip {TABLE} allowed\n"
+    return text
+
+
+def port_forward(port: int, proto: str, target_ip: str, target_port: int, *, wan: str = "wan") -> str:
+    return (f'add rule ip {TABLE} forwards iifname "{wan}" meta l4proto {proto} {proto} dport {port} '
+            f"dnat ip to {target_ip}:{target_port}\n")
+
+
+def host_firewall() -> str:
+    """open-firewalled: a stateful input filter on the client (established/related and lo only)."""
+    return f"""table inet {TABLE} {{
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    iif lo accept
+    ct state established,related accept
+  }}
+}}
+"""
+
+
+def provider(*, udp_blocked: bool, filtered_ports: Iterable[int]) -> str:
+    """The internet core's forward chain: provider policy applied to subscriber traffic."""
+    ports = sorted(set(filtered_ports))
+    body = ""
+    if udp_blocked:
+        body += f"    meta l4proto udp ip saddr {SUBSCRIBER_NET} drop\n"
+        body += f"    meta l4proto udp ip daddr {SUBSCRIBER_NET} drop\n"
+    sets = ""
+    if ports:
+        sets = f"  set p2p_ports {{ type inet_service; elements = {{ {', '.join(map(str, ports))} }} }}\n"
+        body += "    meta l4proto { tcp, udp } th dport @p2p_ports drop\n"
+        body += "    meta l4proto { tcp, udp } th sport @p2p_ports drop\n"
+    return f"""table ip {TABLE} {{
+{sets}  chain forward {{
+    type filter hook forward priority filter; policy accept;
+{body}  }}
+}}
+"""
