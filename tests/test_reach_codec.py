@@ -1,0 +1,96 @@
+"""Dial-back token codec: byte-exact vectors and hostile-input properties (hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodereach.reach import codec
+from nodereach.reach.codec import DialbackCodecError, Kind, Message, StreamDecoder
+
+TOKEN = bytes(range(16))
+
+
+def test_probe_bytes_exact() -> None:
+    assert codec.probe(TOKEN) == b"NRDB\x01\x01\x10" + TOKEN
+    assert codec.echo(TOKEN) == b"NRDB\x01\x02\x10" + TOKEN
+    assert len(codec.probe(b"x" * codec.MAX_TOKEN)) == codec.MAX_MESSAGE == 39
+
+
+def test_decode_round_trip() -> None:
+    assert codec.decode(codec.probe(TOKEN)) == Message(Kind.PROBE, TOKEN)
+    assert codec.decode(codec.echo(TOKEN)) == Message(Kind.ECHO, TOKEN)
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"", "truncated"),
+    (b"NRDB\x01\x01", "truncated"),
+    (b"XRDB\x01\x01\x10" + TOKEN, "magic"),
+    (b"NRDB\x02\x01\x10" + TOKEN, "version"),
+    (b"NRDB\x01\x07\x10" + TOKEN, "kind"),
+    (b"NRDB\x01\x01\x07" + TOKEN[:7], "token length"),
+    (b"NRDB\x01\x01\x21" + b"x" * 33, "longer"),
+    (b"NRDB\x01\x01\x10" + TOKEN + b"!", "does not match"),
+    (b"NRDB\x01\x01\x10" + TOKEN[:15], "does not match"),
+])
+def test_decode_rejects(data: bytes, why: str) -> None:
+    with pytest.raises(DialbackCodecError, match=why):
+        codec.decode(data)
+
+
+def test_message_validates_token() -> None:
+    with pytest.raises(DialbackCodecError):
+        Message(Kind.PROBE, b"short")
+
+
+@given(st.binary(max_size=100))
+def test_decode_any_bytes_one_error_type(data: bytes) -> None:
+    try:
+        m = codec.decode(data)
+    except DialbackCodecError:
+        return
+    assert codec.encode(m) == data
+
+
+@given(st.sampled_from(list(Kind)), st.binary(min_size=8, max_size=32))
+def test_round_trip_property(kind: Kind, token: bytes) -> None:
+    msg = Message(kind, token)
+    assert codec.decode(codec.encode(msg)) == msg
+
+
+@given(st.lists(st.tuples(st.sampled_from(list(Kind)), st.binary(min_size=8, max_size=32)), max_size=5),
+       st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20))
+def test_stream_decoder_any_chunking(messages: list[tuple[Kind, bytes]], cuts: list[int]) -> None:
+    wire = b"".join(codec.encode(Message(k, t)) for k, t in messages)
+    dec = StreamDecoder()
+    got: list[Message] = []
+    pos = 0
+    i = 0
+    while pos < len(wire):
+        n = cuts[i % len(cuts)]
+        got += dec.feed(wire[pos:pos + n])
+        assert dec.buffered <= codec.MAX_MESSAGE
+        pos += n
+        i += 1
+    assert got == [Message(k, t) for k, t in messages]
+    assert dec.buffered == 0
+
+
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=64))
+def test_stream_decoder_garbage_bounded(data: bytes, chunk: int) -> None:
+    dec = StreamDecoder()
+    try:
+        for i in range(0, len(data), chunk):
+            for m in dec.feed(data[i:i + chunk]):
+                assert codec.MIN_TOKEN <= len(m.token) <= codec.MAX_TOKEN
+            assert dec.buffered <= codec.MAX_MESSAGE
+    except DialbackCodecError:
+        with pytest.raises(DialbackCodecError):
+            dec.feed(b"NRDB")  # a failed stream stays failed
+
+
+def test_stream_decoder_rejects_bad_header_early() -> None:
+    dec = StreamDecoder()
+    with pytest.raises(DialbackCodecError, match="magic"):
+        dec.feed(b"GET / HTTP/1.1\r\n")
