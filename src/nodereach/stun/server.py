@@ -1,0 +1,413 @@
+"""asyncio STUN server: basic mode on one address, full RFC 5780 mode on two IPs x two ports.
+
+    config = StunServerConfig("203.0.113.10", alt_address="203.0.113.11")   # port 0 = pick free ports
+    server = StunServer(config)
+    await server.start()          # binds 1 or 4 UDP sockets + TCP on the primary address
+    server.addresses              # {"primary": (ip, port), "alt_port": ..., "alt_ip": ..., "alt_both": ...}
+    server.stats                  # StunServerStats: requests, replies, errors{code: n}, rate_limited, malformed
+    await server.close()
+
+Replies carry only what the client needs, never more bytes than necessary (reflection amplification);
+sizes for IPv4 (IPv6 adds 12 bytes per address attribute), request -> reply:
+
+| request                                     | basic mode      | RFC 5780 mode   |
+|---------------------------------------------|-----------------|-----------------|
+| plain Binding, 20 B                         | 32 B (1.6x)     | 56 B (2.8x)     |
+| plain + FINGERPRINT, 28 B                   | 40 B (1.43x)    | 64 B (2.29x)    |
+| CHANGE-REQUEST, 28 B                        | 420: 52 B (1.86x) | 56 B (2.0x)   |
+| RFC 3489 (no cookie), 20 B                  | 44 B (2.2x)     | 56 B (2.8x)     |
+| with PADDING (n bytes)                      | padded up to the request size, never beyond (<= 1x) |
+| RESPONSE-PORT + PADDING                     | 400: 36 B (<= 1.13x)              |
+| unknown comprehension-required attribute    | 420: 52 B (<= 1.86x for a 28 B request) |
+| garbage, truncated, non-Binding, responses  | no reply, counted                 |
+
+RFC 5780 mode adds RESPONSE-ORIGIN and OTHER-ADDRESS (the client needs both to run the RFC 5780 tests);
+coturn adds MAPPED-ADDRESS and a second copy of each (68 B, 3.4x) and pads PADDING requests to the MTU
+(56x). Rate limiting (token bucket per source IP, bounded LRU) runs before any parsing. A plain 20-byte
+Binding request takes a fast path without parsing or allocating a message object.
+
+Scaling: `reuse_port=True` sets SO_REUSEPORT, so several processes (`python -m nodereach.stun.server`)
+can share the ports and the kernel spreads clients over them; install the `fast` extra for uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
+from nodereach.stun import attributes as A
+from nodereach.stun.errors import StunParseError
+from nodereach.stun.framing import StreamDecoder
+from nodereach.stun.message import (
+    BINDING,
+    HEADER_SIZE,
+    REQUEST,
+    SUCCESS,
+    StunMessage,
+    encode_message,
+    error_response,
+    parse_message,
+)
+from nodereach.stun.ratelimit import SourceRateLimiter
+
+_FAST_HEAD = b"\x00\x01\x00\x00" + A.MAGIC_COOKIE_BYTES
+_XOR4 = struct.Struct("!HHHHI")
+_COOKIE_PORT = A.MAGIC_COOKIE >> 16
+_ROLES = {(0, 0): "primary", (0, 1): "alt_port", (1, 0): "alt_ip", (1, 1): "alt_both"}
+
+
+@dataclass(frozen=True)
+class StunServerConfig:
+    """Where and how to serve. Port 0 picks free ports (tests); alt_address enables RFC 5780 mode."""
+
+    address: str
+    alt_address: str | None = None
+    port: int = STUN_PORT
+    alt_port: int = STUN_ALT_PORT
+    tcp: bool = True
+    rate_per_s: float = 50.0
+    """Sustained requests per second per source IP (<= 0: unlimited)."""
+    burst: float = 100.0
+    max_tracked_sources: int = 100_000
+    reuse_port: bool = False
+    tcp_max_connections: int = 256
+    tcp_idle_timeout: float = 10.0
+
+
+@dataclass
+class StunServerStats:
+    """Counters since start (read by the serve command's /metrics)."""
+
+    requests: int = 0
+    replies: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    malformed: int = 0
+    ignored: int = 0
+    """Well-formed STUN that is not a Binding request (indications, responses, other methods)."""
+    send_failed: int = 0
+    tcp_connections: int = 0
+    tcp_refused: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+
+
+class _Udp(asyncio.DatagramProtocol):
+    """One UDP socket of the server; the fast path lives here to keep per-packet work minimal."""
+
+    def __init__(self, server: StunServer, ip_idx: int, port_idx: int) -> None:
+        self.server = server
+        self.idx = (ip_idx, port_idx)
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: A.Address = ("", 0)
+        self.tail = b""  # RESPONSE-ORIGIN + OTHER-ADDRESS, precomputed (RFC 5780 mode)
+        self.fast_prefix = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+        srv = self.server
+        if not srv.limiter.allow(addr[0]):
+            srv.stats.rate_limited += 1
+            return
+        if len(data) == HEADER_SIZE and data[:8] == _FAST_HEAD and "." in addr[0]:
+            srv.stats.requests += 1
+            try:
+                ip = int.from_bytes(socket.inet_aton(addr[0]), "big")
+            except OSError:
+                srv.handle(self, data, addr)
+                return
+            self.transport.sendto(  # type: ignore[union-attr]
+                self.fast_prefix + data[8:20]
+                + _XOR4.pack(A.XOR_MAPPED_ADDRESS, 8, A.FAMILY_IPV4, addr[1] ^ _COOKIE_PORT, ip ^ A.MAGIC_COOKIE)
+                + self.tail, addr)
+            srv.stats.replies += 1
+            return
+        srv.handle(self, data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors from earlier sends: nothing to do
+        self.server.stats.send_failed += 1
+
+
+class StunServer:
+    """Serve STUN Binding on UDP (1 or 4 sockets) and TCP. Never raises on input; see module docstring."""
+
+    def __init__(self, config: StunServerConfig) -> None:
+        self.config = config
+        self.stats = StunServerStats()
+        self.limiter = SourceRateLimiter(config.rate_per_s, config.burst, config.max_tracked_sources)
+        self.full = config.alt_address is not None
+        self._udp: dict[tuple[int, int], _Udp] = {}
+        self._tcp_server: asyncio.Server | None = None
+        self._tcp_tasks: set[asyncio.Task[None]] = set()
+        self.addresses: dict[str, A.Address] = {}
+
+    # --- lifecycle ---
+    async def start(self) -> None:
+        """Bind every socket (retrying a few times when port 0 picks ports taken on the other IP)."""
+        last: OSError | None = None
+        for _ in range(20):
+            try:
+                socks = self._bind_all()
+            except OSError as exc:
+                last = exc
+                if self.config.port and (not self.full or self.config.alt_port):
+                    raise
+                continue
+            break
+        else:
+            assert last is not None
+            raise last
+        loop = asyncio.get_running_loop()
+        for idx, sock in socks.items():
+            proto = _Udp(self, *idx)
+            proto.local = sock.getsockname()[:2]
+            self._udp[idx] = proto
+            await loop.create_datagram_endpoint(lambda p=proto: p, sock=sock)  # type: ignore[misc]
+            self.addresses[_ROLES[idx]] = proto.local
+        for idx, proto in self._udp.items():
+            tail = b""
+            if self.full:
+                other = self._udp[(1 - idx[0], 1 - idx[1])].local
+                tail = (self._attr(A.RESPONSE_ORIGIN, A.encode_address(proto.local))
+                        + self._attr(A.OTHER_ADDRESS, A.encode_address(other)))
+            proto.tail = tail
+            proto.fast_prefix = struct.pack("!HH", 0x0101, 12 + len(tail)) + A.MAGIC_COOKIE_BYTES
+        if self.config.tcp:
+            host, port = self.addresses["primary"]
+            tsock = _make_socket(socket.SOCK_STREAM, host, port, self.config.reuse_port)
+            tsock.listen(128)
+            self._tcp_server = await asyncio.start_server(self._tcp_client, sock=tsock)
+
+    def _bind_all(self) -> dict[tuple[int, int], socket.socket]:
+        cfg = self.config
+        socks: dict[tuple[int, int], socket.socket] = {}
+        try:
+            primary = _make_socket(socket.SOCK_DGRAM, cfg.address, cfg.port, cfg.reuse_port)
+            socks[(0, 0)] = primary
+            port = primary.getsockname()[1]
+            if cfg.tcp:  # make sure TCP can have the same port before committing to it
+                probe = _make_socket(socket.SOCK_STREAM, cfg.address, port, cfg.reuse_port)
+                probe.close()
+            if self.full:
+                assert cfg.alt_address is not None
+                socks[(0, 1)] = _make_socket(socket.SOCK_DGRAM, cfg.address, cfg.alt_port, cfg.reuse_port)
+                alt_port = socks[(0, 1)].getsockname()[1]
+                socks[(1, 0)] = _make_socket(socket.SOCK_DGRAM, cfg.alt_address, port, cfg.reuse_port)
+                socks[(1, 1)] = _make_socket(socket.SOCK_DGRAM, cfg.alt_address, alt_port, cfg.reuse_port)
+        except OSError:
+            for s in socks.values():
+                s.close()
+            raise
+        return socks
+
+    async def close(self) -> None:
+        for proto in self._udp.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        self._udp.clear()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+            for task in list(self._tcp_tasks):
+                task.cancel()
+            await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
+            await self._tcp_server.wait_closed()
+            self._tcp_server = None
+
+    async def __aenter__(self) -> StunServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- request handling (shared by UDP slow path and TCP) ---
+    @staticmethod
+    def _attr(attr_type: int, value: bytes) -> bytes:
+        return struct.pack("!HH", attr_type, len(value)) + value
+
+    def _count_error(self, code: int) -> None:
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+
+    def respond(self, data: bytes, source: A.Address, via: tuple[int, int], tcp: bool = False
+                ) -> tuple[bytes, tuple[int, int], A.Address] | None:
+        """Decide the reply to one datagram: (bytes, socket index to send from, destination) or None."""
+        try:
+            req = parse_message(data)
+        except StunParseError:
+            self.stats.malformed += 1
+            return None
+        if req.cls != REQUEST or req.method != BINDING:
+            self.stats.ignored += 1
+            return None
+        self.stats.requests += 1
+        if req.unknown_required:
+            return self._error(req, 420, "Unknown Attribute", req.unknown_required, via, source)
+        change_ip, change_port = req.change_request
+        changing = change_ip or change_port
+        if changing and (not self.full or tcp):
+            return self._error(req, 420, "Unknown Attribute", (A.CHANGE_REQUEST,), via, source)
+        rport = req.response_port
+        if rport is not None:
+            if tcp:
+                return self._error(req, 420, "Unknown Attribute", (A.RESPONSE_PORT,), via, source)
+            if req.has(A.PADDING):
+                return self._error(req, 400, "Bad Request", (), via, source)
+            if rport == 0:
+                return self._error(req, 400, "Bad Request", (), via, source)
+        out_idx = (via[0] ^ change_ip, via[1] ^ change_port) if changing else via
+        local = self.addresses[_ROLES[out_idx]]
+        resp = StunMessage(BINDING, SUCCESS, req.transaction_id)
+        if req.legacy:
+            resp.add(A.MAPPED_ADDRESS, A.encode_address(source))
+            resp.add(A.SOURCE_ADDRESS, A.encode_address(local))
+            if self.full:
+                resp.add(A.CHANGED_ADDRESS, A.encode_address(self.addresses[_ROLES[(1 - via[0], 1 - via[1])]]))
+        else:
+            resp.add(A.XOR_MAPPED_ADDRESS, A.encode_xor_address(source, resp.key))
+            if self.full:
+                resp.add(A.RESPONSE_ORIGIN, A.encode_address(local))
+                resp.add(A.OTHER_ADDRESS, A.encode_address(self.addresses[_ROLES[(1 - via[0], 1 - via[1])]]))
+        fingerprint = req.has(A.FINGERPRINT)
+        if req.has(A.PADDING):  # pad up to the request's size, never beyond (RFC 5780 asks for the MTU)
+            size = HEADER_SIZE + sum(4 + len(v) + (-len(v) % 4) for _, v in resp.attributes) + 8 * fingerprint
+            room = len(data) - size - 4
+            if room >= 0:
+                resp.add(A.PADDING, bytes(room - room % 4))
+        dest = (source[0], rport) if rport is not None else source
+        return encode_message(resp, fingerprint=fingerprint), out_idx, dest
+
+    def _error(self, req: StunMessage, code: int, reason: str, unknown: tuple[int, ...], via: tuple[int, int],
+               source: A.Address) -> tuple[bytes, tuple[int, int], A.Address]:
+        self._count_error(code)
+        return encode_message(error_response(req, code, reason, unknown), fingerprint=req.has(A.FINGERPRINT)), \
+            via, source
+
+    def handle(self, proto: _Udp, data: bytes, addr: tuple) -> None:
+        """UDP slow path: anything but a plain 20-byte Binding request."""
+        try:
+            decision = self.respond(data, (addr[0], addr[1]), proto.idx)
+        except Exception:  # never let one datagram take the server down; count it as malformed
+            self.stats.malformed += 1
+            return
+        if decision is None:
+            return
+        reply, out_idx, dest = decision
+        out = self._udp[out_idx].transport
+        if out is None:
+            return
+        try:
+            out.sendto(reply, dest)
+            self.stats.replies += 1
+        except OSError:
+            self.stats.send_failed += 1
+
+    # --- TCP (RFC 8489 framing) on the primary address ---
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if len(self._tcp_tasks) >= self.config.tcp_max_connections or task is None:
+            self.stats.tcp_refused += 1
+            writer.close()
+            return
+        self._tcp_tasks.add(task)
+        self.stats.tcp_connections += 1
+        peer = writer.get_extra_info("peername")
+        decoder = StreamDecoder()
+        try:
+            while True:
+                chunk = await asyncio.wait_for(reader.read(4096), self.config.tcp_idle_timeout)
+                if not chunk:
+                    break
+                for frame in decoder.feed(chunk):
+                    if not self.limiter.allow(peer[0]):
+                        self.stats.rate_limited += 1
+                        continue
+                    decision = self.respond(frame, (peer[0], peer[1]), (0, 0), tcp=True)
+                    if decision is not None:
+                        writer.write(decision[0])
+                        self.stats.replies += 1
+                await asyncio.wait_for(writer.drain(), self.config.tcp_idle_timeout)
+        except StunParseError:
+            self.stats.malformed += 1
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tcp_tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def _make_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve_until_stdin_closes(config: StunServerConfig, workers_note: str = "") -> None:
+    """Script mode: print the bound addresses as one JSON line, serve until stdin closes or SIGTERM."""
+    import json
+    import signal
+    import sys
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with StunServer(config) as server:
+        print(json.dumps({"addresses": server.addresses}), flush=True)
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        eof = asyncio.ensure_future(reader.read())
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({eof, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        eof.cancel()
+        waiter.cancel()
+        print(json.dumps({"stats": server.stats.as_dict()}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m nodereach.stun.server --address 127.0.0.1 [--alt-address 127.0.0.2] [--port 0] [--uvloop]`."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="nodereach STUN server (for tests and benchmarks)")
+    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--alt-address")
+    p.add_argument("--port", type=int, default=STUN_PORT)
+    p.add_argument("--alt-port", type=int, default=STUN_ALT_PORT)
+    p.add_argument("--rate", type=float, default=50.0)
+    p.add_argument("--burst", type=float, default=100.0)
+    p.add_argument("--no-tcp", action="store_true")
+    p.add_argument("--reuse-port", action="store_true")
+    p.add_argument("--uvloop", action="store_true")
+    a = p.parse_args(argv)
+    cfg = StunServerConfig(a.address, a.alt_address, a.port, a.alt_port, tcp=not a.no_tcp, rate_per_s=a.rate,
+                           burst=a.burst, reuse_port=a.reuse_port)
+    if a.uvloop:
+        import uvloop
+
+        uvloop.run(_serve_until_stdin_closes(cfg))
+    else:
+        asyncio.run(_serve_until_stdin_closes(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""nodereach's STUN client against nodereach's server and hand-written misbehaving peers on loopback:
+demultiplexing, source checks, retransmission timing, adaptive RTO, caller sockets, IPv6, TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from nodereach.stun import attributes as A
+from nodereach.stun.client import Retransmit, StunClient, tcp_binding
+from nodereach.stun.errors import StunError, StunErrorResponse, StunTimeout
+from nodereach.stun.message import BINDING, SUCCESS, StunMessage, encode_message, parse_message
+from nodereach.stun.server import StunServer, StunServerConfig
+
+FAST = Retransmit(rto=0.05, rc=3, rm=2)
+
+
+@pytest.fixture
+async def server():
+    async with StunServer(StunServerConfig("127.0.0.1", "127.0.0.2", port=0, alt_port=0, rate_per_s=0)) as s:
+        yield s
+
+
+class Responder(asyncio.DatagramProtocol):
+    """A scriptable fake server: drops the first `drop` requests, can answer from a second socket."""
+
+    def __init__(self, drop: int = 0, spoof_from: asyncio.DatagramTransport | None = None) -> None:
+        self.drop = drop
+        self.seen: list[float] = []
+        self.spoof_from = spoof_from
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+        self.seen.append(time.monotonic())
+        if len(self.seen) <= self.drop:
+            return
+        req = parse_message(data)
+        resp = StunMessage(BINDING, SUCCESS, req.transaction_id)
+        resp.add(A.XOR_MAPPED_ADDRESS, A.encode_xor_address(addr[:2], resp.key))
+        out = self.spoof_from or self.transport
+        assert out is not None
+        out.sendto(encode_message(resp), addr)
+
+
+async def _responder(**kw: object) -> tuple[Responder, asyncio.DatagramTransport]:
+    loop = asyncio.get_running_loop()
+    proto = Responder(**kw)  # type: ignore[arg-type]
+    transport, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=("127.0.0.1", 0))
+    return proto, transport
+
+
+async def test_binding_and_rfc5780_sequence(server: StunServer) -> None:
+    primary = server.addresses["primary"]
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        r = await c.binding(primary)
+        assert r.mapped == c.local_address and r.source == primary and not r.legacy
+        assert r.other_address == server.addresses["alt_both"] and r.response_origin == primary
+        assert r.attempts == 1 and 0 <= r.rtt < 0.5
+        assert c.learned_other_address(primary) == server.addresses["alt_both"]
+        both = await c.binding(primary, change_ip=True, change_port=True)
+        assert both.source == server.addresses["alt_both"]
+        port_only = await c.binding(primary, change_port=True)
+        assert port_only.source == server.addresses["alt_port"]
+        ip_only = await c.binding(primary, change_ip=True)
+        assert ip_only.source == server.addresses["alt_ip"]
+
+
+async def test_change_request_needs_other_address(server: StunServer) -> None:
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        with pytest.raises(StunError, match="OTHER-ADDRESS"):
+            await c.binding(server.addresses["primary"], change_ip=True)
+
+
+async def test_many_concurrent_transactions_one_socket(server: StunServer) -> None:
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        results = await asyncio.gather(*(c.binding(server.addresses["primary"]) for _ in range(300)))
+        assert {r.message.transaction_id for r in results} == {r.message.transaction_id for r in results}
+        assert len({r.message.transaction_id for r in results}) == 300
+        assert all(r.mapped == c.local_address for r in results)
+
+
+async def test_reply_from_unexpected_address_is_ignored() -> None:
+    loop = asyncio.get_running_loop()
+    spoof_t, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    _proto, t = await _responder(spoof_from=spoof_t)
+    async with StunClient(local=("127.0.0.1", 0), retransmit=FAST) as c:
+        with pytest.raises(StunTimeout):
+            await c.binding(t.get_extra_info("sockname"))
+        assert c.stats.stray == 3  # all three replies came from the wrong port
+    t.close()
+    spoof_t.close()
+
+
+async def test_rfc8489_retransmission_schedule() -> None:
+    proto, t = await _responder(drop=2)
+    async with StunClient(local=("127.0.0.1", 0), retransmit=Retransmit(rto=0.1, rc=7, rm=16)) as c:
+        r = await c.binding(t.get_extra_info("sockname"))
+    assert r.attempts == 3
+    gaps = [b - a for a, b in zip(proto.seen, proto.seen[1:], strict=False)]
+    assert 0.08 < gaps[0] < 0.2 and 0.18 < gaps[1] < 0.35  # RTO, then 2 x RTO
+    t.close()
+
+
+async def test_timeout_after_rc_sends_and_rm_wait() -> None:
+    proto, t = await _responder(drop=100)
+    async with StunClient(local=("127.0.0.1", 0), retransmit=Retransmit(rto=0.02, rc=4, rm=5)) as c:
+        t0 = time.monotonic()
+        with pytest.raises(StunTimeout):
+            await c.binding(t.get_extra_info("sockname"))
+        elapsed = time.monotonic() - t0
+    assert len(proto.seen) == 4
+    assert 0.02 * (1 + 2 + 4 + 5) * 0.9 < elapsed < 0.6  # 0.24 s by the schedule
+    t.close()
+
+
+async def test_overall_timeout_caps_schedule() -> None:
+    _proto, t = await _responder(drop=100)
+    async with StunClient(local=("127.0.0.1", 0)) as c:  # RFC defaults would wait 39.5 s
+        t0 = time.monotonic()
+        with pytest.raises(StunTimeout):
+            await c.binding(t.get_extra_info("sockname"), timeout=0.3)
+        assert time.monotonic() - t0 < 0.6
+    t.close()
+
+
+async def test_adaptive_mode_derives_deadline_from_rtt(server: StunServer) -> None:
+    policy = Retransmit(adaptive=True, min_rto=0.03)
+    proto, t = await _responder(drop=1)
+    dead = t.get_extra_info("sockname")
+    async with StunClient(local=("127.0.0.1", 0), retransmit=policy) as c:
+        assert c.current_rto("127.0.0.1") == 0.5  # no sample yet: RFC default
+        await c.binding(server.addresses["primary"])  # loopback RTT sample
+        assert c.current_rto("127.0.0.1") == pytest.approx(0.03)
+        proto.drop = 10**6
+        t0 = time.monotonic()
+        with pytest.raises(StunTimeout):
+            await c.binding(dead)  # same host: the learned RTO applies
+        elapsed = time.monotonic() - t0
+    assert elapsed < 0.5  # 0.03 * (1+2+4+4) = 0.33 s instead of 39.5 s
+    t.close()
+
+
+async def test_caller_socket_is_used_and_left_open(server: StunServer) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    async with StunClient(sock=sock) as c:
+        r = await c.binding(server.addresses["primary"])
+        assert r.mapped == ("127.0.0.1", port) == r.local
+    assert sock.fileno() != -1
+    sock.sendto(b"still usable", server.addresses["primary"])
+    sock.close()
+
+
+async def test_ipv6() -> None:
+    async with StunServer(StunServerConfig("::1", port=0, rate_per_s=0)) as s:
+        async with StunClient(local=("::1", 0)) as c:
+            r = await c.binding(s.addresses["primary"])
+            assert r.mapped == c.local_address and r.mapped[0] == "::1"
+        r = await tcp_binding(s.addresses["primary"], timeout=2)
+        assert r.mapped is not None and r.mapped[0] == "::1"
+
+
+async def test_tcp_binding_from_chosen_port(server: StunServer) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    r = await tcp_binding(server.addresses["primary"], local=("127.0.0.1", port), timeout=2)
+    assert r.mapped == ("127.0.0.1", port) and r.other_address == server.addresses["alt_both"]
+
+
+async def test_error_response_raises_typed_error() -> None:
+    async with StunServer(StunServerConfig("127.0.0.1", port=0)) as basic, StunClient(local=("127.0.0.1", 0)) as c:
+        with pytest.raises(StunErrorResponse) as info:
+            await c.binding(basic.addresses["primary"], change_ip=True, other=("127.0.0.2", 1))
+    assert info.value.code == 420 and info.value.unknown == (A.CHANGE_REQUEST,)
+
+
+async def test_response_port_via_second_client(server: StunServer) -> None:
+    async with StunClient(local=("127.0.0.1", 0)) as a, StunClient(local=("127.0.0.1", 0)) as b:
+        r = await a.binding(server.addresses["primary"], response_port=b.local_address[1], reply_via=b)
+        assert r.mapped == a.local_address and r.local == b.local_address
+
+
+async def test_legacy_request(server: StunServer) -> None:
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        r = await c.binding(server.addresses["primary"], legacy=True)
+        assert r.legacy and r.mapped == c.local_address and r.other_address == server.addresses["alt_both"]
