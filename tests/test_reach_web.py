@@ -1,0 +1,103 @@
+"""The "Is my node reachable?" page in a real headless browser (Debian's chromium driven by playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nodereach.reach.limits import LimitsConfig
+from nodereach.reach.service import DialbackConfig, DialbackService
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[str]:
+    limits = LimitsConfig(address_burst=100, network_burst=100)
+    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2", limits=limits, probe_timeout=1.0))
+    bound = await svc.start(["127.0.0.1"], 0)
+    try:
+        yield f"http://127.0.0.1:{bound[0][1]}"
+    finally:
+        await svc.close()
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[object]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = await browser.new_page()
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pg.errors = errors  # type: ignore[attr-defined]
+            yield pg
+        finally:
+            await browser.close()
+
+
+async def check(page: object, port: int, protocol: str) -> tuple[str, str, list[str]]:
+    pg = page  # playwright Page
+    await pg.fill("#port", str(port))  # type: ignore[attr-defined]
+    await pg.check(f"input[name=protocol][value={protocol}]")  # type: ignore[attr-defined]
+    await pg.click("#check")  # type: ignore[attr-defined]
+    await pg.wait_for_selector("#result:not([hidden])", timeout=5000)  # type: ignore[attr-defined]
+    await pg.wait_for_selector("#check:not([disabled])", timeout=5000)  # type: ignore[attr-defined]
+    verdict = await pg.inner_text("#verdict")  # type: ignore[attr-defined]
+    cls = await pg.get_attribute("#result", "class")  # type: ignore[attr-defined]
+    advice = await pg.locator("#advice li").all_inner_texts()  # type: ignore[attr-defined]
+    return cls or "", verdict, advice
+
+
+async def test_page_reports_open_closed_and_udp(site: str, page: object) -> None:
+    pg = page
+    await pg.goto(site + "/")  # type: ignore[attr-defined]
+    assert await pg.title() == "Is my node reachable? · nodereach"  # type: ignore[attr-defined]
+    await pg.wait_for_selector("#my-address:text-is('127.0.0.1')", timeout=5000)  # type: ignore[attr-defined]
+
+    with socket.socket() as node:  # the visitor's node, listening
+        node.bind(("127.0.0.1", 0))
+        node.listen(8)
+        cls, verdict, advice = await check(pg, node.getsockname()[1], "tcp")
+    assert cls == "reachable" and verdict.startswith("Yes")
+    assert any("Advertise this address" in a for a in advice)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    cls, verdict, advice = await check(pg, closed, "tcp")
+    assert cls == "unreachable" and verdict.startswith("No")
+    assert "connection refused" in await pg.inner_text("#facts")  # type: ignore[attr-defined]
+    assert any("Start the node" in a for a in advice) and any("port forward" in a for a in advice)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:  # a UDP node that never answers probes
+        node.bind(("127.0.0.1", 0))
+        cls, verdict, advice = await check(pg, node.getsockname()[1], "udp")
+    assert cls == "unknown" and verdict.startswith("Unknown")
+    assert any("cannot be confirmed from a browser" in a for a in advice)
+    assert any("nodereach check --server 127.0.0.1:" in a for a in advice)
+
+    cls, verdict, _ = await check(pg, 25, "tcp")  # refused port: the server says why
+    assert cls == "error" and "refused list" in await pg.inner_text("#summary")  # type: ignore[attr-defined]
+    # No JS errors or CSP violations; the one expected console line is the browser noting the 403 itself.
+    assert [e for e in pg.errors if "status of 403" not in e] == []  # type: ignore[attr-defined]
+
+
+async def test_page_served_with_security_headers(site: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(site + "/") as r:
+        assert r.status == 200 and "script-src 'self'" in r.headers["Content-Security-Policy"]
+        assert "Is my node reachable?" in await r.text()
+    await asyncio.sleep(0)
