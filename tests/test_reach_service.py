@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aiohttp
@@ -15,14 +15,9 @@ import pytest
 from nodereach.reach.client import probe_port
 from nodereach.reach.limits import LimitsConfig
 from nodereach.reach.service import DialbackConfig, DialbackService
+from reach_helpers import free_port, full_backlog_listener
 
 LOOSE = LimitsConfig(address_burst=1000, network_burst=1000, max_ports_per_window=1000)
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager
@@ -39,29 +34,6 @@ async def running(config: DialbackConfig) -> AsyncIterator[tuple[DialbackService
 async def server() -> AsyncIterator[tuple[DialbackService, str]]:
     async with running(DialbackConfig(alt_address="127.0.0.2", limits=LOOSE, probe_timeout=1.0)) as s:
         yield s
-
-
-@contextlib.contextmanager
-def full_backlog_listener() -> Iterator[int]:
-    """A TCP port whose accept queue is full: the kernel drops further SYNs, so a connect times out."""
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(0)
-    port = lst.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(3):
-            c = socket.socket()
-            c.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                c.connect(("127.0.0.1", port))
-            fillers.append(c)
-        time.sleep(0.05)
-        yield port
-    finally:
-        for c in fillers:
-            c.close()
-        lst.close()
 
 
 async def post(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, dict]:

@@ -78,10 +78,6 @@ def load(path: Path | None) -> dict[str, Any]:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        raise UsageError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}",
-                         f"known keys: {', '.join(sorted(TOP_KEYS))}")
     return data
 
 
@@ -90,6 +86,10 @@ def build(file_data: dict[str, Any], *, addresses: list[str], alt_address: str |
           trusted_proxies: list[str], refused_ports: str | None = None) -> ServeConfig:
     """Merge file values and flags (flags that were given win) and validate everything once."""
     f = dict(file_data)
+    unknown = set(f) - TOP_KEYS
+    if unknown:
+        raise UsageError(f"unknown key(s) in the config file: {', '.join(sorted(unknown))}",
+                         f"known keys: {', '.join(sorted(TOP_KEYS))}")
     cfg = ServeConfig()
     try:
         cfg.addresses = [str(a) for a in (addresses or f.get("addresses", []))]

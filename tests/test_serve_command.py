@@ -1,0 +1,179 @@
+"""`nodereach serve` as a real process on loopback: STUN + dial-back + metrics, combinations, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from nodereach.stun.message import StunMessage, parse_message
+from reach_helpers import free_port, full_backlog_listener
+
+
+def stun_binding(host: str, port: int, timeout: float = 1.0) -> StunMessage | None:
+    """One raw RFC 5389 Binding request; the parsed answer or None."""
+    txid = os.urandom(12)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + txid, (host, port))
+        try:
+            data = s.recv(2048)
+        except (TimeoutError, ConnectionRefusedError):
+            return None
+    msg = parse_message(data)
+    assert msg.transaction_id == txid
+    return msg
+
+
+def http(url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class Serve:
+    def __init__(self, *args: str) -> None:
+        self.stun, self.alt, self.http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM), free_port()
+        self.argv = [sys.executable, "-m", "nodereach.cli", "serve", "--stun-port", str(self.stun),
+                     "--alt-port", str(self.alt), "--http-port", str(self.http), "--log-json", *args]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{self.http}"
+
+    def wait_ready(self, deadline: float = 15.0) -> None:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+            try:
+                if http(self.url + "/healthz", timeout=0.5)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("serve did not become ready")
+
+    def stop(self) -> tuple[int, list[dict]]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        err = self.proc.stderr.read().decode()
+        return self.proc.returncode, [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def serve_full() -> Iterator[Serve]:
+    s = Serve("--address", "127.0.0.1", "--alt-address", "127.0.0.2")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_full_stack_stun_dialback_metrics(serve_full: Serve) -> None:
+    s = serve_full
+    msg = stun_binding("127.0.0.1", s.stun)
+    assert msg is not None and msg.other_address == ("127.0.0.2", s.alt)  # RFC 5780 mode
+    assert stun_binding("127.0.0.2", s.alt) is not None
+    status, body = http(s.url + "/v1/info")
+    info = json.loads(body)
+    assert status == 200 and info["stun"]["rfc5780"] is True and info["dialback"]["alt_address"] is True
+    with socket.socket() as node:
+        node.bind(("127.0.0.1", 0))
+        node.listen(4)
+        status, body = http(s.url + "/v1/probe", json.dumps({"port": node.getsockname()[1], "protocol": "tcp"})
+                            .encode())
+    doc = json.loads(body)
+    assert status == 200 and doc["reachable"] is True and doc["source"] == "127.0.0.2"
+    status, body = http(s.url + "/metrics")
+    text = body.decode()
+    assert 'nodereach_probes_total{outcome="ok",protocol="tcp"} 1.0' in text
+    assert "nodereach_stun_requests_total 2.0" in text and "nodereach_stun_replies_total 2.0" in text
+    code, logs = s.stop()
+    assert code == 0
+    events = [line.get("event") for line in logs]
+    assert events[0] == "start" and "probe" in events and events[-2:] == ["drain", "stop"]
+
+
+def test_sigterm_answers_probe_in_flight() -> None:
+    s = Serve("--address", "127.0.0.1", "--no-stun")
+    try:
+        s.wait_ready()
+        with full_backlog_listener() as port:
+            sock = socket.create_connection(("127.0.0.1", s.http))
+            body = json.dumps({"port": port, "protocol": "tcp", "timeout_ms": 1500}).encode()
+            sock.sendall(b"POST /v1/probe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.3)  # the probe is now waiting for its SYN-ACK
+            t0 = time.monotonic()
+            s.proc.send_signal(signal.SIGTERM)
+            sock.settimeout(5)
+            answer = b""
+            while b"}" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            sock.close()
+        code, logs = s.stop()
+        took = time.monotonic() - t0
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["reason"] == "timeout"
+    assert code == 0 and took < 5
+    drain = next(line for line in logs if line.get("event") == "drain")
+    assert drain["probes_in_flight"] == 1
+
+
+def test_no_dialback_keeps_stun_and_metrics() -> None:
+    s = Serve("--address", "127.0.0.1", "--no-dialback")
+    try:
+        s.wait_ready()
+        assert stun_binding("127.0.0.1", s.stun) is not None
+        assert http(s.url + "/v1/probe", b'{"port":30303,"protocol":"tcp"}')[0] in (404, 405)
+        assert http(s.url + "/")[0] == 404
+        info = json.loads(http(s.url + "/v1/info")[1])
+        assert info["dialback"] is None and info["stun"]["rfc5780"] is False
+        assert b"nodereach_stun_requests_total 1.0" in http(s.url + "/metrics")[1]
+    finally:
+        assert s.stop()[0] == 0
+
+
+def test_no_stun_serves_only_http() -> None:
+    s = Serve("--address", "127.0.0.1", "--no-stun")
+    try:
+        s.wait_ready()
+        assert stun_binding("127.0.0.1", s.stun, timeout=0.3) is None
+        assert json.loads(http(s.url + "/v1/info")[1])["stun"] is None
+        assert http(s.url + "/")[0] == 200
+    finally:
+        assert s.stop()[0] == 0
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "nodereach.cli", "serve", "--address", "127.0.0.1",
+                               "--no-stun", "--http-port", str(port)], capture_output=True, timeout=20)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "cannot listen" in err and "Traceback" not in err
