@@ -40,6 +40,7 @@ ERR_CONFLICT = 718
 ERR_PERMANENT_ONLY = 725
 ERR_INVALID_ARGS = 402
 ERR_SAME_PORT_REQUIRED = 724
+ERR_OTHER_MECHANISM = 729
 
 
 def stable_ports(local: str, protocol: str, internal_port: int, count: int = 4) -> list[int]:
@@ -148,7 +149,7 @@ class UpnpClient:
             try:
                 used = await self._add(slot, port, lifetime)
             except SoapFault as fault:
-                if fault.code in (ERR_CONFLICT, ERR_SAME_PORT_REQUIRED, 606):
+                if fault.code in (ERR_CONFLICT, ERR_SAME_PORT_REQUIRED, ERR_OTHER_MECHANISM, 606):
                     last = fault
                     continue
                 raise

@@ -1,0 +1,355 @@
+"""Keep port mappings alive: map, renew, notice gateway restarts and address changes, delete on exit.
+
+Renewal at 1/2 of the lease (PCP: a random point between 1/2 and 5/8, RFC 6887 §11.2.1). A cheap poll
+between renewals (PCP/NAT-PMP epochs, UPnP GetSpecificPortMappingEntry) notices a gateway that lost its
+state, and the mappings are re-created at once, on the same external port where the gateway allows it.
+Failures to renew are retried with backoff; the lease keeps the mapping alive meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nodereach.portmap import pcp
+from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, Transport, is_unroutable
+from nodereach.portmap.errors import NotAvailable, PortmapError
+from nodereach.portmap.gateway import Gateway, find_gateway_async
+from nodereach.portmap.probe import ProbeResult, probe_all
+
+EventKind = Literal["mapped", "renewed", "port-changed", "restarted", "address-changed", "error", "deleted",
+                    "unreachable"]
+
+MIN_LEASE = 30
+MAX_LEASE = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A live mapping: `external` is what peers should dial."""
+
+    protocol: Transport
+    internal_port: int
+    external_address: str | None
+    external_port: int
+    method: Method
+    lifetime: int
+
+    @property
+    def external(self) -> tuple[str | None, int]:
+        return self.external_address, self.external_port
+
+    def __str__(self) -> str:
+        return f"{self.external_address or '?'}:{self.external_port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    message: str
+    endpoint: Endpoint | None = None
+    previous: Endpoint | None = None
+
+
+@dataclass(slots=True)
+class _State:
+    slot: Slot
+    renew_at: float = 0.0
+    failures: int = 0
+    history: list[int] = field(default_factory=list)
+
+
+class PortMapper:
+    """Maps a set of ports through the best protocol the gateway offers and keeps them alive."""
+
+    def __init__(self, ports: list[tuple[int, Transport]], *, method: Method | None = None, lease: int = 3600,
+                 gateway: str | None = None, timeout: float = 3.0, poll_interval: float | None = None) -> None:
+        if not ports:
+            raise ValueError("no ports to map")
+        self.requested = ports
+        self.method = method
+        self.lease = max(MIN_LEASE, min(int(lease), MAX_LEASE))
+        self.gateway_address = gateway
+        self.timeout = timeout
+        self.poll_interval = poll_interval if poll_interval is not None else min(30.0, self.lease / 4)
+        self.gateway: Gateway | None = None
+        self.driver: Driver | None = None
+        self.probes: dict[str, ProbeResult] = {}
+        self.states: list[_State] = []
+        self.external_address: str | None = None
+        self._listeners: list[Callable[[Event], None]] = []
+        self._queues: list[asyncio.Queue[Event]] = []
+        self.log: list[Event] = []
+
+    # --- notifications ------------------------------------------------------------------------------
+    def on_event(self, callback: Callable[[Event], None]) -> None:
+        self._listeners.append(callback)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event from now on (async iterator; ends when the mapper closes)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            while True:
+                event = await queue.get()
+                yield event
+                if event.kind == "deleted" and all(s.slot.grant is None for s in self.states):
+                    return
+        finally:
+            self._queues.remove(queue)
+
+    def _emit(self, kind: EventKind, message: str, endpoint: Endpoint | None = None,
+              previous: Endpoint | None = None) -> None:
+        event = Event(kind, message, endpoint, previous)
+        self.log.append(event)
+        del self.log[:-200]
+        for cb in list(self._listeners):
+            cb(event)
+        for q in self._queues:
+            q.put_nowait(event)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [e for e in (self._endpoint(s) for s in self.states) if e is not None]
+
+    def _endpoint(self, st: _State) -> Endpoint | None:
+        g = st.slot.grant
+        if g is None or self.driver is None:
+            return None
+        return Endpoint(g.protocol, g.internal_port, g.external_address, g.external_port, self.driver.method,
+                        g.lifetime)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> list[Endpoint]:
+        """Discover the gateway, probe in parallel, map every port with the preferred working protocol."""
+        self.gateway = await find_gateway_async(self.gateway_address)
+        methods = (self.method,) if self.method else METHODS
+        self.probes, drivers = await probe_all(self.gateway, self.timeout, methods)
+        if not drivers:
+            raise NotAvailable(self._nothing_message(methods), self._nothing_hint())
+        errors: list[str] = []
+        hint: str | None = None
+        for name in methods:
+            driver = drivers.get(name)
+            if driver is None:
+                continue
+            self.driver = driver
+            self.states = [_State(Slot(proto, port, pcp.new_nonce())) for port, proto in self.requested]
+            try:
+                for st in self.states:
+                    await self._create(st, first=True)
+            except PortmapError as exc:
+                errors.append(f"{name}: {exc.message}")
+                await self._delete_all(quiet=True)
+                if self.method:
+                    raise PortmapError(f"could not map through {name}: {exc.message}", exc.hint) from exc
+                hint = exc.hint
+                continue
+            for other in drivers.values():
+                if other is not driver:
+                    await other.close()
+            self._check_reachability()
+            return self.endpoints
+        raise PortmapError("no port-mapping protocol could map the ports: " + "; ".join(errors),
+                           hint or "forward the ports by hand on the router, or run `nodereach check`")
+
+    def _nothing_message(self, methods: tuple[Method, ...]) -> str:
+        parts = [f"{m}: {self.probes[m].reason}" for m in methods]
+        assert self.gateway is not None
+        return f"the gateway {self.gateway.address} offers no port mapping ({', '.join(parts)})"
+
+    def _nothing_hint(self) -> str:
+        if self.method:
+            return "try without --method, enable that protocol on the router, or forward the port by hand"
+        return ("enable UPnP or NAT-PMP/PCP on the router or forward the port by hand; "
+                "`nodereach check` says whether that would help")
+
+    async def _create(self, st: _State, *, first: bool = False) -> None:
+        assert self.driver is not None
+        slot = st.slot
+        previous = self._endpoint(st)
+        wanted = slot.grant.external_port if slot.grant else slot.internal_port
+        grant = await self.driver.map(slot, wanted, self.lease)
+        slot.grant = grant
+        st.failures = 0
+        self._schedule(st, grant)
+        ep = self._endpoint(st)
+        assert ep is not None
+        self._note_address(grant.external_address)
+        if first or previous is None:
+            self._emit("mapped", f"mapped {slot.internal_port}/{slot.protocol} -> {ep} via {ep.method} "
+                       f"(lease {grant.lifetime or 'permanent'} s)", ep)
+        elif previous.external_port != ep.external_port:
+            self._emit("port-changed", f"{slot.internal_port}/{slot.protocol}: external port changed "
+                       f"{previous.external_port} -> {ep.external_port}", ep, previous)
+
+    def _schedule(self, st: _State, grant: Grant) -> None:
+        now = asyncio.get_running_loop().time()
+        life = grant.lifetime or self.lease  # permanent: still re-assert it now and then
+        frac = random.uniform(0.5, 0.625) if self.driver and self.driver.method == "pcp" else 0.5
+        st.renew_at = now + max(1.0, life * frac)
+
+    def _note_address(self, address: str | None) -> None:
+        if address is None or address == self.external_address:
+            return
+        old, self.external_address = self.external_address, address
+        for st in self.states:
+            if st.slot.grant is not None:
+                st.slot.grant.external_address = address
+        if old is not None:
+            self._emit("address-changed", f"external address changed {old} -> {address}")
+            self._check_reachability()
+
+    def _check_reachability(self) -> None:
+        if is_unroutable(self.external_address):
+            self._emit("unreachable", f"the gateway's external address {self.external_address} is private or "
+                       "carrier-grade NAT: another NAT sits in front of it, so this mapping cannot make the node "
+                       "reachable from the internet; run `nodereach check` for what to do")
+
+    async def renew(self, st: _State) -> None:
+        assert self.driver is not None
+        before = self._endpoint(st)
+        await self._create(st)
+        after = self._endpoint(st)
+        if before is not None and after is not None and before.external_port == after.external_port:
+            self._emit("renewed", f"renewed {after} (lease {after.lifetime or 'permanent'} s)", after)
+
+    async def _recreate_all(self, why: str) -> None:
+        self._emit("restarted", why)
+        for st in self.states:
+            try:
+                await self._create(st)
+            except PortmapError as exc:
+                st.failures += 1
+                st.renew_at = asyncio.get_running_loop().time() + min(30.0, 2.0 ** st.failures)
+                self._emit("error", f"re-creating {st.slot.internal_port}/{st.slot.protocol} failed: {exc.message}")
+
+    async def poll_once(self) -> None:
+        assert self.driver is not None
+        poll = await self.driver.poll([s.slot for s in self.states])
+        if poll.restarted:
+            await self._recreate_all(f"the gateway {self.driver.gateway} lost its mappings (restart); re-creating")
+            return
+        if poll.missing:
+            missing = set(poll.missing)
+            lost = [st for st in self.states if st.slot.grant and (st.slot.protocol, st.slot.grant.external_port)
+                    in missing]
+            self._emit("restarted", "the gateway dropped " + ", ".join(
+                f"{st.slot.grant.external_port}/{st.slot.protocol}" for st in lost if st.slot.grant)
+                + "; re-creating")
+            for st in lost:
+                await self._create(st)
+        self._note_address(poll.external_address)
+
+    async def run(self) -> None:
+        """Keepalive loop until cancelled. Never raises a PortmapError: failures become `error` events."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + self.poll_interval
+        poll_failures = 0
+        while True:
+            now = loop.time()
+            due = min([st.renew_at for st in self.states] + [next_poll])
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            if now >= next_poll:
+                try:
+                    await self.poll_once()
+                    poll_failures = 0
+                    next_poll = loop.time() + self.poll_interval
+                except PortmapError as exc:
+                    poll_failures += 1
+                    self._emit("error", f"gateway check failed: {exc.message}")
+                    next_poll = loop.time() + min(self.poll_interval, 2.0 ** poll_failures)
+            for st in self.states:
+                if loop.time() >= st.renew_at:
+                    try:
+                        await self.renew(st)
+                    except PortmapError as exc:
+                        st.failures += 1
+                        st.renew_at = loop.time() + min(self.poll_interval, 2.0 ** st.failures)
+                        self._emit("error", f"renewing {st.slot.internal_port}/{st.slot.protocol} failed: "
+                                   f"{exc.message}")
+
+    async def _delete_all(self, *, quiet: bool = False) -> None:
+        if self.driver is None:
+            return
+        for st in self.states:
+            if st.slot.grant is None:
+                continue
+            ep = self._endpoint(st)
+            try:
+                async with asyncio.timeout(self.timeout + 1):
+                    await self.driver.unmap(st.slot)
+            except (PortmapError, TimeoutError, OSError) as exc:
+                if not quiet:
+                    self._emit("error", f"deleting {ep} failed: {getattr(exc, 'message', exc)} (the lease "
+                               "will expire)")
+            st.slot.grant = None
+            if not quiet:
+                self._emit("deleted", f"deleted {ep}", ep)
+
+    async def close(self) -> None:
+        """Delete every mapping (the gateway is told; leases are the backstop if it cannot be reached)."""
+        await self._delete_all()
+        if self.driver is not None:
+            await self.driver.close()
+
+
+class PortMapping:
+    """What `open_port` yields: the live endpoint plus change notifications."""
+
+    def __init__(self, mapper: PortMapper) -> None:
+        self.mapper = mapper
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.mapper.endpoints[0]
+
+    @property
+    def external(self) -> tuple[str | None, int]:
+        return self.endpoint.external
+
+    @property
+    def method(self) -> Method:
+        return self.endpoint.method
+
+    @property
+    def reachable(self) -> bool:
+        """False when the gateway's own external address is private/CGNAT (another NAT in front)."""
+        return not is_unroutable(self.mapper.external_address)
+
+    def changes(self) -> AsyncIterator[Event]:
+        return self.mapper.events()
+
+    def on_change(self, callback: Callable[[Event], None]) -> None:
+        self.mapper.on_event(callback)
+
+
+@contextlib.asynccontextmanager
+async def open_port(port: int, protocol: Transport = "tcp", *, method: Method | None = None, lease: int = 3600,
+                    gateway: str | None = None, timeout: float = 3.0,  # noqa: ASYNC109
+                    poll_interval: float | None = None) -> AsyncIterator[PortMapping]:
+    """Map `port` on the gateway for the duration of the block, keeping it alive; deleted on exit.
+
+        async with open_port(30303, "tcp") as mapping:
+            print(mapping.external)
+            async for change in mapping.changes(): ...
+    """
+    mapper = PortMapper([(port, protocol)], method=method, lease=lease, gateway=gateway, timeout=timeout,
+                        poll_interval=poll_interval)
+    try:
+        await mapper.start()
+        task = asyncio.create_task(mapper.run(), name=f"nodereach-keepalive-{port}/{protocol}")
+        try:
+            yield PortMapping(mapper)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await mapper.close()

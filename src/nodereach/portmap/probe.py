@@ -1,0 +1,107 @@
+"""Probe PCP, NAT-PMP and UPnP on the gateway in parallel, and pick a driver (PCP > NAT-PMP > UPnP)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from nodereach.portmap.base import METHODS, Driver, Method
+from nodereach.portmap.errors import (
+    GatewayTimeout,
+    MalformedMessage,
+    NotAvailable,
+    PortmapError,
+    ResultCodeError,
+    UnsupportedVersion,
+)
+from nodereach.portmap.gateway import Gateway, find_gateway_async
+from nodereach.portmap.natpmp_client import NatPmpClient
+from nodereach.portmap.pcp_client import PcpClient
+from nodereach.portmap.upnp_client import UpnpClient
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    """Whether one protocol answered on the gateway. available=None: could not be tested (no gateway)."""
+
+    available: bool | None
+    external_address: str | None = None
+    reason: str | None = None
+    """`ok`, `timeout`, `port-unreachable`, `unsupported-version`, `refused`, `malformed`, `no-gateway`, ..."""
+    detail: str | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, GatewayTimeout):
+        return "timeout"
+    if isinstance(exc, NotAvailable):
+        return "port-unreachable"
+    if isinstance(exc, UnsupportedVersion):
+        return "unsupported-version"
+    if isinstance(exc, ResultCodeError):
+        return f"refused:{exc.name}"
+    if isinstance(exc, MalformedMessage):
+        return "malformed"
+    return "error"
+
+
+async def _probe_pcp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+    client = PcpClient(gw.address, timeout=wait)
+    await client.announce()
+    return ProbeResult(True, None, "ok"), client
+
+
+async def _probe_natpmp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+    client = NatPmpClient(gw.address, timeout=wait)
+    address = await client.external_address()
+    return ProbeResult(True, address, "ok"), client
+
+
+async def _probe_upnp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+    client = await UpnpClient.discover(gw, wait=wait)
+    address = await client.external_address()
+    return ProbeResult(True, address, "ok", detail=client.service.service_type), client
+
+
+PROBES = {"pcp": _probe_pcp, "natpmp": _probe_natpmp, "upnp": _probe_upnp}
+
+
+async def probe_all(gw: Gateway, wait: float, methods: tuple[Method, ...] = METHODS,
+                    ) -> tuple[dict[str, ProbeResult], dict[str, Driver]]:
+    """Run the probes concurrently; each is bounded by `wait` (UPnP: SSDP + description + one action)."""
+
+    async def one(name: str) -> tuple[ProbeResult, Driver | None]:
+        try:
+            async with asyncio.timeout(wait * (3 if name == "upnp" else 1) + 0.5):
+                return await PROBES[name](gw, wait)
+        except PortmapError as exc:
+            return ProbeResult(False, None, _reason(exc), exc.message), None
+        except TimeoutError:
+            return ProbeResult(False, None, "timeout", f"{name}: no complete answer in time"), None
+        except OSError as exc:
+            return ProbeResult(False, None, "error", f"{name}: {exc}"), None
+
+    outcomes = await asyncio.gather(*(one(m) for m in methods))
+    results: dict[str, ProbeResult] = {m: ProbeResult(None, None, "not-probed") for m in METHODS}
+    drivers: dict[str, Driver] = {}
+    for name, (result, driver) in zip(methods, outcomes, strict=True):
+        results[name] = result
+        if driver is not None:
+            drivers[name] = driver
+    pcp, natpmp = results["pcp"], results["natpmp"]
+    if pcp.available and pcp.external_address is None and natpmp.available:
+        pcp.external_address = natpmp.external_address  # same daemon on the same port answers both
+    return results, drivers
+
+
+async def probe_gateway(gateway: str | None = None, *, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+    """For `nodereach check`: which port-mapping protocols the gateway offers, keyed pcp/natpmp/upnp."""
+    try:
+        gw = await find_gateway_async(gateway)
+    except PortmapError as exc:
+        return {m: ProbeResult(None, None, "no-gateway", exc.message) for m in METHODS}
+    results, drivers = await probe_all(gw, timeout)
+    for driver in drivers.values():
+        await driver.close()
+    return dict(results)
