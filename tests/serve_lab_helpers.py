@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nodereach.lab import Lab
+from nodereach.lab import Lab, netns
 from nodereach.lab import addresses as A
-from nodereach.lab import netns
 from nodereach.reach.client import ProbeResult, probe_port
 
 SERVER = A.SERVER_IP
@@ -80,7 +79,7 @@ def serving(lab: Lab, tmp: Path, *extra: str) -> Iterator[subprocess.Popen[Any]]
                 proc.wait()
 
 
-async def probe_from(lab: Lab, host: str, port: int, protocol: str, *, timeout: float = 3.0,
+async def probe_from(lab: Lab, host: str, port: int, protocol: str, *, timeout: float = 3.0,  # noqa: ASYNC109
                      listen: bool = True) -> ProbeResult:
     fn = functools.partial(probe_port, SERVER, port, protocol, timeout=timeout, listen=listen)
     return await lab.run_async(host, fn)

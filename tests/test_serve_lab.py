@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_lab_helpers import http_in, nft_counters, probe_from, serving
 
-from nodereach.lab import Lab
+from nodereach.lab import Lab, netns
 from nodereach.lab import addresses as A
-from nodereach.lab import netns
 from nodereach.stun.message import parse_message
+from serve_lab_helpers import http_in, nft_counters, probe_from, serving
 
 pytestmark = pytest.mark.lab
 
