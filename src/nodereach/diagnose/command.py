@@ -1,0 +1,140 @@
+"""`nodereach check`: parse the operator's input, run the diagnosis, print it (rich or one JSON document)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from nodereach import defaults
+from nodereach.diagnose.model import EXIT_CODES, Report, to_json
+from nodereach.diagnose.rules import PortSpec
+from nodereach.errors import UsageError
+
+BUILTIN_STUN_SERVERS = (
+    "stun.l.google.com:19302",
+    "stun1.l.google.com:19302",
+    "stun.cloudflare.com:3478",
+    "stun.nextcloud.com:443",
+)
+"""Plain public STUN servers used when neither --server nor a config file names one."""
+
+
+def parse_port(text: str) -> list[PortSpec]:
+    """`30303/tcp`, `30303/udp`, `30303` (both protocols), `30303/tcp+udp`."""
+    raw = text.strip().lower()
+    num, _, proto = raw.partition("/")
+    try:
+        port = int(num)
+    except ValueError:
+        raise UsageError(f"bad port {text!r}", "write PORT/PROTO, e.g. --port 30303/tcp --port 30303/udp") from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port {port} out of range", "ports are 1..65535")
+    protos = ["tcp", "udp"] if proto in ("", "both", "tcp+udp", "udp+tcp") else [proto]
+    for p in protos:
+        if p not in ("tcp", "udp"):
+            raise UsageError(f"bad protocol in {text!r}", "use /tcp or /udp, e.g. 30303/udp")
+    return [PortSpec(port, p) for p in protos]
+
+
+def parse_server(text: str, *, dialback: bool = True) -> Any:
+    """`HOST`, `HOST:STUN_PORT`, `[V6]:PORT`, bare IPv6. The dial-back service is on HTTP_PORT of HOST."""
+    from nodereach.diagnose.engine import ServerSpec
+
+    s = text.strip()
+    if not s or any(c.isspace() for c in s) or "/" in s:
+        raise UsageError(f"bad server {text!r}", "use --server HOST or HOST:PORT")
+    port_s = ""
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise UsageError(f"bad server {text!r}", "IPv6 with a port looks like [2001:db8::1]:3478")
+        port_s = rest[1:]
+    elif s.count(":") > 1:
+        host = s
+    else:
+        host, _, port_s = s.partition(":")
+    if not host:
+        raise UsageError(f"bad server {text!r}", "use --server HOST or HOST:PORT")
+    port = defaults.STUN_PORT
+    if port_s:
+        try:
+            port = int(port_s)
+        except ValueError:
+            raise UsageError(f"bad port in server {text!r}", "use --server HOST:PORT") from None
+        if not 1 <= port <= 65535:
+            raise UsageError(f"port out of range in server {text!r}", "ports are 1..65535")
+    return ServerSpec(host=host, stun_port=port, http_port=defaults.HTTP_PORT if dialback else None)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """TOML: servers = ["HOST[:PORT]"], stun_servers = [...] (plain STUN), ports = ["30303/tcp"], timeout."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("check", data)
+    for key in ("servers", "stun_servers", "ports"):
+        value = section.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"config {path}: `{key}` must be a list of strings")
+    if "timeout" in section and not isinstance(section["timeout"], int | float):
+        raise UsageError(f"config {path}: `timeout` must be a number")
+    return section
+
+
+def build_options(servers: list[str], ports: list[str], timeout: float, lifetime: bool, lifetime_max: float,
+                  config: Path | None) -> Any:
+    from nodereach.diagnose.engine import CheckOptions
+
+    if not 0.5 <= timeout <= 300:
+        raise UsageError(f"--timeout {timeout} out of range", "use 0.5 .. 300 seconds")
+    if lifetime and not 1 <= lifetime_max <= 3600:
+        raise UsageError(f"--lifetime-max {lifetime_max} out of range", "use 1 .. 3600 seconds")
+    cfg = load_config(config) if config is not None else {}
+    specs = [parse_server(s) for s in servers]
+    if not specs:
+        specs = [parse_server(s) for s in cfg.get("servers", [])]
+        specs += [parse_server(s, dialback=False) for s in cfg.get("stun_servers", [])]
+    builtin = not specs
+    if builtin:
+        specs = [parse_server(s, dialback=False) for s in BUILTIN_STUN_SERVERS]
+    port_specs: list[PortSpec] = []
+    for text in ports or cfg.get("ports", []):
+        for p in parse_port(text):
+            if p not in port_specs:
+                port_specs.append(p)
+    if not servers and "timeout" in cfg and timeout == 5.0:
+        timeout = float(cfg["timeout"])
+    return CheckOptions(servers=specs, ports=port_specs, timeout=timeout, lifetime=lifetime,
+                        lifetime_max=lifetime_max, builtin_servers=builtin)
+
+
+def _loop_run(coro: Any) -> Report:
+    # Plain asyncio: the check is a few dozen packets, and pyroute2's async netlink needs it.
+    return asyncio.run(coro)
+
+
+def run_check(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,
+              lifetime_max: float, config: Path | None) -> int:
+    """Entry point for the CLI: returns the exit code (0 reachable, 1 unreachable, 3 no connectivity)."""
+    from nodereach.diagnose.engine import Check
+
+    opts = build_options(servers, ports, timeout, lifetime, lifetime_max, config)
+    if json_out:
+        report = _loop_run(Check(opts).run())
+        sys.stdout.buffer.write(to_json(report) + b"\n")
+        sys.stdout.flush()
+    else:
+        from nodereach.diagnose.render import LiveProgress, render_report
+
+        with LiveProgress() as progress:
+            report = _loop_run(Check(opts, progress.update).run())
+        render_report(report)
+    return EXIT_CODES[report.verdict]

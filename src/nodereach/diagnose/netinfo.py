@@ -1,0 +1,75 @@
+"""Local addresses, interface and default gateway from netlink (pyroute2; works unprivileged)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RouteInfo:
+    source: str | None = None
+    gateway: str | None = None
+    interface: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class NetInfo:
+    addresses: frozenset[str] = frozenset()
+    """Every address configured on this host."""
+    routes: dict[str, RouteInfo] = field(default_factory=dict)
+    """Route toward each server address."""
+    default_gateway4: str | None = None
+    default_gateway6: str | None = None
+    error: str | None = None
+
+
+def source_toward(dest: str | None) -> tuple[str | None, str | None]:
+    """(source address the kernel picks toward dest, error): a connect() on a UDP socket sends nothing."""
+    if dest is None:
+        return None, "no destination"
+    family = socket.AF_INET6 if ":" in dest else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((dest, 9))
+            return str(s.getsockname()[0]), None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+
+
+def gather(destinations: list[str]) -> NetInfo:
+    """Ask the kernel which source address, gateway and interface it uses toward each destination."""
+    info = NetInfo()
+    try:
+        from pyroute2 import IPRoute
+    except ImportError as exc:  # pragma: no cover - a dependency
+        info.error = f"pyroute2 missing: {exc}"
+        return info
+    try:
+        with IPRoute() as ipr:
+            info.addresses = frozenset(str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()
+                                       if a.get_attr("IFA_ADDRESS"))
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            for family, attr in ((2, "default_gateway4"), (10, "default_gateway6")):
+                for r in ipr.get_default_routes(family=family):
+                    gw = r.get_attr("RTA_GATEWAY")
+                    if gw:
+                        setattr(info, attr, str(gw))
+                        break
+            for dest in destinations:
+                ri = RouteInfo()
+                try:
+                    ipaddress.ip_address(dest)
+                    route = ipr.route("get", dst=dest)[0]
+                    ri.source = route.get_attr("RTA_PREFSRC")
+                    ri.gateway = route.get_attr("RTA_GATEWAY")
+                    oif = route.get_attr("RTA_OIF")
+                    ri.interface = names.get(oif) if oif is not None else None
+                except Exception as exc:  # netlink errors carry errno text: no route, unreachable
+                    ri.error = str(exc) or type(exc).__name__
+                info.routes[dest] = ri
+    except Exception as exc:  # netlink unavailable: report, do not crash
+        info.error = f"netlink: {exc}"
+    return info

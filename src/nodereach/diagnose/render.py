@@ -1,0 +1,112 @@
+"""Human output for `check`: live progress on stderr, then a summary panel, the path drawing, the advice."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from nodereach.diagnose.advice import CAUSES
+from nodereach.diagnose.model import Report
+
+STEPS = {"servers": "servers", "mapping": "NAT mapping", "filtering": "NAT filtering", "tcp": "TCP outbound",
+         "path": "path (TTL probes)", "filters": "outbound port filters", "portmap": "port mapping (gateway)",
+         "ports": "node ports from outside"}
+ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]–[/]"}
+
+
+class LiveProgress:
+    """A live table of probe steps on stderr (nothing on stdout, so output stays pipeable)."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.state: dict[str, tuple[str, str]] = {}
+        self.start = time.monotonic()
+        self.live = Live(self._table(), console=self.console, transient=True, refresh_per_second=12)
+
+    def _table(self) -> Table:
+        t = Table.grid(padding=(0, 1))
+        t.add_row(Text(f"nodereach check  {time.monotonic() - getattr(self, 'start', 0):.2f} s", style="bold"))
+        for key, (state, detail) in self.state.items():
+            t.add_row(Text.from_markup(f"{ICONS.get(state, state)} {STEPS.get(key, key)} [dim]{detail}[/]"))
+        return t
+
+    def update(self, step: str, state: str, detail: str) -> None:
+        self.state[step] = (state, detail)
+        self.live.update(self._table())
+
+    def __enter__(self) -> LiveProgress:
+        if self.console.is_terminal:
+            self.live.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self.live.is_started:
+            self.live.stop()
+
+
+def _yn(v: bool | None, yes: str = "yes", no: str = "no") -> str:
+    return "[dim]unknown[/]" if v is None else (f"[green]{yes}[/]" if v else f"[red]{no}[/]")
+
+
+def path_drawing(rep: Report) -> str:
+    """node -> NAT layer(s) -> internet, one line, with the addresses check saw."""
+    parts = [f"node {rep.local.address or '?'}"]
+    if rep.nat.present is False:
+        parts.append("(no NAT" + (", firewall" if "firewall" in rep.causes else "") + ")")
+    for layer in rep.nat.layer_details:
+        who = {"operator": "your NAT", "provider": "provider NAT (CGNAT)" if rep.nat.cgnat else "provider NAT",
+               "unknown": "NAT"}[layer.owner]
+        where = f" {layer.router}" if layer.router else ""
+        parts.append(f"[{who}{where}]")
+    if rep.nat.present and not rep.nat.layer_details:
+        parts.append("[NAT]")
+    parts.append(f"internet as {rep.public.ipv4 or '?'}")
+    return " ──▶ ".join(parts)
+
+
+def render_report(rep: Report, console: Console | None = None) -> None:
+    console = console or Console()
+    colour = {"reachable": "green", "unreachable": "red", "no-connectivity": "red"}[rep.verdict]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("verdict", f"[bold {colour}]{rep.verdict}[/]")
+    if rep.causes:
+        summary.add_row("why", "\n".join(f"{CAUSES.get(c, c)} [dim]({c})[/]" for c in rep.causes))
+    summary.add_row("outbound", f"UDP {_yn(rep.udp.outbound, 'works', 'blocked')}   "
+                                f"TCP {_yn(rep.tcp.outbound, 'works', 'blocked')}")
+    blocked = sorted({*rep.udp.blocked_ports, *rep.tcp.blocked_ports})
+    if blocked:
+        summary.add_row("filtered ports", ", ".join(map(str, blocked)))
+    summary.add_row("addresses", f"local {rep.local.address or '?'} via {rep.local.gateway or 'no gateway'}   "
+                                 f"public {rep.public.ipv4 or '?'}" + (f"   IPv6 {rep.public.ipv6}"
+                                                                      if rep.public.ipv6 else ""))
+    nat = rep.nat
+    summary.add_row("NAT", f"{_yn(nat.present)}  layers {nat.layers if nat.layers is not None else '?'}  "
+                           f"CGNAT {_yn(nat.cgnat)}")
+    summary.add_row("behaviour", f"mapping {nat.mapping}, filtering {nat.filtering}, port preservation "
+                                 f"{_yn(nat.port_preservation)}, hairpinning {_yn(nat.hairpinning)}")
+    for p in rep.ports:
+        summary.add_row(f"port {p.port}/{p.protocol}", f"{_yn(p.reachable, 'reachable', 'not reachable')} "
+                                                       f"[dim]{p.reason or ''}[/]")
+    pm = rep.portmap
+    summary.add_row("port mapping", "  ".join(f"{n} {_yn(v.available)}" for n, v in
+                                              (("PCP", pm.pcp), ("NAT-PMP", pm.natpmp), ("UPnP", pm.upnp))))
+    summary.add_row("path", path_drawing(rep))
+    console.print(Panel(summary, title=f"nodereach check ({rep.duration_s:.2f} s)", border_style=colour))
+    for i, a in enumerate(rep.advice, 1):
+        body: list[Text | str] = [a.detail]
+        for target, snippet in a.commands.items():
+            body.append(Text(f"\n{target}:", style="bold"))
+            body.append(Text(snippet, style="cyan"))
+        console.print(Panel(Group(*body), title=f"{i}. {a.title}", title_align="left", border_style="blue"))
+    for u in rep.untested:
+        console.print(f"[dim]not tested: {u}[/]")
+    for n in rep.notes:
+        console.print(f"[dim]note: {n}[/]")

@@ -1,0 +1,133 @@
+"""TTL-limited UDP probes read through IP_RECVERR (no root): which routers stand before the internet.
+
+Each TTL gets its own connected UDP socket; an ICMP time-exceeded for it lands in the socket's error queue
+with the router's address (SO_EE_OFFENDER). The probe payload is a STUN Binding request to the server's
+STUN port, so a probe that reaches the server gets a normal reply instead of another ICMP error (servers
+rate-limit ICMP; we keep their budget for the port-filter probes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+
+from nodereach.stun import message as M
+
+IP_RECVERR = 11
+SO_EE_ORIGIN_ICMP = 2
+ICMP_TIME_EXCEEDED = 11
+ICMP_DEST_UNREACH = 3
+_EE = struct.Struct("=IBBBBII")
+
+
+def parse_errqueue(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int, str | None] | None:
+    """(icmp type, code, offender address) from recvmsg ancillary data, or None."""
+    for level, ctype, data in ancdata:
+        if level != socket.IPPROTO_IP or ctype != IP_RECVERR or len(data) < _EE.size:
+            continue
+        _errno, origin, icmp_type, code, _pad, _info, _data = _EE.unpack_from(data)
+        if origin != SO_EE_ORIGIN_ICMP:
+            continue
+        offender = None
+        rest = data[_EE.size:]
+        if len(rest) >= 8 and struct.unpack_from("=H", rest)[0] == socket.AF_INET:
+            offender = socket.inet_ntoa(rest[4:8])
+        return icmp_type, code, offender
+    return None
+
+
+class _TtlSocket:
+    def __init__(self, ttl: int, dest: tuple[str, int], done: asyncio.Future[tuple[int, str | None, bool]]):
+        self.ttl = ttl
+        self.dest = dest
+        self.done = done
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        self.sock.connect(dest)
+        self.payload = M.encode_message(M.binding_request())
+
+    def send(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(self.payload)
+
+    def readable(self) -> None:
+        while True:
+            try:
+                _data, anc, _flags, _addr = self.sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            parsed = parse_errqueue(anc)
+            if parsed and not self.done.done():
+                icmp_type, _code, offender = parsed
+                self.done.set_result((self.ttl, offender, icmp_type != ICMP_TIME_EXCEEDED))
+        while True:
+            try:
+                data = self.sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # a pending socket error (already read from the error queue)
+            if data and not self.done.done():
+                self.done.set_result((self.ttl, self.dest[0], True))  # reached the server itself
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def trace(dest: tuple[str, int], *, max_ttl: int, deadline: float, rto: float) -> list[str | None]:
+    """Addresses answering at TTL 1..max_ttl (None: silent), cut after the destination is reached."""
+    loop = asyncio.get_running_loop()
+    probes: list[_TtlSocket] = []
+    try:
+        for ttl in range(1, max_ttl + 1):
+            fut: asyncio.Future[tuple[int, str | None, bool]] = loop.create_future()
+            try:
+                p = _TtlSocket(ttl, dest, fut)
+            except OSError:
+                break
+            probes.append(p)
+            loop.add_reader(p.sock.fileno(), p.readable)
+            p.send()
+        resend_at = time.monotonic() + rto
+        while True:
+            pending = [p.done for p in probes if not p.done.done()]
+            if not pending:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            wait = min(deadline, resend_at) - now if resend_at > now else deadline - now
+            await asyncio.wait(pending, timeout=max(0.0, wait))
+            if time.monotonic() >= resend_at:
+                for p in probes:
+                    if not p.done.done():
+                        p.send()
+                resend_at = float("inf") if resend_at > deadline else time.monotonic() + rto * 2
+                if resend_at > deadline:
+                    resend_at = float("inf")
+        hops: list[str | None] = []
+        for p in probes:
+            if p.done.done():
+                _ttl, addr, final = p.done.result()
+                hops.append(addr)
+                if final:
+                    break
+            else:
+                hops.append(None)
+        while hops and hops[-1] is None:
+            hops.pop()
+        return hops
+    finally:
+        for p in probes:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(p.sock.fileno())
+            p.close()
+            if not p.done.done():
+                p.done.cancel()
