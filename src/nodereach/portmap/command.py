@@ -142,7 +142,7 @@ async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease
         except BaseException:
             await mapper.close()
             raise
-        code = EXIT_UNREACHABLE if is_unroutable(mapper.external_address) else EXIT_OK
+        code = EXIT_UNREACHABLE if mapper.nat_in_front or is_unroutable(mapper.external_address) else EXIT_OK
         if server:
             verdict = await _verify(printer, server, endpoints, wait)
             if verdict is False:

@@ -19,6 +19,7 @@ from nodereach.portmap import pcp
 from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, Transport, is_unroutable
 from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway, find_gateway_async
+from nodereach.portmap.layers import external_on_gateway
 from nodereach.portmap.probe import ProbeResult, probe_all
 
 EventKind = Literal["mapped", "renewed", "port-changed", "restarted", "address-changed", "error", "deleted",
@@ -81,6 +82,8 @@ class PortMapper:
         self.probes: dict[str, ProbeResult] = {}
         self.states: list[_State] = []
         self.external_address: str | None = None
+        self.nat_in_front: bool | None = None
+        """True when the gateway's external address is private/CGNAT or not on the gateway itself."""
         self._listeners: list[Callable[[Event], None]] = []
         self._queues: list[asyncio.Queue[Event]] = []
         self.log: list[Event] = []
@@ -131,6 +134,7 @@ class PortMapper:
         self.probes, drivers = await probe_all(self.gateway, self.timeout, methods)
         if not drivers:
             raise NotAvailable(self._nothing_message(methods), self._nothing_hint())
+        reported = next((p.external_address for p in self.probes.values() if p.external_address), None)
         errors: list[str] = []
         hint: str | None = None
         for name in methods:
@@ -146,14 +150,16 @@ class PortMapper:
                 errors.append(f"{name}: {exc.message}")
                 await self._delete_all(quiet=True)
                 if self.method:
+                    await self._raise_if_nat_in_front(reported, f"{name}: {exc.message}")
                     raise PortmapError(f"could not map through {name}: {exc.message}", exc.hint) from exc
                 hint = exc.hint
                 continue
             for other in drivers.values():
                 if other is not driver:
                     await other.close()
-            self._check_reachability()
+            await self._check_layers()
             return self.endpoints
+        await self._raise_if_nat_in_front(reported, "; ".join(errors))
         raise PortmapError("no port-mapping protocol could map the ports: " + "; ".join(errors),
                            hint or "forward the ports by hand on the router, or run `nodereach check`")
 
@@ -206,9 +212,42 @@ class PortMapper:
 
     def _check_reachability(self) -> None:
         if is_unroutable(self.external_address):
+            self.nat_in_front = True
             self._emit("unreachable", f"the gateway's external address {self.external_address} is private or "
                        "carrier-grade NAT: another NAT sits in front of it, so this mapping cannot make the node "
                        "reachable from the internet; run `nodereach check` for what to do")
+
+    async def _check_layers(self) -> None:
+        """Private/CGNAT external address, or a public one the gateway does not own (learned by STUN)."""
+        if is_unroutable(self.external_address):
+            self._check_reachability()
+            return
+        if self.external_address is None or ":" in self.external_address:
+            return
+        owned, router = await external_on_gateway(self.external_address, wait=min(1.0, self.timeout))
+        self.nat_in_front = None if owned is None else not owned
+        if owned is False:
+            self._emit("unreachable", f"the gateway reports the external address {self.external_address}, but "
+                       f"that address is not on the gateway ({router or 'a router'} forwarded a packet sent to it): "
+                       "another NAT sits in front (double NAT / CGNAT), so this mapping cannot make the node "
+                       "reachable; run `nodereach check` for what to do")
+
+    async def _raise_if_nat_in_front(self, reported: str | None, what: str) -> None:
+        """When mapping failed: say so plainly if the gateway is itself behind another NAT."""
+        if reported is None or ":" in reported:
+            return
+        if is_unroutable(reported):
+            owned: bool | None = False
+        else:
+            owned, _ = await external_on_gateway(reported, wait=min(1.0, self.timeout))
+        if owned is False:
+            self.nat_in_front = True
+            assert self.gateway is not None
+            raise PortmapError(f"the gateway {self.gateway.address} refused the mappings ({what}), and it sits "
+                               f"behind another NAT (its external address {reported} is not its own): port mapping "
+                               "on it cannot make this node reachable (double NAT / CGNAT)",
+                               "run `nodereach check`: ask the provider for a public address or port forwarding, "
+                               "or use a relay")
 
     async def renew(self, st: _State) -> None:
         assert self.driver is not None
@@ -320,8 +359,8 @@ class PortMapping:
 
     @property
     def reachable(self) -> bool:
-        """False when the gateway's own external address is private/CGNAT (another NAT in front)."""
-        return not is_unroutable(self.mapper.external_address)
+        """False when another NAT sits in front of the gateway (private/CGNAT or foreign external address)."""
+        return not (self.mapper.nat_in_front or is_unroutable(self.mapper.external_address))
 
     def changes(self) -> AsyncIterator[Event]:
         return self.mapper.events()
