@@ -232,6 +232,9 @@ async def probe_port(server: str, port: int, protocol: str, *, timeout: float, l
         elif status == 503:
             result.reason = "server-busy"
         return result
+    if "reachable" not in doc or not isinstance(doc.get("reason"), str):
+        result.detail = "the server's answer is not a nodereach dial-back answer"
+        return result
     return _combine(result, doc, listener)
 
 

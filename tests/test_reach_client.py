@@ -1,0 +1,137 @@
+"""Dial-back client: server address forms, bad servers (never a traceback or hang), result merging."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from nodereach.errors import UsageError
+from nodereach.reach.client import ProbeResult, _combine, _Listener, parse_server, probe_port, server_info
+from nodereach.reach.limits import LimitsConfig
+from nodereach.reach.service import DialbackConfig, DialbackService
+from reach_helpers import free_port
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("203.0.113.10", ("203.0.113.10", 3480)),
+    ("203.0.113.10:8080", ("203.0.113.10", 8080)),
+    ("reach.example.net", ("reach.example.net", 3480)),
+    ("http://reach.example.net:81/", ("reach.example.net", 81)),
+    ("2001:db8::1", ("2001:db8::1", 3480)),
+    ("[2001:db8::1]:3999", ("2001:db8::1", 3999)),
+    ("[2001:db8::1]", ("2001:db8::1", 3480)),
+])
+def test_parse_server(text: str, expected: tuple[str, int]) -> None:
+    assert parse_server(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":3480", "host:abc", "host:0", "host:70000", "[2001:db8::1", "[::1]x"])
+def test_parse_server_errors(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_server(text)
+
+
+async def test_bad_arguments_are_usage_errors() -> None:
+    with pytest.raises(UsageError):
+        await probe_port("127.0.0.1", 30303, "sctp", timeout=1)
+    with pytest.raises(UsageError):
+        await probe_port("127.0.0.1", 0, "tcp", timeout=1)
+
+
+async def test_no_server_listening() -> None:
+    start = time.monotonic()
+    r = await probe_port(f"127.0.0.1:{free_port()}", free_port(), "tcp", timeout=2)
+    assert (r.reachable, r.reason) == (None, "no-server") and time.monotonic() - start < 1
+    assert r.detail
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """Accepts TCP and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1]
+    finally:
+        for w in held:
+            w.close()
+        srv.close()
+
+
+async def test_silent_server_bounded_by_timeout(silent_server: int) -> None:
+    start = time.monotonic()
+    r = await probe_port(f"127.0.0.1:{silent_server}", free_port(), "udp", timeout=0.8)
+    took = time.monotonic() - start
+    assert (r.reachable, r.reason) == (None, "no-server") and took < 1.5
+
+
+async def test_garbage_server_is_server_error() -> None:
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1000)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n\x00\xffxyz")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    try:
+        r = await probe_port(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", free_port(), "tcp", timeout=2)
+    finally:
+        srv.close()
+    assert r.reachable is None and r.reason in ("server-error", "no-server")
+
+
+async def test_rate_limited_and_info() -> None:
+    svc = DialbackService(DialbackConfig(limits=LimitsConfig(address_burst=1, address_rate=0.001)))
+    port = (await svc.start(["127.0.0.1"], 0))[0][1]
+    try:
+        server = f"127.0.0.1:{port}"
+        assert (await probe_port(server, free_port(), "tcp", timeout=2)).reason == "ok"
+        r = await probe_port(server, free_port(), "tcp", timeout=2)
+        assert (r.reachable, r.reason) == (None, "rate-limited") and r.detail
+        info = await server_info(server, timeout=2)
+        assert info is not None and info["service"] == "nodereach"
+        assert await server_info(f"127.0.0.1:{free_port()}", timeout=1) is None
+    finally:
+        await svc.close()
+
+
+def _listener(received: bool) -> _Listener:
+    lst = _Listener("tcp", "0.0.0.0", 1)
+    lst.received = received
+    return lst
+
+
+@pytest.mark.parametrize("doc, received, expected", [
+    ({"reachable": True, "reason": "ok", "verified": True}, True, (True, "ok")),
+    ({"reachable": True, "reason": "unverified", "verified": False}, False, (False, "other-host")),
+    ({"reachable": False, "reason": "timeout", "verified": False}, True, (True, "ok")),  # echo lost, probe arrived
+    ({"reachable": False, "reason": "refused"}, False, (False, "refused")),
+    ({"reachable": None, "reason": "no-echo"}, False, (False, "timeout")),
+])
+def test_combine_with_own_listener(doc: dict, received: bool, expected: tuple[bool, str]) -> None:
+    r = _combine(ProbeResult(1, "udp", None, "server-error"), {"address": "198.51.100.2", **doc}, _listener(received))
+    assert (r.reachable, r.reason) == expected and r.observed_address == "198.51.100.2"
+
+
+def test_combine_node_listener_udp_is_honest() -> None:
+    r = _combine(ProbeResult(1, "udp", None, "x"), {"reachable": None, "reason": "no-echo"}, None)
+    assert (r.reachable, r.reason) == (None, "udp-unobservable")
+    r = _combine(ProbeResult(1, "udp", None, "x"), {"reachable": False, "reason": "refused"}, None)
+    assert (r.reachable, r.reason) == (False, "refused")
+    r = _combine(ProbeResult(1, "tcp", None, "x"), {"reachable": False, "reason": "timeout"}, None)
+    assert (r.reachable, r.reason) == (False, "timeout")
+
+
+async def test_port_held_by_node_is_detected() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:
+        node.bind(("0.0.0.0", 0))
+        lst = _Listener("udp", "0.0.0.0", node.getsockname()[1])
+        assert await lst.open() is False
