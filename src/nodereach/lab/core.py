@@ -101,7 +101,7 @@ class Lab:
         try:
             built = topology.build(self.scenario, self.ns, delay_ms=self.delay_ms, loss=self.loss,
                                    filtered_ports=self.filtered_ports, owner_pid=owner,
-                                   log_dir=registry.REGISTRY_DIR, on_spawn=self._track)
+                                   impair_log=registry.REGISTRY_DIR / f"{self.id}-impair.log", on_spawn=self._track)
             self.subscriber = built.subscriber
             self.built = True
             if self.home_router:
@@ -228,7 +228,7 @@ class Lab:
             raise UsageError(f"scenario {self.scenario.name!r} has no home router")
         _, gw, prefix = self.scenario.router_wan()
         old = self._router_wan
-        netns.ip_batch(self.ns("router"), [f"addr add {new}/{prefix} dev wan", f"addr del {old}/{prefix} dev wan",
+        netns.ip_batch(self.ns("router"), [f"addr del {old}/{prefix} dev wan", f"addr add {new}/{prefix} dev wan",
                                            f"route replace default via {gw}"])
         self._router_wan = new
         if self.scenario.topology == "single":

@@ -146,6 +146,7 @@ class Daemons:
             "min_lifetime": "60",
             "max_lifetime": "86400",
             "friendly_name": "nodereach lab router",
+            "ipv6_disable": "yes",
         }
         lines.update({k: str(v) for k, v in extra.items()})
         body = "".join(f"{k}={v}\n" for k, v in lines.items())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from nodereach.lab import netns
 
-REGISTRY_DIR = Path(os.environ.get("NODEREACH_LAB_RUN_DIR", "/run/nodereach-lab"))
+REGISTRY_DIR = Path("/run/nodereach-lab")
 _NS_RE = re.compile(r"^nrl-([0-9a-f]{6})-[a-z-]+$")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nodereach.lab import addresses as A
+
 TABLE = "nrl"
 SUBSCRIBER_NET = "198.51.100.0/24"
 LEARN_TIMEOUT_S = 300
@@ -63,6 +65,9 @@ def router(recipe: str, *, wan: str = "wan", lan: str = "lan") -> str:
     iif lo accept
     ct state established,related accept
     iifname "{lan}" accept
+    # miniupnpd's ext_perform_stun check: answers from the lab's STUN server, also from its other
+    # address/port (CHANGE-REQUEST), must reach the router itself.
+    ip saddr {{ {A.COTURN_IP}, {A.COTURN_ALT_IP} }} udp sport {{ 3478, 3479 }} accept
     icmp type {{ echo-request, echo-reply, destination-unreachable, time-exceeded }} accept
   }}
 }}

@@ -53,7 +53,7 @@ def subscriber_host(scenario: Scenario) -> str:
 
 
 def build(scenario: Scenario, ns: Callable[[str], str], *, delay_ms: float, loss: float,
-          filtered_ports: tuple[int, ...], owner_pid: int, log_dir: Path,
+          filtered_ports: tuple[int, ...], owner_pid: int, impair_log: Path,
           on_spawn: Callable[[subprocess.Popen[str]], None]) -> Built:
     hosts = scenario.hosts
     for host in hosts:
@@ -76,8 +76,7 @@ def build(scenario: Scenario, ns: Callable[[str], str], *, delay_ms: float, loss
     sub_if = "eth0" if sub == "client" else "wan"
     forwarder = None
     if delay_ms > 0 or loss > 0:
-        forwarder = _start_forwarder(ns(sub), sub_if, inet, f"v-{sub}", delay_ms, loss, owner_pid,
-                                     log_dir / f"{inet}-impair.log")
+        forwarder = _start_forwarder(ns(sub), sub_if, inet, f"v-{sub}", delay_ms, loss, owner_pid, impair_log)
         on_spawn(forwarder)
     else:
         cmds.append(f"link add v-{sub} type veth peer name {sub_if} netns {ns(sub)}")

@@ -1,0 +1,164 @@
+"""`nodereach lab list|up|exec|down|status`: the CLI lab (one persistent lab at a time) and the registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from nodereach.errors import UsageError
+from nodereach.lab import addresses as A
+from nodereach.lab import registry
+from nodereach.lab.core import Lab, check_environment
+from nodereach.lab.scenarios import SCENARIOS, get_scenario
+
+HOST_ADDRESSES = {
+    "inet": f"{A.INET_SUBSCRIBER_GW}, {A.INET_SERVER_GW} (internet core, provider filters)",
+    "server": f"{A.SERVER_IP}, {A.SERVER_ALT_IP} (run `nodereach serve` here)",
+    "peer": f"{A.PEER_IP} (third party on the internet)",
+    "coturn": f"{A.COTURN_IP}, {A.COTURN_ALT_IP} (coturn STUN server)",
+    "isp": f"LAN {A.DOUBLE_NAT_ISP_LAN} / {A.CGNAT_ISP_LAN}, WAN {A.ISP_WAN_IP}",
+    "router": f"LAN {A.HOME_LAN_GW}, WAN {A.ROUTER_WAN_IP} (single NAT) / {A.DOUBLE_NAT_ROUTER_WAN} / "
+              f"{A.CGNAT_ROUTER_WAN}",
+    "client": f"{A.CLIENT_IP} behind a router, {A.OPEN_CLIENT_IP} in open*",
+}
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False)
+
+
+def cli_lab() -> registry.LabRecord | None:
+    """The running CLI lab (a persistent record whose namespaces still exist), if any."""
+    for record in registry.load_all():
+        if record.persistent:
+            return record
+    return None
+
+
+def run_list(json_out: bool) -> None:
+    if json_out:
+        doc = {"scenarios": [{"name": s.name, "summary": s.summary, "hosts": list(s.hosts),
+                              "home_router": s.has_router, "truth": s.truth().as_dict()}
+                             for s in SCENARIOS.values()],
+               "addresses": {k: v for k, v in vars(A).items() if k.isupper()}}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    table = Table(title="nodereach lab scenarios (ground truth proven by tests/test_lab_*.py)")
+    table.add_column("scenario", no_wrap=True)
+    for col in ("NATs", "mapping", "filtering", "CGNAT", "public IP"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("policy", overflow="fold")
+    for s in SCENARIOS.values():
+        t = s.truth()
+        policy = "UDP blocked" if t.udp_blocked else (
+            f"ports {','.join(map(str, t.filtered_ports))} dropped" if t.filtered_ports else
+            ("host firewall" if s.client_firewall else "-"))
+        table.add_row(s.name, str(t.layers), _short(t.mapping), _short(t.filtering), "yes" if t.cgnat else "no",
+                      t.client_public_ip, policy)
+    _console().print(table)
+    print("EI = endpoint-independent, AD = address-dependent, APD = address-and-port-dependent (RFC 4787).")
+    print("Any NAT scenario also runs with --home-router (miniupnpd: UPnP IGD, NAT-PMP, PCP on `router`).")
+
+
+def _short(behaviour: str) -> str:
+    return {"endpoint-independent": "EI", "address-dependent": "AD", "address-and-port-dependent": "APD"}.get(
+        behaviour, behaviour)
+
+
+def run_up(scenario: str, home_router: bool, delay_ms: float, loss: float) -> None:
+    get_scenario(scenario)  # unknown scenario: a UsageError before anything else
+    check_environment()
+    registry.remove_stale()
+    existing = cli_lab()
+    if existing is not None:
+        raise UsageError(f"a CLI lab is already running ({existing.scenario}, id {existing.id})",
+                         "remove it with `nodereach lab down` first")
+    lab = Lab(scenario, home_router=home_router, delay_ms=delay_ms, loss=loss, persistent=True)
+    lab.build()
+    print(f"lab {lab.id} up: {scenario}{' + home router (miniupnpd)' if home_router else ''}"
+          f"{f', {delay_ms:g} ms one-way delay' if delay_ms else ''}{f', {loss:g}% loss' if loss else ''}")
+    _print_hosts(lab.id, list(lab.hosts))
+    print(f"try: nodereach lab exec server -- nodereach serve --address {A.SERVER_IP} --alt-address "
+          f"{A.SERVER_ALT_IP} &")
+    print(f"     nodereach lab exec client -- nodereach check --server {A.SERVER_IP}")
+    print("     nodereach lab down")
+
+
+def _print_hosts(lab_id: str, hosts: list[str]) -> None:
+    table = Table(show_header=True)
+    table.add_column("host")
+    table.add_column("namespace")
+    table.add_column("addresses")
+    for host in hosts:
+        table.add_row(host, f"nrl-{lab_id}-{host}", HOST_ADDRESSES.get(host, ""))
+    _console().print(table)
+
+
+def _record_hosts(record: registry.LabRecord) -> list[str]:
+    prefix = f"nrl-{record.id}-"
+    return [n[len(prefix):] for n in record.namespaces if n.startswith(prefix)]
+
+
+def run_exec(host: str, argv: list[str]) -> int:
+    check_environment()
+    record = cli_lab()
+    if record is None:
+        raise UsageError("no CLI lab is running", "start one with `nodereach lab up port-restricted`")
+    hosts = _record_hosts(record)
+    if host not in hosts:
+        raise UsageError(f"no host {host!r} in the running lab ({record.scenario})", f"hosts: {', '.join(hosts)}")
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("no command given", f"e.g. nodereach lab exec {host} -- ip addr")
+    try:
+        return subprocess.call(["ip", "netns", "exec", f"nrl-{record.id}-{host}", *argv])
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_down(all_labs: bool) -> None:
+    check_environment()
+    removed = []
+    record = cli_lab()
+    if record is not None:
+        registry.remove(record)
+        removed.append(f"{record.id} ({record.scenario})")
+    if all_labs:
+        for stale in registry.stale_labs():
+            registry.remove(stale)
+            removed.append(f"{stale.id} (stale {stale.scenario})")
+    print(f"removed lab {', '.join(removed)}" if removed else "no lab to remove")
+    if all_labs:
+        live = [r for r in registry.load_all() if not r.persistent and r.owner_alive()]
+        for r in live:
+            print(f"left alone: lab {r.id} ({r.scenario}) owned by running process {r.owner_pid}")
+
+
+def run_status() -> None:
+    check_environment()
+    records = registry.load_all()
+    record = cli_lab()
+    if record is None:
+        print("no CLI lab is running (start one with `nodereach lab up SCENARIO`)")
+    else:
+        opts = ", ".join(f"{k}={v}" for k, v in record.options.items() if v)
+        print(f"CLI lab {record.id}: {record.scenario}{f' ({opts})' if opts else ''}")
+        _print_hosts(record.id, _record_hosts(record))
+    others = [r for r in records if not r.persistent]
+    stale_ids = {r.id for r in registry.stale_labs()}
+    if others or stale_ids:
+        table = Table(title="other nodereach labs on this machine")
+        for col in ("id", "scenario", "owner pid", "state"):
+            table.add_column(col)
+        for r in others:
+            table.add_row(r.id, r.scenario, str(r.owner_pid), "stale" if r.id in stale_ids else "running")
+        for lab_id in sorted(stale_ids - {r.id for r in others}):
+            table.add_row(lab_id, "?", "-", "stale (namespaces without a record)")
+        _console().print(table)
+        if stale_ids:
+            print("remove stale labs with `nodereach lab down --all`")

@@ -1,0 +1,106 @@
+"""The --home-router variant: miniupnpd on `router` maps ports for real clients (upnpc, natpmpc), and the
+mappings carry inbound traffic from the internet."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from nodereach.lab import Lab
+from nodereach.lab import addresses as A
+from nodereach.lab import probe as P
+from nodereach.lab.daemons import MINIUPNPD_HTTP_PORT, NATPMP_PORT
+
+pytestmark = pytest.mark.lab
+
+
+def _need(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.skip(f"{binary} not installed")
+
+
+def test_upnpc_maps_udp_and_inbound_arrives(lab: Callable[..., Lab]) -> None:
+    _need("upnpc")
+    net = lab("port-restricted", home_router=True)
+    out = net.exec("client", ["upnpc", "-i", "-e", "nrl-test", "-a", A.CLIENT_IP, "41000", "41000", "UDP"],
+                   timeout=20).stdout
+    assert "is redirected to internal 192.168.1.10:41000" in out
+    assert f"ExternalIPAddress = {A.ROUTER_WAN_IP}" in out
+    try:
+        with P.udp(net, "client", port=41000) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
+            assert P.delivered(peer, client, (A.ROUTER_WAN_IP, 41000))
+    finally:
+        net.exec("client", ["upnpc", "-i", "-d", "41000", "UDP"], timeout=20, check=False)
+    with P.udp(net, "client", port=41000) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
+        assert not P.delivered(peer, client, (A.ROUTER_WAN_IP, 41000))
+
+
+def test_upnpc_maps_tcp(lab: Callable[..., Lab]) -> None:
+    _need("upnpc")
+    net = lab("port-restricted", home_router=True)
+    net.exec("client", ["upnpc", "-i", "-a", A.CLIENT_IP, "41001", "41001", "TCP"], timeout=20)
+    listener = P.tcp_listener(net, "client", port=41001)
+    try:
+        assert P.tcp_connects(net, "peer", (A.ROUTER_WAN_IP, 41001))
+        seen = P.tcp_accepts(listener, 1.0)
+        assert seen is not None and seen[0] == A.PEER_IP
+    finally:
+        listener.close()
+        net.exec("client", ["upnpc", "-i", "-d", "41001", "TCP"], timeout=20, check=False)
+
+
+def test_natpmp_mapping_survives_miniupnpd_restart(lab: Callable[..., Lab]) -> None:
+    _need("natpmpc")
+    net = lab("port-restricted", home_router=True)
+    out = net.exec("client", ["natpmpc", "-g", A.HOME_LAN_GW, "-a", "42000", "42000", "udp", "600"], timeout=20).stdout
+    assert re.search(r"Mapped public port 42000 protocol UDP to local port 42000", out)
+    assert f"Public IP address : {A.ROUTER_WAN_IP}" in out
+    net.restart_miniupnpd()  # mid-lease: the lease file brings the mapping back
+    with P.udp(net, "client", port=42000) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
+        assert P.delivered(peer, client, (A.ROUTER_WAN_IP, 42000))
+    net.exec("client", ["natpmpc", "-g", A.HOME_LAN_GW, "-a", "42000", "42000", "udp", "0"], timeout=20)
+
+
+def test_protocol_subsets(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    net.start_miniupnpd(upnp=False, natpmp=True)
+    assert not P.tcp_connects(net, "client", (A.HOME_LAN_GW, MINIUPNPD_HTTP_PORT), timeout=0.5)
+    net.start_miniupnpd(upnp=True, natpmp=False)
+    assert P.tcp_connects(net, "client", (A.HOME_LAN_GW, MINIUPNPD_HTTP_PORT))
+    with P.udp(net, "client") as sock:
+        sock.sendto(b"\x00\x00", (A.HOME_LAN_GW, NATPMP_PORT))
+        assert P.recv(sock, 0.5) is None
+    net.stop_miniupnpd()
+    assert not P.tcp_connects(net, "client", (A.HOME_LAN_GW, MINIUPNPD_HTTP_PORT), timeout=0.5)
+
+
+def test_ssdp_discovery_from_client(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    with P.udp(net, "client") as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+        msearch = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\n"
+                   b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n")
+        sock.sendto(msearch, ("239.255.255.250", 1900))
+        got = P.recv(sock, 2.0)
+    assert got is not None
+    assert f"http://{A.HOME_LAN_GW}:{MINIUPNPD_HTTP_PORT}/rootDesc.xml".encode() in got[0]
+
+
+def test_set_router_wan_address(private_lab: Callable[..., Lab]) -> None:
+    net = private_lab("port-restricted")
+    net.set_router_wan_address("198.51.100.7")
+    assert net.truth.client_public_ip == "198.51.100.7"
+    with P.udp(net, "client") as client, P.udp(net, "server", A.SERVER_IP, 3478) as server:
+        seen = P.send_seen_as(client, server, (A.SERVER_IP, 3478))
+    assert seen is not None and seen[0] == "198.51.100.7"
+
+
+def test_home_router_needs_a_router() -> None:
+    from nodereach.errors import UsageError
+
+    with pytest.raises(UsageError):
+        Lab("open", home_router=True)
