@@ -74,7 +74,7 @@ SITUATIONS = [
     ("udp blocked", report(udp=False, ports=[unreach("udp")], portmap=NO_PORTMAP), "unreachable", ["udp-blocked"],
      ["ask-provider-lift-filter", "port-forward", "dmz"]),
     ("p2p filtered", report(blocked=[30303], ports=[unreach("udp")], portmap=NO_PORTMAP), "unreachable",
-     ["port-filtered"], ["ask-provider-lift-filter", "port-forward", "dmz"]),
+     ["port-filtered"], ["ask-provider-lift-filter", "use-other-port", "port-forward", "dmz"]),
     ("nothing listening", report(present=False, layers=0, mapping="no-nat", filtering="endpoint-independent",
                                  local="198.51.100.50", ports=[unreach(reason="refused")]), "unreachable",
      ["nothing-listening"], ["start-node"]),

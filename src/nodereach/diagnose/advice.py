@@ -141,18 +141,23 @@ def _advice(report: Report, verdict: Verdict, causes: list[str], ports: list[Por
         out.append(Advice(code="ask-provider-lift-filter", title="Ask your provider to lift the filter",
                           detail=f"Your network drops {what}. Only whoever runs the filter can lift it; send "
                                  "them the message below.", commands={"message": msg}))
+        if "port-filtered" in causes:
+            alt = next(p for p in range(30304, 65535) if p not in blocked)
+            out.append(Advice(code="use-other-port", title="Or move the node to a port that is not filtered",
+                              detail=f"The filter targets well-known P2P ports ({', '.join(map(str, blocked))}). "
+                                     f"Configure the node to listen on another port, e.g. {alt}, and check it "
+                                     f"with `nodereach check --port {alt}/tcp --port {alt}/udp`."))
     if "cgnat" in causes:
         wan = next((w for w in (report.portmap.pcp.external_address, report.portmap.natpmp.external_address,
                                 report.portmap.upnp.external_address) if w and address_kind(w) == "shared"), None)
-        if wan is None:
-            wan = next((layer.router for layer in nat.layer_details
-                        if layer.router and address_kind(layer.router) == "shared"), None)
+        hop = next((layer.router for layer in nat.layer_details
+                    if layer.router and address_kind(layer.router) == "shared"), None)
         out.append(Advice(code="ask-provider-public-ipv4",
                           title="Ask your provider for a public IPv4 address (leave CGNAT)",
                           detail="Your provider's carrier-grade NAT shares one public address among many "
                                  "customers; nobody outside can open a connection to your node through it. Many "
                                  "providers give a public IPv4 address on request (sometimes for a small fee).",
-                          commands={"message": provider_message_cgnat(report.public.ipv4, wan, ports)}))
+                          commands={"message": provider_message_cgnat(report.public.ipv4, wan, ports, hop)}))
     elif "double-nat" in causes:
         out.append(Advice(code="remove-double-nat", title="Remove one NAT layer",
                           detail="Two routers translate addresses in a row. Put the provider's modem/router into "

@@ -39,28 +39,33 @@ def conclude(rep: Report, primary: ServerSpec, v4: list[ServerSpec], obs: dict[s
     nat = rep.nat
     reasons = nat.unknown_reasons
     server_replies: list[tuple[ServerSpec, Reply | None]] = obs.get("server_replies", [])
-    for spec, r in server_replies:
+    tcp_reply, tcp_reason = obs.get("tcp", (None, "not run"))
+    dial_ok = any(p.reason not in (None, "no-server", "local-error") for p in rep.ports)
+    for i, (spec, r) in enumerate(server_replies):
         addr = (spec.addresses[0] if spec.addresses else spec.host, spec.stun_port)
         garbage = m_sock.stats.garbage.get(addr, 0)
-        kind = "stun-rfc5780" if r is not None and r.other_address else "stun"
-        if kind == "stun-rfc5780" and spec.http_port is not None and any(
-                p.reason not in ("no-server",) for p in rep.ports):
+        via_tcp = tcp_reply if i == 0 and isinstance(tcp_reply, Reply) else None
+        rfc5780 = any(x is not None and x.other_address for x in (r, via_tcp))
+        kind = "stun-rfc5780" if rfc5780 else "stun"
+        if i == 0 and spec.http_port is not None and dial_ok:
             kind = "nodereach"
         reason = None
         if r is None:
             reason = f"{garbage} garbage replies (not STUN)" if garbage else "no UDP reply"
+            if via_tcp is not None:
+                reason += "; answered over TCP"
         elif r.error is not None:
             reason = f"STUN error {r.error[0]} {r.error[1]}"
-        rep.servers.append(ServerUsed(address=spec.label, kind=kind, answered=_ok(r) is not None,  # type: ignore[arg-type]
-                                      rtt_ms=round(r.rtt * 1000, 1) if r else None, reason=reason))
+        answered = _ok(r) is not None or _ok(via_tcp) is not None
+        rtt = r.rtt if r is not None else (via_tcp.rtt if via_tcp is not None else None)
+        rep.servers.append(ServerUsed(address=spec.label, kind=kind, answered=answered,  # type: ignore[arg-type]
+                                      rtt_ms=round(rtt * 1000, 1) if rtt is not None else None, reason=reason))
 
     t1 = _ok(obs.get("t1"))
     any_udp = next((_ok(r) for _, r in server_replies if _ok(r)), None)
-    tcp_reply, tcp_reason = obs.get("tcp", (None, "not run"))
     tcp_reply = _ok(tcp_reply)
     paths: list[portfilter.PortPath] = obs.get("paths", [])
     tcp_path_ok = any(p.protocol == "tcp" and p.state in ("open", "refused") for p in paths)
-    dial_ok = any(p.reason not in (None, "no-server", "local-error") for p in rep.ports)
 
     rep.udp = Outbound(outbound=any_udp is not None, ipv4=any_udp is not None, ipv6=rep.udp.ipv6,
                        reason=None if any_udp else "no STUN server answered over UDP")

@@ -98,7 +98,7 @@ def render_report(rep: Report, console: Console | None = None) -> None:
     pm = rep.portmap
     summary.add_row("port mapping", "  ".join(f"{n} {_yn(v.available)}" for n, v in
                                               (("PCP", pm.pcp), ("NAT-PMP", pm.natpmp), ("UPnP", pm.upnp))))
-    summary.add_row("path", path_drawing(rep))
+    summary.add_row("path", Text(path_drawing(rep)))
     console.print(Panel(summary, title=f"nodereach check ({rep.duration_s:.2f} s)", border_style=colour))
     for i, a in enumerate(rep.advice, 1):
         body: list[Text | str] = [a.detail]

@@ -86,8 +86,14 @@ def _ports_text(ports: list[PortSpec]) -> str:
     return ", ".join(str(p) for p in ports) if ports else "the port my node listens on"
 
 
-def provider_message_cgnat(public_ip: str | None, wan_ip: str | None, ports: list[PortSpec]) -> str:
-    wan = f" (my router's WAN address is {wan_ip}, in the shared range 100.64.0.0/10)" if wan_ip else ""
+def provider_message_cgnat(public_ip: str | None, wan_ip: str | None, ports: list[PortSpec],
+                           hop_ip: str | None = None) -> str:
+    if wan_ip:
+        wan = f" (my router's WAN address is {wan_ip}, in the shared range 100.64.0.0/10)"
+    elif hop_ip:
+        wan = f" (the first router after mine, {hop_ip}, is in the shared range 100.64.0.0/10)"
+    else:
+        wan = ""
     pub = f" The address the internet sees is {public_ip}." if public_ip else ""
     return (f"Hello, my line appears to be behind carrier-grade NAT{wan}.{pub} I run a peer-to-peer node that "
             f"must accept incoming connections on {_ports_text(ports)}. Could you please give my line a public "
