@@ -8,6 +8,8 @@ import os
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nodereach.stun import attributes as A
 from nodereach.stun.message import (
@@ -246,3 +248,19 @@ async def test_tcp_binding_and_hostile_stream(full_server: StunServer) -> None:
     assert await asyncio.wait_for(reader.read(), 1) == b""
     writer.close()
     assert full_server.stats.malformed == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=60), st.integers(1, 6))
+def test_rate_limiter_matches_token_bucket(gaps: list[int], burst: int) -> None:
+    """GCRA gives the same admissions as a plain token bucket (rate 4/s, times in exact quarter seconds)."""
+    lim = SourceRateLimiter(rate_per_s=4, burst=burst, max_sources=10)
+    tokens, last, now = float(burst), 0.0, 0.0
+    for gap in gaps:
+        now += gap / 8
+        tokens = min(float(burst), tokens + (now - last) * 4)
+        last = now
+        expect = tokens >= 1.0
+        if expect:
+            tokens -= 1.0
+        assert lim.allow("s", now) is expect

@@ -7,15 +7,17 @@ from collections import OrderedDict
 
 
 class SourceRateLimiter:
-    """Token bucket per source IP, at most `max_sources` buckets (least recently seen evicted first).
+    """Token bucket per source IP (as GCRA: one float per source), at most `max_sources` sources tracked,
+    least recently seen evicted first.
 
-    Eviction only forgets a source's debt: a spoofed flood that cycles through more than max_sources
-    addresses lets an evicted source start again with a full bucket; memory stays bounded regardless.
-    Each bucket is a 2-slot list [tokens, last_seen] (~200 bytes per source with the dict slot and key).
-    rate_per_s <= 0 disables limiting.
+    GCRA keeps a "theoretical arrival time" instead of (tokens, last): the same admission decisions as a
+    bucket of `burst` tokens refilled at `rate_per_s`, with one float per source (~170 bytes per source
+    including the dict slot and the address string). Eviction only forgets a source's debt: a spoofed flood
+    cycling through more than max_sources addresses lets an evicted source start again with a full bucket;
+    memory stays bounded regardless. rate_per_s <= 0 disables limiting.
     """
 
-    __slots__ = ("_buckets", "burst", "max_sources", "rate")
+    __slots__ = ("_interval", "_sources", "_tau", "burst", "max_sources", "rate")
 
     def __init__(self, rate_per_s: float, burst: float, max_sources: int) -> None:
         if max_sources < 1:
@@ -23,7 +25,9 @@ class SourceRateLimiter:
         self.rate = rate_per_s
         self.burst = max(burst, 1.0)
         self.max_sources = max_sources
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+        self._tau = (self.burst - 1.0) * self._interval
+        self._sources: OrderedDict[str, float] = OrderedDict()
 
     def allow(self, source: str, now: float | None = None) -> bool:
         """Take one token for source; False when its bucket is empty."""
@@ -31,23 +35,20 @@ class SourceRateLimiter:
             return True
         if now is None:
             now = time.monotonic()
-        buckets = self._buckets
-        b = buckets.get(source)
-        if b is None:
-            if len(buckets) >= self.max_sources:
-                buckets.popitem(last=False)
-            buckets[source] = [self.burst - 1.0, now]
+        sources = self._sources
+        tat = sources.get(source)
+        if tat is None:
+            if len(sources) >= self.max_sources:
+                sources.popitem(last=False)
+            sources[source] = now + self._interval
             return True
-        buckets.move_to_end(source)
-        tokens = b[0] + (now - b[1]) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        b[1] = now
-        if tokens < 1.0:
-            b[0] = tokens
+        sources.move_to_end(source)
+        if tat < now:
+            tat = now
+        if tat - now > self._tau:
             return False
-        b[0] = tokens - 1.0
+        sources[source] = tat + self._interval
         return True
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._sources)
