@@ -75,6 +75,14 @@ class UpnpClient:
     async def discover(cls, gw: Gateway, *, wait: float) -> UpnpClient:
         """SSDP search, then the description (same host as the SSDP reply) and a WAN*Connection service."""
         found = await search_igd(gw, wait=wait)
+        return await cls.from_location(gw, found, wait=wait)
+
+    @classmethod
+    async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> UpnpClient:
+        """Load the description at found.location (only from found.host, which must be on the LAN)."""
+        if not gw.on_link(found.host):
+            raise ForbiddenUrl(f"UPnP device {found.host} is not on the local network: refused")
+        check_url(found.location, found.host)
         requester = GuardedRequester(found.host, timeout=wait)
         try:
             async with asyncio.timeout(wait * 2):

@@ -1,0 +1,85 @@
+"""Helpers for the port-mapping lab tests: inbound traffic from the simulated internet, miniupnpd state."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+
+from nodereach.lab import Lab, registry
+from nodereach.lab import addresses as A
+
+
+def udp_inbound(lab: Lab, external: tuple[str, int], internal_port: int, wait: float = 1.5) -> bool:
+    """Does a datagram from `peer` to external reach a socket bound to internal_port on `client`?"""
+    token = os.urandom(12)
+    rx = lab.socket("client", socket.AF_INET, socket.SOCK_DGRAM)
+    tx = lab.socket("peer", socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rx.bind(("0.0.0.0", internal_port))
+        rx.settimeout(0.2)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            tx.sendto(token, external)
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    data, _ = rx.recvfrom(64)
+                    if data == token:
+                        return True
+        return False
+    finally:
+        rx.close()
+        tx.close()
+
+
+def tcp_inbound(lab: Lab, external: tuple[str, int], internal_port: int, wait: float = 1.5) -> bool:
+    """Does a TCP connection from `peer` to external arrive at a listener on client:internal_port?"""
+    token = os.urandom(12)
+    srv = lab.socket("client", socket.AF_INET, socket.SOCK_STREAM)
+    cli = lab.socket("peer", socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", internal_port))
+        srv.listen(4)
+        srv.settimeout(wait)
+        cli.settimeout(wait)
+        try:
+            cli.connect(external)
+            cli.sendall(token)
+            conn, _ = srv.accept()
+        except OSError:
+            return False
+        with conn:
+            conn.settimeout(wait)
+            return conn.recv(64) == token
+    finally:
+        srv.close()
+        cli.close()
+
+
+def inbound(lab: Lab, protocol: str, external: tuple[str, int], internal_port: int, wait: float = 1.5) -> bool:
+    fn = tcp_inbound if protocol == "tcp" else udp_inbound
+    return fn(lab, external, internal_port, wait)
+
+
+def wait_inbound(lab: Lab, protocol: str, external: tuple[str, int], internal_port: int, within: float) -> float | None:
+    """Seconds until inbound traffic passes (polling, conntrack flushed each round), or None."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        lab.flush_conntrack()
+        if inbound(lab, protocol, external, internal_port, wait=0.5):
+            return time.monotonic() - start
+    return None
+
+
+def restart_miniupnpd_losing_state(lab: Lab) -> None:
+    """Stop miniupnpd, drop its lease file (else it restores the mappings), start it again."""
+    lab.stop_miniupnpd()
+    with contextlib.suppress(FileNotFoundError):
+        (registry.REGISTRY_DIR / f"{lab.id}-miniupnpd.leases").unlink()
+    lab.start_miniupnpd()
+
+
+WAN = A.ROUTER_WAN_IP

@@ -1,0 +1,421 @@
+"""A hostile LAN device (on loopback): malformed, oversized, slow, spoofed and lying replies.
+
+nodereach must answer with one clear error within its deadline: never crash, hang, or map another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from nodereach.portmap import pcp
+from nodereach.portmap.base import Slot
+from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable, PortmapError
+from nodereach.portmap.gateway import Gateway
+from nodereach.portmap.http import ForbiddenUrl, parse_soap
+from nodereach.portmap.natpmp_client import NatPmpClient
+from nodereach.portmap.pcp_client import PcpClient
+from nodereach.portmap.ssdp import Found, _accept
+from nodereach.portmap.upnp_client import UpnpClient
+
+LO = Gateway("127.0.0.1", "127.0.0.1", 1, (ipaddress.ip_network("127.0.0.0/8"),))
+
+
+# --- PCP / NAT-PMP: a fake gateway on loopback ------------------------------------------------------------
+class FakeGateway(asyncio.DatagramProtocol):
+    def __init__(self, reply: Callable[[bytes], list[bytes]]) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.requests.append(data)
+        assert self.transport is not None
+        for out in self.reply(data):
+            self.transport.sendto(out, addr)
+
+
+async def _serve(reply: Callable[[bytes], list[bytes]]) -> tuple[FakeGateway, int, asyncio.DatagramTransport]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(lambda: FakeGateway(reply), local_addr=("127.0.0.1", 0))
+    return proto, transport.get_extra_info("sockname")[1], transport
+
+
+def _pcp_map_reply(req: bytes, *, nonce: bytes | None = None, iport: int | None = None, result: int = 0) -> bytes:
+    n = nonce if nonce is not None else req[24:36]
+    proto = req[36]
+    ip = iport if iport is not None else struct.unpack_from("!H", req, 40)[0]
+    return (bytes([2, 0x81, 0, result]) + struct.pack("!II", 120, 100) + bytes(12) + n + bytes([proto, 0, 0, 0])
+            + struct.pack("!HH", ip, ip) + pcp.to_wire_address("198.51.100.2"))
+
+
+SLOT = Slot("udp", 30303, bytes(range(12)))
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x02", os.urandom(37), b"\x02\x81" + bytes(200), bytes(1200)])
+async def test_pcp_malformed_replies_give_one_error(garbage: bytes) -> None:
+    _g, port, tr = await _serve(lambda _req: [garbage])
+    try:
+        start = time.monotonic()
+        with pytest.raises((MalformedMessage, GatewayTimeout)):
+            await PcpClient("127.0.0.1", timeout=0.6, port=port).map(SLOT, 30303, 120)
+        assert time.monotonic() - start < 1.0
+    finally:
+        tr.close()
+
+
+async def test_oversized_datagram_is_rejected() -> None:
+    _g, port, tr = await _serve(lambda _req: [bytes([0, 128, 0, 0]) + bytes(60000)])
+    try:
+        with pytest.raises(MalformedMessage, match="too long"):
+            await NatPmpClient("127.0.0.1", timeout=0.5, port=port).external_address()
+    finally:
+        tr.close()
+
+
+async def test_silent_gateway_times_out_on_deadline_with_rfc_retransmissions() -> None:
+    g, port, tr = await _serve(lambda _req: [])
+    try:
+        start = time.monotonic()
+        with pytest.raises(GatewayTimeout, match="no answer"):
+            await NatPmpClient("127.0.0.1", timeout=1.0, port=port).external_address()
+        elapsed = time.monotonic() - start
+        assert 0.95 < elapsed < 1.3
+        assert len(g.requests) == 3  # t=0, 0.25, 0.75 (RFC 6886 §3.1 doubling)
+    finally:
+        tr.close()
+
+
+async def test_lost_requests_are_retransmitted() -> None:
+    seen = []
+
+    def reply(req: bytes) -> list[bytes]:
+        seen.append(req)
+        return [] if len(seen) < 3 else [bytes([0, 128, 0, 0]) + struct.pack("!I", 5) + bytes([198, 51, 100, 2])]
+
+    _g, port, tr = await _serve(reply)
+    try:
+        assert await NatPmpClient("127.0.0.1", timeout=2.0, port=port).external_address() == "198.51.100.2"
+    finally:
+        tr.close()
+
+
+async def test_closed_port_fails_fast() -> None:
+    _g, port, tr = await _serve(lambda _req: [])
+    tr.close()
+    await asyncio.sleep(0)
+    start = time.monotonic()
+    with pytest.raises(NotAvailable, match="nothing listens"):
+        await PcpClient("127.0.0.1", timeout=2.0, port=port).announce()
+    assert time.monotonic() - start < 0.5
+
+
+async def test_spoofed_replies_from_other_ports_and_hosts_are_ignored() -> None:
+    loop = asyncio.get_running_loop()
+    spoof_port, _p1 = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    spoof_host, _p2 = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.2", 0))
+
+    def reply(req: bytes) -> list[bytes]:
+        return []
+
+    g, port, tr = await _serve(reply)
+
+    # The real gateway stays silent; a neighbour answers every request from another port and another host.
+    def spoof(req: bytes, addr: tuple[str, int]) -> None:
+        good = _pcp_map_reply(req)
+        spoof_port.sendto(good, addr)
+        spoof_host.sendto(good, addr)
+
+    g.datagram_received = lambda data, addr: (g.requests.append(data), spoof(data, addr))  # type: ignore[method-assign]
+    try:
+        with pytest.raises(GatewayTimeout):
+            await PcpClient("127.0.0.1", timeout=0.6, port=port).map(SLOT, 30303, 120)
+        assert g.requests
+    finally:
+        tr.close()
+        spoof_port.close()
+        spoof_host.close()
+
+
+@pytest.mark.parametrize("lie", ["nonce", "port"])
+async def test_pcp_lying_replies_for_other_mappings_are_ignored(lie: str) -> None:
+    def reply(req: bytes) -> list[bytes]:
+        if lie == "nonce":
+            return [_pcp_map_reply(req, nonce=os.urandom(12))]
+        return [_pcp_map_reply(req, iport=22)]
+
+    _g, port, tr = await _serve(reply)
+    try:
+        with pytest.raises(GatewayTimeout):
+            await PcpClient("127.0.0.1", timeout=0.6, port=port).map(SLOT, 30303, 120)
+    finally:
+        tr.close()
+
+
+async def test_garbage_before_the_real_answer_does_not_win() -> None:
+    def reply(req: bytes) -> list[bytes]:
+        return [os.urandom(40), b"\x00", _pcp_map_reply(req, nonce=bytes(12)), _pcp_map_reply(req)]
+
+    _g, port, tr = await _serve(reply)
+    try:
+        grant = await PcpClient("127.0.0.1", timeout=1.0, port=port).map(SLOT, 30303, 120)
+        assert grant.external_address == "198.51.100.2" and grant.external_port == 30303
+    finally:
+        tr.close()
+
+
+async def test_natpmp_lying_reply_for_another_port_is_ignored() -> None:
+    def reply(req: bytes) -> list[bytes]:
+        return [bytes([0, 0x80 | req[1], 0, 0]) + struct.pack("!IHHI", 9, 22, 22, 60)]
+
+    _g, port, tr = await _serve(reply)
+    try:
+        with pytest.raises(GatewayTimeout):
+            await NatPmpClient("127.0.0.1", timeout=0.5, port=port).map(SLOT, 30303, 60)
+    finally:
+        tr.close()
+
+
+async def test_pcp_server_answering_natpmp_says_use_pcp() -> None:
+    _g, port, tr = await _serve(lambda _req: [bytes([2, 0x80, 0, 1]) + bytes(20)])
+    try:
+        with pytest.raises(PortmapError, match="speaks PCP"):
+            await NatPmpClient("127.0.0.1", timeout=0.5, port=port).external_address()
+    finally:
+        tr.close()
+
+
+# --- UPnP: a fake IGD over HTTP on loopback ----------------------------------------------------------------
+SCPD = """<?xml version="1.0"?><scpd xmlns="urn:schemas-upnp-org:service-1-0"><specVersion><major>1</major>
+<minor>0</minor></specVersion><actionList>{actions}</actionList><serviceStateTable>{vars}</serviceStateTable></scpd>"""
+ACTIONS = {
+    "GetExternalIPAddress": [("NewExternalIPAddress", "out", "ExternalIPAddress")],
+    "AddPortMapping": [("NewRemoteHost", "in", "RemoteHost"), ("NewExternalPort", "in", "ExternalPort"),
+                       ("NewProtocol", "in", "PortMappingProtocol"), ("NewInternalPort", "in", "InternalPort"),
+                       ("NewInternalClient", "in", "InternalClient"), ("NewEnabled", "in", "PortMappingEnabled"),
+                       ("NewPortMappingDescription", "in", "PortMappingDescription"),
+                       ("NewLeaseDuration", "in", "PortMappingLeaseDuration")],
+    "GetSpecificPortMappingEntry": [("NewRemoteHost", "in", "RemoteHost"), ("NewExternalPort", "in", "ExternalPort"),
+                                    ("NewProtocol", "in", "PortMappingProtocol"),
+                                    ("NewInternalPort", "out", "InternalPort"),
+                                    ("NewInternalClient", "out", "InternalClient"),
+                                    ("NewEnabled", "out", "PortMappingEnabled"),
+                                    ("NewPortMappingDescription", "out", "PortMappingDescription"),
+                                    ("NewLeaseDuration", "out", "PortMappingLeaseDuration")],
+    "DeletePortMapping": [("NewRemoteHost", "in", "RemoteHost"), ("NewExternalPort", "in", "ExternalPort"),
+                          ("NewProtocol", "in", "PortMappingProtocol")],
+}
+VARS = {"ExternalIPAddress": "string", "RemoteHost": "string", "ExternalPort": "ui2", "PortMappingProtocol": "string",
+        "InternalPort": "ui2", "InternalClient": "string", "PortMappingEnabled": "boolean",
+        "PortMappingDescription": "string", "PortMappingLeaseDuration": "ui4"}
+
+
+def scpd() -> str:
+    actions = "".join(
+        f"<action><name>{name}</name><argumentList>" + "".join(
+            f"<argument><name>{a}</name><direction>{d}</direction><relatedStateVariable>{v}</relatedStateVariable>"
+            "</argument>" for a, d, v in args) + "</argumentList></action>" for name, args in ACTIONS.items())
+    svars = "".join(f'<stateVariable sendEvents="no"><name>{n}</name><dataType>{t}</dataType></stateVariable>'
+                    for n, t in VARS.items())
+    return SCPD.format(actions=actions, vars=svars)
+
+
+def description(control: str = "/ctl", scpd_url: str = "/scpd.xml") -> str:
+    return f"""<?xml version="1.0"?><root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major>
+<minor>0</minor></specVersion><device><deviceType>urn:schemas-upnp-org:device:InternetGatewayDevice:1</deviceType>
+<friendlyName>evil</friendlyName><manufacturer>x</manufacturer><modelName>x</modelName><UDN>uuid:1</UDN>
+<serviceList><service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>
+<serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><SCPDURL>{scpd_url}</SCPDURL><controlURL>{control}</controlURL>
+<eventSubURL>/evt</eventSubURL></service></serviceList></device></root>"""
+
+
+def soap(action: str, args: dict[str, str]) -> str:
+    inner = "".join(f"<{k}>{v}</{k}>" for k, v in args.items())
+    return ('<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+            f'<u:{action}Response xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1">{inner}'
+            f"</u:{action}Response></s:Body></s:Envelope>")
+
+
+async def _http(routes: dict[str, Callable[[web.Request], Any]]) -> AsyncIterator[int]:
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_route("*", path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+def _text(body: str, status: int = 200) -> Callable[[web.Request], Any]:
+    async def handler(_req: web.Request) -> web.Response:
+        return web.Response(text=body, status=status, content_type="text/xml")
+
+    return handler
+
+
+async def _client(routes: dict[str, Callable[[web.Request], Any]], wait: float = 1.0) -> Any:
+    gen = _http(routes)
+    port = await gen.__anext__()
+    try:
+        found = Found(f"http://127.0.0.1:{port}/desc.xml", "127.0.0.1", "urn:x")
+        return await UpnpClient.from_location(LO, found, wait=wait), gen
+    except BaseException:
+        await gen.aclose()
+        raise
+
+
+async def test_fake_igd_honest_works() -> None:
+    mappings: dict[str, dict[str, str]] = {}
+
+    async def ctl(req: web.Request) -> web.Response:
+        body = await req.text()
+        action = req.headers["SOAPAction"].strip('"').split("#")[1]
+        if action == "AddPortMapping":
+            assert "<NewInternalClient>127.0.0.1</NewInternalClient>" in body
+            assert "<NewLeaseDuration>604800</NewLeaseDuration>" in body  # an int, not timedelta.seconds
+            mappings["x"] = {"NewInternalPort": "30303", "NewInternalClient": "127.0.0.1", "NewEnabled": "1",
+                             "NewPortMappingDescription": "x", "NewLeaseDuration": "604800"}
+            return web.Response(text=soap(action, {}), content_type="text/xml")
+        if action == "GetSpecificPortMappingEntry":
+            return web.Response(text=soap(action, mappings["x"]), content_type="text/xml")
+        return web.Response(text=soap(action, {"NewExternalIPAddress": "198.51.100.2"}), content_type="text/xml")
+
+    client, gen = await _client({"/desc.xml": _text(description()), "/scpd.xml": _text(scpd()), "/ctl": ctl})
+    try:
+        grant = await client.map(Slot("udp", 30303, b""), 30303, 7 * 86400)
+        assert (grant.external_address, grant.external_port, grant.lifetime) == ("198.51.100.2", 30303, 604800)
+    finally:
+        await gen.aclose()
+
+
+async def test_lying_igd_that_maps_another_host_is_refused() -> None:
+    async def ctl(req: web.Request) -> web.Response:
+        action = req.headers["SOAPAction"].strip('"').split("#")[1]
+        if action == "GetSpecificPortMappingEntry":
+            return web.Response(text=soap(action, {"NewInternalPort": "30303", "NewInternalClient": "192.168.1.66",
+                                                   "NewEnabled": "1", "NewPortMappingDescription": "",
+                                                   "NewLeaseDuration": "60"}), content_type="text/xml")
+        return web.Response(text=soap(action, {}), content_type="text/xml")
+
+    client, gen = await _client({"/desc.xml": _text(description()), "/scpd.xml": _text(scpd()), "/ctl": ctl})
+    try:
+        with pytest.raises(PortmapError, match="not to this host"):
+            await client.map(Slot("tcp", 30303, b""), 30303, 60)
+    finally:
+        await gen.aclose()
+
+
+@pytest.mark.parametrize("control", ["http://10.9.9.9/ctl", "https://127.0.0.1/ctl", "http://user:pw@127.0.0.1/c"])
+async def test_control_url_elsewhere_is_refused(control: str) -> None:
+    # Refused by us (ForbiddenUrl) or already skipped by async-upnp-client's own SSRF check.
+    with pytest.raises(PortmapError, match=r"another host|non-http|credentials|offers no WANIP"):
+        _c, gen = await _client({"/desc.xml": _text(description(control=control)), "/scpd.xml": _text(scpd())})
+        await gen.aclose()
+
+
+async def test_scpd_on_another_host_is_never_fetched() -> None:
+    with pytest.raises(PortmapError):
+        _c, gen = await _client({"/desc.xml": _text(description(scpd_url="http://203.0.113.99/scpd.xml"))})
+        await gen.aclose()
+
+
+async def test_description_off_lan_is_refused() -> None:
+    with pytest.raises(ForbiddenUrl, match="not on the local network"):
+        await UpnpClient.from_location(LO, Found("http://203.0.113.5/d.xml", "203.0.113.5", "x"), wait=0.5)
+
+
+async def test_oversized_description_is_capped() -> None:
+    huge = description().replace("<friendlyName>evil", "<friendlyName>" + "A" * 2_000_000)
+    start = time.monotonic()
+    with pytest.raises(PortmapError, match=r"larger than|too large"):
+        _c, gen = await _client({"/desc.xml": _text(huge), "/scpd.xml": _text(scpd())})
+        await gen.aclose()
+    assert time.monotonic() - start < 2.0
+
+
+async def test_entity_expansion_is_refused() -> None:
+    bomb = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            + description().split("?>", 1)[1].replace("evil", "&b;"))
+    with pytest.raises(PortmapError):
+        _c, gen = await _client({"/desc.xml": _text(bomb), "/scpd.xml": _text(scpd())})
+        await gen.aclose()
+
+
+async def test_slow_device_hits_the_deadline() -> None:
+    gave_up: list[float] = []
+
+    async def slow(_req: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.Response(text="")
+
+    gen = _http({"/desc.xml": slow})
+    port = await gen.__anext__()
+    start = time.monotonic()
+    try:
+        with pytest.raises(PortmapError):
+            found = Found(f"http://127.0.0.1:{port}/desc.xml", "127.0.0.1", "urn:x")
+            await UpnpClient.from_location(LO, found, wait=0.5)
+        gave_up.append(time.monotonic() - start)
+    finally:
+        await gen.aclose()
+    assert gave_up[0] < 1.5
+
+
+async def test_redirect_is_not_followed() -> None:
+    async def redirect(_req: web.Request) -> web.Response:
+        raise web.HTTPFound("http://10.9.9.9/desc.xml")
+
+    with pytest.raises(PortmapError):
+        _c, gen = await _client({"/desc.xml": redirect})
+        await gen.aclose()
+
+
+def test_soap_parser_hostile() -> None:
+    with pytest.raises(MalformedMessage):
+        parse_soap("X", 200, "<not-xml")
+    with pytest.raises(MalformedMessage):
+        parse_soap("X", 200, '<!DOCTYPE r [<!ENTITY a "b">]><r>&a;</r>')
+    with pytest.raises(MalformedMessage):
+        parse_soap("X", 302, "<r/>")
+    fault = ('<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><detail><UPnPError>'
+             '<errorCode>718</errorCode><errorDescription>ConflictInMappingEntry</errorDescription></UPnPError>'
+             '</detail></s:Fault></s:Body></s:Envelope>')
+    with pytest.raises(PortmapError, match="718"):
+        parse_soap("AddPortMapping", 500, fault)
+
+
+class _H(dict):  # CaseInsensitiveDict stand-in for _accept
+    def get_lower(self, key: str, default: Any = None) -> Any:
+        return self.get(key, default)
+
+
+GW = Gateway("192.168.1.1", "192.168.1.10", 2, (ipaddress.ip_network("192.168.1.0/24"),))
+IGD = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
+
+
+def test_ssdp_only_on_link_and_same_host() -> None:
+    ok = _H(_remote_addr=("192.168.1.1", 1900), location="http://192.168.1.1:5000/d.xml", st=IGD)
+    assert _accept(ok, GW) == Found("http://192.168.1.1:5000/d.xml", "192.168.1.1", IGD)
+    other_port = _H(_remote_addr=("192.168.1.1", 40000), location="http://192.168.1.1:5000/d.xml", st=IGD)
+    assert _accept(other_port, GW) is not None  # routers that answer from another port
+    assert _accept(_H(_remote_addr=("203.0.113.9", 1900), location="http://203.0.113.9/d.xml", st=IGD), GW) is None
+    assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://10.0.0.1/d.xml", st=IGD), GW) is None
+    assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://192.168.1.7/" + "a" * 600, st=IGD),
+                   GW) is None
+    assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://192.168.1.7/d", st="urn:tv"), GW) is None

@@ -1,0 +1,267 @@
+"""Port mapping against a real gateway: miniupnpd (UPnP IGD, NAT-PMP, PCP) on the lab's home router.
+
+Every claim is proven with traffic: a packet from `peer` on the simulated internet must reach the client
+through the mapping (TCP and UDP), and must stop reaching it after the delete (conntrack flushed first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from nodereach.lab import Lab
+from nodereach.portmap import pcp
+from nodereach.portmap.base import Driver, Slot
+from nodereach.portmap.errors import NotAvailable, PortmapError, ResultCodeError
+from nodereach.portmap.gateway import find_gateway_async
+from nodereach.portmap.keeper import Event, PortMapper, open_port
+from nodereach.portmap.probe import probe_all, probe_gateway
+from portmap_helpers import WAN, inbound, restart_miniupnpd_losing_state, wait_inbound
+
+pytestmark = pytest.mark.lab
+METHODS = ["pcp", "natpmp", "upnp"]
+
+
+async def _driver(method: str) -> Driver:
+    gw = await find_gateway_async()
+    _probes, drivers = await probe_all(gw, 2.0, (method,))  # type: ignore[arg-type]
+    assert method in drivers, _probes
+    return drivers[method]
+
+
+async def test_probe_gateway_sees_all_three(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    start = time.monotonic()
+    result = await net.run_async("client", lambda: probe_gateway(timeout=1.0))
+    elapsed = time.monotonic() - start
+    assert {k: v.available for k, v in result.items()} == {"pcp": True, "natpmp": True, "upnp": True}
+    assert result["natpmp"].external_address == WAN
+    assert result["upnp"].external_address == WAN
+    assert elapsed < 2.0, elapsed  # parallel, early-stopping SSDP
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_map_inbound_renew_delete(lab: Callable[..., Lab], method: str) -> None:
+    net = lab("port-restricted", home_router=True)
+    port = {"pcp": 31001, "natpmp": 31002, "upnp": 31003}[method]
+    driver = await net.run_async("client", _driver, method)
+    slots = [Slot("tcp", port, pcp.new_nonce()), Slot("udp", port, pcp.new_nonce())]
+
+    async def create() -> None:
+        for s in slots:
+            s.grant = await driver.map(s, port, 120)
+
+    await net.run_async("client", create)
+    for s in slots:
+        assert s.grant is not None
+        assert (s.grant.external_address, s.grant.external_port) == (WAN, port)
+        assert 0 < s.grant.lifetime <= 120
+        assert await asyncio.to_thread(inbound, net, s.protocol, (WAN, port), port), s
+
+    async def renew() -> list[Any]:
+        return [await driver.map(s, s.grant.external_port, 120) for s in slots if s.grant]
+
+    renewed = await net.run_async("client", renew)
+    assert [g.external_port for g in renewed] == [port, port]
+    assert all(g.lifetime > 0 for g in renewed)
+
+    if method == "pcp":  # a delete with another nonce is refused and the mapping stays
+        wrong = Slot("udp", port, pcp.new_nonce(), slots[1].grant)
+        with pytest.raises(ResultCodeError, match="NOT_AUTHORIZED"):
+            await net.run_async("client", driver.unmap, wrong)
+        net.flush_conntrack()
+        assert await asyncio.to_thread(inbound, net, "udp", (WAN, port), port)
+
+    async def delete() -> None:
+        for s in slots:
+            await driver.unmap(s)
+
+    await net.run_async("client", delete)
+    net.flush_conntrack()
+    for s in slots:
+        assert not await asyncio.to_thread(inbound, net, s.protocol, (WAN, port), port, 1.0), s
+
+
+class _Keeper:
+    """open_port() running in the client namespace on its own loop; events cross threads via a queue."""
+
+    def __init__(self, net: Lab, port: int, protocol: str, method: str | None, poll: float = 0.5,
+                 lease: int = 120) -> None:
+        self.net = net
+        self.events: queue.Queue[Event | tuple[str, Any]] = queue.Queue()
+        self.stop = threading.Event()
+        self.args = (port, protocol, method, poll, lease)
+        self.task: asyncio.Future[Any] | None = None
+
+    async def _body(self) -> None:
+        port, protocol, method, poll, lease = self.args
+        async with open_port(port, protocol, method=method, lease=lease, poll_interval=poll) as m:
+            m.on_change(self.events.put)
+            self.events.put(("ready", m.endpoint))
+            await asyncio.to_thread(self.stop.wait)
+
+    async def __aenter__(self) -> Any:
+        self.task = asyncio.ensure_future(self.net.run_async("client", self._body))
+        item = await self.next(lambda e: isinstance(e, tuple), 15)
+        assert isinstance(item, tuple)
+        return item[1]
+
+    async def next(self, pred: Callable[[Any], bool], within: float) -> Any:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.task is not None and self.task.done():
+                self.task.result()  # raise what the keeper raised
+                raise AssertionError("keeper ended")
+            try:
+                item = await asyncio.to_thread(self.events.get, True, 0.2)
+            except queue.Empty:
+                continue
+            if pred(item):
+                return item
+        raise AssertionError("expected event did not come")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 15)
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_gateway_restart_mapping_back(lab: Callable[..., Lab], method: str) -> None:
+    net = lab("port-restricted", home_router=True)
+    port = {"pcp": 31011, "natpmp": 31012, "upnp": 31013}[method]
+    keeper = _Keeper(net, port, "udp", method)
+    async with keeper as ep:
+        assert (ep.external_address, ep.external_port, ep.method) == (WAN, port, method)
+        assert await asyncio.to_thread(inbound, net, "udp", (WAN, port), port)
+        await asyncio.sleep(3.0)  # let the epochs advance so a restart is visible by the RFC rules
+        await asyncio.to_thread(restart_miniupnpd_losing_state, net)
+        t0 = time.monotonic()
+        net.flush_conntrack()
+        assert not await asyncio.to_thread(inbound, net, "udp", (WAN, port), port, 0.3) or method == "pcp"
+        ev = await keeper.next(lambda e: isinstance(e, Event) and e.kind == "restarted", 10)
+        noticed = time.monotonic() - t0
+        back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 5.0)
+        assert back is not None, "inbound traffic did not come back after the restart"
+        assert noticed < 5.0, (noticed, ev)
+    # On exit the mapping is deleted.
+    net.flush_conntrack()
+    assert not await asyncio.to_thread(inbound, net, "udp", (WAN, port), port, 1.0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+async def test_wan_address_change_reported(private_lab: Callable[..., Lab], method: str) -> None:
+    net = private_lab("port-restricted", home_router=True)
+    port = 31021
+    new = "198.51.100.4"
+    keeper = _Keeper(net, port, "tcp", method)
+    async with keeper as ep:
+        assert ep.external_address == WAN
+        net.set_router_wan_address(new)
+        net.restart_miniupnpd()  # a router re-reads its WAN address on a change; miniupnpd by restart/STUN
+        ev = await keeper.next(lambda e: isinstance(e, Event) and e.kind == "address-changed", 10)
+        assert new in ev.message and WAN in ev.message
+        back = await asyncio.to_thread(wait_inbound, net, "tcp", (new, port), port, 5.0)
+        assert back is not None
+
+
+async def test_only_upnp_falls_back_to_upnp(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    net.start_miniupnpd(upnp=True, natpmp=False)
+
+    async def body() -> tuple[str, dict[str, Any]]:
+        m = PortMapper([(31031, "udp")], timeout=1.0)
+        try:
+            eps = await m.start()
+            return eps[0].method, {k: v.reason for k, v in m.probes.items()}
+        finally:
+            await m.close()
+
+    method, reasons = await net.run_async("client", body)
+    assert method == "upnp"
+    assert reasons["pcp"] in ("port-unreachable", "timeout") and reasons["natpmp"] in ("port-unreachable", "timeout")
+
+    async def forced() -> None:
+        m = PortMapper([(31031, "udp")], method="pcp", timeout=1.0)
+        await m.start()
+
+    with pytest.raises(NotAvailable, match=r"offers no port mapping.*pcp"):
+        await net.run_async("client", forced)
+
+
+async def test_only_natpmp_pcp_prefers_pcp(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    net.start_miniupnpd(upnp=False, natpmp=True)
+
+    async def body(method: str | None) -> tuple[str, str | None]:
+        m = PortMapper([(31032, "tcp")], method=method, timeout=1.0)  # type: ignore[arg-type]
+        try:
+            eps = await m.start()
+            return eps[0].method, m.probes["upnp"].reason
+        finally:
+            await m.close()
+
+    method, upnp_reason = await net.run_async("client", body, None)
+    assert method == "pcp" and upnp_reason == "timeout"
+    method, _ = await net.run_async("client", body, "natpmp")
+    assert method == "natpmp"
+
+
+async def test_no_portmap_clear_message(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    net.stop_miniupnpd()
+
+    async def body() -> None:
+        await PortMapper([(31033, "tcp")], timeout=1.0).start()
+
+    start = time.monotonic()
+    with pytest.raises(NotAvailable) as exc:
+        await net.run_async("client", body)
+    assert time.monotonic() - start < 5.0
+    assert "offers no port mapping" in exc.value.message
+    assert exc.value.hint and "forward the port by hand" in exc.value.hint
+
+
+@pytest.mark.parametrize("scenario", ["cgnat", "double-nat"])
+async def test_nat_in_front_reported(lab: Callable[..., Lab], scenario: str) -> None:
+    net = lab(scenario, home_router=True)
+
+    async def body() -> PortMapper:
+        m = PortMapper([(31041, "udp")], timeout=1.0)
+        try:
+            await m.start()
+        finally:
+            await m.close()
+        return m
+
+    # miniupnpd learns by STUN that it sits behind a filtering NAT and refuses to forward; nodereach must
+    # say why, not "out of resources".
+    with pytest.raises(PortmapError, match="behind another NAT") as exc:
+        await net.run_async("client", body)
+    assert exc.value.hint and "nodereach check" in exc.value.hint
+
+
+async def test_nat_in_front_mapping_made_but_unreachable(private_lab: Callable[..., Lab]) -> None:
+    """miniupnpd told a public-looking address it does not own: mapping made, node still unreachable."""
+    net = private_lab("cgnat", home_router=True)
+    net.stop_miniupnpd()
+    net.start_miniupnpd(ext_perform_stun="no", ext_ip="198.51.100.3")
+
+    async def body() -> tuple[list[Any], list[Event], bool | None]:
+        m = PortMapper([(31042, "udp")], timeout=1.0)
+        try:
+            eps = await m.start()
+            return eps, list(m.log), m.nat_in_front
+        finally:
+            await m.close()
+
+    eps, log, in_front = await net.run_async("client", body)
+    assert eps and eps[0].external_address == "198.51.100.3"
+    assert in_front is True
+    assert any(e.kind == "unreachable" and "another NAT" in e.message for e in log)
