@@ -10,9 +10,12 @@ unobservable. Never raises: failures are `reachable=None` with a reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from nodereach.diagnose.model import PortResult
@@ -27,6 +30,8 @@ class _Listener:
         self.port = port
         self.token = secrets.token_bytes(16)
         self.received = False
+        self.connections = 0
+        """TCP connections accepted during the test: the server's probe got through even if the token was lost."""
         self._closer: Any = None
 
     async def open(self) -> bool:
@@ -47,6 +52,7 @@ class _Listener:
         return True
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         decoder = codec.StreamDecoder()
         try:
             async with asyncio.timeout(2.0):
@@ -66,9 +72,18 @@ class _Listener:
             writer.close()
 
     async def close(self) -> None:
-        if isinstance(self._closer, asyncio.AbstractServer) or self._closer is not None:
-            self._closer.close()
-        self._closer = None
+        """Close and wait until the port is free again (a retry may bind it right away)."""
+        closer, self._closer = self._closer, None
+        if closer is None:
+            return
+        closer.close()
+        if isinstance(closer, asyncio.AbstractServer):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await closer.wait_closed()
+        else:
+            for _ in range(3):  # the transport closes its socket on a later loop iteration
+                await asyncio.sleep(0)
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
@@ -89,13 +104,16 @@ class _UdpEcho(asyncio.DatagramProtocol):
             self.transport.sendto(codec.echo(m.token), addr)
 
 
-async def _post_json(host: str, port: int, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """A minimal HTTP/1.1 POST with `Connection: close`; bounded response size. Raises OSError/ValueError."""
-    payload = json.dumps(body).encode()
+async def _post_json(host: str, port: int, path: str,
+                     body_fn: Callable[[float], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """A minimal HTTP/1.1 POST with `Connection: close`; bounded response size. Raises OSError/ValueError.
+    The body is built after the handshake, from its duration (the probe deadline derives from it)."""
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, port)
+    payload = json.dumps(body_fn(time.monotonic() - start)).encode()
     hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     head = (f"POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\nUser-Agent: nodereach-check\r\n\r\n").encode()
-    reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(head + payload)
         data = b""
@@ -150,9 +168,10 @@ def _dechunk(data: bytes) -> bytes:
     return out
 
 
-async def probe(host: str, http_port: int, port: int, protocol: str, *, server_wait: float,
-                http_timeout: float) -> PortResult:
-    """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside."""
+async def probe(host: str, http_port: int, port: int, protocol: str, *,
+                server_wait: Callable[[float], float], http_timeout: float) -> PortResult:
+    """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside.
+    `server_wait(handshake_s)` gives the server's probe deadline once the HTTP handshake time is known."""
     result = PortResult(port=port, protocol=protocol, reachable=None, reason="no-server")  # type: ignore[arg-type]
     listener: _Listener | None = _Listener(protocol, port)
     try:
@@ -163,9 +182,15 @@ async def probe(host: str, http_port: int, port: int, protocol: str, *, server_w
         return result
     if result.listener == "node":
         listener = None
-    body: dict[str, Any] = {"port": port, "protocol": protocol, "timeout_ms": max(200, int(server_wait * 1000))}
-    if listener is not None:
-        body["token"] = listener.token.hex()
+    token = listener.token.hex() if listener is not None else None
+
+    def body(handshake_s: float) -> dict[str, Any]:
+        doc: dict[str, Any] = {"port": port, "protocol": protocol,
+                               "timeout_ms": max(200, int(server_wait(handshake_s) * 1000))}
+        if token:
+            doc["token"] = token
+        return doc
+
     try:
         async with asyncio.timeout(http_timeout):
             status, doc = await _post_json(host, http_port, "/v1/probe", body)
@@ -193,6 +218,8 @@ async def probe(host: str, http_port: int, port: int, protocol: str, *, server_w
     if listener is not None:
         if doc.get("verified") is True or listener.received:
             result.reachable, result.reason = True, "ok"
+        elif server_says is True and listener.connections:
+            result.reachable, result.reason = True, "ok"  # our listener accepted it; only the token got lost
         elif server_says is True:
             result.reachable, result.reason = False, "other-host"
         else:

@@ -255,7 +255,7 @@ class Check:
             reply, reason = await tcp_binding(p_addr, deadline=budget.end - 0.05)
             nat_obs["tcp"] = (reply, reason)
             if reply is not None:
-                self.rtt.add(reply.rtt)
+                self.rtt.add(reply.rtt, provisional=True)
             self.progress("tcp", "done" if reply or reason == "refused" else "failed", reason or "")
 
         async def trace() -> None:
@@ -293,7 +293,6 @@ class Check:
                              for p in self.opts.ports]
                 return
             self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
-            await self._first_rtt(budget)
             server = dial[0]
             results = await asyncio.gather(*(self._dialback(server, p, budget) for p in self.opts.ports))
             rep.ports = list(results)
@@ -304,7 +303,9 @@ class Check:
 
         tasks = [mapping(), filtering(), tcp(), trace(), port_paths(), pmap(), ports(), ipv6()]
         await asyncio.gather(*tasks)
+        self.progress("hairpin", "running", "")
         await self._hairpin(m_sock, f_sock, nat_obs, budget)
+        self.progress("hairpin", "done", "")
         info = await self._local_info(primary)
         self._conclude(primary, v4, nat_obs, info, m_sock)
 
@@ -317,26 +318,35 @@ class Check:
                 await self.rtt.first_sample.wait()
 
     async def _dialback(self, server: ServerSpec, spec: PortSpec, budget: Budget) -> PortResult:
+        """Dial-back of one port, started at once; the server's probe deadline comes from the RTT (STUN's, or
+        the HTTP handshake's). Under observed loss a negative or failed answer is asked again while time
+        allows, with room for the server's kernel to resend a lost SYN."""
         host = _v4(server) or server.host
         assert server.http_port is not None
         result = PortResult(port=spec.port, protocol=spec.protocol, reason="no-server")  # type: ignore[arg-type]
         for attempt in range(3):
-            rtt = self.rtt.srtt or 0.1
-            server_wait = max(0.25, 6 * rtt + 0.1)
+            lossy = self.rtt.recovered > 0 or attempt > 0
+
+            def server_wait(handshake_s: float, lossy: bool = lossy) -> float:
+                rtt = self.rtt.srtt if self.rtt.srtt is not None and not self.rtt.provisional else \
+                    (handshake_s if handshake_s < 0.9 else 0.5)
+                wait = max(0.25, 6 * rtt + 0.1)
+                if lossy and spec.protocol == "tcp":
+                    wait = max(wait, 1.3)  # one SYN retransmission by the server's kernel (after 1 s)
+                return min(wait, max(0.2, budget.left() - 2 * rtt - 0.05))
+
             left = budget.left()
-            if left < server_wait + 2 * rtt:
+            if left < 0.4:
                 break
-            # The HTTP exchange must survive one lost SYN (Linux retransmits after 1 s) when time allows.
-            http_timeout = min(left, server_wait + 4 * self.rtt.rto + (1.2 if left > server_wait + 1.5 else 0.2))
-            result = await dialback.probe(host, server.http_port, spec.port, spec.protocol,
-                                          server_wait=server_wait, http_timeout=http_timeout)
-            lossy = self.rtt.recovered > 0
+            http_timeout = left - 0.02
+            new = await dialback.probe(host, server.http_port, spec.port, spec.protocol,
+                                       server_wait=server_wait, http_timeout=http_timeout)
+            if result.reachable is None or new.reachable is not None:
+                result = new
             if result.reachable is True or result.reason not in ("no-mapping-or-filtered", "no-server"):
                 break
-            if result.reachable is False and not lossy:
-                break
-            if attempt == 0 and result.reason == "no-server" and not lossy and self.rtt.srtt is not None:
-                break
+            if result.reachable is False and (self.rtt.recovered == 0 or attempt >= 1):
+                break  # a negative answer is asked once more only when loss was seen
         return result
 
     async def _ipv6(self, usable: list[ServerSpec], budget: Budget) -> None:
@@ -383,3 +393,4 @@ class Check:
 
         conclude(self.report, primary, v4, obs, info, m_sock, self.opts)
         self.concluded = True
+        self.progress("verdict", "done", self.report.verdict)

@@ -29,22 +29,44 @@ class PortPath:
     state: str  # open | refused | silent | unreachable | error
 
 
-async def _tcp(host: str, port: int, wait_s: float) -> PortPath:
+async def _tcp_once(host: str, port: int) -> str:
     writer = None
     try:
-        async with asyncio.timeout(wait_s):
-            _r, writer = await asyncio.open_connection(host, port)
-        return PortPath(port, "tcp", "open")
+        _r, writer = await asyncio.open_connection(host, port)
+        return "open"
     except ConnectionRefusedError:
-        return PortPath(port, "tcp", "refused")
-    except TimeoutError:
-        return PortPath(port, "tcp", "silent")
+        return "refused"
     except OSError as exc:
-        state = "unreachable" if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) else "error"
-        return PortPath(port, "tcp", state)
+        return "unreachable" if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) else "error"
     finally:
         if writer is not None:
             writer.close()
+
+
+async def _tcp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
+    """Fresh connection attempts every ~1.5 RTO (the kernel would wait a whole second before resending a
+    lost SYN); the first answer of any attempt decides."""
+    attempts: list[asyncio.Task[str]] = []
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            attempts.append(asyncio.ensure_future(_tcp_once(host, port)))
+            now = time.monotonic()
+            nxt = min(deadline, now + max(0.05, rto * 1.5)) if len(attempts) < 4 else deadline
+            while now < nxt:
+                done, _ = await asyncio.wait(attempts, timeout=nxt - now, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t.result() in ("open", "refused", "unreachable"):
+                        return PortPath(port, "tcp", t.result())
+                attempts = [t for t in attempts if not t.done()]
+                now = time.monotonic()
+                if not attempts:
+                    break
+            if time.monotonic() >= deadline:
+                return PortPath(port, "tcp", "silent")
+    finally:
+        for t in attempts:
+            t.cancel()
 
 
 async def _udp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
@@ -72,11 +94,11 @@ async def _udp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
         sock.connect((host, port))
         loop.add_reader(sock.fileno(), readable)
         deadline = time.monotonic() + wait_s
-        # Two sends at most: a closed port's ICMP is rate limited by the server (about one per second).
-        for attempt in range(2):
+        # Three sends at most: a closed port's ICMP is rate limited by the server (a burst of ~6, then 1/s).
+        for attempt in range(3):
             with contextlib.suppress(OSError):
                 sock.send(b"nodereach port-path probe")
-            wait = deadline - time.monotonic() if attempt else min(rto * 2, deadline - time.monotonic())
+            wait = deadline - time.monotonic() if attempt == 2 else min(rto * 2, deadline - time.monotonic())
             if wait <= 0:
                 break
             with contextlib.suppress(TimeoutError):
@@ -96,7 +118,7 @@ async def probe_paths(host: str, tcp_ports: list[int], udp_ports: list[int], *, 
     """Probe each port (plus the control port) in parallel."""
     tcp = sorted({*tcp_ports, CONTROL_PORT})
     udp = sorted({*udp_ports, CONTROL_PORT}) if udp_ports else []
-    jobs = [_tcp(host, p, wait_s) for p in tcp] + [_udp(host, p, wait_s, rto) for p in udp]
+    jobs = [_tcp(host, p, wait_s, rto) for p in tcp] + [_udp(host, p, wait_s, rto) for p in udp]
     return list(await asyncio.gather(*jobs))
 
 

@@ -38,10 +38,20 @@ class RttEstimator:
         self.recovered = 0
         """Replies that came only after a retransmission: evidence of loss on the path."""
         self.first_sample = asyncio.Event()
+        self.provisional = False
 
-    def add(self, rtt: float) -> None:
+    def add(self, rtt: float, provisional: bool = False) -> None:
+        """Add a sample. A provisional one (a TCP handshake, which may hide a SYN retransmission) only seeds
+        the estimate until the first real STUN sample replaces it."""
+        if provisional:
+            if self.srtt is None:
+                self.srtt, self.rttvar, self.provisional = rtt, rtt / 2, True
+                self.first_sample.set()
+            return
         self.samples += 1
         self.first_sample.set()
+        if self.provisional:
+            self.srtt, self.provisional = None, False
         if self.srtt is None:
             self.srtt, self.rttvar = rtt, rtt / 2
         else:
