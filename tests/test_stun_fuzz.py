@@ -133,3 +133,34 @@ def test_stream_decoder_hostile(chunks: list[bytes]) -> None:
     except StunParseError:
         pass
     assert dec.pending < 1024 + 64
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=120), messages().map(lambda c: encode_message(c[0], fingerprint=True))))
+def test_server_decision_never_raises(data: bytes) -> None:
+    """The server's request logic on any bytes: a reply or None, and replies never exceed the request by
+    more than the documented amplification (<= 56 bytes of reply to a 20-byte request, IPv6 included)."""
+    from nodereach.stun.server import StunServer, StunServerConfig
+
+    server = StunServer(StunServerConfig("127.0.0.1", "127.0.0.2", port=0, alt_port=0))
+    server.addresses = {"primary": ("127.0.0.1", 3478), "alt_port": ("127.0.0.1", 3479),
+                        "alt_ip": ("127.0.0.2", 3478), "alt_both": ("127.0.0.2", 3479)}
+    for source in (("198.51.100.7", 4000), ("2001:db8::7", 4000)):
+        for tcp in (False, True):
+            decision = server.respond(data, source, (0, 0), tcp=tcp)
+            if decision is not None:
+                reply, _idx, dest = decision
+                assert parse_message(reply).transaction_id == parse_message(data).transaction_id
+                assert len(reply) <= max(len(data), 20) + 80
+                assert dest[0] == source[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=5))
+def test_client_ignores_hostile_datagrams(datagrams: list[bytes]) -> None:
+    from nodereach.stun.client import StunClient
+
+    c = StunClient()
+    for d in datagrams:
+        c._on_datagram(d, ("127.0.0.1", 1))
+    assert c.stats.stray + c.stats.malformed == len(datagrams)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
 from nodereach.stun import attributes as A
-from nodereach.stun.errors import StunParseError
+from nodereach.stun.errors import StunError, StunParseError
 from nodereach.stun.framing import StreamDecoder
 from nodereach.stun.message import (
     BINDING,
@@ -171,19 +171,19 @@ class StunServer:
     # --- lifecycle ---
     async def start(self) -> None:
         """Bind every socket (retrying a few times when port 0 picks ports taken on the other IP)."""
-        last: OSError | None = None
-        for _ in range(20):
+        cfg = self.config
+        socks: dict[tuple[int, int], socket.socket] = {}
+        for attempt in range(20):
             try:
                 socks = self._bind_all()
+                break
             except OSError as exc:
-                last = exc
-                if self.config.port and (not self.full or self.config.alt_port):
-                    raise
-                continue
-            break
-        else:
-            assert last is not None
-            raise last
+                fixed = cfg.port and (not self.full or cfg.alt_port)
+                if fixed or attempt == 19:
+                    where = cfg.address + (f" + {cfg.alt_address}" if cfg.alt_address else "")
+                    raise StunError(f"cannot bind STUN on {where} (ports {cfg.port}, {cfg.alt_port}): {exc}",
+                                    "another STUN server running? pick other ports or check the addresses "
+                                    "are configured on this host") from exc
         loop = asyncio.get_running_loop()
         for idx, sock in socks.items():
             proto = _Udp(self, idx, sock)
