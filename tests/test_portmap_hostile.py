@@ -419,3 +419,32 @@ def test_ssdp_only_on_link_and_same_host() -> None:
     assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://192.168.1.7/" + "a" * 600, st=IGD),
                    GW) is None
     assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://192.168.1.7/d", st="urn:tv"), GW) is None
+
+
+# --- a gateway that grants a mapping on a CGNAT address: made, but reported as useless --------------------
+async def test_mapping_on_cgnat_address_is_reported_unreachable() -> None:
+    from nodereach.portmap.keeper import PortMapper
+
+    loop = asyncio.get_running_loop()
+
+    def reply(req: bytes) -> list[bytes]:
+        if req[1] == pcp.OP_ANNOUNCE:
+            return [bytes([2, 0x80, 0, 0]) + struct.pack("!II", 0, 50) + bytes(12)]
+        n, proto, ip = req[24:36], req[36], struct.unpack_from("!H", req, 40)[0]
+        return [bytes([2, 0x81, 0, 0]) + struct.pack("!II", struct.unpack_from("!I", req, 4)[0], 50) + bytes(12)
+                + n + bytes([proto, 0, 0, 0]) + struct.pack("!HH", ip, ip) + pcp.to_wire_address("100.64.0.2")]
+
+    try:
+        tr, _p = await loop.create_datagram_endpoint(lambda: FakeGateway(reply), local_addr=("127.0.0.1", pcp.PORT))
+    except OSError:
+        pytest.skip("127.0.0.1:5351 is in use")
+    try:
+        m = PortMapper([(30303, "udp")], method="pcp", gateway="127.0.0.1", timeout=0.5)
+        eps = await m.start()
+        assert eps[0].external_address == "100.64.0.2"
+        assert m.nat_in_front is True
+        assert any(e.kind == "unreachable" and "carrier-grade" in e.message for e in m.log)
+        await m.close()
+        assert any(e.kind == "deleted" for e in m.log)
+    finally:
+        tr.close()

@@ -7,15 +7,26 @@ through the mapping (TCP and UDP), and must stop reaching it after the delete (c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import queue
+import select
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nodereach import defaults
 from nodereach.lab import Lab
+from nodereach.lab import addresses as A
 from nodereach.portmap import pcp
 from nodereach.portmap.base import Driver, Slot
 from nodereach.portmap.errors import NotAvailable, PortmapError, ResultCodeError
@@ -247,21 +258,114 @@ async def test_nat_in_front_reported(lab: Callable[..., Lab], scenario: str) -> 
     assert exc.value.hint and "nodereach check" in exc.value.hint
 
 
-async def test_nat_in_front_mapping_made_but_unreachable(private_lab: Callable[..., Lab]) -> None:
-    """miniupnpd told a public-looking address it does not own: mapping made, node still unreachable."""
-    net = private_lab("cgnat", home_router=True)
-    net.stop_miniupnpd()
-    net.start_miniupnpd(ext_perform_stun="no", ext_ip="198.51.100.3")
+# --- the command line ---------------------------------------------------------------------------------------
+NODEREACH = str(Path(sys.executable).parent / "nodereach")
 
-    async def body() -> tuple[list[Any], list[Event], bool | None]:
-        m = PortMapper([(31042, "udp")], timeout=1.0)
-        try:
-            eps = await m.start()
-            return eps, list(m.log), m.nat_in_front
-        finally:
-            await m.close()
 
-    eps, log, in_front = await net.run_async("client", body)
-    assert eps and eps[0].external_address == "198.51.100.3"
-    assert in_front is True
-    assert any(e.kind == "unreachable" and "another NAT" in e.message for e in log)
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "NODEREACH_STATE_DIR": str(tmp_path)}
+
+
+def _lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+async def test_cli_open_once_then_list_and_delete(lab: Callable[..., Lab], tmp_path: Path) -> None:
+    net = lab("port-restricted", home_router=True)
+    port = 31051
+    r = net.exec("client", [NODEREACH, "open", f"{port}/udp", "--once", "--json", "--lease", "120"],
+                 env=_env(tmp_path), timeout=20, check=False)
+    assert r.returncode == 0, r.stderr
+    events = _lines(r.stdout)
+    mapped = [e for e in events if e["event"] == "mapped"]
+    assert mapped and mapped[0]["external_address"] == WAN and mapped[0]["method"] == "pcp"
+    assert all(e["schema"] == "nodereach.open/1" for e in events)
+    assert await asyncio.to_thread(inbound, net, "udp", (WAN, port), port)
+
+    r = net.exec("client", [NODEREACH, "mappings", "--json"], env=_env(tmp_path), timeout=20, check=False)
+    doc = json.loads(r.stdout)
+    assert any(m["external_port"] == port and m["method"] == "pcp" for m in doc["mappings"]), doc
+
+    r = net.exec("client", [NODEREACH, "mappings", "--delete", f"{port}/udp"], env=_env(tmp_path), timeout=20,
+                 check=False)
+    assert r.returncode == 0 and "deleted" in r.stdout, (r.stdout, r.stderr)
+    net.flush_conntrack()
+    assert not await asyncio.to_thread(inbound, net, "udp", (WAN, port), port, 1.0)
+
+
+async def test_cli_foreground_sigterm_deletes_mappings(lab: Callable[..., Lab], tmp_path: Path) -> None:
+    net = lab("port-restricted", home_router=True)
+    port = 31052
+    proc = net.spawn("client", [NODEREACH, "open", f"{port}/tcp", "--json", "--method", "upnp", "--lease", "60"],
+                     env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = await asyncio.to_thread(select.select, [proc.stdout], [], [], 15)
+        assert ready, "no output from nodereach open"
+        first = json.loads(proc.stdout.readline())
+        assert first["event"] == "mapped" and first["method"] == "upnp" and first["external_port"] == port
+        assert await asyncio.to_thread(inbound, net, "tcp", (WAN, port), port)
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.to_thread(proc.wait, 10)
+        rest = _lines(proc.stdout.read())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0
+    assert any(e["event"] == "deleted" and e["external_port"] == port for e in rest), rest
+    net.flush_conntrack()
+    assert not await asyncio.to_thread(inbound, net, "tcp", (WAN, port), port, 1.0)
+
+
+async def test_cli_behind_cgnat_says_why(lab: Callable[..., Lab], tmp_path: Path) -> None:
+    net = lab("cgnat", home_router=True)
+    r = net.exec("client", [NODEREACH, "open", "31053/udp", "--once"], env=_env(tmp_path), timeout=30, check=False)
+    assert r.returncode == 2
+    assert "behind another NAT" in r.stderr and "nodereach check" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _drop_rule_by_port(net: Lab, port: int) -> None:
+    """Remove only the rule this test inserted (the shared lab's other rules stay)."""
+    listing = net.exec("router", ["nft", "-a", "list", "chain", "ip", "nrl", "forward"], check=False).stdout
+    for line in listing.splitlines():
+        if f"dport {port} drop" in line and "# handle" in line:
+            handle = line.rsplit("# handle", 1)[1].strip()
+            net.exec("router", ["nft", "delete", "rule", "ip", "nrl", "forward", "handle", handle], check=False)
+
+
+def _start_dialback(net: Lab) -> subprocess.Popen[Any]:
+    proc = net.spawn("server", [NODEREACH, "serve", "--address", A.SERVER_IP, "--no-stun"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.closing(net.socket("peer", socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.settimeout(0.3)
+            if s.connect_ex((A.SERVER_IP, defaults.HTTP_PORT)) == 0:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("nodereach serve did not come up")
+
+
+async def test_cli_verifies_from_outside(lab: Callable[..., Lab], tmp_path: Path) -> None:
+    net = lab("port-restricted", home_router=True)
+    server = await asyncio.to_thread(_start_dialback, net)
+    try:
+        r = net.exec("client", [NODEREACH, "open", "31054/tcp", "--once", "--json", "--server", A.SERVER_IP],
+                     env=_env(tmp_path), timeout=30, check=False)
+        events = _lines(r.stdout)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert any(e["event"] == "verified" and e["verified"] is True for e in events), events
+
+        # A mapping the router accepts but that carries nothing is a failure, said so.
+        net.exec("router", ["nft", "insert", "rule", "ip", "nrl", "forward", "tcp", "dport", "31055", "drop"])
+        r = net.exec("client", [NODEREACH, "open", "31055/tcp", "--once", "--json", "--server", A.SERVER_IP],
+                     env=_env(tmp_path), timeout=30, check=False)
+        events = _lines(r.stdout)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert any(e["event"] == "not-reachable" and e["verified"] is False for e in events), events
+    finally:
+        server.terminate()
+        server.wait(5)
+        _drop_rule_by_port(net, 31055)
