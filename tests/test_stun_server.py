@@ -264,3 +264,28 @@ def test_rate_limiter_matches_token_bucket(gaps: list[int], burst: int) -> None:
         if expect:
             tokens -= 1.0
         assert lim.allow("s", now) is expect
+
+
+@pytest.mark.parametrize(("full", "request_bytes", "reply_len"), [
+    (False, encode_message(binding_request()), 32),
+    (True, encode_message(binding_request()), 56),
+    (False, encode_message(binding_request(), fingerprint=True), 40),
+    (True, encode_message(binding_request(), fingerprint=True), 64),
+    (False, encode_message(binding_request(change_ip=True)), 56),
+    (True, encode_message(binding_request(change_ip=True)), 56),
+    (False, encode_message(binding_request(legacy=True)), 44),
+    (True, encode_message(binding_request(legacy=True)), 56),
+    (True, encode_message(binding_request(response_port=9, padding=0)) + b"", None),
+    (True, encode_message(StunMessage(BINDING, 0, os.urandom(12), [(0x7F01, b"")])), 56),
+])
+async def test_documented_amplification(full: bool, request_bytes: bytes, reply_len: int | None) -> None:
+    """The reply sizes in the server's docstring table are what goes on the wire."""
+    cfg = StunServerConfig("127.0.0.1", "127.0.0.2" if full else None, port=0, alt_port=0)
+    async with StunServer(cfg) as server:
+        p = Probe()
+        if reply_len is None:  # RESPONSE-PORT + zero-length PADDING: 32 B -> 400 of 40 B
+            request_bytes = encode_message(binding_request(response_port=p.addr[1], padding=0).add(A.PADDING, b""))
+            reply_len = 40
+        got = await p.ask(request_bytes, server.addresses["primary"])
+        assert got is not None and len(got[0]) == reply_len
+        p.close()

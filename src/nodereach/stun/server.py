@@ -10,19 +10,22 @@
 Replies carry only what the client needs, never more bytes than necessary (reflection amplification);
 sizes for IPv4 (IPv6 adds 12 bytes per address attribute), request -> reply:
 
-| request                                     | basic mode      | RFC 5780 mode   |
-|---------------------------------------------|-----------------|-----------------|
-| plain Binding, 20 B                         | 32 B (1.6x)     | 56 B (2.8x)     |
-| plain + FINGERPRINT, 28 B                   | 40 B (1.43x)    | 64 B (2.29x)    |
-| CHANGE-REQUEST, 28 B                        | 420: 52 B (1.86x) | 56 B (2.0x)   |
-| RFC 3489 (no cookie), 20 B                  | 44 B (2.2x)     | 56 B (2.8x)     |
-| with PADDING (n bytes)                      | padded up to the request size, never beyond (<= 1x) |
-| RESPONSE-PORT + PADDING                     | 400: 36 B (<= 1.13x)              |
-| unknown comprehension-required attribute    | 420: 52 B (<= 1.86x for a 28 B request) |
-| garbage, truncated, non-Binding, responses  | no reply, counted                 |
+| request                                     | basic mode        | RFC 5780 mode   |
+|---------------------------------------------|-------------------|-----------------|
+| plain Binding, 20 B                         | 32 B (1.6x)       | 56 B (2.8x)     |
+| plain + FINGERPRINT, 28 B                   | 40 B (1.43x)      | 64 B (2.29x)    |
+| CHANGE-REQUEST, 28 B                        | 420: 56 B (2.0x)  | 56 B (2.0x)     |
+| RFC 3489 (no cookie), 20 B                  | 44 B (2.2x)       | 56 B (2.8x)     |
+| with PADDING                                | padded up to the request's size, never beyond |
+| RESPONSE-PORT + PADDING, >= 32 B            | 400: 40 B (<= 1.25x)                |
+| unknown comprehension-required attribute    | 420: 56 B (<= 2.33x, smallest request 24 B) |
+| garbage, truncated, non-Binding, responses  | no reply, counted                   |
+
+The largest factor is 2.8x (a plain request in RFC 5780 mode; 4.6x on an IPv6 server, 92 B); error replies
+stay below it, so their RFC reason phrases are kept.
 
 RFC 5780 mode adds RESPONSE-ORIGIN and OTHER-ADDRESS (the client needs both to run the RFC 5780 tests);
-coturn adds MAPPED-ADDRESS and a second copy of each (68 B, 3.4x) and pads PADDING requests to the MTU
+coturn also adds MAPPED-ADDRESS (68 B, 3.4x) and pads PADDING requests to the MTU
 (56x). Rate limiting (token bucket per source IP, bounded LRU) runs before any parsing. A plain 20-byte
 Binding request takes a fast path without parsing or allocating a message object.
 
