@@ -157,3 +157,22 @@ async def test_client_sees_symmetric_mapping(stun_lab: Callable[[str], tuple[Lab
     a, b = await net.run_async("client", probe)
     assert a is not None and b is not None
     assert a[0] == b[0] == net.truth.client_public_ip and a[1] != b[1]
+
+
+async def test_client_on_socket_from_lab_namespace(stun_lab: Callable[[str], tuple[Lab, LabStunServer]]) -> None:
+    """A socket created inside the client's namespace and handed to a client running on this loop."""
+    net, server = stun_lab("port-restricted")
+    sock = net.socket("client")
+    sock.bind(("0.0.0.0", 0))
+    local_port = sock.getsockname()[1]
+    try:
+        async with StunClient(sock=sock) as c:
+            r = await c.binding(server.addresses["primary"], timeout=2)
+            again = await c.binding(server.addresses["alt_both"], timeout=2)  # EIM: same mapping
+            with pytest.raises(StunTimeout):  # APDF: the changed-address reply is filtered
+                await c.binding(server.addresses["primary"], change_port=True, timeout=0.5)
+        assert r.mapped is not None and r.mapped[0] == net.truth.client_public_ip
+        assert again.mapped == r.mapped
+        assert r.local[1] == local_port
+    finally:
+        sock.close()
