@@ -7,9 +7,9 @@
     def test_mutating(private_lab):
         net = private_lab("port-restricted")    # a lab of your own, torn down after the test
 
-`lab(name, home_router=False, delay_ms=0.0, loss=0.0, filtered_ports=None)` reuses one running lab per
-(scenario, options) for the whole session: tests share scenarios instead of rebuilding them. Before it is
-handed out, port forwards, NAT bindings (conntrack) and learned cone state are reset, and on a home-router
+`lab(name, home_router=False, delay_ms=0.0, loss=0.0, filtered_ports=None, udp_timeout_s=None)` reuses one
+running lab per (scenario, options) for the whole session: tests share scenarios instead of rebuilding them.
+Before it is handed out, port forwards, NAT bindings (conntrack) and learned cone state are reset, and on a home-router
 lab miniupnpd is (re)started if a previous test stopped it or changed its protocols. Labs are torn down at
 session end (and on Ctrl-C / SIGTERM by nodereach.lab itself).
 """
@@ -41,17 +41,17 @@ class LabPool:
 
     @staticmethod
     def key(scenario: str, home_router: bool, delay_ms: float, loss: float,
-            filtered_ports: Sequence[int] | None) -> tuple[Any, ...]:
+            filtered_ports: Sequence[int] | None, udp_timeout_s: int | None) -> tuple[Any, ...]:
         ports = tuple(sorted(filtered_ports)) if filtered_ports is not None else None
-        return (scenario, bool(home_router), float(delay_ms), float(loss), ports)
+        return (scenario, bool(home_router), float(delay_ms), float(loss), ports, udp_timeout_s)
 
     def get(self, scenario: str, home_router: bool = False, delay_ms: float = 0.0, loss: float = 0.0,
-            filtered_ports: Sequence[int] | None = None) -> Lab:
-        key = self.key(scenario, home_router, delay_ms, loss, filtered_ports)
+            filtered_ports: Sequence[int] | None = None, udp_timeout_s: int | None = None) -> Lab:
+        key = self.key(scenario, home_router, delay_ms, loss, filtered_ports, udp_timeout_s)
         lab = self.labs.get(key)
         if lab is None or not lab.built:
             lab = Lab(scenario, home_router=home_router, delay_ms=delay_ms, loss=loss,
-                      filtered_ports=filtered_ports).build()
+                      filtered_ports=filtered_ports, udp_timeout_s=udp_timeout_s).build()
             self.builds += 1
             self.labs[key] = lab
             return lab

@@ -16,6 +16,8 @@ from nodereach.lab import probe as P
 from nodereach.lab.daemons import MINIUPNPD_HTTP_PORT, NATPMP_PORT
 
 pytestmark = pytest.mark.lab
+ROOT_DESC = f"http://{A.HOME_LAN_GW}:{MINIUPNPD_HTTP_PORT}/rootDesc.xml"
+UPNPC = ["upnpc", "-i", "-u", ROOT_DESC]  # the description URL skips SSDP (tested on its own below)
 
 
 def _need(binary: str) -> None:
@@ -34,7 +36,7 @@ def test_upnpc_maps_udp_and_inbound_arrives(lab: Callable[..., Lab]) -> None:
         with P.udp(net, "client", port=41000) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
             assert P.delivered(peer, client, (A.ROUTER_WAN_IP, 41000))
     finally:
-        net.exec("client", ["upnpc", "-i", "-d", "41000", "UDP"], timeout=20, check=False)
+        net.exec("client", [*UPNPC, "-d", "41000", "UDP"], timeout=20, check=False)
     with P.udp(net, "client", port=41000) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
         assert not P.delivered(peer, client, (A.ROUTER_WAN_IP, 41000))
 
@@ -42,7 +44,7 @@ def test_upnpc_maps_udp_and_inbound_arrives(lab: Callable[..., Lab]) -> None:
 def test_upnpc_maps_tcp(lab: Callable[..., Lab]) -> None:
     _need("upnpc")
     net = lab("port-restricted", home_router=True)
-    net.exec("client", ["upnpc", "-i", "-a", A.CLIENT_IP, "41001", "41001", "TCP"], timeout=20)
+    net.exec("client", [*UPNPC, "-a", A.CLIENT_IP, "41001", "41001", "TCP"], timeout=20)
     listener = P.tcp_listener(net, "client", port=41001)
     try:
         assert P.tcp_connects(net, "peer", (A.ROUTER_WAN_IP, 41001))
@@ -50,7 +52,7 @@ def test_upnpc_maps_tcp(lab: Callable[..., Lab]) -> None:
         assert seen is not None and seen[0] == A.PEER_IP
     finally:
         listener.close()
-        net.exec("client", ["upnpc", "-i", "-d", "41001", "TCP"], timeout=20, check=False)
+        net.exec("client", [*UPNPC, "-d", "41001", "TCP"], timeout=20, check=False)
 
 
 def test_natpmp_mapping_survives_miniupnpd_restart(lab: Callable[..., Lab]) -> None:
@@ -104,3 +106,34 @@ def test_home_router_needs_a_router() -> None:
 
     with pytest.raises(UsageError):
         Lab("open", home_router=True)
+
+
+def test_home_router_truth_fields(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    assert net.truth.port_mapping == ("upnp", "natpmp", "pcp") and net.truth.port_mapping_works
+    assert lab("port-restricted").truth.port_mapping == ()
+
+
+def test_udp_blocked_has_no_home_router() -> None:
+    from nodereach.errors import UsageError
+
+    with pytest.raises(UsageError, match="STUN"):
+        Lab("udp-blocked", home_router=True)
+
+
+def test_behind_cgnat_mappings_are_refused(lab: Callable[..., Lab]) -> None:
+    """miniupnpd's STUN check sees the provider NAT and disables forwarding: the protocols answer, the
+    external address is the provider's, and mapping requests fail (UPnP 501, NAT-PMP error)."""
+    _need("upnpc")
+    _need("natpmpc")
+    net = lab("cgnat", home_router=True)
+    assert not net.truth.port_mapping_works
+    up = net.exec("client", [*UPNPC, "-a", A.CLIENT_IP, "41002", "41002", "UDP"], timeout=20, check=False)
+    assert f"ExternalIPAddress = {A.ISP_WAN_IP}" in up.stdout
+    assert "failed with code 501" in up.stdout
+    pmp = net.exec("client", ["natpmpc", "-g", A.HOME_LAN_GW, "-a", "42002", "42002", "udp", "60"], timeout=20,
+                   check=False)
+    assert f"Public IP address : {A.ISP_WAN_IP}" in pmp.stdout
+    assert "Mapped public port" not in pmp.stdout
+    with P.udp(net, "client", port=41002) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
+        assert not P.delivered(peer, client, (A.ISP_WAN_IP, 41002))

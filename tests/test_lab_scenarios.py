@@ -261,3 +261,40 @@ def test_reset_removes_forwards_and_bindings(lab: Callable[..., Lab]) -> None:
         assert ext is not None and P.delivered(peer, client, ext)
         net.flush_conntrack()
         assert not P.delivered(peer, client, ext)
+
+
+@pytest.mark.parametrize("name", ["port-restricted", "full-cone", "cgnat"])
+def test_no_hairpinning(lab: Callable[..., Lab], name: str) -> None:
+    net = lab(name)
+    assert net.truth.hairpinning is False
+    with P.udp(net, "client") as a, P.udp(net, "client") as b, P.udp(net, "server", A.SERVER_IP, 3478) as server:
+        ext_b = P.send_seen_as(b, server, (A.SERVER_IP, 3478))
+        assert ext_b is not None and P.delivered(server, b, ext_b)
+        assert not P.delivered(a, b, ext_b)
+
+
+@pytest.mark.parametrize("name", ["port-restricted", "full-cone", "double-nat"])
+def test_binding_lifetime(lab: Callable[..., Lab], name: str) -> None:
+    """With udp_timeout_s=1 a binding that saw one exchange is gone after ~1 s of silence."""
+    import time
+
+    net = lab(name, udp_timeout_s=1)
+    assert net.truth.binding_lifetime_s == 1.0
+    inbound = "peer" if name == "full-cone" else "server"
+    with P.udp(net, "client") as client, P.udp(net, "server", A.SERVER_IP, 3478) as server, \
+            P.udp(net, "peer", A.PEER_IP, 0) as peer:
+        sender = peer if inbound == "peer" else server
+        ext = P.send_seen_as(client, server, (A.SERVER_IP, 3478))
+        assert ext is not None
+        time.sleep(0.3)
+        assert P.delivered(sender, client, ext, tries=1)
+        time.sleep(1.8)  # the binding's lifetime, measured: this wait IS the test
+        assert not P.delivered(sender, client, ext, tries=1)
+
+
+def test_default_binding_lifetime_in_truth(lab: Callable[..., Lab]) -> None:
+    net = lab("symmetric")
+    assert net.truth.binding_lifetime_s == 30.0 and net.truth.binding_lifetime_stream_s == 120.0
+    out = net.exec("router", ["sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout"]).stdout.strip()
+    assert out == "30"
+    assert lab("open").truth.binding_lifetime_s is None

@@ -30,6 +30,8 @@ from nodereach.lab import daemons, netns, registry, rules, topology
 from nodereach.lab.scenarios import GroundTruth, Scenario, get_scenario
 
 T = TypeVar("T")
+DEFAULT_UDP_TIMEOUT_S = 30
+DEFAULT_UDP_STREAM_TIMEOUT_S = 120
 _LIVE: set[Lab] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -49,7 +51,7 @@ class Lab:
 
     def __init__(self, scenario: str | Scenario, home_router: bool = False, delay_ms: float = 0.0,
                  loss: float = 0.0, filtered_ports: Sequence[int] | None = None, *,
-                 persistent: bool = False) -> None:
+                 udp_timeout_s: int | None = None, persistent: bool = False) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else get_scenario(scenario)
         if home_router and not self.scenario.has_router:
             raise UsageError(f"scenario {self.scenario.name!r} has no home router for --home-router",
@@ -65,7 +67,21 @@ class Lab:
         self.delay_ms = float(delay_ms)
         self.loss = float(loss)
         self.persistent = persistent
-        self.truth: GroundTruth = self.scenario.truth(ports)
+        if udp_timeout_s is not None and not 1 <= udp_timeout_s <= 3600:
+            raise UsageError(f"udp_timeout_s must be 1-3600, got {udp_timeout_s}")
+        if home_router and self.scenario.udp_blocked:
+            raise UsageError("udp-blocked has no --home-router variant",
+                             "miniupnpd exits when its STUN check (UDP) fails")
+        self.udp_timeout_s = udp_timeout_s or DEFAULT_UDP_TIMEOUT_S
+        self.udp_stream_timeout_s = udp_timeout_s or DEFAULT_UDP_STREAM_TIMEOUT_S
+        truth = self.scenario.truth(ports)
+        if truth.nat_present:
+            truth = dataclasses.replace(truth, binding_lifetime_s=float(self.udp_timeout_s),
+                                        binding_lifetime_stream_s=float(self.udp_stream_timeout_s))
+        if home_router:
+            truth = dataclasses.replace(truth, port_mapping=("upnp", "natpmp", "pcp"),
+                                        port_mapping_works=self.scenario.topology == "single")
+        self.truth: GroundTruth = truth
         self.filtered_ports = self.truth.filtered_ports
         self.id = ""
         self.record: registry.LabRecord | None = None
@@ -92,7 +108,7 @@ class Lab:
             id=self.id, scenario=self.scenario.name, owner_pid=owner,
             owner_start=netns.pid_start_time(owner) if owner else None, persistent=self.persistent,
             options={"home_router": self.home_router, "delay_ms": self.delay_ms, "loss": self.loss,
-                     "filtered_ports": list(self.filtered_ports)},
+                     "filtered_ports": list(self.filtered_ports), "udp_timeout_s": self.udp_timeout_s},
             namespaces=[self.ns(h) for h in self.hosts])
         self.record.save()
         with _LIVE_LOCK:
@@ -101,7 +117,9 @@ class Lab:
         try:
             built = topology.build(self.scenario, self.ns, delay_ms=self.delay_ms, loss=self.loss,
                                    filtered_ports=self.filtered_ports, owner_pid=owner,
-                                   impair_log=registry.REGISTRY_DIR / f"{self.id}-impair.log", on_spawn=self._track)
+                                   impair_log=registry.REGISTRY_DIR / f"{self.id}-impair.log",
+                                   udp_timeout_s=self.udp_timeout_s, udp_stream_timeout_s=self.udp_stream_timeout_s,
+                                   on_spawn=self._track)
             self.subscriber = built.subscriber
             self.built = True
             if self.home_router:

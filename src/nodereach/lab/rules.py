@@ -16,12 +16,14 @@ from nodereach.lab import addresses as A
 
 TABLE = "nrl"
 SUBSCRIBER_NET = "198.51.100.0/24"
-LEARN_TIMEOUT_S = 300
-"""How long a learned cone mapping survives without outbound traffic (a typical UDP NAT timeout)."""
+LEARN_TIMEOUT_S = 120
+"""How long a learned cone mapping survives without outbound traffic (conntrack's UDP stream timeout)."""
 
 
-def router(recipe: str, *, wan: str = "wan", lan: str = "lan") -> str:
-    """A home/ISP router: NAT per `recipe`, stateful forward filter, input open only to the LAN."""
+def router(recipe: str, lan_net: str, *, wan: str = "wan", lan: str = "lan",
+           learn_timeout_s: int = LEARN_TIMEOUT_S) -> str:
+    """A home/ISP router: NAT per `recipe` for traffic from `lan_net` (the router's own traffic, e.g.
+    miniupnpd's STUN check, keeps its address and port), stateful forward filter, input open to the LAN."""
     full = recipe in ("full-cone", "restricted-cone")
     restricted = recipe == "restricted-cone"
     masq = "masquerade fully-random" if recipe == "symmetric" else "masquerade"
@@ -30,15 +32,15 @@ def router(recipe: str, *, wan: str = "wan", lan: str = "lan") -> str:
     learn = ""
     if full:
         sets += (f"  map cone {{ type inet_service : ipv4_addr . inet_service; flags dynamic, timeout; "
-                 f"timeout {LEARN_TIMEOUT_S}s; size 65535; }}\n")
-        learn += (f'    oifname "{wan}" meta l4proto udp ct direction original '
+                 f"timeout {learn_timeout_s}s; size 65535; }}\n")
+        learn += (f'    oifname "{wan}" ct original ip saddr {lan_net} meta l4proto udp ct direction original '
                   "update @cone { ct reply proto-dst : ct original ip saddr . ct original proto-src }\n")
         guard = "ip saddr . udp dport @allowed " if restricted else ""
         inbound = f'    iifname "{wan}" meta l4proto udp {guard}dnat ip addr . port to udp dport map @cone\n'
     if restricted:
         sets += (f"  set allowed {{ type ipv4_addr . inet_service; flags dynamic, timeout; "
-                 f"timeout {LEARN_TIMEOUT_S}s; size 65535; }}\n")
-        learn += (f'    oifname "{wan}" meta l4proto udp ct direction original '
+                 f"timeout {learn_timeout_s}s; size 65535; }}\n")
+        learn += (f'    oifname "{wan}" ct original ip saddr {lan_net} meta l4proto udp ct direction original '
                   "update @allowed { ip daddr . ct reply proto-dst }\n")
     return f"""table ip {TABLE} {{
 {sets}  chain forwards {{
@@ -49,7 +51,7 @@ def router(recipe: str, *, wan: str = "wan", lan: str = "lan") -> str:
 {inbound}  }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "{wan}" {masq}
+    oifname "{wan}" ip saddr {lan_net} {masq}
   }}
   chain learn {{
     type filter hook postrouting priority 200; policy accept;

@@ -48,12 +48,23 @@ class GroundTruth:
     """WAN address of each NAT layer, inside out (the last one is the public address)."""
     tcp: str = ""
     """What TCP does where the UDP recipe differs (documented per scenario)."""
+    hairpinning: bool | None = None
+    """Does a packet from the client to its own public address/port come back in? (None: no NAT)"""
+    binding_lifetime_s: float | None = None
+    """UDP NAT binding lifetime after one exchange (conntrack `udp` timeout); None without NAT."""
+    binding_lifetime_stream_s: float | None = None
+    """UDP NAT binding lifetime once a flow carried traffic both ways for > 2 s (conntrack `stream`)."""
+    port_mapping: tuple[str, ...] = ()
+    """Port-mapping protocols the home router serves (--home-router: upnp, natpmp, pcp)."""
+    port_mapping_works: bool = False
+    """Mappings are granted and carry inbound traffic (False behind a second NAT: miniupnpd refuses)."""
 
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["filtered_ports"] = list(self.filtered_ports)
         doc["private_hops"] = list(self.private_hops)
         doc["nat_wan_addresses"] = list(self.nat_wan_addresses)
+        doc["port_mapping"] = list(self.port_mapping)
         return doc
 
 
@@ -100,7 +111,7 @@ class Scenario:
 _TCP_CONNTRACK = ("TCP: masquerade + conntrack, i.e. endpoint-independent mapping (port kept when free) and "
                   "only replies from the contacted address and port get in; unsolicited SYNs are dropped.")
 
-_COMMON_SINGLE = dict(nat_present=True, layers=1, cgnat=False, udp_blocked=False, firewall=True,
+_COMMON_SINGLE = dict(nat_present=True, layers=1, cgnat=False, udp_blocked=False, firewall=True, hairpinning=False,
                       client_public_ip=A.ROUTER_WAN_IP, private_hops=(A.HOME_LAN_GW,),
                       nat_wan_addresses=(A.ROUTER_WAN_IP,))
 
@@ -116,7 +127,7 @@ def _single(name: str, summary: str, recipe: NatRecipe, mapping: MappingTruth, f
 def _double(name: str, summary: str, net: Literal["private", "cgnat"]) -> Scenario:
     wan = A.CGNAT_ROUTER_WAN if net == "cgnat" else A.DOUBLE_NAT_ROUTER_WAN
     isp_lan = A.CGNAT_ISP_LAN if net == "cgnat" else A.DOUBLE_NAT_ISP_LAN
-    base = dict(nat_present=True, layers=2, cgnat=net == "cgnat", mapping="endpoint-independent",
+    base = dict(nat_present=True, layers=2, cgnat=net == "cgnat", mapping="endpoint-independent", hairpinning=False,
                 filtering="address-and-port-dependent", udp_blocked=False, firewall=True,
                 client_public_ip=A.ISP_WAN_IP, description=summary, tcp=_TCP_CONNTRACK,
                 unsolicited_inbound=False, private_hops=(A.HOME_LAN_GW, isp_lan),

@@ -7,6 +7,7 @@ the impairment forwarder when delay/loss is set. Nothing is ever created in the 
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ BASE_SYSCTL = {
     "net.ipv4.icmp_ratelimit": "0",
 }
 FORWARDING_SYSCTL = {"net.ipv4.ip_forward": "1"}
+HOME_LAN_NET = "192.168.1.0/24"
 # Routed traffic only: bridged frames between internet hosts must not traverse inet's provider filter.
 BRIDGE_SYSCTL = {"net.bridge.bridge-nf-call-iptables": "0", "net.bridge.bridge-nf-call-arptables": "0"}
 
@@ -53,7 +55,8 @@ def subscriber_host(scenario: Scenario) -> str:
 
 
 def build(scenario: Scenario, ns: Callable[[str], str], *, delay_ms: float, loss: float,
-          filtered_ports: tuple[int, ...], owner_pid: int, impair_log: Path,
+          filtered_ports: tuple[int, ...], owner_pid: int, impair_log: Path, udp_timeout_s: int,
+          udp_stream_timeout_s: int,
           on_spawn: Callable[[subprocess.Popen[str]], None]) -> Built:
     hosts = scenario.hosts
     for host in hosts:
@@ -61,6 +64,11 @@ def build(scenario: Scenario, ns: Callable[[str], str], *, delay_ms: float, loss
         sysctl = dict(BASE_SYSCTL)
         if host in ("inet", "router", "isp"):
             sysctl |= FORWARDING_SYSCTL
+        if host in ("router", "isp", "client"):
+            # NAT binding / firewall state lifetime for UDP, explicit so the ground truth does not depend on
+            # the host: `udp` for a flow that saw one exchange, `stream` once it carried traffic for > 2 s.
+            sysctl |= {"net.netfilter.nf_conntrack_udp_timeout": str(udp_timeout_s),
+                       "net.netfilter.nf_conntrack_udp_timeout_stream": str(udp_stream_timeout_s)}
         if host == "inet":
             sysctl |= BRIDGE_SYSCTL
         netns.write_sysctl(ns(host), sysctl)
@@ -105,13 +113,15 @@ def build(scenario: Scenario, ns: Callable[[str], str], *, delay_ms: float, loss
         ip_batch(ns("router"), ["link set lo up", f"addr add {A.HOME_LAN_GW}/24 dev lan", "link set lan up",
                                 f"addr add {router_wan}/24 dev wan", "link set wan up",
                                 f"route add default via {router_gw}"])
-        netns.nft(ns("router"), rules.router(scenario.recipe or "port-restricted"))
+        netns.nft(ns("router"), rules.router(scenario.recipe or "port-restricted", HOME_LAN_NET,
+                                                 learn_timeout_s=udp_timeout_s))
         if scenario.topology == "double":
             isp_lan = router_gw
             ip_batch(ns("isp"), ["link set lo up", f"addr add {isp_lan}/24 dev lan", "link set lan up",
                                  f"addr add {A.ISP_WAN_IP}/24 dev wan", "link set wan up",
                                  f"route add default via {A.INET_SUBSCRIBER_GW}"])
-            netns.nft(ns("isp"), rules.router("port-restricted"))
+            isp_net = str(ipaddress.ip_network(f"{isp_lan}/24", strict=False))
+            netns.nft(ns("isp"), rules.router("port-restricted", isp_net, learn_timeout_s=udp_timeout_s))
     netns.nft(inet, rules.provider(udp_blocked=scenario.udp_blocked,
                                    filtered_ports=filtered_ports if scenario.p2p_filter else ()))
     return Built(subscriber=sub, subscriber_if=sub_if, forwarder=forwarder)
