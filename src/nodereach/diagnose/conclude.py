@@ -52,6 +52,8 @@ def conclude(rep: Report, primary: ServerSpec, v4: list[ServerSpec], obs: dict[s
         reason = None
         if r is None:
             reason = f"{garbage} garbage replies (not STUN)" if garbage else "no UDP reply"
+            if i == 0 and obs.get("t1_reason"):
+                reason = str(obs["t1_reason"])
             if via_tcp is not None:
                 reason += "; answered over TCP"
         elif r.error is not None:
@@ -154,9 +156,5 @@ def conclude(rep: Report, primary: ServerSpec, v4: list[ServerSpec], obs: dict[s
                             "configured; use --server with a nodereach server")
     if other is None and t1 is not None:
         rep.untested.append("filtering behaviour: no RFC 5780 server (two addresses) among the servers")
-    if opts.builtin_servers:
-        rep.notes.append("using the built-in public STUN servers: mapping and public address only. For inbound "
-                         "reachability and filtering, point check at a nodereach server (`--server HOST`), or "
-                         "run one with `nodereach serve --address A --alt-address B`.")
     decision = decide(rep, list(opts.ports), dialback=dialback)
     rep.verdict, rep.causes, rep.advice = decision.verdict, decision.causes, decision.advice

@@ -156,6 +156,11 @@ class Check:
 
             d = decide(self.report, list(self.opts.ports), dialback=False)
             self.report.verdict, self.report.causes, self.report.advice = d.verdict, d.causes, d.advice
+        if self.opts.builtin_servers:
+            self.report.notes.append(
+                "using the built-in public STUN servers: mapping and public address only. For inbound reachability "
+                "and filtering, point check at a nodereach server (`--server HOST`), or run one with "
+                "`nodereach serve --address A --alt-address B`.")
         self.report.duration_s = round(time.monotonic() - start, 3)
         return self.report
 
@@ -223,14 +228,17 @@ class Check:
 
         async def mapping() -> None:
             self.progress("mapping", "running", "RFC 5780 mapping tests")
-            replies = await asyncio.gather(*(_request(m_sock, (_v4(s) or "", s.stun_port), budget) for s in v4))
+            dests = [(_v4(s) or "", s.stun_port) for s in v4]
+            replies = list(await asyncio.gather(*(_request(m_sock, d, budget) for d in dests)))
+            for i, (d, r) in enumerate(zip(dests, replies, strict=True)):
+                if r is not None and r.source != d:  # spoofed, stray or misconfigured: never trusted
+                    replies[i] = None
+                    if i == 0:
+                        nat_obs["t1_reason"] = f"reply came from {r.source[0]}:{r.source[1]}, not the server address"
             nat_obs["server_replies"] = list(zip(v4, replies, strict=True))
             t1 = replies[0]
             nat_obs["t1"] = t1
             other = t1.other_address if t1 and t1.error is None else None
-            if t1 is not None and t1.source != p_addr:
-                nat_obs["t1"] = None
-                nat_obs["t1_reason"] = f"reply came from {t1.source[0]}:{t1.source[1]}, not the server address"
             t2 = t3 = None
             if other is not None and t1 is not None and nat_obs["t1"] is not None:
                 nat_obs["other"] = other

@@ -1,0 +1,36 @@
+"""Under impairment (50 ms one-way delay = 100 ms RTT, 10% loss on the subscriber link) check gives the same
+answers as on a clean link, only slower: retransmissions happen within RTT-derived deadlines."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodereach.lab import Lab
+from nodereach.lab import addresses as A
+from test_check_lab import EXIT, PORTS, assert_advice_fits, assert_matches_truth, ensure_serve, run_check
+
+pytestmark = pytest.mark.lab
+
+IMPAIRED = {"delay_ms": 50.0, "loss": 10.0}
+
+
+@pytest.mark.parametrize("scenario", ["port-restricted", "restricted-cone", "symmetric", "cgnat"])
+def test_same_answers_under_delay_and_loss(lab, scenario: str) -> None:  # type: ignore[no-untyped-def]
+    net: Lab = lab(scenario, **IMPAIRED)
+    ensure_serve(net)
+    code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--timeout", "10", *PORTS, timeout=40)
+    assert_matches_truth(net, doc)
+    assert_advice_fits(net, doc)
+    assert code == EXIT[doc["verdict"]]
+    assert doc["duration_s"] < 10.0
+    assert doc["servers"][0]["rtt_ms"] >= 90  # the impairment is really there
+
+
+def test_forwarded_port_reachable_under_delay_and_loss(lab) -> None:  # type: ignore[no-untyped-def]
+    net: Lab = lab("full-cone", **IMPAIRED)
+    ensure_serve(net)
+    net.forward(30303, "udp")
+    net.forward(30303, "tcp")
+    code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--timeout", "10", *PORTS, timeout=40)
+    assert_matches_truth(net, doc, forwarded=True)
+    assert code == 0 and doc["verdict"] == "reachable"
