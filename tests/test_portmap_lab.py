@@ -154,8 +154,6 @@ async def test_gateway_restart_mapping_back(lab: Callable[..., Lab], method: str
         await asyncio.sleep(3.0)  # let the epochs advance so a restart is visible by the RFC rules
         await asyncio.to_thread(restart_miniupnpd_losing_state, net)
         t0 = time.monotonic()
-        net.flush_conntrack()
-        assert not await asyncio.to_thread(inbound, net, "udp", (WAN, port), port, 0.3) or method == "pcp"
         ev = await keeper.next(lambda e: isinstance(e, Event) and e.kind == "restarted", 10)
         noticed = time.monotonic() - t0
         back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 5.0)
