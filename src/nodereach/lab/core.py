@@ -3,8 +3,8 @@
     with Lab("cgnat") as lab:
         lab.exec("client", ["ping", "-c1", "203.0.113.10"])
 
-Teardown runs on exit, on exceptions, on Ctrl-C and on SIGTERM (turned into SystemExit while a lab is
-open), and at interpreter exit for labs left open; a lab whose owner was SIGKILLed is stale and removed by
+Teardown runs on exit, on exceptions, on Ctrl-C and on SIGTERM (turned into KeyboardInterrupt once a lab
+has been opened), and at interpreter exit for labs left open; a lab whose owner was SIGKILLed is stale and removed by
 the next lab (registry.py). Namespaces are `nrl-<6 hex id>-<host>`, so labs never clash.
 """
 
@@ -102,14 +102,15 @@ class Lab:
     def build(self) -> Lab:
         check_environment()
         registry.remove_stale()
-        self.id = registry.new_id()
         owner = 0 if self.persistent else os.getpid()
-        self.record = registry.LabRecord(
-            id=self.id, scenario=self.scenario.name, owner_pid=owner,
+        self.record = registry.claim(registry.LabRecord(
+            id="", scenario=self.scenario.name, owner_pid=owner,
             owner_start=netns.pid_start_time(owner) if owner else None, persistent=self.persistent,
             options={"home_router": self.home_router, "delay_ms": self.delay_ms, "loss": self.loss,
                      "filtered_ports": list(self.filtered_ports), "udp_timeout_s": self.udp_timeout_s},
-            namespaces=[self.ns(h) for h in self.hosts])
+            namespaces=[]))
+        self.id = self.record.id
+        self.record.namespaces = [self.ns(h) for h in self.hosts]
         self.record.save()
         with _LIVE_LOCK:
             _LIVE.add(self)
@@ -177,7 +178,8 @@ class Lab:
              **run_kw: Any) -> subprocess.CompletedProcess[str]:
         """Run a command inside `host` and capture its output (text)."""
         full = ["ip", "netns", "exec", self.ns(host), *argv]
-        run_kw.setdefault("capture_output", True)
+        if "stdout" not in run_kw and "stderr" not in run_kw:
+            run_kw.setdefault("capture_output", True)
         return subprocess.run(full, timeout=timeout, check=check, text=True, **run_kw)
 
     def spawn(self, host: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
@@ -295,13 +297,14 @@ _handler_installed = False
 
 
 def _install_signal_handler() -> None:
-    """SIGTERM -> SystemExit on the main thread, so context managers and atexit tear labs down."""
+    """SIGTERM -> KeyboardInterrupt on the main thread, so `with` blocks, pytest fixtures and atexit tear
+    labs down (pytest reports a SystemExit raised inside a test as a failure and carries on)."""
     global _handler_installed
     if _handler_installed or threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         def on_term(signum: int, frame: object) -> None:
-            raise SystemExit(128 + signum)
+            raise KeyboardInterrupt(f"signal {signum}")
 
         signal.signal(signal.SIGTERM, on_term)
     _handler_installed = True

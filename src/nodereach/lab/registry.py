@@ -64,6 +64,19 @@ def new_id() -> str:
             return lab_id
 
 
+def claim(record: LabRecord) -> LabRecord:
+    """Give `record` a fresh id and create its file exclusively (two processes never get the same id)."""
+    REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+    while True:
+        record.id = new_id()
+        try:
+            with (REGISTRY_DIR / f"{record.id}.json").open("x") as fh:
+                fh.write(json.dumps(asdict(record), indent=1))
+            return record
+        except FileExistsError:
+            continue
+
+
 def load(lab_id: str) -> LabRecord | None:
     try:
         doc = json.loads((REGISTRY_DIR / f"{lab_id}.json").read_text())
