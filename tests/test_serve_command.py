@@ -64,8 +64,8 @@ class Serve:
             time.sleep(0.05)
         raise AssertionError("serve did not become ready")
 
-    def stop(self) -> tuple[int, list[dict]]:
-        if self.proc.poll() is None:
+    def stop(self, signal_it: bool = True) -> tuple[int, list[dict]]:
+        if signal_it and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(10)
@@ -123,6 +123,8 @@ def test_sigterm_answers_probe_in_flight() -> None:
             time.sleep(0.3)  # the probe is now waiting for its SYN-ACK
             t0 = time.monotonic()
             s.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            s.proc.send_signal(signal.SIGTERM)  # an impatient supervisor: the second one must not kill it
             sock.settimeout(5)
             answer = b""
             while b"}" not in answer:
@@ -131,7 +133,7 @@ def test_sigterm_answers_probe_in_flight() -> None:
                     break
                 answer += chunk
             sock.close()
-        code, logs = s.stop()
+        code, logs = s.stop(signal_it=False)
         took = time.monotonic() - t0
     finally:
         if s.proc.poll() is None:

@@ -44,6 +44,12 @@ def run_serve(*, addresses: list[str], alt_address: str | None, config: Path | N
         pass
     with asyncio.Runner(**runner_kwargs) as runner:
         runner.run(serve(cfg))
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _already_stopping() -> None:
+    log.info("already stopping", extra={"event": "signal"})
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -152,6 +158,7 @@ async def serve(cfg: config_mod.ServeConfig, *, ready: asyncio.Event | None = No
         await stun.close()
         await service.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
+            # A second SIGTERM while stopping must not kill the process mid-answer: ignore it from now on.
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, _already_stopping)
         log.info("stopped", extra={"event": "stop"})
