@@ -285,3 +285,28 @@ async def test_drain_answers_probe_in_flight() -> None:
         assert status == 200 and doc["reason"] == "timeout"
         with pytest.raises(aiohttp.ClientConnectionError):
             await post(f"http://{addr}", {"port": port, "protocol": "tcp"})
+
+
+async def test_ipv6_requester_is_probed_over_ipv6() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this host")
+    # The alt address is IPv4: an IPv6 requester is probed from the IPv6 address the request reached.
+    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2", limits=LOOSE))
+    port = (await svc.start(["::1"], 0))[0][1]
+    try:
+        server = f"[::1]:{port}"
+        r = await probe_port(server, free_port(), "tcp", timeout=2)
+        assert (r.reachable, r.reason, r.observed_address) == (True, "ok", "::1")
+        r = await probe_port(server, free_port(socket.SOCK_DGRAM), "udp", timeout=2)
+        assert (r.reachable, r.reason, r.received) == (True, "ok", True)
+        async with aiohttp.ClientSession() as s, s.post(f"http://{server}/v1/probe",
+                                                        json={"port": free_port(), "protocol": "tcp"}) as resp:
+            doc = await resp.json()
+        assert doc["source"] == "::1" and doc["reason"] == "refused"
+    finally:
+        await svc.close()

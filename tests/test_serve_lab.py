@@ -6,6 +6,7 @@ in the lab's `server` host; clients ask from behind the scenario's NAT.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -162,3 +163,26 @@ async def test_foreign_address_and_scan_refused_no_packet_elsewhere(private_lab,
         assert peer["from_server"][0] == 0
         assert srv["to_requester_udp"][0] == datagrams  # exactly the probes the answers account for
         assert srv["to_requester_syn"][0] == 1  # only the one admitted TCP probe (the XFF request)
+
+
+async def test_cgnat_home_forward_does_not_help(private_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Behind CGNAT the server sees the provider's address; a forward on the home router cannot make the port
+    reachable, and the dial-back says so (timeout), instead of a false 'reachable'."""
+    lab = private_lab("cgnat")
+    with serving(lab, tmp_path) as proc:
+        tport = free_client_port(lab, socket.SOCK_STREAM)
+        uport = free_client_port(lab, socket.SOCK_DGRAM)
+        lab.forward(tport, "tcp")
+        lab.forward(uport, "udp")
+        r = await probe_from(lab, "client", tport, "tcp", timeout=2.0)
+        assert (r.reachable, r.reason, r.observed_address) == (False, "timeout", A.ISP_WAN_IP), r
+        r = await probe_from(lab, "client", uport, "udp", timeout=2.0)
+        assert (r.reachable, r.reason, r.received) == (False, "timeout", False), r
+
+        # SIGTERM while a probe is in flight (the CGNAT drops it: it runs to its deadline): answered, exit 0.
+        pending = asyncio.ensure_future(probe_from(lab, "client", tport, "tcp", timeout=3.0))
+        await asyncio.sleep(0.5)
+        proc.terminate()
+        r = await pending
+        assert (r.reachable, r.reason) == (False, "timeout"), r
+        assert await asyncio.to_thread(proc.wait, 10) == 0
