@@ -103,7 +103,7 @@ async def test_rfc8489_retransmission_schedule() -> None:
         r = await c.binding(t.get_extra_info("sockname"))
     assert r.attempts == 3
     gaps = [b - a for a, b in zip(proto.seen, proto.seen[1:], strict=False)]
-    assert 0.08 < gaps[0] < 0.2 and 0.18 < gaps[1] < 0.35  # RTO, then 2 x RTO
+    assert 0.09 < gaps[0] < 0.3 and 0.19 < gaps[1] < 0.45  # RTO, then 2 x RTO
     t.close()
 
 
@@ -115,7 +115,7 @@ async def test_timeout_after_rc_sends_and_rm_wait() -> None:
             await c.binding(t.get_extra_info("sockname"))
         elapsed = time.monotonic() - t0
     assert len(proto.seen) == 4
-    assert 0.02 * (1 + 2 + 4 + 5) * 0.9 < elapsed < 0.6  # 0.24 s by the schedule
+    assert 0.02 * (1 + 2 + 4 + 5) * 0.9 < elapsed < 1.0  # 0.24 s by the schedule
     t.close()
 
 
@@ -135,14 +135,14 @@ async def test_adaptive_mode_derives_deadline_from_rtt(server: StunServer) -> No
     dead = t.get_extra_info("sockname")
     async with StunClient(local=("127.0.0.1", 0), retransmit=policy) as c:
         assert c.current_rto("127.0.0.1") == 0.5  # no sample yet: RFC default
-        await c.binding(server.addresses["primary"])  # loopback RTT sample
-        assert c.current_rto("127.0.0.1") == pytest.approx(0.03)
+        first = await c.binding(server.addresses["primary"])  # loopback RTT sample
+        assert c.current_rto("127.0.0.1") == pytest.approx(max(0.03, 3 * first.rtt))  # SRTT + 4 x SRTT/2
         proto.drop = 10**6
         t0 = time.monotonic()
         with pytest.raises(StunTimeout):
             await c.binding(dead)  # same host: the learned RTO applies
         elapsed = time.monotonic() - t0
-    assert elapsed < 0.5  # 0.03 * (1+2+4+4) = 0.33 s instead of 39.5 s
+    assert elapsed < max(0.6, 15 * first.rtt)  # 0.03 * (1+2+4+4) = 0.33 s instead of 39.5 s
     t.close()
 
 
@@ -156,6 +156,12 @@ async def test_caller_socket_is_used_and_left_open(server: StunServer) -> None:
     assert sock.fileno() != -1
     sock.sendto(b"still usable", server.addresses["primary"])
     sock.close()
+
+
+async def test_address_family_mismatch_is_a_usage_error() -> None:
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        with pytest.raises(StunError, match="IPv4"):
+            await c.binding(("::1", 3478))
 
 
 async def test_ipv6() -> None:

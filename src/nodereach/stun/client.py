@@ -203,6 +203,9 @@ class StunClient:
         if self._transport is None:
             raise StunError("client not open (use `async with StunClient(...)`)")
         dest = await self._resolve(server)
+        if (":" in dest[0]) != (self.family == socket.AF_INET6):
+            raise StunError(f"cannot reach {dest[0]} from an IPv{6 if self.family == socket.AF_INET6 else 4} "
+                            "socket", "use a client bound to the server's address family")
         expect = dest
         if change_ip or change_port:
             alt = other or self._other.get(dest)
