@@ -18,7 +18,6 @@ from nodereach.portmap.errors import (
 from nodereach.portmap.gateway import Gateway, find_gateway_async
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
-from nodereach.portmap.upnp_client import UpnpClient
 
 
 @dataclass(slots=True)
@@ -59,6 +58,8 @@ async def _probe_natpmp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver |
 
 
 async def _probe_upnp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+    from nodereach.portmap.upnp_client import UpnpClient  # aiohttp + async-upnp-client: ~0.4 s to import
+
     client = await UpnpClient.discover(gw, wait=wait)
     address = await client.external_address()
     return ProbeResult(True, address, "ok", detail=client.service.service_type), client
