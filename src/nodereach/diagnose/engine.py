@@ -238,6 +238,7 @@ class Check:
             nat_obs["server_replies"] = list(zip(v4, replies, strict=True))
             t1 = replies[0]
             nat_obs["t1"] = t1
+            t1_ready.set()
             other = t1.other_address if t1 and t1.error is None else None
             t2 = t3 = None
             if other is not None and t1 is not None and nat_obs["t1"] is not None:
@@ -251,8 +252,14 @@ class Check:
 
         async def filtering() -> None:
             self.progress("filtering", "running", "CHANGE-REQUEST tests (own socket)")
+            async def first() -> Reply | None:
+                reply = await _request(f_sock, p_addr, budget)
+                nat_obs["f1"] = reply
+                f1_ready.set()
+                return reply
+
             r1, rip, rport = await asyncio.gather(
-                _request(f_sock, p_addr, budget),
+                first(),
                 _request(f_sock, p_addr, budget, change_ip=True, change_port=True),
                 _request(f_sock, p_addr, budget, change_port=True))
             nat_obs["f"] = (r1, rip, rport)
@@ -288,7 +295,7 @@ class Check:
             self.progress("portmap", "running", "PCP / NAT-PMP / UPnP on the gateway")
             await self._local_info(primary)
             result, err = await adapters.portmap(rep.local.gateway, wait_s=0.3,
-                                                 bound_s=min(1.2, max(0.3, budget.left() - 0.1)))
+                                                 bound_s=min(1.0, max(0.3, budget.left() - 0.1)))
             rep.portmap.pcp, rep.portmap.natpmp, rep.portmap.upnp = result["pcp"], result["natpmp"], result["upnp"]
             self.progress("portmap", "done" if err is None else "skipped", err or "")
 
@@ -309,11 +316,15 @@ class Check:
         async def ipv6() -> None:
             await self._ipv6(usable, budget)
 
-        tasks = [mapping(), filtering(), tcp(), trace(), port_paths(), pmap(), ports(), ipv6()]
+        async def hairpin() -> None:
+            await asyncio.gather(t1_ready.wait(), f1_ready.wait())
+            self.progress("hairpin", "running", "")
+            await self._hairpin(m_sock, f_sock, nat_obs, budget)
+            self.progress("hairpin", "done", "")
+
+        t1_ready, f1_ready = asyncio.Event(), asyncio.Event()
+        tasks = [mapping(), filtering(), tcp(), trace(), port_paths(), pmap(), ports(), ipv6(), hairpin()]
         await asyncio.gather(*tasks)
-        self.progress("hairpin", "running", "")
-        await self._hairpin(m_sock, f_sock, nat_obs, budget)
-        self.progress("hairpin", "done", "")
         info = await self._local_info(primary)
         self._conclude(primary, v4, nat_obs, info, m_sock)
 
@@ -377,8 +388,7 @@ class Check:
     async def _hairpin(self, m_sock: StunSocket, f_sock: StunSocket, obs: dict[str, object],
                        budget: Budget) -> None:
         t1 = obs.get("t1")
-        f = obs.get("f")
-        fr1 = f[0] if isinstance(f, tuple) else None
+        fr1 = obs.get("f1")
         if not isinstance(t1, Reply) or not isinstance(fr1, Reply) or fr1.mapped is None:
             obs["hairpin"] = (False, False, "no public endpoint to aim at")
             return
