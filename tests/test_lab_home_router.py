@@ -96,8 +96,8 @@ def test_set_router_wan_address(private_lab: Callable[..., Lab]) -> None:
     net = private_lab("port-restricted")
     net.set_router_wan_address("198.51.100.7")
     assert net.truth.client_public_ip == "198.51.100.7"
-    with P.udp(net, "client") as client, P.udp(net, "server", A.SERVER_IP, 3478) as server:
-        seen = P.send_seen_as(client, server, (A.SERVER_IP, 3478))
+    with P.udp(net, "client") as client, P.udp(net, "server", A.SERVER_IP) as server:
+        seen = P.send_seen_as(client, server)
     assert seen is not None and seen[0] == "198.51.100.7"
 
 

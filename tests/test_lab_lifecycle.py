@@ -34,8 +34,8 @@ def _root_links() -> set[str]:
 
 
 def _works(net: Lab) -> bool:
-    with P.udp(net, "client") as client, P.udp(net, "server", A.SERVER_IP, 3478) as server:
-        return P.send_seen_as(client, server, (A.SERVER_IP, 3478)) is not None
+    with P.udp(net, "client") as client, P.udp(net, "server", A.SERVER_IP) as server:
+        return P.send_seen_as(client, server) is not None
 
 
 def test_teardown_leaves_no_namespace_process_or_file() -> None:

@@ -24,10 +24,12 @@ ICMP_TIME_EXCEEDED = 11
 
 @contextlib.contextmanager
 def udp(lab: Lab, host: str, addr: str = "0.0.0.0", port: int = 0) -> Iterator[socket.socket]:
-    """A bound UDP socket inside `host` (port 0: an ephemeral port, never a fixed one by default)."""
+    """A bound UDP socket inside `host` (port 0: an ephemeral port, never a fixed one by default).
+
+    No SO_REUSEADDR: in a shared lab, a port someone else holds (a running `serve`) fails loudly instead of
+    silently splitting the traffic."""
     sock = lab.socket(host, socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((addr, port))
         yield sock
     finally:
@@ -55,13 +57,33 @@ def recv_matching(sock: socket.socket, payload: bytes, timeout: float) -> tuple[
     return None
 
 
+@contextlib.contextmanager
+def trio(lab: Lab, host: str = "server", ip1: str = "203.0.113.10", ip2: str = "203.0.113.11",
+         ) -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
+    """Three UDP sockets on `host` for filtering tests: ip1:p, ip1:q (other port), ip2:p (other address).
+
+    Ephemeral ports, so they never clash with a server someone runs on the well-known ports."""
+    for _ in range(20):
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(udp(lab, host, ip1))
+            try:
+                other_ip = stack.enter_context(udp(lab, host, ip2, first.getsockname()[1]))
+            except OSError:
+                continue
+            other_port = stack.enter_context(udp(lab, host, ip1))
+            yield first, other_port, other_ip
+            return
+    raise OSError(f"no port free on both {ip1} and {ip2}")
+
+
 def token() -> bytes:
     return b"nrl-probe-" + os.urandom(8).hex().encode()
 
 
-def send_seen_as(sender: socket.socket, receiver: socket.socket, dst: tuple[str, int],
+def send_seen_as(sender: socket.socket, receiver: socket.socket, dst: tuple[str, int] | None = None,
                  timeout: float = 1.0, tries: int = 3) -> tuple[str, int] | None:
-    """Send from `sender` to `dst` (where `receiver` listens): the source address the receiver sees."""
+    """Send from `sender` to `dst` (default: `receiver`'s own address): the source address the receiver sees."""
+    dst = dst or receiver.getsockname()
     for _ in range(tries):
         payload = token()
         sender.sendto(payload, dst)
@@ -71,8 +93,8 @@ def send_seen_as(sender: socket.socket, receiver: socket.socket, dst: tuple[str,
     return None
 
 
-def delivered(sender: socket.socket, receiver: socket.socket, dst: tuple[str, int], timeout: float = 0.5,
-              tries: int = 2) -> bool:
+def delivered(sender: socket.socket, receiver: socket.socket, dst: tuple[str, int] | None = None,
+              timeout: float = 0.5, tries: int = 2) -> bool:
     """Does a datagram from `sender` to `dst` reach `receiver`? (retries absorb loss; False = filtered)."""
     return send_seen_as(sender, receiver, dst, timeout=timeout, tries=tries) is not None
 

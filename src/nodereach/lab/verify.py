@@ -41,19 +41,17 @@ def verify(lab: Lab, timeout: float = 0.4) -> Verification:
     c = result.checks
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(P.udp(lab, "client"))
-        server = stack.enter_context(P.udp(lab, "server", A.SERVER_IP, 3478))
-        other_port = stack.enter_context(P.udp(lab, "server", A.SERVER_IP, 3479))
-        other_ip = stack.enter_context(P.udp(lab, "server", A.SERVER_ALT_IP, 3478))
-        ext = P.send_seen_as(client, server, (A.SERVER_IP, 3478), timeout=timeout * 2)
+        server, other_port, other_ip = stack.enter_context(P.trio(lab))
+        ext = P.send_seen_as(client, server, timeout=timeout * 2)
         c["udp outbound"] = (ext is not None) != truth.udp_blocked
         if ext is not None:
             c["public address"] = ext[0] == truth.client_public_ip
-            ext2 = P.send_seen_as(client, other_ip, (A.SERVER_ALT_IP, 3478), timeout=timeout * 2)
+            ext2 = P.send_seen_as(client, other_ip, timeout=timeout * 2)
             same_port = ext2 is not None and ext2[1] == ext[1]
             c["mapping"] = same_port == (truth.mapping != "address-and-port-dependent")
             if ext2 is not None:  # the second flow opened holes for other_ip: test filtering on a fresh one
                 lab.flush_conntrack()
-                ext = P.send_seen_as(client, server, (A.SERVER_IP, 3478), timeout=timeout * 2) or ext
+                ext = P.send_seen_as(client, server, timeout=timeout * 2) or ext
             expect = FILTERING_EXPECTATIONS.get(truth.filtering)
             if expect is not None:
                 got = {"other-port": P.delivered(other_port, client, ext, timeout=timeout, tries=1),
