@@ -448,3 +448,117 @@ async def test_mapping_on_cgnat_address_is_reported_unreachable() -> None:
         assert any(e.kind == "deleted" for e in m.log)
     finally:
         tr.close()
+
+
+# --- UPnP router quirks the driver must survive (fake IGD on loopback) --------------------------------------
+ACTIONS["AddAnyPortMapping"] = [a for a in ACTIONS["AddPortMapping"]] + [("NewReservedPort", "out", "ExternalPort")]
+
+
+class QuirkyIgd:
+    """Configurable misbehaviour: permanent-only leases, taken ports, AddAnyPortMapping's renamed output."""
+
+    def __init__(self, *, permanent_only: int | None = None, taken: set[int] | None = None,
+                 any_port: int | None = None, any_output: str = "NewReservedPort") -> None:
+        self.permanent_only = permanent_only
+        self.taken = taken or set()
+        self.any_port = any_port
+        self.any_output = any_output
+        self.entries: dict[tuple[str, int], dict[str, str]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    @staticmethod
+    def _arg(body: str, name: str) -> str:
+        return body.split(f"<{name}>", 1)[1].split(f"</{name}>", 1)[0] if f"<{name}>" in body else ""
+
+    def fault(self, code: int, desc: str) -> web.Response:
+        return web.Response(status=500, content_type="text/xml", text=(
+            '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><detail><UPnPError>'
+            f"<errorCode>{code}</errorCode><errorDescription>{desc}</errorDescription></UPnPError></detail>"
+            "</s:Fault></s:Body></s:Envelope>"))
+
+    async def ctl(self, req: web.Request) -> web.Response:
+        body = await req.text()
+        action = req.headers["SOAPAction"].strip('"').split("#")[1]
+        self.calls.append((action, body))
+        proto = self._arg(body, "NewProtocol")
+        ext = int(self._arg(body, "NewExternalPort") or 0)
+        if action in ("AddPortMapping", "AddAnyPortMapping"):
+            lease = self._arg(body, "NewLeaseDuration")
+            if self.permanent_only and lease != "0":
+                return self.fault(self.permanent_only, "OnlyPermanentLeasesSupported")
+            if action == "AddAnyPortMapping":
+                ext = self.any_port or ext
+            elif ext in self.taken:
+                return self.fault(718, "ConflictInMappingEntry")
+            self.entries[(proto, ext)] = {"NewInternalPort": self._arg(body, "NewInternalPort"),
+                                          "NewInternalClient": self._arg(body, "NewInternalClient"),
+                                          "NewEnabled": "1", "NewPortMappingDescription": "",
+                                          "NewLeaseDuration": lease}
+            out = {self.any_output: str(ext)} if action == "AddAnyPortMapping" else {}
+            return web.Response(text=soap(action, out), content_type="text/xml")
+        if action == "GetSpecificPortMappingEntry":
+            if (proto, ext) not in self.entries:
+                return self.fault(714, "NoSuchEntryInArray")
+            return web.Response(text=soap(action, self.entries[(proto, ext)]), content_type="text/xml")
+        if action == "DeletePortMapping":
+            self.entries.pop((proto, ext), None)
+            return web.Response(text=soap(action, {}), content_type="text/xml")
+        return web.Response(text=soap(action, {"NewExternalIPAddress": "198.51.100.2"}), content_type="text/xml")
+
+    async def client(self) -> Any:
+        return await _client({"/desc.xml": _text(description()), "/scpd.xml": _text(scpd()), "/ctl": self.ctl})
+
+
+@pytest.mark.parametrize("code", [725, 402])
+async def test_upnp_permanent_only_router(code: int) -> None:
+    igd = QuirkyIgd(permanent_only=code)
+    client, gen = await igd.client()
+    try:
+        slot = Slot("tcp", 30303, b"")
+        slot.grant = await client.map(slot, 30303, 3600)
+        assert client.permanent_only
+        assert [c[0] for c in igd.calls].count("AddPortMapping") == 2
+        assert "<NewLeaseDuration>0</NewLeaseDuration>" in igd.calls[1][1]
+        await client.unmap(slot)  # permanent mappings must be deleted explicitly on exit
+        assert igd.entries == {}
+    finally:
+        await gen.aclose()
+
+
+async def test_upnp_conflict_moves_to_a_stable_port() -> None:
+    from nodereach.portmap.upnp_client import stable_ports
+
+    igd = QuirkyIgd(taken={30303})
+    client, gen = await igd.client()
+    try:
+        grant = await client.map(Slot("udp", 30303, b""), 30303, 600)
+        expected = stable_ports("127.0.0.1", "udp", 30303)[1]
+        assert grant.external_port == expected != 30303
+        assert stable_ports("127.0.0.1", "udp", 30303) == stable_ports("127.0.0.1", "udp", 30303)  # same after restart
+    finally:
+        await gen.aclose()
+
+
+async def test_upnp_all_taken_uses_add_any_and_reads_the_raw_reply() -> None:
+    from nodereach.portmap.upnp_client import stable_ports
+
+    igd = QuirkyIgd(taken=set(stable_ports("127.0.0.1", "udp", 30303)), any_port=45678)
+    client, gen = await igd.client()
+    try:
+        grant = await client.map(Slot("udp", 30303, b""), 30303, 600)
+        assert grant.external_port == 45678  # from NewReservedPort, which the description does not declare
+        assert igd.calls[-3][0] == "AddAnyPortMapping"
+    finally:
+        await gen.aclose()
+
+
+async def test_upnp_add_any_with_garbage_port_is_an_error() -> None:
+    from nodereach.portmap.upnp_client import stable_ports
+
+    igd = QuirkyIgd(taken=set(stable_ports("127.0.0.1", "udp", 30303)), any_port=45678, any_output="Nonsense")
+    client, gen = await igd.client()
+    try:
+        with pytest.raises(MalformedMessage, match="no usable port"):
+            await client.map(Slot("udp", 30303, b""), 30303, 600)
+    finally:
+        await gen.aclose()
