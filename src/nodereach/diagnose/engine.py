@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nodereach import defaults
-from nodereach.diagnose import adapters, dialback, layers, netinfo, portfilter, ttlprobe
+from nodereach.diagnose import adapters, dialback, layers, lifetime, netinfo, portfilter, ttlprobe
 from nodereach.diagnose.model import Local, Outbound, PortResult, Report, ServerUsed
 from nodereach.diagnose.rules import PortSpec
 from nodereach.diagnose.stunio import Addr, Reply, RttEstimator, StunSocket, tcp_binding
@@ -141,7 +141,8 @@ class Check:
         start = time.monotonic()
         budget = Budget(start, self.opts.timeout, self.rtt)
         try:
-            async with asyncio.timeout(max(0.2, budget.end - time.monotonic() + 0.1)):
+            extra = self.opts.lifetime_max + 2.0 if self.opts.lifetime else 0.0
+            async with asyncio.timeout(max(0.2, budget.end - time.monotonic() + 0.1 + extra)):
                 await self._run(budget)
         except TimeoutError:
             self.report.notes.append(f"the run hit its time limit ({self.opts.timeout:.1f} s); unfinished "
@@ -323,7 +324,21 @@ class Check:
             self.progress("hairpin", "done", "")
 
         t1_ready, f1_ready = asyncio.Event(), asyncio.Event()
+        async def binding_lifetime() -> None:
+            self.progress("lifetime", "running", f"up to {self.opts.lifetime_max:g} s")
+            await self._first_rtt(budget)
+            value, why = await lifetime.measure(p_addr, self.opts.lifetime_max, self.rtt)
+            rep.nat.binding_lifetime_s = value
+            rep.notes.append(f"binding lifetime: {why}")
+            if value is None:
+                rep.nat.unknown_reasons["binding_lifetime_s"] = why
+            self.progress("lifetime", "done", why)
+
         tasks = [mapping(), filtering(), tcp(), trace(), port_paths(), pmap(), ports(), ipv6(), hairpin()]
+        if self.opts.lifetime:
+            tasks.append(binding_lifetime())
+        else:
+            rep.nat.unknown_reasons["binding_lifetime_s"] = "not measured (use --lifetime)"
         await asyncio.gather(*tasks)
         info = await self._local_info(primary)
         self._conclude(primary, v4, nat_obs, info, m_sock)

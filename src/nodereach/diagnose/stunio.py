@@ -120,6 +120,7 @@ class StunSocket:
         self.pending: dict[bytes, _Pending] = {}
         self.stats = SocketStats()
         self.requests_seen: dict[bytes, Addr] = {}
+        self.responses_seen: dict[bytes, Addr] = {}
         self.request_event = asyncio.Event()
 
     async def open(self) -> StunSocket:
@@ -161,6 +162,9 @@ class StunSocket:
         pending = self.pending.get(msg.transaction_id)
         if pending is None or pending.future.done() or msg.cls not in (M.SUCCESS, M.ERROR):
             self.stats.stray += 1
+            if msg.cls == M.SUCCESS:
+                self.responses_seen[msg.transaction_id] = addr  # e.g. a RESPONSE-PORT answer (lifetime test)
+                self.request_event.set()
             return
         now = time.monotonic()
         retransmitted = pending.attempts > 1

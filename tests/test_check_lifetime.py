@@ -1,0 +1,29 @@
+"""--lifetime: the UDP binding lifetime, measured through RESPONSE-PORT against the lab's real conntrack."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodereach.diagnose.lifetime import intervals
+from nodereach.lab import Lab
+from nodereach.lab import addresses as A
+from test_check_lab import ensure_serve, run_check
+
+
+def test_intervals_are_bounded_by_max() -> None:
+    assert intervals(12) == [2.0, 5.0, 10.0, 12.0]
+    assert max(intervals(3600)) == 3600.0
+    assert intervals(1) == [1.0]
+
+
+@pytest.mark.lab
+def test_binding_lifetime_matches_conntrack_timeout(lab) -> None:  # type: ignore[no-untyped-def]
+    net: Lab = lab("port-restricted")
+    ensure_serve(net)
+    timeout_s = int(net.exec("router", ["sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout"]).stdout)
+    code, doc, _err, took = run_check(net, "--server", A.SERVER_IP, "--lifetime", "--lifetime-max", "45",
+                                      timeout=90)
+    value = doc["nat"]["binding_lifetime_s"]
+    assert value is not None and value <= timeout_s < 45, (value, timeout_s, doc["notes"])
+    assert value >= 20 if timeout_s >= 20 else True
+    assert 45 <= took < 60 and code == 1
