@@ -45,17 +45,25 @@ def http(url: str, data: bytes | None = None, timeout: float = 5.0) -> tuple[int
 
 class Serve:
     def __init__(self, *args: str) -> None:
+        self.args = args
+        self._start()
+
+    def _start(self) -> None:
         self.stun, self.alt, self.http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM), free_port()
         self.argv = [sys.executable, "-m", "nodereach.cli", "serve", "--stun-port", str(self.stun),
-                     "--alt-port", str(self.alt), "--http-port", str(self.http), "--log-json", *args]
+                     "--alt-port", str(self.alt), "--http-port", str(self.http), "--log-json", *self.args]
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{self.http}"
 
-    def wait_ready(self, deadline: float = 15.0) -> None:
+    def wait_ready(self, deadline: float = 15.0, retries: int = 2) -> None:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+                err = self.proc.stderr.read().decode()
+                if retries and "cannot listen" in err:  # a free port was taken meanwhile (ephemeral range): again
+                    self._start()
+                    return self.wait_ready(deadline, retries - 1)
+                raise AssertionError(f"serve exited {self.proc.returncode}: {err}")
             try:
                 if http(self.url + "/healthz", timeout=0.5)[0] == 200:
                     return

@@ -28,11 +28,13 @@ class GuardStats:
 
 class ConnectionGuard:
     def __init__(self, *, head_timeout: float = 5.0, max_age: float = 60.0, max_connections: int = 2048,
-                 max_per_address: int = 32) -> None:
+                 max_per_address: int = 32, exempt: Callable[[str], bool] | None = None) -> None:
         self.head_timeout = head_timeout
         self.max_age = max_age
         self.max_connections = max_connections
         self.max_per_address = max_per_address
+        self.exempt = exempt or (lambda peer: False)
+        """Peers without the per-address cap: trusted reverse proxies carry many clients' connections."""
         self.stats = GuardStats()
         self.per_address: dict[str, int] = {}
         self.connections: set[GuardedProtocol] = set()
@@ -74,7 +76,7 @@ class GuardedProtocol(asyncio.Protocol):
             g.stats.dropped["too-many"] += 1
             transport.abort()
             return
-        if g.per_address.get(self.peer, 0) >= g.max_per_address:
+        if g.per_address.get(self.peer, 0) >= g.max_per_address and not g.exempt(self.peer):
             g.stats.dropped["too-many-address"] += 1
             transport.abort()
             return

@@ -33,8 +33,6 @@ class Metrics:
         self.tracked = Gauge("nodereach_limiter_tracked", "Addresses and networks the rate limiter remembers",
                              ["kind"], registry=r)
         self.connections = Gauge("nodereach_http_connections", "Open HTTP connections", registry=r)
-        self.connections_dropped = Counter("nodereach_http_connections_dropped",
-                                           "HTTP connections closed by the guard", ["reason"], registry=r)
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -68,4 +66,20 @@ class StatsCollector(Collector):
         return out
 
     def describe(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        return []
+
+
+class LabeledCounters(Collector):
+    """One counter family from a live {label value: count} dict (counts kept by a component, e.g. the guard)."""
+
+    def __init__(self, name: str, doc: str, label: str, read: Callable[[], dict[str, int]]) -> None:
+        self.name, self.doc, self.label, self.read = name, doc, label, read
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for value, count in sorted(self.read().items()):
+            family.add_metric([value], count)
+        return [family]
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
         return []

@@ -25,7 +25,7 @@ from nodereach import __version__
 from nodereach.reach import codec, prober
 from nodereach.reach.guard import ConnectionGuard
 from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, Limiter, LimitsConfig, client_address, parse_networks
-from nodereach.reach.metrics import Metrics
+from nodereach.reach.metrics import LabeledCounters, Metrics
 
 log = logging.getLogger("nodereach.reach")
 
@@ -92,7 +92,8 @@ class DialbackService:
         self.trusted = parse_networks(self.config.trusted_proxies)
         self.guard = ConnectionGuard(head_timeout=self.config.head_timeout,
                                      max_connections=self.config.max_connections,
-                                     max_per_address=self.config.max_connections_per_address)
+                                     max_per_address=self.config.max_connections_per_address,
+                                     exempt=self._is_trusted_proxy)
         self.closing = False
         self._probes: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
@@ -103,6 +104,9 @@ class DialbackService:
         self.metrics.tracked.labels("network").set_function(lambda: self.limiter.tracked_networks)
         self.metrics.connections.set_function(lambda: self.guard.stats.open)
         self.metrics.in_flight.set_function(lambda: self.limiter.in_flight)
+        self.metrics.add_collector(LabeledCounters("nodereach_http_connections_dropped",
+                                                   "HTTP connections closed by the guard", "reason",
+                                                   lambda: self.guard.stats.dropped))
 
     # --- app -----------------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -142,6 +146,15 @@ class DialbackService:
                 conn = self.guard.by_transport.get(request.transport)
                 if conn is not None:
                     conn.response_sent()
+
+    def _is_trusted_proxy(self, peer: str) -> bool:
+        if not self.trusted:
+            return False
+        try:
+            addr = ipaddress.ip_address(_unmapped(peer))
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
 
     def _client(self, request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -248,9 +261,6 @@ class DialbackService:
         return _json({"status": "ok", "probes_in_flight": self.limiter.in_flight})
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        for reason, n in self.guard.stats.dropped.items():
-            c = self.metrics.connections_dropped.labels(reason)
-            c.inc(n - c._value.get())
         return web.Response(body=generate_latest(self.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
