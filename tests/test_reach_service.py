@@ -310,3 +310,19 @@ async def test_ipv6_requester_is_probed_over_ipv6() -> None:
         assert doc["source"] == "::1" and doc["reason"] == "refused"
     finally:
         await svc.close()
+
+
+async def test_trusted_proxy_not_capped_per_address() -> None:
+    cfg = DialbackConfig(limits=LOOSE, max_connections_per_address=3, trusted_proxies=("127.0.0.1/32",))
+    async with running(cfg) as (svc, addr):
+        host, port = addr.split(":")
+        conns = [await asyncio.open_connection(host, int(port)) for _ in range(6)]
+        for _, w in conns:
+            w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [await asyncio.wait_for(r.read(12), 3) for r, _ in conns]
+        for _, w in conns:
+            w.close()
+        assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+        assert svc.guard.stats.dropped["too-many-address"] == 0
+        text = await get_text(f"http://{addr}/metrics")
+        assert 'nodereach_http_connections_dropped_total{reason="too-many-address"} 0.0' in text
