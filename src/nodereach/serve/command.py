@@ -145,6 +145,15 @@ async def serve(cfg: config_mod.ServeConfig, *, ready: asyncio.Event | None = No
             if exc.errno == errno.EADDRINUSE else "is the address configured on this host?" \
             if exc.errno == errno.EADDRNOTAVAIL else None
         raise EnvironmentProblem(f"cannot listen: {exc.strerror or exc}", hint) from None
+    except NodereachError:
+        await stun.close()
+        raise
+    except Exception as exc:  # a component failed to start: one line for the user, details in the log
+        log.debug("start failed", exc_info=True)
+        await stun.close()
+        await service.close()
+        raise NodereachError(f"serve failed to start: {type(exc).__name__}: {exc}",
+                             "run with log_level = \"debug\" in the config for details") from None
     log.info("serving", extra={"event": "start", "version": __version__,
                                "http": [f"{h}:{p}" for h, p in bound], "dialback": cfg.run_dialback,
                                "stun": stun.endpoints})
