@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -289,3 +290,25 @@ async def test_documented_amplification(full: bool, request_bytes: bytes, reply_
         got = await p.ask(request_bytes, server.addresses["primary"])
         assert got is not None and len(got[0]) == reply_len
         p.close()
+
+
+async def test_close_with_open_tcp_connections_is_quick_and_quiet() -> None:
+    server = StunServer(StunServerConfig("127.0.0.1", port=0))
+    await server.start()
+    conns = [await asyncio.open_connection(*server.addresses["primary"]) for _ in range(5)]
+    for _ in range(100):
+        if server.stats.tcp_connections == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert server.stats.tcp_connections == 5
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    t0 = time.monotonic()
+    await server.close()
+    assert time.monotonic() - t0 < 1.0
+    for reader, writer in conns:
+        assert await asyncio.wait_for(reader.read(), 1) == b""
+        writer.close()
+    await asyncio.sleep(0.05)
+    assert errors == []

@@ -61,6 +61,7 @@ from nodereach.stun.ratelimit import SourceRateLimiter
 _FAST_HEAD = b"\x00\x01\x00\x00" + A.MAGIC_COOKIE_BYTES
 _XOR4 = struct.Struct("!HHHHI")
 _COOKIE_PORT = A.MAGIC_COOKIE >> 16
+UDP_RCVBUF = 1 << 20
 _ROLES = {(0, 0): "primary", (0, 1): "alt_port", (1, 0): "alt_ip", (1, 1): "alt_both"}
 
 
@@ -145,7 +146,11 @@ class _Udp:
             if not allow(host, now):
                 stats.rate_limited += 1
                 continue
-            if len(data) == HEADER_SIZE and data[:8] == _FAST_HEAD and "." in host:
+            n = len(data)
+            if n < HEADER_SIZE or data[0] & 0xC0 or ((data[2] << 8) | data[3]) + HEADER_SIZE != n:
+                stats.malformed += 1  # not STUN: dropped without parsing (cheap under a garbage flood)
+                continue
+            if n == HEADER_SIZE and data[:8] == _FAST_HEAD and "." in host:
                 stats.requests += 1
                 try:
                     send(prefix + data[8:20] + pack(A.XOR_MAPPED_ADDRESS, 8, A.FAMILY_IPV4,
@@ -169,6 +174,7 @@ class StunServer:
         self._udp: dict[tuple[int, int], _Udp] = {}
         self._tcp_server: asyncio.Server | None = None
         self._tcp_tasks: set[asyncio.Task[None]] = set()
+        self._tcp_writers: set[asyncio.StreamWriter] = set()
         self.addresses: dict[str, A.Address] = {}
 
     # --- lifecycle ---
@@ -238,10 +244,16 @@ class StunServer:
         self._udp.clear()
         if self._tcp_server is not None:
             self._tcp_server.close()
-            for task in list(self._tcp_tasks):
-                task.cancel()
-            await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
-            await self._tcp_server.wait_closed()
+            for writer in list(self._tcp_writers):
+                writer.transport.abort()  # the handler's read ends with an error and the task returns
+            if self._tcp_tasks:
+                _done, pending = await asyncio.wait(set(self._tcp_tasks), timeout=1.0)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
             self._tcp_server = None
 
     async def __aenter__(self) -> StunServer:
@@ -334,6 +346,7 @@ class StunServer:
             writer.close()
             return
         self._tcp_tasks.add(task)
+        self._tcp_writers.add(writer)
         self.stats.tcp_connections += 1
         peer = writer.get_extra_info("peername")
         decoder = StreamDecoder()
@@ -355,8 +368,11 @@ class StunServer:
             self.stats.malformed += 1
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # close() cancels stragglers: end quietly (no noise from the stream)
+            pass
         finally:
             self._tcp_tasks.discard(task)
+            self._tcp_writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -370,6 +386,11 @@ def _make_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.so
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_DGRAM:  # absorb bursts instead of dropping honest requests behind a flood
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), UDP_RCVBUF)
+            except OSError:  # not root: capped by net.core.rmem_max
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
