@@ -85,7 +85,7 @@ class PortMapper:
         self.nat_in_front: bool | None = None
         """True when the gateway's external address is private/CGNAT or not on the gateway itself."""
         self._listeners: list[Callable[[Event], None]] = []
-        self._queues: list[asyncio.Queue[Event]] = []
+        self._queues: list[asyncio.Queue[Event | None]] = []
         self.log: list[Event] = []
 
     # --- notifications ------------------------------------------------------------------------------
@@ -94,14 +94,11 @@ class PortMapper:
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event from now on (async iterator; ends when the mapper closes)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._queues.append(queue)
         try:
-            while True:
-                event = await queue.get()
+            while (event := await queue.get()) is not None:
                 yield event
-                if event.kind == "deleted" and all(s.slot.grant is None for s in self.states):
-                    return
         finally:
             self._queues.remove(queue)
 
@@ -127,11 +124,19 @@ class PortMapper:
                         g.lifetime)
 
     # --- lifecycle ----------------------------------------------------------------------------------
-    async def start(self) -> list[Endpoint]:
-        """Discover the gateway, probe in parallel, map every port with the preferred working protocol."""
-        self.gateway = await find_gateway_async(self.gateway_address)
-        methods = (self.method,) if self.method else METHODS
-        self.probes, drivers = await probe_all(self.gateway, self.timeout, methods)
+    async def start(self, driver: Driver | None = None) -> list[Endpoint]:
+        """Discover the gateway, probe in parallel, map every port with the preferred working protocol.
+
+        `driver` skips discovery (a driver the caller built, e.g. PcpClient for an IPv6 firewall)."""
+        if driver is not None:
+            self.gateway = Gateway(driver.gateway, "")
+            self.probes = {driver.method: ProbeResult(True, None, "given")}
+            drivers: dict[str, Driver] = {driver.method: driver}
+            methods: tuple[Method, ...] = (driver.method,)
+        else:
+            self.gateway = await find_gateway_async(self.gateway_address)
+            methods = (self.method,) if self.method else METHODS
+            self.probes, drivers = await probe_all(self.gateway, self.timeout, methods)
         if not drivers:
             raise NotAvailable(self._nothing_message(methods), self._nothing_hint())
         reported = next((p.external_address for p in self.probes.values() if p.external_address), None)
@@ -264,7 +269,7 @@ class PortMapper:
                 await self._create(st)
             except PortmapError as exc:
                 st.failures += 1
-                st.renew_at = asyncio.get_running_loop().time() + min(30.0, 2.0 ** st.failures)
+                st.renew_at = asyncio.get_running_loop().time() + min(30.0, 2.0 ** (st.failures - 1))
                 self._emit("error", f"re-creating {st.slot.internal_port}/{st.slot.protocol} failed: {exc.message}")
 
     async def poll_once(self) -> None:
@@ -303,14 +308,14 @@ class PortMapper:
                 except PortmapError as exc:
                     poll_failures += 1
                     self._emit("error", f"gateway check failed: {exc.message}")
-                    next_poll = loop.time() + min(self.poll_interval, 2.0 ** poll_failures)
+                    next_poll = loop.time() + min(self.poll_interval, 2.0 ** (poll_failures - 1))
             for st in self.states:
                 if loop.time() >= st.renew_at:
                     try:
                         await self.renew(st)
                     except PortmapError as exc:
                         st.failures += 1
-                        st.renew_at = loop.time() + min(self.poll_interval, 2.0 ** st.failures)
+                        st.renew_at = loop.time() + min(self.poll_interval, 2.0 ** (st.failures - 1))
                         self._emit("error", f"renewing {st.slot.internal_port}/{st.slot.protocol} failed: "
                                    f"{exc.message}")
 
@@ -337,6 +342,8 @@ class PortMapper:
         await self._delete_all()
         if self.driver is not None:
             await self.driver.close()
+        for q in self._queues:
+            q.put_nowait(None)
 
 
 class PortMapping:
