@@ -367,3 +367,17 @@ async def test_cli_verifies_from_outside(lab: Callable[..., Lab], tmp_path: Path
         server.terminate()
         server.wait(5)
         _drop_rule_by_port(net, 31055)
+
+
+@pytest.mark.parametrize("method", ["pcp", "natpmp"])
+async def test_gateway_announcement_triggers_recheck(lab: Callable[..., Lab], method: str) -> None:
+    """With a 60 s poll, only miniupnpd's multicast announcement after its restart can bring it back fast."""
+    net = lab("port-restricted", home_router=True)
+    port = {"pcp": 31061, "natpmp": 31062}[method]
+    keeper = _Keeper(net, port, "udp", method, poll=60.0)
+    async with keeper:
+        await asyncio.sleep(3.0)
+        await asyncio.to_thread(restart_miniupnpd_losing_state, net)
+        await keeper.next(lambda e: isinstance(e, Event) and e.kind == "restarted", 8)
+        back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 5.0)
+        assert back is not None

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nodereach.portmap import pcp
+from nodereach.portmap import announce, pcp
 from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, Transport, is_unroutable
 from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway, find_gateway_async
@@ -82,6 +82,8 @@ class PortMapper:
         self.probes: dict[str, ProbeResult] = {}
         self.states: list[_State] = []
         self.external_address: str | None = None
+        self.announcements = 0
+        """Unsolicited gateway announcements seen (each triggers an immediate poll)."""
         self.nat_in_front: bool | None = None
         """True when the gateway's external address is private/CGNAT or not on the gateway itself."""
         self._listeners: list[Callable[[Event], None]] = []
@@ -294,11 +296,30 @@ class PortMapper:
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + self.poll_interval
         poll_failures = 0
+        wake = asyncio.Event()
+        listener = None
+        if self.driver is not None and self.driver.method in ("pcp", "natpmp") and self.gateway is not None \
+                and self.gateway.local_address:
+            listener = await announce.listen(self.driver.gateway, self.gateway.local_address, wake.set)
+        try:
+            await self._loop(loop, next_poll, poll_failures, wake)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    async def _loop(self, loop: asyncio.AbstractEventLoop, next_poll: float, poll_failures: int,
+                    wake: asyncio.Event) -> None:
         while True:
             now = loop.time()
+            if wake.is_set():
+                wake.clear()
+                self.announcements += 1
+                next_poll = now  # the gateway announced a restart or a new address: look now
             due = min([st.renew_at for st in self.states] + [next_poll])
             if due > now:
-                await asyncio.sleep(due - now)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(due - now):
+                        await wake.wait()
                 continue
             if now >= next_poll:
                 try:
