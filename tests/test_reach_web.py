@@ -98,10 +98,12 @@ async def test_page_reports_open_closed_and_udp(site: str, page: object) -> None
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:  # a UDP node that never answers probes
         node.bind(("127.0.0.1", 0))
-        cls, verdict, advice = await check(pg, node.getsockname()[1], "udp")
+        port = node.getsockname()[1]
+        cls, verdict, advice = await check(pg, port, "udp")
     assert cls == "unknown" and verdict.startswith("Unknown")
     assert any("cannot be confirmed from a browser" in a for a in advice)
-    assert any("nodereach check --server 127.0.0.1:" in a for a in advice)
+    assert any(f"nodereach check --server 127.0.0.1 --port {port}/udp" in a for a in advice)
+    assert await pg.inner_text("#cli-hint") == f"nodereach check --server 127.0.0.1 --port {port}/udp"  # type: ignore[attr-defined]
 
     cls, verdict, _ = await check(pg, 25, "tcp")  # refused port: the server says why
     assert cls == "error" and "refused list" in await pg.inner_text("#summary")  # type: ignore[attr-defined]

@@ -80,7 +80,10 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
             async with asyncio.timeout(timeout):
                 await loop.sock_connect(sock, (host, port))
         except (OSError, TimeoutError) as exc:
-            return ProbeOutcome(False, _reason_for(exc), source=src, bytes_sent=sent)
+            reason = _reason_for(exc)
+            # A RST or ICMP error came back: its delay is a round trip too (a timeout has none).
+            rtt_ms = None if reason == "timeout" else (time.monotonic() - start) * 1000
+            return ProbeOutcome(False, reason, rtt_ms=rtt_ms, source=src, bytes_sent=sent)
         rtt = time.monotonic() - start
         src = sock.getsockname()[0]
         outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=sent)

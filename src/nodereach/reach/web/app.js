@@ -11,8 +11,9 @@ function el(tag, text, cls) {
   return node;
 }
 
+// `nodereach check --server HOST` finds STUN (3478) and this service (3480) from the host name alone.
 function serverHost() {
-  return location.host || "this-server";
+  return location.hostname || "this-server";
 }
 
 // Advice for a node operator, by protocol and outcome. Each entry: [title, detail].
@@ -115,6 +116,7 @@ async function submit(ev) {
   const port = Number($("port").value);
   const protocol = document.querySelector("input[name=protocol]:checked").value;
   if (!Number.isInteger(port) || port < 1 || port > 65535) { showError("Enter a port between 1 and 65535."); return; }
+  $("cli-port").textContent = `${port}/${protocol}`;
   const button = $("check");
   button.disabled = true;
   button.textContent = "Checking…";
