@@ -22,8 +22,9 @@ MAX_HEAD = 16 * 1024
 class GuardStats:
     open: int = 0
     accepted: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"slow": 0, "too-many": 0, "too-many-address": 0,
-                                                              "max-age": 0, "oversized-head": 0})
+    dropped: dict[str, int] = field(default_factory=lambda: {"slow": 0, "idle": 0, "too-many": 0,
+                                                              "too-many-address": 0, "max-age": 0,
+                                                              "oversized-head": 0})
 
 
 class ConnectionGuard:
@@ -87,7 +88,7 @@ class GuardedProtocol(asyncio.Protocol):
         g.stats.open = len(g.connections)
         g.stats.accepted += 1
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(g.head_timeout, self.abort, "slow")
+        self._timer = loop.call_later(g.head_timeout, self._head_deadline)
         self._age_timer = loop.call_later(g.max_age, self.abort, "max-age")
         self.inner.connection_made(transport)
 
@@ -109,6 +110,10 @@ class GuardedProtocol(asyncio.Protocol):
             g.per_address.pop(self.peer, None)
         g.stats.open = len(g.connections)
         self.inner.connection_lost(exc)
+
+    def _head_deadline(self) -> None:
+        """No complete request head in time: `slow` if some of it came, `idle` (keep-alive unused) if none."""
+        self.abort("slow" if self._head_bytes else "idle")
 
     def abort(self, reason: str, count: bool = True) -> None:
         if count:
@@ -146,7 +151,7 @@ class GuardedProtocol(asyncio.Protocol):
         self.idle = True
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self.guard.head_timeout, self.abort, "slow")
+        self._timer = asyncio.get_running_loop().call_later(self.guard.head_timeout, self._head_deadline)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
