@@ -154,3 +154,26 @@ def test_lease_is_clamped() -> None:
     assert PortMapper([(1, "tcp")], lease=10**9).lease == 86400
     with pytest.raises(ValueError):
         PortMapper([])
+
+
+def test_state_remembers_external_ports(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from nodereach.portmap import state
+
+    monkeypatch.setenv("NODEREACH_STATE_DIR", str(tmp_path))
+    rec = state.Record("pcp", "10.0.0.1", "udp", 30303, 41234, "10.1.1.1", "00" * 12, time.time() + 60)
+    state.upsert([rec])
+    assert [r.external_port for r in state.load()] == [41234]
+    state.remove("pcp", "10.0.0.1", "udp", 30303)
+    assert state.load() == []  # no live mapping any more...
+    assert [r.external_port for r in state.load_all()] == [41234]  # ...but the port is remembered
+    (state.state_path()).write_text("{not json")
+    assert state.load_all() == []  # a damaged file is not fatal
+
+
+async def test_preferred_external_port_is_asked_first() -> None:
+    d = FakeDriver(lifetime=600)
+    m = PortMapper([(30303, "udp")], poll_interval=60, preferred={("udp", 30303): 41234})
+    await m.start(driver=d)  # type: ignore[arg-type]
+    assert d.maps[0][2] == 41234

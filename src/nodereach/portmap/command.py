@@ -128,7 +128,12 @@ async def _verify(printer: Printer, server: str, endpoints: list[Endpoint], wait
 
 async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease: int, once: bool,
                 printer: Printer, server: str | None, wait: float) -> int:
-    mapper = PortMapper(ports, method=method, lease=lease, timeout=wait)
+    # Ask for the external ports of the last run first: peers that learned them keep finding the node.
+    preferred: dict[tuple[Transport, int], int] = {}
+    for rec in state.load_all():
+        if (rec.internal_port, rec.protocol) in ports:
+            preferred[(rec.protocol, rec.internal_port)] = rec.external_port  # type: ignore[index]
+    mapper = PortMapper(ports, method=method, lease=lease, timeout=wait, preferred=preferred)
     mapper.on_event(printer.event)
     mapper.on_event(lambda _ev: _record(mapper))
     loop = asyncio.get_running_loop()

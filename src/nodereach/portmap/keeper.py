@@ -68,10 +68,13 @@ class PortMapper:
     """Maps a set of ports through the best protocol the gateway offers and keeps them alive."""
 
     def __init__(self, ports: list[tuple[int, Transport]], *, method: Method | None = None, lease: int = 3600,
-                 gateway: str | None = None, timeout: float = 3.0, poll_interval: float | None = None) -> None:
+                 gateway: str | None = None, timeout: float = 3.0, poll_interval: float | None = None,
+                 preferred: dict[tuple[Transport, int], int] | None = None) -> None:
         if not ports:
             raise ValueError("no ports to map")
         self.requested = ports
+        self.preferred = dict(preferred or {})
+        """(protocol, internal port) -> external port to ask for first (e.g. the one of the last run)."""
         self.method = method
         self.lease = max(MIN_LEASE, min(int(lease), MAX_LEASE))
         self.gateway_address = gateway
@@ -185,7 +188,8 @@ class PortMapper:
         assert self.driver is not None
         slot = st.slot
         previous = self._endpoint(st)
-        wanted = slot.grant.external_port if slot.grant else slot.internal_port
+        wanted = slot.grant.external_port if slot.grant else self.preferred.get(
+            (slot.protocol, slot.internal_port), slot.internal_port)
         grant = await self.driver.map(slot, wanted, self.lease)
         slot.grant = grant
         st.failures = 0

@@ -35,15 +35,19 @@ def state_path() -> Path:
     return root / "nodereach" / "portmap.json"
 
 
-def load() -> list[Record]:
-    path = state_path()
+def load_all() -> list[Record]:
+    """Every record, expired ones included (their external ports are still the best first guess)."""
     try:
-        raw = json.loads(path.read_text()[:1_000_000])
-        records = [Record(**r) for r in raw if isinstance(r, dict)]
+        raw = json.loads(state_path().read_text()[:1_000_000])
+        return [Record(**r) for r in raw if isinstance(r, dict)]
     except (OSError, ValueError, TypeError):
         return []
+
+
+def load() -> list[Record]:
+    """Records whose lease has not run out."""
     now = time.time()
-    return [r for r in records if r.expires == 0 or r.expires > now]
+    return [r for r in load_all() if r.expires == 0 or r.expires > now]
 
 
 def save(records: list[Record]) -> None:
@@ -55,11 +59,26 @@ def save(records: list[Record]) -> None:
         tmp.replace(path)
 
 
+KEEP_EXPIRED_S = 30 * 86400
+"""Expired records are kept this long: they remember which external port to ask for next time."""
+
+
+def _pruned(records: list[Record]) -> list[Record]:
+    cutoff = time.time() - KEEP_EXPIRED_S
+    return [r for r in records if r.expires == 0 or r.expires > cutoff][-256:]
+
+
 def upsert(new: list[Record]) -> None:
-    keys = {(r.method, r.gateway, r.protocol, r.internal_port) for r in new}
-    save([r for r in load() if (r.method, r.gateway, r.protocol, r.internal_port) not in keys] + new)
+    keys = {(r.gateway, r.protocol, r.internal_port) for r in new}
+    save(_pruned([r for r in load_all() if (r.gateway, r.protocol, r.internal_port) not in keys] + new))
 
 
 def remove(method: str, gateway: str, protocol: str, internal_port: int) -> None:
-    save([r for r in load() if (r.method, r.gateway, r.protocol, r.internal_port) != (method, gateway, protocol,
-                                                                                        internal_port)])
+    """The mapping is gone: mark the record expired (kept for the external-port memory)."""
+    now = time.time()
+    out = []
+    for r in load_all():
+        if (r.method, r.gateway, r.protocol, r.internal_port) == (method, gateway, protocol, internal_port):
+            r.expires = now - 1
+        out.append(r)
+    save(_pruned(out))
