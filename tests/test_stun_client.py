@@ -199,3 +199,24 @@ async def test_legacy_request(server: StunServer) -> None:
     async with StunClient(local=("127.0.0.1", 0)) as c:
         r = await c.binding(server.addresses["primary"], legacy=True)
         assert r.legacy and r.mapped == c.local_address and r.other_address == server.addresses["alt_both"]
+
+
+async def test_try_alternate_carries_alternate_server() -> None:
+    class Redirect(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+            req = parse_message(data)
+            resp = StunMessage(BINDING, 0x110, req.transaction_id)
+            resp.add(A.ERROR_CODE, A.encode_error_code(300, "Try Alternate"))
+            resp.add(A.ALTERNATE_SERVER, A.encode_address(("127.0.0.5", 3478)))
+            self.transport.sendto(encode_message(resp), addr)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(Redirect, local_addr=("127.0.0.1", 0))
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        with pytest.raises(StunErrorResponse) as info:
+            await c.binding(t.get_extra_info("sockname"), timeout=1)
+    assert (info.value.code, info.value.alternate) == (300, ("127.0.0.5", 3478))
+    t.close()

@@ -220,7 +220,7 @@ class StunClient:
                                                           timeout, receiver)
         if msg.cls == ERROR:
             code, reason = msg.error_code or (0, "")
-            raise StunErrorResponse(code, reason, msg.unknown_attributes)
+            raise StunErrorResponse(code, reason, msg.unknown_attributes, msg.alternate_server)
         other_address = msg.other_address
         if other_address is not None and not (change_ip or change_port):
             self._other[dest] = other_address
@@ -362,7 +362,7 @@ async def tcp_binding(server: Address, *, local: Address | None = None, sock: so
             raise StunError(f"TCP to STUN server {host}:{port} failed: {exc}") from exc
         if msg.cls == ERROR:
             code, reason = msg.error_code or (0, "")
-            raise StunErrorResponse(code, reason, msg.unknown_attributes)
+            raise StunErrorResponse(code, reason, msg.unknown_attributes, msg.alternate_server)
         name = sock.getsockname()
         peer = sock.getpeername()
         return BindingResult(mapped=msg.mapped_address, other_address=msg.other_address,

@@ -20,8 +20,12 @@ class StunTimeout(StunError):
 class StunErrorResponse(StunError):
     """The server answered with an error response (ERROR-CODE)."""
 
-    def __init__(self, code: int, reason: str, unknown: tuple[int, ...] = ()) -> None:
+    def __init__(self, code: int, reason: str, unknown: tuple[int, ...] = (),
+                 alternate: tuple[str, int] | None = None) -> None:
         super().__init__(f"STUN error {code} {reason}".strip())
         self.code = code
         self.reason = reason
         self.unknown = unknown
+        """UNKNOWN-ATTRIBUTES of a 420."""
+        self.alternate = alternate
+        """ALTERNATE-SERVER of a 300 (Try Alternate)."""
