@@ -79,6 +79,16 @@ def test_natdiscovery_against_nodereach_server(stun_lab: Callable[[str], tuple[L
     assert FILTERING_TEXT[net.truth.filtering] in out, out
 
 
+def test_natdiscovery_hairpinning_against_nodereach_server(
+        stun_lab: Callable[[str], tuple[Lab, LabStunServer]]) -> None:
+    net, server = stun_lab("port-restricted")
+    assert net.truth.hairpinning is False
+    out = net.exec("client", ["turnutils_natdiscovery", "-H", "-p", str(server.port), LA.SERVER_IP],
+                   timeout=40, check=False).stdout
+    assert f"UDP reflexive addr: {net.truth.client_public_ip}:" in out, out  # the server told it its mapping
+    assert "successful hairpinning" not in out and "STUN receive timeout" in out, out  # ...which does not loop back
+
+
 def test_stunclient_against_nodereach_server(stun_lab: Callable[[str], tuple[Lab, LabStunServer]]) -> None:
     net, server = stun_lab("open")  # turnutils_stunclient never finishes behind the lab's NATs (even vs coturn)
     out = net.exec("client", ["turnutils_stunclient", "-p", str(server.port), LA.SERVER_IP], timeout=20).stdout
