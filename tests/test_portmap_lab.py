@@ -14,6 +14,7 @@ import queue
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -381,3 +382,67 @@ async def test_gateway_announcement_triggers_recheck(lab: Callable[..., Lab], me
         await keeper.next(lambda e: isinstance(e, Event) and e.kind == "restarted", 8)
         back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 5.0)
         assert back is not None
+
+
+class _FakeSsdpRouter:
+    """An SSDP responder on the router that answers M-SEARCH only to the multicast group, or from another
+    port (real routers do both). Sockets live in the router namespace; the loop runs in a thread here."""
+
+    def __init__(self, net: Lab, mode: str) -> None:
+        self.mode = mode
+        self.rx = net.socket("router", socket.AF_INET, socket.SOCK_DGRAM)
+        self.tx = net.socket("router", socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.rx.bind(("0.0.0.0", 1900))
+        mreq = struct.pack("4s4s", socket.inet_aton("239.255.255.250"), socket.inet_aton(A.HOME_LAN_GW))
+        self.rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        self.rx.settimeout(0.2)
+        self.tx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(A.HOME_LAN_GW))
+        self.tx.bind((A.HOME_LAN_GW, 1900 if mode == "multicast" else 0))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data, addr = self.rx.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if not data.startswith(b"M-SEARCH"):
+                continue
+            st = next((line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+                       if line.lower().startswith(b"st:")), b"")
+            reply = (b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: " + st + b"\r\nUSN: uuid:fake::" + st
+                     + b"\r\nEXT:\r\nLOCATION: http://192.168.1.1:5999/rootDesc.xml\r\n\r\n")
+            dest = ("239.255.255.250", 1900) if self.mode == "multicast" else addr
+            self.tx.sendto(reply, dest)
+
+    def __enter__(self) -> _FakeSsdpRouter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.rx.close()
+        self.tx.close()
+
+
+@pytest.mark.parametrize("mode", ["multicast", "other-port"])
+async def test_ssdp_quirky_routers_are_found(lab: Callable[..., Lab], mode: str) -> None:
+    from nodereach.portmap.ssdp import search_igd
+
+    net = lab("port-restricted", home_router=True)
+    net.stop_miniupnpd()
+
+    async def search() -> Any:
+        gw = await find_gateway_async()
+        t = time.monotonic()
+        found = await search_igd(gw, wait=2.0)
+        return found, time.monotonic() - t
+
+    with _FakeSsdpRouter(net, mode):
+        found, elapsed = await net.run_async("client", search)
+    assert found.host == A.HOME_LAN_GW and found.location == "http://192.168.1.1:5999/rootDesc.xml"
+    assert elapsed < 1.0

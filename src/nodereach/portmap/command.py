@@ -152,7 +152,7 @@ async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease
             verdict = await _verify(printer, server, endpoints, wait)
             if verdict is False:
                 code = EXIT_UNREACHABLE
-        elif not printer.json_out:
+        else:
             printer.emit("unverified", "not verified from outside (give --server HOST to test the mapping)")
         if once:
             printer.emit("exit", "leaving the mappings in place until their leases expire "

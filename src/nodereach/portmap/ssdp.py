@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from async_upnp_client.search import SsdpSearchListener
+from async_upnp_client.ssdp import decode_ssdp_packet, is_valid_ssdp_packet
 from async_upnp_client.utils import CaseInsensitiveDict
 
 from nodereach.portmap.errors import GatewayTimeout
@@ -23,7 +27,44 @@ SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
 )
 SSDP_PORT = 1900
+SSDP_GROUP = "239.255.255.250"
 MAX_LOCATION = 512
+MAX_DATAGRAM = 2048
+
+
+class _GroupListener(asyncio.DatagramProtocol):
+    """Search responses some routers send to the multicast group instead of back to the asker."""
+
+    def __init__(self, on_reply: Callable[[CaseInsensitiveDict], None]) -> None:
+        self.on_reply = on_reply
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if len(data) > MAX_DATAGRAM or not data.startswith(b"HTTP/1.1 200") or not is_valid_ssdp_packet(data):
+            return
+        try:
+            _line, headers = decode_ssdp_packet(data, None, addr)
+        except Exception:  # hostile bytes: ignore the datagram
+            return
+        self.on_reply(headers)
+
+
+async def _listen_group(local_address: str, on_reply: Callable[[CaseInsensitiveDict], None],
+                        ) -> asyncio.DatagramTransport | None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(AttributeError, OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((SSDP_GROUP, SSDP_PORT))
+        mreq = struct.pack("4s4s", socket.inet_aton(SSDP_GROUP), socket.inet_aton(local_address))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.setblocking(False)
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _GroupListener(on_reply), sock=sock)
+        return transport
+    except OSError:  # port 1900 held by a daemon without SO_REUSEPORT: unicast answers still work
+        sock.close()
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +98,8 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
     """First IGD answer from the gateway itself; another on-link device only if the gateway stays silent.
 
     Sends M-SEARCH to the multicast group and unicast to the gateway (UDA 2.0 §1.3.2), repeating once,
-    and ignores the source port of replies (some routers answer from another port).
+    ignores the source port of replies (some routers answer from another port) and also hears answers sent
+    to the multicast group instead of to us (some routers do that).
     """
     loop = asyncio.get_running_loop()
     from_gateway: asyncio.Future[Found] = loop.create_future()
@@ -78,7 +120,10 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
     listeners = [SsdpSearchListener(callback=on_reply, source=(gw.local_address, 0), search_target=st, timeout=2)
                  for st in SEARCH_TARGETS]
     started: list[SsdpSearchListener] = []
+    group = None
     try:
+        if ":" not in gw.local_address:
+            group = await _listen_group(gw.local_address, on_reply)
         for lst in listeners:
             await lst.async_start()
             started.append(lst)
@@ -116,3 +161,5 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
     finally:
         for lst in started:
             lst.async_stop()
+        if group is not None:
+            group.close()
