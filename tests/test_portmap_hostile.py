@@ -562,3 +562,26 @@ async def test_upnp_add_any_with_garbage_port_is_an_error() -> None:
             await client.map(Slot("udp", 30303, b""), 30303, 600)
     finally:
         await gen.aclose()
+
+
+async def test_pcp_ipv6_pinhole_over_ipv6() -> None:
+    """An IPv6 firewall grants a pinhole: the external address is the host's own (RFC 6887 §11.5)."""
+    loop = asyncio.get_running_loop()
+    seen: list[bytes] = []
+
+    def reply(req: bytes) -> list[bytes]:
+        seen.append(req)
+        return [bytes([2, 0x81, 0, 0]) + struct.pack("!II", 600, 7) + bytes(12) + req[24:36] + bytes([17, 0, 0, 0])
+                + struct.pack("!HH", 30303, 30303) + req[8:24]]
+
+    try:
+        tr, _p = await loop.create_datagram_endpoint(lambda: FakeGateway(reply), local_addr=("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = tr.get_extra_info("sockname")[1]
+    try:
+        grant = await PcpClient("::1", timeout=0.5, port=port).map(Slot("udp", 30303, os.urandom(12)), 30303, 600)
+        assert seen[0][8:24] == ipaddress.IPv6Address("::1").packed  # client address field: our IPv6 source
+        assert grant.external_address == "::1" and grant.lifetime == 600
+    finally:
+        tr.close()
