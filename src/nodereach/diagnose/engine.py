@@ -294,9 +294,13 @@ class Check:
 
         async def pmap() -> None:
             self.progress("portmap", "running", "PCP / NAT-PMP / UPnP on the gateway")
-            await self._local_info(primary)
-            result, err = await adapters.portmap(rep.local.gateway, wait_s=0.3,
-                                                 bound_s=min(1.0, max(0.3, budget.left() - 0.1)))
+            info = await self._local_info(primary)
+            route = info.routes.get(p_addr[0])
+            started = time.monotonic() - budget.start
+            result, err = await adapters.portmap(
+                rep.local.gateway, wait_s=0.25, bound_s=min(max(0.5, 0.9 - started), max(0.3, budget.left() - 0.1)),
+                local_address=route.source if route else None, index=route.index if route else None,
+                networks=route.networks if route else ())
             rep.portmap.pcp, rep.portmap.natpmp, rep.portmap.upnp = result["pcp"], result["natpmp"], result["upnp"]
             self.progress("portmap", "done" if err is None else "skipped", err or "")
 

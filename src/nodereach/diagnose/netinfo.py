@@ -12,6 +12,9 @@ class RouteInfo:
     source: str | None = None
     gateway: str | None = None
     interface: str | None = None
+    index: int | None = None
+    networks: tuple[str, ...] = ()
+    """Prefixes on the outgoing interface (what is on-link toward the gateway)."""
     error: str | None = None
 
 
@@ -49,8 +52,8 @@ def gather(destinations: list[str]) -> NetInfo:
         return info
     try:
         with IPRoute() as ipr:
-            info.addresses = frozenset(str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()
-                                       if a.get_attr("IFA_ADDRESS"))
+            addrs = list(ipr.get_addr())
+            info.addresses = frozenset(str(a.get_attr("IFA_ADDRESS")) for a in addrs if a.get_attr("IFA_ADDRESS"))
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
             for family, attr in ((2, "default_gateway4"), (10, "default_gateway6")):
                 for r in ipr.get_default_routes(family=family):
@@ -67,6 +70,10 @@ def gather(destinations: list[str]) -> NetInfo:
                     ri.gateway = route.get_attr("RTA_GATEWAY")
                     oif = route.get_attr("RTA_OIF")
                     ri.interface = names.get(oif) if oif is not None else None
+                    ri.index = oif
+                    ri.networks = tuple(
+                        str(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
+                        for a in addrs if a["index"] == oif and a.get_attr("IFA_ADDRESS"))
                 except Exception as exc:  # netlink errors carry errno text: no route, unreachable
                     ri.error = str(exc) or type(exc).__name__
                 info.routes[dest] = ri

@@ -103,7 +103,11 @@ def run_demo(scenarios: list[str], probes: Sequence[Probe] | None = None) -> int
     console = Console()
     rows: list[DemoRow] = []
     with console.status("building scenarios...") as status:
-        for row in iter_rows(names, DEFAULT_PROBES if probes is None else probes):
+        if probes is None:
+            from nodereach.diagnose.demo import check_probe  # the diagnosis adds its columns
+
+            probes = [*DEFAULT_PROBES, check_probe]
+        for row in iter_rows(names, probes):
             rows.append(row)
             status.update(f"built {len(rows)}/{len(names)} scenarios...")
     render(rows, console)

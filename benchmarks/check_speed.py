@@ -1,0 +1,155 @@
+"""Wall time of a full `nodereach check` (one --port) in the lab at 50 ms RTT, next to pystun3, pynat and
+coturn's turnutils_natdiscovery on the same scenario in the same run, each answer next to the ground truth.
+
+    .venv/bin/python benchmarks/check_speed.py [--scenario port-restricted] [--runs 3] [--delay-ms 25]
+
+The subscriber link gets `delay_ms` one way (25 ms -> 50 ms RTT). nodereach runs against
+`nodereach serve --address 203.0.113.10 --alt-address 203.0.113.11`; the peer tools against coturn in full
+RFC 5780 mode (203.0.113.30/.31), the reference server they were written for. Conntrack is flushed before
+every run and every tool probes from a fresh random port (lab notes: old holes make tools say "full cone").
+Needs root (network namespaces) and, for the peers: pip install six wheel && pip install --no-build-isolation
+pynat; apt-get install coturn. Prints the numbers; no threshold is asserted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nodereach.lab import Lab
+from nodereach.lab import addresses as A
+
+BIN = Path(sys.executable).parent
+
+TRUTH_WORDS = {
+    # scenario -> (pystun3 / pynat wording, mapping, filtering)
+    "open": ("Open Internet", "no-nat", "endpoint-independent"),
+    "full-cone": ("Full Cone", "endpoint-independent", "endpoint-independent"),
+    "restricted-cone": ("Restricted Cone", "endpoint-independent", "address-dependent"),
+    "port-restricted": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
+    "symmetric": ("Symmetric", "address-and-port-dependent", "address-and-port-dependent"),
+    "cgnat": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
+}
+
+
+def timed(lab: Lab, argv: list[str], timeout: float = 60) -> tuple[float, subprocess.CompletedProcess[str]]:
+    lab.flush_conntrack()
+    start = time.monotonic()
+    r = lab.exec("client", argv, check=False, timeout=timeout)
+    return time.monotonic() - start, r
+
+
+def norm(text: str) -> str:
+    return re.sub(r"[^a-z]", "", text.lower())
+
+
+def run_nodereach(lab: Lab, port: int) -> tuple[float, str, bool, dict[str, Any]]:
+    took, r = timed(lab, [str(BIN / "nodereach"), "check", "--json", "--server", A.SERVER_IP, "--port",
+                          f"{port}/udp"])
+    doc = json.loads(r.stdout)
+    t = lab.truth
+    nat = doc["nat"]
+    ok = (nat["present"] is t.nat_present and nat["layers"] == t.layers and nat["cgnat"] is t.cgnat
+          and nat["mapping"] == t.mapping and nat["filtering"] == (t.filtering if t.filtering != "no-nat"
+                                                                    else "endpoint-independent"))
+    answer = (f"layers={nat['layers']} cgnat={nat['cgnat']} mapping={nat['mapping']} "
+              f"filtering={nat['filtering']} {port}/udp reachable={doc['ports'][0]['reachable']}")
+    return took, answer, ok, doc
+
+
+def run_pystun3(lab: Lab, expected: str) -> tuple[float, str, bool]:
+    took, r = timed(lab, [str(BIN / "pystun3"), "-H", A.COTURN_IP, "-P", "3478", "-p",
+                          str(random.randint(20000, 60000))])
+    m = re.search(r"NAT Type:\s*(.+)", r.stdout)
+    answer = m.group(1).strip() if m else (r.stdout + r.stderr).strip()[-80:]
+    return took, answer, norm(answer) == norm(expected)
+
+
+def run_pynat(lab: Lab, expected: str) -> tuple[float, str, bool]:
+    took, r = timed(lab, [str(BIN / "pynat"), "--stun-host", A.COTURN_IP, "--stun-port", "3478", "--source-port",
+                          str(random.randint(20000, 60000))])
+    m = re.search(r"Network type:\s*(.+)", r.stdout)
+    answer = m.group(1).strip() if m else (r.stdout + r.stderr).strip()[-80:]
+    return took, answer, norm(expected) in norm(answer).replace("portrestricted", "portrestrictedcone") or \
+        norm(answer).startswith(norm(expected))
+
+
+def run_natdiscovery(lab: Lab, mapping: str, filtering: str) -> tuple[float, str, bool]:
+    took, r = timed(lab, ["turnutils_natdiscovery", "-m", "-f", A.COTURN_IP])
+    text = r.stdout + r.stderr
+    found_m = re.findall(r"NAT with (.+?) Mapping", text) or re.findall(r"(No NAT)", text)
+    found_f = re.findall(r"NAT with (.+?) Filtering", text)
+    answer = f"mapping={found_m[-1] if found_m else '?'} filtering={found_f[-1] if found_f else '?'}"
+    want_m = {"endpoint-independent": "Endpoint Independent", "address-dependent": "Address Dependent",
+              "address-and-port-dependent": "Address and Port Dependent", "no-nat": "No NAT"}[mapping]
+    want_f = {"endpoint-independent": "Endpoint Independent", "address-dependent": "Address Dependent",
+              "address-and-port-dependent": "Address and Port Dependent"}[filtering]
+    ok = bool(found_m) and norm(found_m[-1]) == norm(want_m) and bool(found_f) and norm(found_f[-1]) == norm(want_f)
+    return took, answer, ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="port-restricted", choices=sorted(TRUTH_WORDS))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay on the subscriber link")
+    args = ap.parse_args(argv)
+    runs = max(1, min(args.runs, 10))
+    words, mapping, filtering = TRUTH_WORDS[args.scenario]
+    rows: list[tuple[str, list[float], str, bool]] = []
+    with Lab(args.scenario, delay_ms=args.delay_ms) as lab:
+        serve = lab.spawn("server", [str(BIN / "nodereach"), "serve", "--address", A.SERVER_IP, "--alt-address",
+                                     A.SERVER_ALT_IP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP}/3480"], check=False).returncode:
+            if time.monotonic() > deadline or serve.poll() is not None:
+                print("nodereach serve did not start", file=sys.stderr)
+                return 2
+            time.sleep(0.05)
+        lab.start_coturn(rfc5780=True)
+        print(f"scenario {args.scenario}: ground truth {lab.truth.mapping} mapping, {lab.truth.filtering} "
+              f"filtering, {lab.truth.layers} NAT layer(s), CGNAT {lab.truth.cgnat}; RTT {2 * args.delay_ms:.0f} ms")
+        times: list[float] = []
+        probe_times: list[float] = []
+        answer, ok = "", True
+        for _ in range(runs):
+            took, answer, good, doc = run_nodereach(lab, 30303)
+            times.append(took)
+            probe_times.append(doc["duration_s"])
+            ok = ok and good
+        rows.append(("nodereach check (1 port)", times, answer, ok))
+        peers: list[tuple[str, Any]] = [("pystun3 2.0", lambda: run_pystun3(lab, words))]
+        if (BIN / "pynat").exists():
+            peers.append(("pynat 0.7", lambda: run_pynat(lab, words)))
+        if shutil.which("turnutils_natdiscovery"):
+            peers.append(("turnutils_natdiscovery -m -f", lambda: run_natdiscovery(lab, mapping, filtering)))
+        for name, fn in peers:
+            times, ok, answer = [], True, ""
+            for _ in range(runs):
+                took, answer, good = fn()
+                times.append(took)
+                ok = ok and good
+            rows.append((name, times, answer, ok))
+    base = statistics.median(rows[0][1])
+    print(f"\n{'tool':32} {'median s':>9} {'min s':>7} {'x nodereach':>11}  right  answer")
+    for name, times, answer, ok in rows:
+        med = statistics.median(times)
+        print(f"{name:32} {med:9.2f} {min(times):7.2f} {med / base:11.1f}  {'yes' if ok else 'NO ':5}  {answer}")
+    print(f"\nnodereach in-process probing time (duration_s): median {statistics.median(probe_times):.2f} s, "
+          f"min {min(probe_times):.2f} s; process wall time adds interpreter start-up and `ip netns exec`.")
+    print("Only nodereach also measured: NAT layers, CGNAT, outbound port filters, the node's port from outside "
+          "(dial-back), gateway port-mapping protocols, and advice.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
