@@ -135,22 +135,35 @@ def start_coturn(port: int, threads: int, tmp: str) -> list[subprocess.Popen]:
 
 def start_nodereach(port: int, workers: int, uvloop: bool) -> list[subprocess.Popen]:
     argv = [sys.executable, "-m", "nodereach.stun.server", "--address", "127.0.0.1", "--port", str(port),
-            "--no-tcp", "--rate", "1e9", "--burst", "1e9"]
-    if workers > 1:
-        argv.append("--reuse-port")
+            "--no-tcp", "--rate", "1e9", "--burst", "1e9", "--workers", str(workers)]
     if uvloop:
         argv.append("--uvloop")
-    return [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.PIPE)
-            for _ in range(workers)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.PIPE)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 15)  # the JSON line comes once every worker is bound
+    if not ready or not proc.stdout.readline():
+        stop([proc])
+        raise RuntimeError("nodereach server did not start")
+    return [proc]
+
+
+def _family(pid: int) -> list[int]:
+    """pid and its children (the SO_REUSEPORT workers a launcher started)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):  # children belong to the thread that forked them
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+    return pids
 
 
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     """User + system CPU time of the server processes (all threads), from /proc."""
     total = 0
-    for p in procs:
-        with open(f"/proc/{p.pid}/stat") as f:
+    for pid in (q for p in procs for q in _family(p.pid)):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+            total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -159,7 +172,6 @@ def measure(name: str, starter, seconds: float, max_requests: int) -> dict:  # t
     procs = starter(port)
     try:
         wait_ready(port, procs[0])
-        time.sleep(0.2 if len(procs) > 1 else 0)  # let every SO_REUSEPORT worker bind (they print no ready line)
         cpu0 = cpu_seconds(procs)
         result = run_load(port, seconds, max_requests)
         cpu = cpu_seconds(procs) - cpu0

@@ -312,3 +312,36 @@ async def test_close_with_open_tcp_connections_is_quick_and_quiet() -> None:
         writer.close()
     await asyncio.sleep(0.05)
     assert errors == []
+
+
+def test_reuse_port_workers_share_the_load() -> None:
+    """`python -m nodereach.stun.server --workers 2`: both processes answer on the same ports."""
+    import json
+    import select
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "nodereach.stun.server", "--address", "127.0.0.1", "--port", "0",
+                             "--no-tcp", "--rate", "0", "--workers", "2"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert select.select([proc.stdout], [], [], 15)[0]
+        addr = tuple(json.loads(proc.stdout.readline())["addresses"]["primary"])
+        answered = 0
+        for _ in range(64):  # 64 source ports: the kernel hashes them over both workers
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(2)
+                req = binding_request()
+                s.sendto(encode_message(req), addr)
+                answered += parse_message(s.recv(2048)).transaction_id == req.transaction_id
+        assert answered == 64
+        proc.stdin.close()
+        assert select.select([proc.stdout], [], [], 10)[0]
+        parent = json.loads(proc.stdout.readline())["stats"]
+        assert 0 < parent["replies"] < 64  # the rest went to the other worker (P(all one side) = 2^-63)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

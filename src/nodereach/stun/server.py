@@ -401,52 +401,7 @@ def _make_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.so
     return sock
 
 
-async def _serve_until_stdin_closes(config: StunServerConfig, workers_note: str = "") -> None:
-    """Script mode: print the bound addresses as one JSON line, serve until stdin closes or SIGTERM."""
-    import json
-    import signal
-    import sys
+if __name__ == "__main__":  # `python -m nodereach.stun.server ...`: see nodereach.stun.script
+    from nodereach.stun.script import main
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with StunServer(config) as server:
-        print(json.dumps({"addresses": server.addresses}), flush=True)
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        eof = asyncio.ensure_future(reader.read())
-        waiter = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({eof, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        eof.cancel()
-        waiter.cancel()
-        print(json.dumps({"stats": server.stats.as_dict()}), flush=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m nodereach.stun.server --address 127.0.0.1 [--alt-address 127.0.0.2] [--port 0] [--uvloop]`."""
-    import argparse
-
-    p = argparse.ArgumentParser(description="nodereach STUN server (for tests and benchmarks)")
-    p.add_argument("--address", default="127.0.0.1")
-    p.add_argument("--alt-address")
-    p.add_argument("--port", type=int, default=STUN_PORT)
-    p.add_argument("--alt-port", type=int, default=STUN_ALT_PORT)
-    p.add_argument("--rate", type=float, default=50.0)
-    p.add_argument("--burst", type=float, default=100.0)
-    p.add_argument("--no-tcp", action="store_true")
-    p.add_argument("--reuse-port", action="store_true")
-    p.add_argument("--uvloop", action="store_true")
-    a = p.parse_args(argv)
-    cfg = StunServerConfig(a.address, a.alt_address, a.port, a.alt_port, tcp=not a.no_tcp, rate_per_s=a.rate,
-                           burst=a.burst, reuse_port=a.reuse_port)
-    if a.uvloop:
-        import uvloop
-
-        uvloop.run(_serve_until_stdin_closes(cfg))
-    else:
-        asyncio.run(_serve_until_stdin_closes(cfg))
-
-
-if __name__ == "__main__":
     main()
