@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +33,18 @@ HOST_ADDRESSES = {
 
 def _console() -> Console:
     return Console(soft_wrap=False)
+
+
+@contextlib.contextmanager
+def _cli_lock() -> Iterator[None]:
+    """Serialise `lab up` / `lab down`: "one CLI lab at a time" holds even when two shells race."""
+    registry.REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+    with (registry.REGISTRY_DIR / "cli.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cli_lab() -> registry.LabRecord | None:
@@ -72,13 +88,14 @@ def _short(behaviour: str) -> str:
 def run_up(scenario: str, home_router: bool, delay_ms: float, loss: float) -> None:
     get_scenario(scenario)  # unknown scenario: a UsageError before anything else
     check_environment()
-    registry.remove_stale()
-    existing = cli_lab()
-    if existing is not None:
-        raise UsageError(f"a CLI lab is already running ({existing.scenario}, id {existing.id})",
-                         "remove it with `nodereach lab down` first")
     lab = Lab(scenario, home_router=home_router, delay_ms=delay_ms, loss=loss, persistent=True)
-    lab.build()
+    with _cli_lock():
+        registry.remove_stale()
+        existing = cli_lab()
+        if existing is not None:
+            raise UsageError(f"a CLI lab is already running ({existing.scenario}, id {existing.id})",
+                             "remove it with `nodereach lab down` first")
+        lab.build()
     print(f"lab {lab.id} up: {scenario}{' + home router (miniupnpd)' if home_router else ''}"
           f"{f', {delay_ms:g} ms one-way delay' if delay_ms else ''}{f', {loss:g}% loss' if loss else ''}")
     _print_hosts(lab.id, list(lab.hosts))
@@ -115,8 +132,10 @@ def run_exec(host: str, argv: list[str]) -> int:
         argv = argv[1:]
     if not argv:
         raise UsageError("no command given", f"e.g. nodereach lab exec {host} -- ip addr")
+    # The lab's commands find this installation's `nodereach` first, even from an unactivated venv.
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
     try:
-        return subprocess.call(["ip", "netns", "exec", f"nrl-{record.id}-{host}", *argv])
+        return subprocess.call(["ip", "netns", "exec", f"nrl-{record.id}-{host}", *argv], env=env)
     except KeyboardInterrupt:
         return 130
 
@@ -124,10 +143,11 @@ def run_exec(host: str, argv: list[str]) -> int:
 def run_down(all_labs: bool) -> None:
     check_environment()
     removed = []
-    record = cli_lab()
-    if record is not None:
-        registry.remove(record)
-        removed.append(f"{record.id} ({record.scenario})")
+    with _cli_lock():
+        record = cli_lab()
+        if record is not None:
+            registry.remove(record)
+            removed.append(f"{record.id} ({record.scenario})")
     if all_labs:
         for stale in registry.stale_labs():
             registry.remove(stale)

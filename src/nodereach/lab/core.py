@@ -155,6 +155,7 @@ class Lab:
             self._procs.append(proc)
         if self.record is not None:
             self.record.pids = [p.pid for p in self._procs]
+            self.record.pid_starts = {str(p.pid): netns.pid_start_time(p.pid) or 0 for p in self._procs}
             self.record.save()
 
     # --- naming -------------------------------------------------------------------------------------
@@ -223,15 +224,14 @@ class Lab:
         hosts = self._routers() + (["client"] if self.scenario.client_firewall else [])
         for host in hosts:
             self.exec(host, ["conntrack", "-F"], check=False)
-        if "router" in self.hosts:
-            netns.run(["ip", "netns", "exec", self.ns("router"), "nft", "-f", "-"],
-                      input=rules.reset_router(self.scenario.recipe or "").replace(
-                          f"flush chain ip {rules.TABLE} forwards\n", ""))
+        learned = rules.flush_learned(self.scenario.recipe or "")
+        if learned and "router" in self.hosts:
+            netns.nft(self.ns("router"), learned)
 
     def reset(self) -> None:
         """Back to a freshly built state for the next test: no port forwards, no NAT state."""
         if "router" in self.hosts:
-            netns.nft(self.ns("router"), f"flush chain ip {rules.TABLE} forwards\n")
+            netns.nft(self.ns("router"), rules.flush_forwards())
         self.flush_conntrack()
 
     def forward(self, port: int, proto: str = "udp", internal_port: int | None = None) -> None:

@@ -33,7 +33,9 @@ class LabRecord:
     options: dict[str, Any] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
-    """Processes the lab spawned outside its namespaces' own pid lists (e.g. the impairment forwarder)."""
+    """Processes the lab spawned (the impairment forwarder runs outside the lab's namespaces)."""
+    pid_starts: dict[str, int] = field(default_factory=dict)
+    """Start time of each pid: a pid reused by an unrelated process since a crash is never killed."""
     created: float = field(default_factory=time.time)
 
     @property
@@ -98,7 +100,7 @@ def load_all() -> list[LabRecord]:
 
 def remove(record: LabRecord) -> None:
     """Kill the lab's processes, delete its namespaces (all `nrl-<id>-*`), then its record and files."""
-    netns.kill_pids(record.pids, grace=1.0)
+    netns.kill_pids([p for p in record.pids if _same_process(p, record.pid_starts.get(str(p)))], grace=1.0)
     names = set(record.namespaces) | {n for n in netns.list_namespaces(f"nrl-{record.id}-")}
     for name in sorted(names):
         netns.delete_namespace(name)
@@ -107,6 +109,10 @@ def remove(record: LabRecord) -> None:
             path.unlink()
     with contextlib.suppress(OSError):
         record.path.unlink()
+
+
+def _same_process(pid: int, start: int | None) -> bool:
+    return start is not None and start != 0 and netns.pid_start_time(pid) == start
 
 
 def stale_labs() -> list[LabRecord]:

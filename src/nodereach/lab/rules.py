@@ -76,14 +76,18 @@ def router(recipe: str, lan_net: str, *, wan: str = "wan", lan: str = "lan",
 """
 
 
-def reset_router(recipe: str) -> str:
-    """Forget port forwards and learned cone state (conntrack is flushed separately)."""
-    text = f"flush chain ip {TABLE} forwards\n"
+def flush_learned(recipe: str) -> str:
+    """Forget learned cone state (the conntrack flush forgets the rest of the NAT bindings)."""
+    text = ""
     if recipe in ("full-cone", "restricted-cone"):
         text += f"flush map ip {TABLE} cone\n"
     if recipe == "restricted-cone":
         text += f"flush set ip {TABLE} allowed\n"
     return text
+
+
+def flush_forwards() -> str:
+    return f"flush chain ip {TABLE} forwards\n"
 
 
 def port_forward(port: int, proto: str, target_ip: str, target_port: int, *, wan: str = "wan") -> str:
