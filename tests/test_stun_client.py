@@ -220,3 +220,47 @@ async def test_try_alternate_carries_alternate_server() -> None:
             await c.binding(t.get_extra_info("sockname"), timeout=1)
     assert (info.value.code, info.value.alternate) == (300, ("127.0.0.5", 3478))
     t.close()
+
+
+async def test_rfc3489_server_reply_to_modern_request() -> None:
+    """An old server answers with MAPPED-ADDRESS / CHANGED-ADDRESS only: still understood, flagged legacy."""
+
+    class Old(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+            req = parse_message(data)
+            resp = StunMessage(BINDING, SUCCESS, req.transaction_id)
+            resp.add(A.MAPPED_ADDRESS, A.encode_address(addr[:2]))
+            resp.add(A.CHANGED_ADDRESS, A.encode_address(("127.0.0.2", 3479)))
+            self.transport.sendto(encode_message(resp), addr)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(Old, local_addr=("127.0.0.1", 0))
+    async with StunClient(local=("127.0.0.1", 0)) as c:
+        r = await c.binding(t.get_extra_info("sockname"), timeout=1)
+        assert r.legacy and r.mapped == c.local_address and r.other_address == ("127.0.0.2", 3479)
+    t.close()
+
+
+async def test_reply_with_bad_fingerprint_is_dropped() -> None:
+    class Corrupt(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+            req = parse_message(data)
+            resp = StunMessage(BINDING, SUCCESS, req.transaction_id)
+            resp.add(A.XOR_MAPPED_ADDRESS, A.encode_xor_address(addr[:2], resp.key))
+            out = bytearray(encode_message(resp, fingerprint=True))
+            out[-1] ^= 0xFF
+            self.transport.sendto(bytes(out), addr)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(Corrupt, local_addr=("127.0.0.1", 0))
+    async with StunClient(local=("127.0.0.1", 0), retransmit=FAST) as c:
+        with pytest.raises(StunTimeout):
+            await c.binding(t.get_extra_info("sockname"))
+        assert c.stats.malformed == 3
+    t.close()

@@ -345,3 +345,12 @@ def test_reuse_port_workers_share_the_load() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_request_with_bad_fingerprint_is_dropped(basic_server: StunServer) -> None:
+    p = Probe()
+    data = bytearray(encode_message(binding_request(), fingerprint=True))
+    data[-1] ^= 0xFF
+    assert await p.ask(bytes(data), basic_server.addresses["primary"], wait=0.1) is None
+    assert basic_server.stats.malformed == 1 and basic_server.stats.replies == 0
+    p.close()

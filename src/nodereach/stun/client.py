@@ -306,6 +306,9 @@ class StunClient:
         except StunParseError:
             self.stats.malformed += 1
             return
+        if msg.check_fingerprint() is False:  # RFC 8489 7.3: a wrong FINGERPRINT means "not STUN"
+            self.stats.malformed += 1
+            return
         if msg.cls not in (SUCCESS, ERROR):
             self.stats.stray += 1
             return

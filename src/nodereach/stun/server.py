@@ -279,6 +279,9 @@ class StunServer:
         except StunParseError:
             self.stats.malformed += 1
             return None
+        if req.check_fingerprint() is False:  # RFC 8489 7.3: not STUN (another protocol, or corrupted)
+            self.stats.malformed += 1
+            return None
         if req.cls != REQUEST or req.method != BINDING:
             self.stats.ignored += 1
             return None
