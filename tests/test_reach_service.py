@@ -148,10 +148,16 @@ async def test_bad_requests(server: tuple[DialbackService, str], body: object, c
 
 async def test_not_json_and_oversized() -> None:
     async with running(DialbackConfig(limits=LOOSE)) as (_, addr), aiohttp.ClientSession() as s:
-        async with s.post(f"http://{addr}/v1/probe", data=b"\xff{") as r:
+        json_type = {"Content-Type": "application/json"}
+        async with s.post(f"http://{addr}/v1/probe", data=b"\xff{", headers=json_type) as r:
             assert r.status == 400
-        async with s.post(f"http://{addr}/v1/probe", data=b"x" * 5000) as r:
+        async with s.post(f"http://{addr}/v1/probe", data=b"x" * 5000, headers=json_type) as r:
             assert r.status in (400, 413)
+        async with s.post(f"http://{addr}/v1/probe", data=b'{"port": 30303, "protocol": "tcp"}') as r:
+            assert r.status == 415  # text/plain would be a "simple" cross-site request: refused
+        async with s.options(f"http://{addr}/v1/probe", headers={"Origin": "http://evil.example",
+                                                                 "Access-Control-Request-Method": "POST"}) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
 
 
 async def test_refused_port_via_client(server: tuple[DialbackService, str]) -> None:
@@ -193,7 +199,8 @@ async def test_no_amplification_even_for_tiny_requests(server: tuple[DialbackSer
         if not listen:
             holder.close()
         body = f'{{"port":{target},"protocol":"{proto}","token":"{"ab" * 8}"}}'.encode()
-        raw = b"POST /v1/probe HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        raw = (b"POST /v1/probe HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+               % (len(body), body))
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(raw)
         await writer.drain()

@@ -132,7 +132,7 @@ class DialbackService:
             try:
                 response = await handler(request)
             except ApiError as err:
-                if err.status in (400, 403, 429, 503):
+                if err.status in (400, 403, 415, 429, 503):
                     self.metrics.rejected.labels(err.code).inc()
                 response = _json({"error": err.code, "message": err.message}, err.status, err.headers)
             except web.HTTPException as exc:
@@ -170,6 +170,9 @@ class DialbackService:
         if self.closing:
             raise ApiError(503, "shutting-down", "the server is shutting down; try another server",
                            {"Retry-After": "5"})
+        if request.content_type != "application/json":
+            # Also forces a CORS preflight (which is not granted): other sites cannot make browsers call us.
+            raise ApiError(415, "bad-content-type", "send the body as Content-Type: application/json")
         try:
             async with asyncio.timeout(self.config.body_timeout):
                 body = await request.read()
