@@ -354,3 +354,21 @@ async def test_request_with_bad_fingerprint_is_dropped(basic_server: StunServer)
     assert await p.ask(bytes(data), basic_server.addresses["primary"], wait=0.1) is None
     assert basic_server.stats.malformed == 1 and basic_server.stats.replies == 0
     p.close()
+
+
+@pytest.mark.parametrize(("address", "alt", "port", "alt_port"), [
+    ("127.0.0.1", "::1", 0, 0), ("127.0.0.1", "127.0.0.1", 0, 0), ("127.0.0.1", "127.0.0.2", 5000, 5000)])
+def test_bad_rfc5780_config_is_a_clear_error(address: str, alt: str, port: int, alt_port: int) -> None:
+    from nodereach.stun.errors import StunError
+
+    with pytest.raises(StunError, match="RFC 5780 needs"):
+        StunServer(StunServerConfig(address, alt, port=port, alt_port=alt_port))
+
+
+async def test_port_in_use_is_a_clear_error(basic_server: StunServer) -> None:
+    from nodereach.stun.errors import StunError
+
+    taken = basic_server.addresses["primary"][1]
+    with pytest.raises(StunError, match="cannot bind STUN") as info:
+        await StunServer(StunServerConfig("127.0.0.1", port=taken)).start()
+    assert info.value.hint

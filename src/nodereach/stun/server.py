@@ -167,6 +167,13 @@ class StunServer:
     """Serve STUN Binding on UDP (1 or 4 sockets) and TCP. Never raises on input; see module docstring."""
 
     def __init__(self, config: StunServerConfig) -> None:
+        if config.alt_address is not None:
+            if (":" in config.alt_address) != (":" in config.address) or config.alt_address == config.address:
+                raise StunError(f"RFC 5780 needs two different addresses of one family, got {config.address} "
+                                f"and {config.alt_address}", "give --alt-address a second IP of the same family")
+            if config.port and config.port == config.alt_port:
+                raise StunError(f"RFC 5780 needs two different ports, got {config.port} twice",
+                                "choose another alternate port")
         self.config = config
         self.stats = StunServerStats()
         self.limiter = SourceRateLimiter(config.rate_per_s, config.burst, config.max_tracked_sources)
