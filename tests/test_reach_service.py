@@ -14,7 +14,7 @@ import pytest
 
 from nodereach.reach.client import probe_port
 from nodereach.reach.limits import LimitsConfig
-from nodereach.reach.service import DialbackConfig, DialbackService
+from nodereach.reach.service import REQUESTER_TCP_BYTES, DialbackConfig, DialbackService
 from reach_helpers import free_port, full_backlog_listener
 
 LOOSE = LimitsConfig(address_burst=1000, network_burst=1000, max_ports_per_window=1000)
@@ -208,8 +208,10 @@ async def test_no_amplification_even_for_tiny_requests(server: tuple[DialbackSer
         writer.close()
         holder.close()
         doc = __import__("json").loads(resp.split(b"\r\n\r\n", 1)[1])
-        assert doc["request_bytes"] <= len(raw) + 2
+        assert doc["request_bytes"] <= len(raw) + 2 + REQUESTER_TCP_BYTES  # + its SYN, ACK, segment header
         assert 0 < doc["bytes_sent"] <= doc["request_bytes"], (proto, listen, doc)
+        if proto == "tcp" and listen:  # handshake + ACK/FIN/ACK (+ the token) was affordable and happened
+            assert doc["reachable"] is True
 
 
 async def test_x_forwarded_for_only_from_trusted_proxy() -> None:
@@ -333,3 +335,12 @@ async def test_trusted_proxy_not_capped_per_address() -> None:
         assert svc.guard.stats.dropped["too-many-address"] == 0
         text = await get_text(f"http://{addr}/metrics")
         assert 'nodereach_http_connections_dropped_total{reason="too-many-address"} 0.0' in text
+
+
+def test_tcp_budget_shortens_deadline_to_fit_syn_retransmissions() -> None:
+    from nodereach.reach.prober import tcp_min_budget
+
+    assert tcp_min_budget(0.5) == 60 + 3 * 52  # one SYN, then ACK, FIN, ACK on success
+    assert tcp_min_budget(2.0) == 60 + 3 * 52  # two SYNs (120) cost less than a completed handshake
+    assert tcp_min_budget(5.0) == 60 + 3 * 52  # three SYNs: 180 < 216
+    assert tcp_min_budget(2.0, ipv6=True) == 80 + 3 * 72

@@ -61,14 +61,30 @@ def _make_socket(host: str, kind: socket.SocketKind, source: str | None) -> sock
     return sock
 
 
+def _syns(seconds: float) -> int:
+    """SYNs the kernel sends within `seconds` (initial RTO 1 s, doubling: at 0, 1 s, 3 s)."""
+    return 1 + (seconds > 1.0) + (seconds > 3.0)
+
+
+def tcp_min_budget(timeout: float, ipv6: bool = False) -> int:
+    """Bytes the cheapest TCP probe may cost: every SYN the deadline allows, or one SYN + ACK + FIN + ACK."""
+    extra = 20 if ipv6 else 0
+    return max(_syns(timeout) * (TCP_SYN_BYTES + extra), TCP_SYN_BYTES + extra + 3 * (TCP_SEGMENT_OVERHEAD + extra))
+
+
 async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | None, timeout: float,  # noqa: ASYNC109
                     budget: int) -> ProbeOutcome:
-    """A completed handshake proves the port open; an echoed token proves it is nodereach's listener."""
+    """A completed handshake proves the port open; an echoed token proves it is nodereach's listener.
+
+    Byte accounting (on-wire, headers included): the SYNs sent, then on success our ACK, FIN and last ACK
+    (+ the token segment). The deadline is shortened so that SYN retransmissions fit the budget.
+    """
     loop = asyncio.get_running_loop()
     extra = 20 if _family(host) == socket.AF_INET6 else 0
-    # The kernel may retransmit the SYN (1 s, then 3 s): count the SYNs the deadline allows.
-    syns = 1 + (timeout > 1.0) + (timeout > 3.0)
-    sent = syns * (TCP_SYN_BYTES + extra)
+    while timeout > 1.0 and tcp_min_budget(timeout, bool(extra)) > budget:
+        timeout = 1.0 if timeout <= 3.0 else 3.0
+    if tcp_min_budget(timeout, bool(extra)) > budget:
+        return ProbeOutcome(None, "error", source=source)
     try:
         sock = _make_socket(host, socket.SOCK_STREAM, source)
     except OSError:
@@ -81,11 +97,14 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
                 await loop.sock_connect(sock, (host, port))
         except (OSError, TimeoutError) as exc:
             reason = _reason_for(exc)
+            elapsed = time.monotonic() - start
             # A RST or ICMP error came back: its delay is a round trip too (a timeout has none).
-            rtt_ms = None if reason == "timeout" else (time.monotonic() - start) * 1000
-            return ProbeOutcome(False, reason, rtt_ms=rtt_ms, source=src, bytes_sent=sent)
+            rtt_ms = None if reason == "timeout" else elapsed * 1000
+            return ProbeOutcome(False, reason, rtt_ms=rtt_ms, source=src,
+                                bytes_sent=_syns(elapsed) * (TCP_SYN_BYTES + extra))
         rtt = time.monotonic() - start
         src = sock.getsockname()[0]
+        sent = _syns(rtt) * (TCP_SYN_BYTES + extra) + 3 * (TCP_SEGMENT_OVERHEAD + extra)
         outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=sent)
         msg = codec.probe(token) if token else b""
         if not token or sent + len(msg) + TCP_SEGMENT_OVERHEAD + extra > budget:

@@ -76,10 +76,15 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
                         headers=headers)
 
 
+REQUESTER_TCP_BYTES = 60 + 52 + 52
+"""The requester's own SYN, ACK and the header of the segment carrying the request (IPv4; FIN not counted)."""
+
+
 def _request_bytes(request: web.Request, body_len: int) -> int:
-    """Bytes of the HTTP request as sent: the budget a probe may not exceed (no amplification)."""
+    """On-wire bytes the requester sent for this request: the budget a probe may not exceed (no amplification).
+    Counted like the probe: IP/TCP headers included."""
     line = len(request.method) + len(request.raw_path) + 11
-    return line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2 + body_len
+    return REQUESTER_TCP_BYTES + line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2 + body_len
 
 
 class DialbackService:
