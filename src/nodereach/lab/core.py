@@ -251,6 +251,8 @@ class Lab:
         netns.ip_batch(self.ns("router"), [f"addr del {old}/{prefix} dev wan", f"addr add {new}/{prefix} dev wan",
                                            f"route replace default via {gw}"])
         self._router_wan = new
+        if self.scenario.topology == "single" and (self.delay_ms or self.loss):
+            topology.pin_neighbours(self.ns, "router", "wan", new)
         if self.scenario.topology == "single":
             self.truth = dataclasses.replace(self.truth, client_public_ip=new, nat_wan_addresses=(new,))
         else:

@@ -8,6 +8,7 @@ the impairment forwarder when delay/loss is set. Nothing is ever created in the 
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import sys
 import time
@@ -124,7 +125,27 @@ def build(scenario: Scenario, ns: Callable[[str], str], *, delay_ms: float, loss
             netns.nft(ns("isp"), rules.router("port-restricted", isp_net, learn_timeout_s=udp_timeout_s))
     netns.nft(inet, rules.provider(udp_blocked=scenario.udp_blocked,
                                    filtered_ports=filtered_ports if scenario.p2p_filter else ()))
+    if forwarder is not None:
+        pin_neighbours(ns, sub, sub_if, subscriber_ip(scenario))
     return Built(subscriber=sub, subscriber_if=sub_if, forwarder=forwarder)
+
+
+def subscriber_ip(scenario: Scenario) -> str:
+    return {"open": A.OPEN_CLIENT_IP, "single": A.ROUTER_WAN_IP, "double": A.ISP_WAN_IP}[scenario.topology]
+
+
+def _mac(ns_name: str, dev: str) -> str:
+    out = netns.run(["ip", "-n", ns_name, "-j", "link", "show", "dev", dev]).stdout
+    return str(json.loads(out)[0]["address"])
+
+
+def pin_neighbours(ns: Callable[[str], str], sub: str, sub_if: str, sub_ip: str) -> None:
+    """Permanent ARP entries across an impaired link: with 100 ms RTT, resolving a neighbour would drop
+    the first burst (the unresolved queue holds ~200 small packets) and blur the configured loss."""
+    inet = ns("inet")
+    ip_batch(ns(sub), [f"neigh replace {A.INET_SUBSCRIBER_GW} lladdr {_mac(inet, 'br0')} dev {sub_if} "
+                       "nud permanent"])
+    ip_batch(inet, [f"neigh replace {sub_ip} lladdr {_mac(ns(sub), sub_if)} dev br0 nud permanent"])
 
 
 def _iface(ns_name: str, dev: str, addr: str, gw: str) -> None:
