@@ -446,3 +446,18 @@ async def test_ssdp_quirky_routers_are_found(lab: Callable[..., Lab], mode: str)
         found, elapsed = await net.run_async("client", search)
     assert found.host == A.HOME_LAN_GW and found.location == "http://192.168.1.1:5999/rootDesc.xml"
     assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("method", ["natpmp", "upnp"])
+async def test_gateway_gone_then_back(lab: Callable[..., Lab], method: str) -> None:
+    """miniupnpd down for a while: errors are reported (no crash, no hang), then the mapping comes back."""
+    net = lab("port-restricted", home_router=True)
+    port = {"natpmp": 31071, "upnp": 31072}[method]
+    keeper = _Keeper(net, port, "udp", method, poll=0.5)
+    async with keeper:
+        await asyncio.to_thread(net.stop_miniupnpd)
+        err = await keeper.next(lambda e: isinstance(e, Event) and e.kind == "error", 10)
+        assert "failed" in err.message
+        await asyncio.to_thread(restart_miniupnpd_losing_state, net)
+        back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 10.0)
+        assert back is not None

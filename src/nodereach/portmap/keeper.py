@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from nodereach.portmap import announce, pcp
@@ -61,7 +61,6 @@ class _State:
     slot: Slot
     renew_at: float = 0.0
     failures: int = 0
-    history: list[int] = field(default_factory=list)
 
 
 class PortMapper:
@@ -158,7 +157,7 @@ class PortMapper:
                     await self._create(st, first=True)
             except PortmapError as exc:
                 errors.append(f"{name}: {exc.message}")
-                await self._delete_all(quiet=True)
+                await self._delete_all()  # roll back what this protocol did map; the next one is tried
                 if self.method:
                     await self._raise_if_nat_in_front(reported, f"{name}: {exc.message}")
                     raise PortmapError(f"could not map through {name}: {exc.message}", exc.hint) from exc
@@ -273,10 +272,11 @@ class PortMapper:
         for st in self.states:
             try:
                 await self._create(st)
-            except PortmapError as exc:
+            except (PortmapError, OSError) as exc:
                 st.failures += 1
                 st.renew_at = asyncio.get_running_loop().time() + min(30.0, 2.0 ** (st.failures - 1))
-                self._emit("error", f"re-creating {st.slot.internal_port}/{st.slot.protocol} failed: {exc.message}")
+                self._emit("error", f"re-creating {st.slot.internal_port}/{st.slot.protocol} failed: "
+                           f"{getattr(exc, 'message', exc)}")
 
     async def poll_once(self) -> None:
         assert self.driver is not None
@@ -316,9 +316,13 @@ class PortMapper:
         while True:
             now = loop.time()
             if wake.is_set():
+                # The gateway announced a restart or a new address: look now, and renew every mapping at
+                # once (idempotent), because a restart within ~2 s is invisible to the epoch rules.
                 wake.clear()
                 self.announcements += 1
-                next_poll = now  # the gateway announced a restart or a new address: look now
+                next_poll = now
+                for st in self.states:
+                    st.renew_at = min(st.renew_at, now)
             due = min([st.renew_at for st in self.states] + [next_poll])
             if due > now:
                 with contextlib.suppress(TimeoutError):
@@ -330,19 +334,19 @@ class PortMapper:
                     await self.poll_once()
                     poll_failures = 0
                     next_poll = loop.time() + self.poll_interval
-                except PortmapError as exc:
+                except (PortmapError, OSError) as exc:
                     poll_failures += 1
-                    self._emit("error", f"gateway check failed: {exc.message}")
+                    self._emit("error", f"gateway check failed: {getattr(exc, 'message', exc)}")
                     next_poll = loop.time() + min(self.poll_interval, 2.0 ** (poll_failures - 1))
             for st in self.states:
                 if loop.time() >= st.renew_at:
                     try:
                         await self.renew(st)
-                    except PortmapError as exc:
+                    except (PortmapError, OSError) as exc:
                         st.failures += 1
                         st.renew_at = loop.time() + min(self.poll_interval, 2.0 ** (st.failures - 1))
                         self._emit("error", f"renewing {st.slot.internal_port}/{st.slot.protocol} failed: "
-                                   f"{exc.message}")
+                                   f"{getattr(exc, 'message', exc)}")
 
     async def _delete_all(self, *, quiet: bool = False) -> None:
         if self.driver is None:

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from typing import TypeVar
 
-from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable
+from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable, PortmapError
 
 T = TypeVar("T")
 
@@ -45,8 +45,11 @@ async def exchange(gateway: str, port: int, build: Callable[[str], bytes], parse
     which is also ignored while waiting: a hostile neighbour cannot make us give up before the deadline.
     """
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(lambda: _Proto((gateway, port)),
-                                                           remote_addr=(gateway, port))
+    try:
+        transport, proto = await loop.create_datagram_endpoint(lambda: _Proto((gateway, port)),
+                                                               remote_addr=(gateway, port))
+    except OSError as exc:  # no route (link down, address gone): a gateway problem, not a crash
+        raise PortmapError(f"{what}: cannot reach {gateway}:{port}: {exc.strerror or exc}") from exc
     try:
         local = transport.get_extra_info("sockname")[0]
         request = build(local)
@@ -71,7 +74,7 @@ async def exchange(gateway: str, port: int, build: Callable[[str], bytes], parse
                 refused = True  # ICMP port unreachable: nothing listens there
                 break
             if isinstance(item, Exception):
-                continue
+                continue  # other ICMP errors (host unreachable while the link flaps): keep trying
             try:
                 result = parse(item)
             except MalformedMessage as exc:
