@@ -277,8 +277,9 @@ class Check:
         async def trace() -> None:
             self.progress("path", "running", "TTL-limited probes")
             # Give the RTT estimate a moment: its RTO times the retransmission.
-            hops = await ttlprobe.trace(p_addr, max_ttl=8, deadline=budget.negative(time.monotonic(), 4),
-                                        rto=self.rtt.rto)
+            sent = time.monotonic()
+            hops = await ttlprobe.trace(p_addr, max_ttl=8, deadline=lambda: budget.negative(sent, 4),
+                                        rto=lambda: self.rtt.rto)
             nat_obs["hops"] = hops
             self.progress("path", "done", f"{len([h for h in hops if h])} hops answered")
 

@@ -13,6 +13,7 @@ import contextlib
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 from nodereach.stun import message as M
 
@@ -81,8 +82,10 @@ class _TtlSocket:
         self.sock.close()
 
 
-async def trace(dest: tuple[str, int], *, max_ttl: int, deadline: float, rto: float) -> list[str | None]:
-    """Addresses answering at TTL 1..max_ttl (None: silent), cut after the destination is reached."""
+async def trace(dest: tuple[str, int], *, max_ttl: int, deadline: Callable[[], float],
+                rto: Callable[[], float]) -> list[str | None]:
+    """Addresses answering at TTL 1..max_ttl (None: silent), cut after the destination is reached.
+    `deadline()` and `rto()` are re-read as the RTT estimate appears."""
     loop = asyncio.get_running_loop()
     probes: list[_TtlSocket] = []
     try:
@@ -95,23 +98,24 @@ async def trace(dest: tuple[str, int], *, max_ttl: int, deadline: float, rto: fl
             probes.append(p)
             loop.add_reader(p.sock.fileno(), p.readable)
             p.send()
-        resend_at = time.monotonic() + rto
+        start = time.monotonic()
+        resends = 0
         while True:
             pending = [p.done for p in probes if not p.done.done()]
             if not pending:
                 break
             now = time.monotonic()
-            if now >= deadline:
+            end = deadline()
+            if now >= end:
                 break
-            wait = min(deadline, resend_at) - now if resend_at > now else deadline - now
-            await asyncio.wait(pending, timeout=max(0.0, wait))
-            if time.monotonic() >= resend_at:
+            resend_at = start + rto() * (1.5 if resends == 0 else 3.5) if resends < 2 else end
+            wait = min(end, resend_at) - now if resend_at > now else min(end - now, 0.02)
+            await asyncio.wait(pending, timeout=max(0.0, min(wait, 0.05)))
+            if resends < 2 and time.monotonic() >= resend_at:
+                resends += 1
                 for p in probes:
                     if not p.done.done():
                         p.send()
-                resend_at = float("inf") if resend_at > deadline else time.monotonic() + rto * 2
-                if resend_at > deadline:
-                    resend_at = float("inf")
         hops: list[str | None] = []
         for p in probes:
             if p.done.done():
