@@ -112,3 +112,12 @@ def test_coturn_rfc5780_answers_on_both_addresses(lab: Callable[..., Lab]) -> No
             assert got is not None and got[0][:2] == b"\x01\x01" and got[0][8:20] == txid, (addr, port)
             assert got[1] == (addr, port)
     assert net.start_coturn(rfc5780=True) is net.daemons.coturn  # already running: reused
+
+
+@pytest.mark.parametrize("name", ["open", "port-restricted", "cgnat"])
+def test_addresses_match_the_interfaces(lab: Callable[..., Lab], name: str) -> None:
+    net = lab(name)
+    for host in net.hosts:
+        out = net.exec(host, ["ip", "-4", "-o", "addr", "show", "scope", "global"]).stdout
+        configured = {line.split()[3].split("/")[0] for line in out.splitlines()}
+        assert set(net.addresses(host)) == configured, host

@@ -130,3 +130,20 @@ def test_demo_command() -> None:
     result = runner.invoke(app, ["demo", "--scenario", "open", "--scenario", "symmetric"])
     assert result.exit_code == 0, result.output
     assert "symmetric" in result.output and "yes" in result.output
+
+
+@pytest.mark.lab
+def test_cli_lab_whose_namespaces_vanished_is_forgotten() -> None:
+    from conftest import require_lab
+
+    require_lab()
+    if cli_lab() is not None:
+        pytest.skip("a CLI lab is already running on this machine")
+    assert runner.invoke(app, ["lab", "up", "open"]).exit_code == 0
+    record = cli_lab()
+    assert record is not None
+    for name in record.namespaces:
+        netns.delete_namespace(name)
+    assert cli_lab() is None
+    assert registry.load(record.id) is None
+    assert "no CLI lab is running" in runner.invoke(app, ["lab", "status"]).output

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from nodereach.errors import UsageError
 from nodereach.lab import addresses as A
-from nodereach.lab import registry
+from nodereach.lab import netns, registry
 from nodereach.lab.core import Lab, check_environment
 from nodereach.lab.scenarios import SCENARIOS, get_scenario
 
@@ -51,6 +51,9 @@ def cli_lab() -> registry.LabRecord | None:
     """The running CLI lab (a persistent record whose namespaces still exist), if any."""
     for record in registry.load_all():
         if record.persistent:
+            if record.namespaces and not any(netns.exists(n) for n in record.namespaces):
+                registry.remove(record)  # its namespaces were deleted behind our back
+                continue
             return record
     return None
 

@@ -174,6 +174,19 @@ class Lab:
     def router_wan_address(self) -> str | None:
         return self._router_wan
 
+    def addresses(self, host: str) -> tuple[str, ...]:
+        """`host`'s IPv4 addresses in this scenario, primary first (WAN before LAN for routers)."""
+        self.ns(host)
+        if host in topology.INTERNET_HOST_ADDRS:
+            return topology.INTERNET_HOST_ADDRS[host]
+        if host == "inet":
+            return (A.INET_SUBSCRIBER_GW, A.INET_SERVER_GW)
+        if host == "client":
+            return (A.OPEN_CLIENT_IP,) if self.scenario.topology == "open" else (A.CLIENT_IP,)
+        if host == "router":
+            return (self._router_wan or "", A.HOME_LAN_GW)
+        return (A.ISP_WAN_IP, self.scenario.router_wan()[1])  # isp: WAN, then LAN (the router's gateway)
+
     # --- running things inside --------------------------------------------------------------------
     def exec(self, host: str, argv: Sequence[str], timeout: float = 10, check: bool = True,
              **run_kw: Any) -> subprocess.CompletedProcess[str]:

@@ -104,6 +104,10 @@ def list_namespaces(prefix: str = PREFIX) -> list[str]:
         return []
 
 
+def exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
 def namespace_pids(name: str) -> list[int]:
     proc = run(["ip", "netns", "pids", name], check=False, timeout=10)
     return [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
