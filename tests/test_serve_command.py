@@ -187,3 +187,30 @@ def test_port_in_use_is_one_clear_line() -> None:
                                "--no-stun", "--http-port", str(port)], capture_output=True, timeout=20)
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "cannot listen" in err and "Traceback" not in err
+
+
+def test_config_file_and_dual_stack(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+            s6.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this host")
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('addresses = ["127.0.0.1", "::1"]\nalt_address = "127.0.0.2"\n'
+                   '[dialback]\nrefused_ports = "40000-40100"\n')
+    s = Serve("--config", str(cfg))
+    try:
+        s.wait_ready()
+        assert stun_binding("127.0.0.1", s.stun) is not None
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c6:  # STUN on the IPv6 address too
+            c6.settimeout(1.0)
+            c6.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12), ("::1", s.stun))
+            assert parse_message(c6.recv(2048)).xor_mapped_address[0] == "::1"  # type: ignore[index]
+        status, body = http(s.url + "/v1/probe", b'{"port": 40050, "protocol": "tcp"}')
+        assert status == 403 and json.loads(body)["error"] == "refused-port"
+        status, body = http(f"http://[::1]:{s.http}/v1/address")
+        assert status == 200 and json.loads(body)["address"] == "::1"
+        info = json.loads(http(s.url + "/v1/info")[1])
+        assert [e["rfc5780"] for e in info["stun"]["endpoints"]] == [True, False]  # alt pairs with IPv4 only
+    finally:
+        assert s.stop()[0] == 0
