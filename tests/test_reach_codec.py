@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nodereach.errors import UsageError
 from nodereach.reach import codec
+from nodereach.reach.client import parse_server
 from nodereach.reach.codec import DialbackCodecError, Kind, Message, StreamDecoder
+from nodereach.reach.limits import client_address, parse_networks
+from nodereach.reach.service import ApiError, _parse_probe
 
 TOKEN = bytes(range(16))
 
@@ -94,3 +100,41 @@ def test_stream_decoder_rejects_bad_header_early() -> None:
     dec = StreamDecoder()
     with pytest.raises(DialbackCodecError, match="magic"):
         dec.feed(b"GET / HTTP/1.1\r\n")
+
+
+# --- the other parsers of network/user input: each has exactly one error type -------------------------
+@given(st.one_of(st.binary(max_size=300),
+                 st.dictionaries(st.text(max_size=12), st.one_of(st.integers(), st.text(max_size=70), st.none(),
+                                                                 st.lists(st.integers(), max_size=3)),
+                                 max_size=6).map(lambda d: json.dumps(d).encode()),
+                 st.fixed_dictionaries({"port": st.integers(-5, 70000),
+                                        "protocol": st.sampled_from(["tcp", "udp", "x"])},
+                                       optional={"token": st.text("0123456789abcdefg", max_size=70),
+                                                 "timeout_ms": st.integers(-1, 100_000)})
+                 .map(lambda d: json.dumps(d).encode())))
+@settings(deadline=None)
+def test_probe_body_parser_one_error(body: bytes) -> None:
+    try:
+        req = _parse_probe(body)
+    except ApiError as err:
+        assert err.status in (400, 403)
+        return
+    assert 1 <= req.port <= 65535 and req.protocol in ("tcp", "udp")
+
+
+@given(st.text(max_size=200))
+def test_forwarded_for_parser_one_error(header: str) -> None:
+    try:
+        addr = client_address("10.0.0.1", header, parse_networks(["10.0.0.0/8"]))
+    except ValueError:
+        return
+    assert addr.version in (4, 6)
+
+
+@given(st.text(max_size=80))
+def test_server_address_parser_one_error(text: str) -> None:
+    try:
+        host, port = parse_server(text)
+    except UsageError:
+        return
+    assert host and 1 <= port <= 65535
