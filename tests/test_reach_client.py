@@ -135,3 +135,14 @@ async def test_port_held_by_node_is_detected() -> None:
         node.bind(("0.0.0.0", 0))
         lst = _Listener("udp", "0.0.0.0", node.getsockname()[1])
         assert await lst.open() is False
+
+
+async def test_server_by_host_name() -> None:
+    """A host name (here from /etc/hosts: no DNS traffic) is resolved once and the probe uses its family."""
+    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2"))
+    port = (await svc.start(["127.0.0.1"], 0))[0][1]
+    try:
+        r = await probe_port(f"localhost:{port}", free_port(), "udp", timeout=2)
+        assert (r.reachable, r.reason, r.observed_address) == (True, "ok", "127.0.0.1")
+    finally:
+        await svc.close()

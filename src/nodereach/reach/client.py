@@ -14,6 +14,7 @@ import contextlib
 import errno
 import ipaddress
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -177,6 +178,20 @@ class _Listener:
         self._close = None
 
 
+async def _resolve(host: str, port: int, timeout: float) -> str | None:  # noqa: ASYNC109
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError):
+        return None
+    return str(infos[0][4][0]) if infos else None
+
+
 def _bind_host(server_host: str, local_address: str | None) -> str:
     if local_address:
         return local_address
@@ -195,8 +210,15 @@ async def probe_port(server: str, port: int, protocol: str, *, timeout: float, l
         raise UsageError(f"unknown protocol {protocol!r}", "use tcp or udp")
     if not 1 <= port <= 65535:
         raise UsageError(f"port {port} out of range", "ports are 1..65535")
-    host, _ = parse_server(server)
-    url = base_url(server) + "/v1/probe"
+    host, http_port = parse_server(server)
+    # Resolve once: the listener must use the family the server will probe over (the request's family).
+    started = time.monotonic()
+    address = await _resolve(host, http_port, min(1.0, timeout / 3))
+    if address is None:
+        return ProbeResult(port, protocol, None, "no-server", server=server, detail=f"cannot resolve {host!r}")
+    timeout = max(0.2, timeout - (time.monotonic() - started))
+    url = (f"http://[{address}]:{http_port}" if ":" in address else f"http://{address}:{http_port}") + "/v1/probe"
+    host = address
     listener: _Listener | None = None
     kind: Listener = "none"
     if listen:
