@@ -171,3 +171,18 @@ def test_signal_tears_down(sig: int) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_rebuild_after_teardown_and_no_double_build() -> None:
+    from conftest import require_lab
+    from nodereach.lab import LabError
+
+    require_lab()
+    net = Lab("open")
+    with net:
+        first = net.id
+        with pytest.raises(LabError, match="already built"):
+            net.build()
+    with net:
+        assert net.id != first and _works(net)
+    assert _lab_namespaces(first) == [] and _lab_namespaces(net.id) == []

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from nodereach.errors import EnvironmentProblem, UsageError
 from nodereach.lab import addresses as A
 from nodereach.lab import daemons, netns, registry, rules, topology
+from nodereach.lab.netns import LabError
 from nodereach.lab.scenarios import GroundTruth, Scenario, get_scenario
 
 T = TypeVar("T")
@@ -82,6 +83,7 @@ class Lab:
             truth = dataclasses.replace(truth, port_mapping=("upnp", "natpmp", "pcp"),
                                         port_mapping_works=self.scenario.topology == "single")
         self.truth: GroundTruth = truth
+        self._initial_truth = truth
         self.filtered_ports = self.truth.filtered_ports
         self.id = ""
         self.record: registry.LabRecord | None = None
@@ -100,6 +102,8 @@ class Lab:
         self.teardown()
 
     def build(self) -> Lab:
+        if self.record is not None:
+            raise LabError(f"lab {self.id} is already built", "tear it down first")
         check_environment()
         registry.remove_stale()
         owner = 0 if self.persistent else os.getpid()
@@ -148,6 +152,9 @@ class Lab:
         registry.remove(self.record)
         self.record = None
         self.built = False
+        self.daemons = daemons.Daemons(self)
+        self._router_wan = self.scenario.router_wan()[0] if self.scenario.has_router else None
+        self.truth = self._initial_truth
 
     def _track(self, proc: subprocess.Popen[Any]) -> None:
         with self._lock:
