@@ -3,6 +3,7 @@ mappings carry inbound traffic from the internet."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -137,3 +138,30 @@ def test_behind_cgnat_mappings_are_refused(lab: Callable[..., Lab]) -> None:
     assert "Mapped public port" not in pmp.stdout
     with P.udp(net, "client", port=41002) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
         assert not P.delivered(peer, client, (A.ISP_WAN_IP, 41002))
+
+
+def _pcp_map(internal_port: int, lifetime: int, nonce: bytes) -> bytes:
+    """A PCP MAP request (RFC 6887 section 11.1) for UDP, built by hand: the lab test needs no PCP client."""
+    client = b"\x00" * 10 + b"\xff\xff" + socket.inet_aton(A.CLIENT_IP)
+    header = bytes([2, 1, 0, 0]) + lifetime.to_bytes(4, "big") + client
+    body = nonce + bytes([17, 0, 0, 0]) + internal_port.to_bytes(2, "big") + internal_port.to_bytes(2, "big")
+    return header + body + b"\x00" * 10 + b"\xff\xff" + b"\x00" * 4
+
+
+def test_pcp_map_and_inbound_arrives(lab: Callable[..., Lab]) -> None:
+    net = lab("port-restricted", home_router=True)
+    nonce = os.urandom(12)
+    with P.udp(net, "client", port=43000) as client, P.udp(net, "peer", A.PEER_IP, 0) as peer:
+        client.sendto(_pcp_map(43000, 120, nonce), (A.HOME_LAN_GW, NATPMP_PORT))
+        got = P.recv(client, 2.0)
+        assert got is not None
+        reply = got[0]
+        assert len(reply) >= 60 and reply[0] == 2 and reply[1] == 0x81
+        assert reply[3] == 0, f"PCP result code {reply[3]}"
+        assert reply[24:36] == nonce
+        external_port = int.from_bytes(reply[42:44], "big")
+        assert socket.inet_ntoa(reply[56:60]) == A.ROUTER_WAN_IP
+        assert P.delivered(peer, client, (A.ROUTER_WAN_IP, external_port))
+        client.sendto(_pcp_map(43000, 0, nonce), (A.HOME_LAN_GW, NATPMP_PORT))  # delete
+        deleted = P.recv(client, 2.0)
+        assert deleted is not None and deleted[0][3] == 0
