@@ -102,6 +102,9 @@ def run_up(scenario: str, home_router: bool, delay_ms: float, loss: float) -> No
     print(f"lab {lab.id} up: {scenario}{' + home router (miniupnpd)' if home_router else ''}"
           f"{f', {delay_ms:g} ms one-way delay' if delay_ms else ''}{f', {loss:g}% loss' if loss else ''}")
     _print_hosts(lab.id, list(lab.hosts))
+    t = lab.truth
+    print(f"ground truth: {t.description} layers={t.layers} mapping={t.mapping} filtering={t.filtering} "
+          f"cgnat={'yes' if t.cgnat else 'no'} public={t.client_public_ip}")
     print(f"try: nodereach lab exec server -- nodereach serve --address {A.SERVER_IP} --alt-address "
           f"{A.SERVER_ALT_IP} &")
     print(f"     nodereach lab exec client -- nodereach check --server {A.SERVER_IP}")
@@ -121,6 +124,14 @@ def _print_hosts(lab_id: str, hosts: list[str]) -> None:
 def _record_hosts(record: registry.LabRecord) -> list[str]:
     prefix = f"nrl-{record.id}-"
     return [n[len(prefix):] for n in record.namespaces if n.startswith(prefix)]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [part.decode(errors="replace") for part in fh.read().split(b"\0") if part]
+    except OSError:
+        return []
 
 
 def run_exec(host: str, argv: list[str]) -> int:
@@ -172,6 +183,10 @@ def run_status() -> None:
         opts = ", ".join(f"{k}={v}" for k, v in record.options.items() if v)
         print(f"CLI lab {record.id}: {record.scenario}{f' ({opts})' if opts else ''}")
         _print_hosts(record.id, _record_hosts(record))
+        for pid in record.pids:
+            if netns.pid_alive(pid) and netns.pid_start_time(pid) == record.pid_starts.get(str(pid)):
+                argv = _cmdline(pid)
+                print(f"  process {pid}: {' '.join(argv[:3])}{' ...' if len(argv) > 3 else ''}")
     others = [r for r in records if not r.persistent]
     stale_ids = {r.id for r in registry.stale_labs()}
     if others or stale_ids:
