@@ -388,19 +388,21 @@ class _FakeSsdpRouter:
     """An SSDP responder on the router that answers M-SEARCH only to the multicast group, or from another
     port (real routers do both). Sockets live in the router namespace; the loop runs in a thread here."""
 
-    def __init__(self, net: Lab, mode: str) -> None:
+    def __init__(self, net: Lab, mode: str, address: str = A.HOME_LAN_GW) -> None:
         self.mode = mode
+        self.address = address
         self.rx = net.socket("router", socket.AF_INET, socket.SOCK_DGRAM)
         self.tx = net.socket("router", socket.AF_INET, socket.SOCK_DGRAM)
         self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.rx.bind(("0.0.0.0", 1900))
-        mreq = struct.pack("4s4s", socket.inet_aton("239.255.255.250"), socket.inet_aton(A.HOME_LAN_GW))
+        mreq = struct.pack("4s4s", socket.inet_aton("239.255.255.250"), socket.inet_aton(address))
         self.rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
         self.rx.settimeout(0.2)
         self.tx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(A.HOME_LAN_GW))
-        self.tx.bind((A.HOME_LAN_GW, 1900 if mode == "multicast" else 0))
+        self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
+        self.tx.bind((address, 1900 if mode == "multicast" else 0))
         self.stop = threading.Event()
+        self.replies = 0
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
@@ -414,9 +416,10 @@ class _FakeSsdpRouter:
             st = next((line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
                        if line.lower().startswith(b"st:")), b"")
             reply = (b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: " + st + b"\r\nUSN: uuid:fake::" + st
-                     + b"\r\nEXT:\r\nLOCATION: http://192.168.1.1:5999/rootDesc.xml\r\n\r\n")
+                     + b"\r\nEXT:\r\nLOCATION: http://" + self.address.encode() + b":5999/rootDesc.xml\r\n\r\n")
             dest = ("239.255.255.250", 1900) if self.mode == "multicast" else addr
             self.tx.sendto(reply, dest)
+            self.replies += 1
 
     def __enter__(self) -> _FakeSsdpRouter:
         self.thread.start()
@@ -461,3 +464,22 @@ async def test_gateway_gone_then_back(lab: Callable[..., Lab], method: str) -> N
         await asyncio.to_thread(restart_miniupnpd_losing_state, net)
         back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 10.0)
         assert back is not None
+
+
+async def test_ssdp_prefers_the_gateway_over_a_faster_lan_device(lab: Callable[..., Lab]) -> None:
+    """A hostile LAN device answering SSDP first (with a description on itself) does not win."""
+    from nodereach.portmap.ssdp import search_igd
+
+    net = lab("port-restricted", home_router=True)
+    evil = "192.168.1.66"
+    net.exec("router", ["ip", "addr", "add", f"{evil}/24", "dev", "lan"])
+    try:
+        async def search() -> Any:
+            return await search_igd(await find_gateway_async(), wait=2.0)
+
+        with _FakeSsdpRouter(net, "other-port", address=evil) as fake:
+            found = await net.run_async("client", search)
+        assert fake.replies > 0
+        assert found.host == A.HOME_LAN_GW and found.location.startswith("http://192.168.1.1:")
+    finally:
+        net.exec("router", ["ip", "addr", "del", f"{evil}/24", "dev", "lan"], check=False)
