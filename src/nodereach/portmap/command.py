@@ -13,7 +13,7 @@ from typing import Any, get_args
 from nodereach.errors import UsageError
 from nodereach.portmap import state
 from nodereach.portmap.base import METHODS, Method, Transport, is_unroutable
-from nodereach.portmap.errors import PortmapError
+from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import find_gateway_async
 from nodereach.portmap.keeper import Endpoint, Event, PortMapper
 from nodereach.portmap.probe import probe_all
@@ -191,6 +191,10 @@ async def _mappings(delete: list[tuple[int, Transport]], method: Method | None, 
     gw = await find_gateway_async()
     methods = (method,) if method else METHODS
     probes, drivers = await probe_all(gw, wait, methods)
+    if not drivers:
+        reasons = ", ".join(f"{m}: {probes[m].reason}" for m in methods)
+        raise NotAvailable(f"the gateway {gw.address} offers no port mapping ({reasons})",
+                           "nothing to list; `nodereach check` says what else can make the node reachable")
     rows: list[dict[str, Any]] = []
     records = [r for r in state.load() if r.gateway == gw.address and r.method in ("pcp", "natpmp")]
     recorded = {(r.protocol, r.external_port) for r in records}
