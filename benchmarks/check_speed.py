@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:32} {med:9.2f} {min(times):7.2f} {med / base:11.1f}  {'yes' if ok else 'NO ':5}  {answer}")
     print(f"\nnodereach in-process probing time (duration_s): median {statistics.median(probe_times):.2f} s, "
           f"min {min(probe_times):.2f} s; process wall time adds interpreter start-up and `ip netns exec`.")
+    print("Why RFC 3489 tools can misread a port-restricted Linux NAT as symmetric: their CHANGE-REQUEST test runs "
+          "on the same socket before the mapping test; the filtered reply from the alternate address leaves an "
+          "UNREPLIED conntrack entry on the router that blocks the preserved port toward that address, so the "
+          "next mapping gets a new port. nodereach runs mapping and filtering tests on separate sockets.")
     print("Only nodereach also measured: NAT layers, CGNAT, outbound port filters, the node's port from outside "
           "(dial-back), gateway port-mapping protocols, and advice.")
     return 0
