@@ -236,6 +236,9 @@ async def test_no_portmap_clear_message(lab: Callable[..., Lab]) -> None:
     assert time.monotonic() - start < 5.0
     assert "offers no port mapping" in exc.value.message
     assert exc.value.hint and "forward the port by hand" in exc.value.hint
+    for argv in (["open", "31033/tcp", "--once", "--timeout", "1"], ["mappings", "--timeout", "1"]):
+        r = net.exec("client", [NODEREACH, *argv], timeout=20, check=False)
+        assert r.returncode == 2 and "offers no port mapping" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("scenario", ["cgnat", "double-nat"])
