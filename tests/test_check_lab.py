@@ -177,3 +177,36 @@ def test_human_output_has_panel_path_and_advice(lab) -> None:  # type: ignore[no
     assert "node 192.168.1.10" in out and "internet as 198.51.100.3" in out
     assert out.index("Ask your provider for a public IPv4") < out.index("Nothing on your side")
     assert "Traceback" not in r.stderr
+
+
+NODE_LISTENER = """
+import socket, sys, time
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+if kind == socket.SOCK_STREAM:
+    s.listen(16)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_node_holding_its_ports(lab) -> None:  # type: ignore[no-untyped-def]
+    """When the node itself listens: TCP is judged by the server's handshake; UDP cannot be observed and says so."""
+    net: Lab = lab("open")
+    ensure_serve(net)
+    nodes = [net.spawn("client", [sys.executable, "-c", NODE_LISTENER, proto, "30303"], stdout=subprocess.PIPE,
+                       text=True) for proto in ("tcp", "udp")]
+    try:
+        for node in nodes:
+            assert node.stdout is not None and node.stdout.readline().strip() == "ready"
+        _code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, *PORTS)
+    finally:
+        for node in nodes:
+            node.kill()
+            node.wait(5)
+    by_proto = {p["protocol"]: p for p in doc["ports"]}
+    assert (by_proto["tcp"]["reachable"], by_proto["tcp"]["listener"]) == (True, "node")
+    assert (by_proto["udp"]["reachable"], by_proto["udp"]["reason"], by_proto["udp"]["listener"]) == \
+        (None, "udp-unobservable", "node")
+    assert doc["verdict"] == "reachable"  # the one definite answer is positive

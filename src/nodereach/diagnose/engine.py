@@ -284,6 +284,11 @@ class Check:
             self.progress("path", "done", f"{len([h for h in hops if h])} hops answered")
 
         async def port_paths() -> None:
+            if primary.http_port is None:
+                # Only a nodereach server is ours to knock on at other ports; a public STUN server is not.
+                rep.untested.append("outbound port filters: needs a nodereach server (--server)")
+                self.progress("filters", "skipped", "no nodereach server")
+                return
             self.progress("filters", "running", "outbound port paths")
             tcp_ports = sorted({*portfilter.WELL_KNOWN_TCP, *(p.port for p in self.opts.ports if p.protocol == "tcp")})
             udp_ports = sorted({p.port for p in self.opts.ports if p.protocol == "udp"})
