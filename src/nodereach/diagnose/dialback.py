@@ -129,18 +129,24 @@ async def _post_json(host: str, port: int, path: str,
                     break
     finally:
         writer.close()
-    header, sep, rest = data.partition(b"\r\n\r\n")
+    return parse_http_response(data)
+
+
+def parse_http_response(data: bytes) -> tuple[int, dict[str, Any]]:
+    """Status and JSON object body of a (bounded) HTTP/1.1 response; ValueError for anything else."""
+    header, sep, rest = data[:MAX_RESPONSE].partition(b"\r\n\r\n")
     if not sep:
         raise ValueError("truncated HTTP response")
     status_line = header.split(b"\r\n", 1)[0].split()
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit():
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit() \
+            or len(status_line[1]) != 3:
         raise ValueError("not an HTTP response")
     status = int(status_line[1])
     if b"chunked" in header.lower():
         rest = _dechunk(rest)
     try:
         doc = json.loads(rest.decode("utf-8", "replace") or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = {}
     return status, doc if isinstance(doc, dict) else {}
 

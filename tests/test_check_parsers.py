@@ -1,0 +1,75 @@
+"""Every parser the check applies to outside input: any input parses or raises its one typed error."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodereach.diagnose.command import parse_port, parse_server
+from nodereach.diagnose.dialback import _dechunk, parse_http_response
+from nodereach.diagnose.ttlprobe import IP_RECVERR, parse_errqueue
+from nodereach.errors import UsageError
+
+
+@given(st.text(max_size=40))
+def test_parse_port_total(text: str) -> None:
+    try:
+        specs = parse_port(text)
+    except UsageError:
+        return
+    assert specs and all(1 <= s.port <= 65535 and s.protocol in ("tcp", "udp") for s in specs)
+
+
+@given(st.text(max_size=60))
+def test_parse_server_total(text: str) -> None:
+    try:
+        spec = parse_server(text)
+    except UsageError:
+        return
+    assert spec.host and 1 <= spec.stun_port <= 65535
+
+
+@given(st.binary(max_size=300))
+def test_http_response_parser_total(data: bytes) -> None:
+    try:
+        status, doc = parse_http_response(data)
+    except ValueError:
+        return
+    assert 0 <= status <= 999 and isinstance(doc, dict)
+
+
+def test_http_response_examples() -> None:
+    assert parse_http_response(b'HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{"reachable":true}') == \
+        (200, {"reachable": True})
+    body = b'{"a": 1}'
+    chunked = b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body + \
+        b"\r\n0\r\n\r\n"
+    assert parse_http_response(chunked) == (429, {"a": 1})
+    assert parse_http_response(b"HTTP/1.1 200 OK\r\n\r\n[1,2]") == (200, {})
+    assert parse_http_response(b"HTTP/1.1 500 X\r\n\r\n" + b"[" * 100000) == (500, {})
+
+
+@given(st.binary(max_size=200))
+def test_dechunk_total(data: bytes) -> None:
+    assert isinstance(_dechunk(data), bytes)
+
+
+def _errqueue(origin: int, icmp_type: int, offender: str | None) -> list[tuple[int, int, bytes]]:
+    ee = struct.pack("=IBBBBII", 113, origin, icmp_type, 0, 0, 0, 0)
+    addr = struct.pack("=HH4s8x", socket.AF_INET, 0, socket.inet_aton(offender)) if offender else b""
+    return [(socket.IPPROTO_IP, IP_RECVERR, ee + addr)]
+
+
+def test_errqueue_examples() -> None:
+    assert parse_errqueue(_errqueue(2, 11, "192.168.1.1")) == (11, 0, "192.168.1.1")
+    assert parse_errqueue(_errqueue(2, 3, None)) == (3, 0, None)
+    assert parse_errqueue(_errqueue(1, 11, "10.0.0.1")) is None  # local error, not ICMP
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300), st.binary(max_size=64)), max_size=4))
+def test_errqueue_parser_total(anc: list[tuple[int, int, bytes]]) -> None:
+    result = parse_errqueue(anc)
+    assert result is None or (isinstance(result[0], int) and (result[2] is None or isinstance(result[2], str)))
