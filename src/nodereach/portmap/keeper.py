@@ -183,7 +183,7 @@ class PortMapper:
         return ("enable UPnP or NAT-PMP/PCP on the router or forward the port by hand; "
                 "`nodereach check` says whether that would help")
 
-    async def _create(self, st: _State, *, first: bool = False) -> None:
+    async def _create(self, st: _State, *, first: bool = False, again: bool = False) -> None:
         assert self.driver is not None
         slot = st.slot
         previous = self._endpoint(st)
@@ -202,6 +202,8 @@ class PortMapper:
         elif previous.external_port != ep.external_port:
             self._emit("port-changed", f"{slot.internal_port}/{slot.protocol}: external port changed "
                        f"{previous.external_port} -> {ep.external_port}", ep, previous)
+        elif again:
+            self._emit("mapped", f"re-created {slot.internal_port}/{slot.protocol} -> {ep} via {ep.method}", ep)
 
     def _schedule(self, st: _State, grant: Grant) -> None:
         now = asyncio.get_running_loop().time()
@@ -271,7 +273,7 @@ class PortMapper:
         self._emit("restarted", why)
         for st in self.states:
             try:
-                await self._create(st)
+                await self._create(st, again=True)
             except (PortmapError, OSError) as exc:
                 st.failures += 1
                 st.renew_at = asyncio.get_running_loop().time() + min(30.0, 2.0 ** (st.failures - 1))
@@ -292,7 +294,7 @@ class PortMapper:
                 f"{st.slot.grant.external_port}/{st.slot.protocol}" for st in lost if st.slot.grant)
                 + "; re-creating")
             for st in lost:
-                await self._create(st)
+                await self._create(st, again=True)
         self._note_address(poll.external_address)
 
     async def run(self) -> None:
