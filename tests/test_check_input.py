@@ -209,3 +209,11 @@ def test_builtin_servers_without_dns_say_what_is_missing(lab) -> None:  # type: 
     assert r.returncode == 3 and doc["verdict"] == "no-connectivity"
     assert all(s["answered"] is False and s["reason"] for s in doc["servers"])
     assert any("nodereach server" in n for n in doc["notes"] + doc["untested"])
+
+
+def test_ipv6_only_server_on_loopback_is_bounded() -> None:
+    code, doc, took = run_loopback("--server", f"[::1]:{_free_port()}", "--timeout", "1.5")
+    assert took < 4.0
+    assert doc["udp"]["ipv6"] is None and doc["tcp"]["ipv6"] is True  # RST came back: the path works
+    assert any("IPv6 only" in n for n in doc["notes"])
+    assert code == {"reachable": 0, "unreachable": 1, "no-connectivity": 3}[doc["verdict"]]

@@ -195,6 +195,8 @@ class Check:
             await self._local_info(None)
             if usable:
                 await self._ipv6(usable, budget)
+                rep.udp.outbound, rep.tcp.outbound = rep.udp.ipv6, rep.tcp.ipv6
+                rep.notes.append("IPv6 only: NAT behaviour, filters and inbound reachability are tested over IPv4")
             return
         if err is not None:
             rep.udp = Outbound(outbound=False, reason=f"no route to the servers ({err})")
@@ -404,11 +406,18 @@ class Check:
             self.report.udp.ipv6 = False
             self.report.untested.append(f"IPv6: {exc.strerror}")
             return
-        replies = await asyncio.gather(*(_request(sock, (_v6(s) or "", s.stun_port), budget) for s in v6))
-        got = next((r for r in replies if r is not None and r.mapped), None)
+        first: Addr = (_v6(v6[0]) or "", v6[0].stun_port)
+        udp_replies, (tcp_reply, tcp_reason) = await asyncio.gather(
+            asyncio.gather(*(_request(sock, (_v6(s) or "", s.stun_port), budget) for s in v6)),
+            tcp_binding(first, deadline=budget.end - 0.05))
+        got = next((r for r in udp_replies if r is not None and r.mapped), None)
         self.report.udp.ipv6 = got is not None
-        if got is not None and got.mapped is not None:
-            self.report.public.ipv6 = got.mapped[0]
+        self.report.tcp.ipv6 = tcp_reply is not None or tcp_reason == "refused"
+        if got is None and tcp_reply is None:
+            self.report.udp.ipv6 = None  # neither STUN over UDP nor over TCP: not a STUN server, UDP not judged
+        mapped = (got.mapped if got is not None else None) or (tcp_reply.mapped if tcp_reply is not None else None)
+        if mapped is not None:
+            self.report.public.ipv6 = mapped[0]
 
     async def _hairpin(self, m_sock: StunSocket, f_sock: StunSocket, obs: dict[str, object],
                        budget: Budget) -> None:
