@@ -585,3 +585,19 @@ async def test_pcp_ipv6_pinhole_over_ipv6() -> None:
         assert grant.external_address == "::1" and grant.lifetime == 600
     finally:
         tr.close()
+
+
+async def test_pcp_peer_through_the_driver() -> None:
+    def reply(req: bytes) -> list[bytes]:
+        assert req[1] == pcp.OP_PEER and len(req) == 80
+        # header, then the request's nonce/protocol/internal port, the granted external endpoint, its remote peer
+        return [bytes([2, 0x82, 0, 0]) + struct.pack("!II", 60, 9) + bytes(12) + req[24:40]
+                + struct.pack("!HH", 30303, 41000) + pcp.to_wire_address("198.51.100.2") + req[60:80]]
+
+    _g, port, tr = await _serve(reply)
+    try:
+        grant = await PcpClient("127.0.0.1", timeout=0.5, port=port).peer(os.urandom(12), "udp", 30303,
+                                                                           ("203.0.113.20", 5000), 60)
+        assert (grant.external_address, grant.external_port, grant.lifetime) == ("198.51.100.2", 41000, 60)
+    finally:
+        tr.close()

@@ -486,3 +486,20 @@ async def test_ssdp_prefers_the_gateway_over_a_faster_lan_device(lab: Callable[.
         assert found.host == A.HOME_LAN_GW and found.location.startswith("http://192.168.1.1:")
     finally:
         net.exec("router", ["ip", "addr", "del", f"{evil}/24", "dev", "lan"], check=False)
+
+
+async def test_upnp_long_lease_is_not_truncated(lab: Callable[..., Lab]) -> None:
+    """async-upnp-client sends timedelta.seconds (1 day + 30 s -> 30 s); the raw action sends the integer."""
+    net = lab("port-restricted", home_router=True)
+    driver = await net.run_async("client", _driver, "upnp")
+    slot = Slot("udp", 31081, b"")
+
+    async def body() -> Any:
+        slot.grant = await driver.map(slot, 31081, 86400 + 30)
+        try:
+            return await driver.entry("udp", 31081)  # type: ignore[attr-defined]
+        finally:
+            await driver.unmap(slot)
+
+    entry = await net.run_async("client", body)
+    assert int(entry["NewLeaseDuration"]) > 86000  # miniupnpd caps at its max_lifetime (86400 in the lab)
