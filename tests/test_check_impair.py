@@ -34,3 +34,16 @@ def test_forwarded_port_reachable_under_delay_and_loss(lab) -> None:  # type: ig
     code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--timeout", "10", *PORTS, timeout=40)
     assert_matches_truth(net, doc, forwarded=True)
     assert code == 0 and doc["verdict"] == "reachable"
+
+
+def test_short_timeout_keeps_what_it_learned(lab) -> None:  # type: ignore[no-untyped-def]
+    """A --timeout too short for everything: the run ends on time and reports what did come back."""
+    net: Lab = lab("port-restricted", **IMPAIRED)
+    ensure_serve(net)
+    _code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--timeout", "0.7", "--port", "30303/tcp",
+                                       timeout=20)
+    assert doc["duration_s"] <= 0.9
+    assert doc["udp"]["outbound"] is True and doc["public"]["ipv4"] == net.truth.client_public_ip
+    assert doc["verdict"] != "no-connectivity"
+    port = doc["ports"][0]
+    assert port["reachable"] is None and port["reason"] in ("timeout", "no-server")

@@ -135,6 +135,7 @@ class Check:
         self.report = Report()
         self.sockets: list[StunSocket] = []
         self.concluded = False
+        self.partial: tuple[ServerSpec, list[ServerSpec], dict[str, object], StunSocket] | None = None
         self.netinfo_task: asyncio.Future[netinfo.NetInfo]
 
     async def run(self) -> Report:
@@ -150,6 +151,11 @@ class Check:
         finally:
             for s in self.sockets:
                 s.close()
+        if not self.concluded and self.partial is not None:
+            # Out of time: conclude from what came back; what did not is unknown with a reason.
+            info = self.netinfo_task.result() if self.netinfo_task.done() and not self.netinfo_task.cancelled() \
+                and self.netinfo_task.exception() is None else netinfo.NetInfo()
+            self._conclude(*self.partial, info)
         if not self.concluded:
             if hasattr(self, "netinfo_task") and not self.netinfo_task.done():
                 self.netinfo_task.cancel()
@@ -228,6 +234,7 @@ class Check:
         m_sock = await self._open()
         f_sock = await self._open()
         nat_obs: dict[str, object] = {}
+        self.partial = (primary, v4, nat_obs, m_sock)
 
         async def mapping() -> None:
             self.progress("mapping", "running", "RFC 5780 mapping tests")
@@ -321,6 +328,8 @@ class Check:
                              for p in self.opts.ports]
                 return
             self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
+            rep.ports = [PortResult(port=p.port, protocol=p.protocol, reason="timeout")  # type: ignore[arg-type]
+                         for p in self.opts.ports]  # what stays if the run runs out of time
             server = dial[0]
             results = await asyncio.gather(*(self._dialback(server, p, budget) for p in self.opts.ports))
             rep.ports = list(results)
@@ -353,7 +362,7 @@ class Check:
             rep.nat.unknown_reasons["binding_lifetime_s"] = "not measured (use --lifetime)"
         await asyncio.gather(*tasks)
         info = await self._local_info(primary)
-        self._conclude(primary, v4, nat_obs, info, m_sock)
+        self._conclude(primary, v4, nat_obs, m_sock, info)
 
     async def _first_rtt(self, budget: Budget) -> None:
         """Wait (bounded) until some reply gave an RTT, so later deadlines can derive from it."""
@@ -439,8 +448,8 @@ class Check:
                     await f_sock.request_event.wait()
         obs["hairpin"] = (True, msg.transaction_id in f_sock.requests_seen, None)
 
-    def _conclude(self, primary: ServerSpec, v4: list[ServerSpec], obs: dict[str, object], info: netinfo.NetInfo,
-                  m_sock: StunSocket) -> None:
+    def _conclude(self, primary: ServerSpec, v4: list[ServerSpec], obs: dict[str, object], m_sock: StunSocket,
+                  info: netinfo.NetInfo) -> None:
         from nodereach.diagnose.conclude import conclude
 
         conclude(self.report, primary, v4, obs, info, m_sock, self.opts)
