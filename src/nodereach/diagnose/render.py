@@ -90,8 +90,11 @@ def render_report(rep: Report, console: Console | None = None) -> None:
     nat = rep.nat
     summary.add_row("NAT", f"{_yn(nat.present)}  layers {nat.layers if nat.layers is not None else '?'}  "
                            f"CGNAT {_yn(nat.cgnat)}")
-    summary.add_row("behaviour", f"mapping {nat.mapping}, filtering {nat.filtering}, port preservation "
-                                 f"{_yn(nat.port_preservation)}, hairpinning {_yn(nat.hairpinning)}")
+    if nat.present is False:
+        summary.add_row("behaviour", f"no NAT; inbound filtering {nat.filtering}")
+    else:
+        summary.add_row("behaviour", f"mapping {nat.mapping}, filtering {nat.filtering}, port preservation "
+                                     f"{_yn(nat.port_preservation)}, hairpinning {_yn(nat.hairpinning)}")
     for p in rep.ports:
         summary.add_row(f"port {p.port}/{p.protocol}", f"{_yn(p.reachable, 'reachable', 'not reachable')} "
                                                        f"[dim]{p.reason or ''}[/]")

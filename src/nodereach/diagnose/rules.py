@@ -68,7 +68,7 @@ def dmz_rules(node_ip: str, wan_if: str = WAN_PLACEHOLDER) -> dict[str, str]:
 
 def firewall_accept_rules(ports: list[PortSpec]) -> dict[str, str]:
     """Inbound accept rules for a stateful firewall on the node itself or on a router without NAT."""
-    nft = ["# nftables (on the node, or on the router's forward chain)"]
+    nft = ["# nftables (on the node; table/chain names as in your ruleset, here inet filter input)"]
     ipt = ["# iptables"]
     ufw = ["# ufw"]
     ros = ["# MikroTik RouterOS"]
