@@ -147,3 +147,12 @@ def test_cli_lab_whose_namespaces_vanished_is_forgotten() -> None:
     assert cli_lab() is None
     assert registry.load(record.id) is None
     assert "no CLI lab is running" in runner.invoke(app, ["lab", "status"]).output
+
+
+@pytest.mark.lab
+def test_exec_into_another_lab_by_id(lab: object) -> None:
+    net = lab("cgnat")  # type: ignore[operator]
+    check_wan = "ip -4 -o addr show dev wan | grep -q ' 100.64.0.2/'"
+    assert runner.invoke(app, ["lab", "exec", "--lab", net.id, "router", "--", "sh", "-c", check_wan]).exit_code == 0
+    assert runner.invoke(app, ["lab", "exec", "--lab", net.id, "isp", "--", "sh", "-c", check_wan]).exit_code == 1
+    _one_line_error(runner.invoke(app, ["lab", "exec", "--lab", "zzzzzz", "router", "--", "true"]), "no lab with id")

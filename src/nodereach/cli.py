@@ -150,11 +150,13 @@ def lab_up(
 def lab_exec(
     ctx: typer.Context,
     host: Annotated[str, typer.Argument(help="client, router, isp, server, peer, coturn, inet")],
+    lab_id: Annotated[str | None, typer.Option("--lab", help="id of another running lab (see `nodereach lab "
+                                               "status`), e.g. a test's, instead of the CLI lab")] = None,
 ) -> None:
     """Run a command inside a lab host: nodereach lab exec client -- nodereach check --server 203.0.113.10"""
     from nodereach.lab.command import run_exec
 
-    raise typer.Exit(_run(run_exec, host=host, argv=list(ctx.args)))
+    raise typer.Exit(_run(run_exec, host=host, argv=list(ctx.args), lab_id=lab_id))
 
 
 @lab_app.command("down")

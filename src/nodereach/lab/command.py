@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -134,9 +135,14 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def run_exec(host: str, argv: list[str]) -> int:
+def run_exec(host: str, argv: list[str], lab_id: str | None = None) -> int:
     check_environment()
-    record = cli_lab()
+    if lab_id is not None:
+        record = registry.load(lab_id) if re.fullmatch(r"[0-9a-f]{6}", lab_id) else None
+        if record is None:
+            raise UsageError(f"no lab with id {lab_id!r}", "see `nodereach lab status` for running labs")
+    else:
+        record = cli_lab()
     if record is None:
         raise UsageError("no CLI lab is running", "start one with `nodereach lab up port-restricted`")
     hosts = _record_hosts(record)
