@@ -398,6 +398,9 @@ class Check:
                                        server_wait=server_wait, http_timeout=http_timeout)
             if result.reachable is None or new.reachable is not None:
                 result = new
+            if result.reason in ("rate-limited", "server-busy") and budget.left() > 1.6:
+                await asyncio.sleep(1.0)  # the service asks to come back shortly (Retry-After: 1)
+                continue
             if result.reachable is True or result.reason not in ("no-mapping-or-filtered", "no-server"):
                 break
             if result.reachable is False and (self.rtt.recovered == 0 or attempt >= 1):
