@@ -210,3 +210,15 @@ def test_node_holding_its_ports(lab) -> None:  # type: ignore[no-untyped-def]
     assert (by_proto["udp"]["reachable"], by_proto["udp"]["reason"], by_proto["udp"]["listener"]) == \
         (None, "udp-unobservable", "node")
     assert doc["verdict"] == "reachable"  # the one definite answer is positive
+
+
+@pytest.mark.parametrize(("scenario", "preserved"), [("port-restricted", True), ("symmetric", False)])
+def test_public_endpoint_of_the_node_port(lab, scenario: str, preserved: bool) -> None:  # type: ignore[no-untyped-def]
+    net: Lab = lab(scenario)
+    ensure_serve(net)
+    _code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--port", "30303/udp")
+    endpoint = doc["ports"][0]["public_endpoint"]
+    assert endpoint is not None and endpoint.startswith(net.truth.client_public_ip + ":")
+    assert endpoint.endswith(":30303") is preserved
+    assert any("maps the node's UDP port 30303" in n for n in doc["notes"]) is not preserved
+    assert doc["ports"][0]["reachable"] is False  # measured before the mapping existed

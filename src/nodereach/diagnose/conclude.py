@@ -150,6 +150,10 @@ def conclude(rep: Report, primary: ServerSpec, v4: list[ServerSpec], obs: dict[s
     if hp_why and nat.present is not False:
         reasons["hairpinning"] = hp_why
 
+    for p in rep.ports:
+        if p.public_endpoint and nat.present and not p.public_endpoint.endswith(f":{p.port}"):
+            rep.notes.append(f"the NAT maps the node's UDP port {p.port} to {p.public_endpoint}: peers that dial the "
+                             f"advertised port {p.port} miss it unless the port is forwarded")
     dialback = any(s.http_port is not None for s in v4) and (not rep.ports or dial_ok)
     if not any(s.http_port is not None for s in v4):
         rep.untested.append("inbound reachability of the node's ports: no nodereach server (dial-back) "

@@ -331,8 +331,14 @@ class Check:
             rep.ports = [PortResult(port=p.port, protocol=p.protocol, reason="timeout")  # type: ignore[arg-type]
                          for p in self.opts.ports]  # what stays if the run runs out of time
             server = dial[0]
-            results = await asyncio.gather(*(self._dialback(server, p, budget) for p in self.opts.ports))
-            rep.ports = list(results)
+
+            async def one(spec: PortSpec) -> PortResult:
+                result = await self._dialback(server, spec, budget)
+                if spec.protocol == "udp" and result.listener == "nodereach":
+                    await self._node_port_mapping(result, p_addr, budget)
+                return result
+
+            rep.ports = list(await asyncio.gather(*(one(p) for p in self.opts.ports)))
             self.progress("ports", "done", "")
 
         async def ipv6() -> None:
@@ -406,6 +412,22 @@ class Check:
             if result.reachable is False and (self.rtt.recovered == 0 or attempt >= 1):
                 break  # a negative answer is asked once more only when loss was seen
         return result
+
+    async def _node_port_mapping(self, result: PortResult, server: Addr, budget: Budget) -> None:
+        """After the dial-back (so it cannot open the hole it tests): which public endpoint does the NAT give
+        the node's own UDP port? A node advertising its local port is unreachable if the NAT changes it."""
+        if budget.left() < 0.1:
+            return
+        try:
+            sock = await StunSocket(self.rtt, bind=("0.0.0.0", result.port)).open()
+        except OSError:
+            return
+        self.sockets.append(sock)
+        sent = time.monotonic()
+        reply = await sock.request(server, deadline=lambda: budget.negative(sent, 4))
+        sock.close()
+        if reply is not None and reply.source == server and reply.mapped is not None:
+            result.public_endpoint = f"{reply.mapped[0]}:{reply.mapped[1]}"
 
     async def _ipv6(self, usable: list[ServerSpec], budget: Budget) -> None:
         v6 = [s for s in usable if _v6(s)]

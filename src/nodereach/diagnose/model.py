@@ -89,6 +89,8 @@ class PortResult(msgspec.Struct, kw_only=True):
     """Code: `ok`, `no-mapping`, `filtered`, `refused`, `timeout`, `nothing-listening`, `no-server`, ..."""
     listener: Literal["node", "nodereach", "none"] | None = None
     rtt_ms: float | None = None
+    public_endpoint: str | None = None
+    """UDP: the `ip:port` the NAT gives the node's port (measured after the dial-back), when it was free."""
 
 
 class PortmapProtocol(msgspec.Struct, kw_only=True):
