@@ -62,7 +62,8 @@ def cli_lab() -> registry.LabRecord | None:
 def run_list(json_out: bool) -> None:
     if json_out:
         doc = {"scenarios": [{"name": s.name, "summary": s.summary, "hosts": list(s.hosts),
-                              "home_router": s.has_router, "truth": s.truth().as_dict()}
+                              "home_router_variant": s.has_router and not s.udp_blocked,
+                              "truth": s.truth().as_dict()}
                              for s in SCENARIOS.values()],
                "addresses": {k: v for k, v in vars(A).items() if k.isupper()}}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")

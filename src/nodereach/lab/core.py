@@ -28,11 +28,15 @@ from nodereach.errors import EnvironmentProblem, UsageError
 from nodereach.lab import addresses as A
 from nodereach.lab import daemons, netns, registry, rules, topology
 from nodereach.lab.netns import LabError
-from nodereach.lab.scenarios import GroundTruth, Scenario, get_scenario
+from nodereach.lab.scenarios import (
+    DEFAULT_UDP_STREAM_TIMEOUT_S,
+    DEFAULT_UDP_TIMEOUT_S,
+    GroundTruth,
+    Scenario,
+    get_scenario,
+)
 
 T = TypeVar("T")
-DEFAULT_UDP_TIMEOUT_S = 30
-DEFAULT_UDP_STREAM_TIMEOUT_S = 120
 _LIVE: set[Lab] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -75,13 +79,8 @@ class Lab:
                              "miniupnpd exits when its STUN check (UDP) fails")
         self.udp_timeout_s = udp_timeout_s or DEFAULT_UDP_TIMEOUT_S
         self.udp_stream_timeout_s = udp_timeout_s or DEFAULT_UDP_STREAM_TIMEOUT_S
-        truth = self.scenario.truth(ports)
-        if truth.nat_present:
-            truth = dataclasses.replace(truth, binding_lifetime_s=float(self.udp_timeout_s),
-                                        binding_lifetime_stream_s=float(self.udp_stream_timeout_s))
-        if home_router:
-            truth = dataclasses.replace(truth, port_mapping=("upnp", "natpmp", "pcp"),
-                                        port_mapping_works=self.scenario.topology == "single")
+        truth = self.scenario.truth(ports, home_router=home_router, udp_timeout_s=self.udp_timeout_s,
+                                    udp_stream_timeout_s=self.udp_stream_timeout_s)
         self.truth: GroundTruth = truth
         self._initial_truth = truth
         self.filtered_ports = self.truth.filtered_ports

@@ -6,7 +6,7 @@ in the internet core, and what a correct diagnosis must say about it. `Lab` (cor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from nodereach.errors import UsageError
@@ -18,6 +18,10 @@ NatRecipe = Literal["full-cone", "restricted-cone", "port-restricted", "symmetri
 Topology = Literal["open", "single", "double"]
 
 INTERNET_HOSTS = ("inet", "server", "peer", "coturn")
+DEFAULT_UDP_TIMEOUT_S = 30
+"""conntrack's UDP timeout (Linux default, set explicitly in every router): a binding after one exchange."""
+DEFAULT_UDP_STREAM_TIMEOUT_S = 120
+"""conntrack's UDP stream timeout: a binding that carried traffic both ways for more than 2 s."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,19 @@ class Scenario:
             return A.CGNAT_ROUTER_WAN, A.CGNAT_ISP_LAN, 24
         return A.DOUBLE_NAT_ROUTER_WAN, A.DOUBLE_NAT_ISP_LAN, 24
 
-    def truth(self, filtered_ports: tuple[int, ...] | None = None) -> GroundTruth:
+    def truth(self, filtered_ports: tuple[int, ...] | None = None, *, home_router: bool = False,
+              udp_timeout_s: int = DEFAULT_UDP_TIMEOUT_S,
+              udp_stream_timeout_s: int = DEFAULT_UDP_STREAM_TIMEOUT_S) -> GroundTruth:
+        """The ground truth of this scenario built with these options (what `Lab(...).truth` says)."""
         ports = tuple(filtered_ports if filtered_ports is not None else A.DEFAULT_FILTERED_PORTS)
-        return GroundTruth(**self.truth_base, filtered_ports=ports if self.p2p_filter else ())
+        truth = GroundTruth(**self.truth_base, filtered_ports=ports if self.p2p_filter else ())
+        if truth.nat_present:
+            truth = replace(truth, binding_lifetime_s=float(udp_timeout_s),
+                            binding_lifetime_stream_s=float(udp_stream_timeout_s))
+        if home_router:
+            truth = replace(truth, port_mapping=("upnp", "natpmp", "pcp"),
+                            port_mapping_works=self.topology == "single")
+        return truth
 
 
 _TCP_CONNTRACK = ("TCP: masquerade + conntrack, i.e. endpoint-independent mapping (port kept when free) and "
