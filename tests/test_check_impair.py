@@ -45,5 +45,6 @@ def test_short_timeout_keeps_what_it_learned(lab) -> None:  # type: ignore[no-un
     assert doc["duration_s"] <= 0.9
     assert doc["udp"]["outbound"] is True and doc["public"]["ipv4"] == net.truth.client_public_ip
     assert doc["verdict"] != "no-connectivity"
-    port = doc["ports"][0]
-    assert port["reachable"] is None and port["reason"] in ("timeout", "no-server")
+    port = doc["ports"][0]  # either answered in time (a true negative) or left unknown with the reason
+    assert (port["reachable"], port["reason"]) in ((False, "no-mapping-or-filtered"), (None, "timeout"),
+                                                   (None, "no-server"))

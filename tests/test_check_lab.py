@@ -183,6 +183,7 @@ NODE_LISTENER = """
 import socket, sys, time
 kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_INET, kind)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[2])))
 if kind == socket.SOCK_STREAM:
     s.listen(16)
@@ -195,12 +196,13 @@ def test_node_holding_its_ports(lab) -> None:  # type: ignore[no-untyped-def]
     """When the node itself listens: TCP is judged by the server's handshake; UDP cannot be observed and says so."""
     net: Lab = lab("open")
     ensure_serve(net)
-    nodes = [net.spawn("client", [sys.executable, "-c", NODE_LISTENER, proto, "30303"], stdout=subprocess.PIPE,
+    nodes = [net.spawn("client", [sys.executable, "-c", NODE_LISTENER, proto, "30313"], stdout=subprocess.PIPE,
                        text=True) for proto in ("tcp", "udp")]
     try:
         for node in nodes:
             assert node.stdout is not None and node.stdout.readline().strip() == "ready"
-        _code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, *PORTS)
+        _code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--port", "30313/tcp", "--port",
+                                            "30313/udp")
     finally:
         for node in nodes:
             node.kill()
