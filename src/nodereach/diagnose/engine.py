@@ -239,14 +239,20 @@ class Check:
         async def mapping() -> None:
             self.progress("mapping", "running", "RFC 5780 mapping tests")
             dests = [(_v4(s) or "", s.stun_port) for s in v4]
-            replies = list(await asyncio.gather(*(_request(m_sock, d, budget) for d in dests)))
-            for i, (d, r) in enumerate(zip(dests, replies, strict=True)):
-                if r is not None and r.source != d:  # spoofed, stray or misconfigured: never trusted
-                    replies[i] = None
+            pairs: list[list[object]] = [[s, None] for s in v4]  # filled as replies come (a timeout keeps them)
+            nat_obs["server_replies"] = pairs
+
+            async def test1(i: int) -> Reply | None:
+                r = await _request(m_sock, dests[i], budget)
+                if r is not None and r.source != dests[i]:  # spoofed, stray or misconfigured: never trusted
                     if i == 0:
                         nat_obs["t1_reason"] = f"reply came from {r.source[0]}:{r.source[1]}, not the server address"
-            nat_obs["server_replies"] = list(zip(v4, replies, strict=True))
-            t1 = replies[0]
+                    r = None
+                pairs[i][1] = r
+                return r
+
+            others = [asyncio.ensure_future(test1(i)) for i in range(1, len(dests))]
+            t1 = await test1(0)
             nat_obs["t1"] = t1
             t1_ready.set()
             other = t1.other_address if t1 and t1.error is None else None
@@ -258,6 +264,7 @@ class Check:
                 t2 = r2.mapped if r2 and r2.error is None and r2.source == (other[0], p_addr[1]) else None
                 t3 = r3.mapped if r3 and r3.error is None and r3.source == other else None
             nat_obs["t2"], nat_obs["t3"] = t2, t3
+            await asyncio.gather(*others)
             self.progress("mapping", "done" if t1 else "failed", "")
 
         async def filtering() -> None:
