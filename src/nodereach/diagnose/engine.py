@@ -407,8 +407,10 @@ class Check:
             if left < 0.4:
                 break
             http_timeout = left - 0.02
+            # Two TCP probes at once where the service's in-flight cap (4 per address) leaves room.
+            copies = 2 if spec.protocol == "tcp" and len(self.opts.ports) + 1 <= 4 - 1 else 1
             new = await dialback.probe(host, server.http_port, spec.port, spec.protocol,
-                                       server_wait=server_wait, http_timeout=http_timeout)
+                                       server_wait=server_wait, http_timeout=http_timeout, copies=copies)
             if result.reachable is None or new.reachable is not None:
                 result = new
             if result.reason in ("rate-limited", "server-busy") and budget.left() > 1.6:
