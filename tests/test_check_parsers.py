@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import struct
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nodereach.diagnose.command import parse_port, parse_server
 from nodereach.diagnose.dialback import _dechunk, parse_http_response
-from nodereach.diagnose.ttlprobe import IP_RECVERR, parse_errqueue
 from nodereach.errors import UsageError
 
 
@@ -55,21 +51,3 @@ def test_http_response_examples() -> None:
 @given(st.binary(max_size=200))
 def test_dechunk_total(data: bytes) -> None:
     assert isinstance(_dechunk(data), bytes)
-
-
-def _errqueue(origin: int, icmp_type: int, offender: str | None) -> list[tuple[int, int, bytes]]:
-    ee = struct.pack("=IBBBBII", 113, origin, icmp_type, 0, 0, 0, 0)
-    addr = struct.pack("=HH4s8x", socket.AF_INET, 0, socket.inet_aton(offender)) if offender else b""
-    return [(socket.IPPROTO_IP, IP_RECVERR, ee + addr)]
-
-
-def test_errqueue_examples() -> None:
-    assert parse_errqueue(_errqueue(2, 11, "192.168.1.1")) == (11, 0, "192.168.1.1")
-    assert parse_errqueue(_errqueue(2, 3, None)) == (3, 0, None)
-    assert parse_errqueue(_errqueue(1, 11, "10.0.0.1")) is None  # local error, not ICMP
-
-
-@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300), st.binary(max_size=64)), max_size=4))
-def test_errqueue_parser_total(anc: list[tuple[int, int, bytes]]) -> None:
-    result = parse_errqueue(anc)
-    assert result is None or (isinstance(result[0], int) and (result[2] is None or isinstance(result[2], str)))

@@ -11,33 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 import time
 from collections.abc import Callable
 
+from nodereach.icmp import ERRQUEUE_ANCBUF, ICMP_TIME_EXCEEDED, IP_RECVERR, parse_errqueue
 from nodereach.stun import message as M
 
-IP_RECVERR = 11
-SO_EE_ORIGIN_ICMP = 2
-ICMP_TIME_EXCEEDED = 11
-ICMP_DEST_UNREACH = 3
-_EE = struct.Struct("=IBBBBII")
-
-
-def parse_errqueue(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int, str | None] | None:
-    """(icmp type, code, offender address) from recvmsg ancillary data, or None."""
-    for level, ctype, data in ancdata:
-        if level != socket.IPPROTO_IP or ctype != IP_RECVERR or len(data) < _EE.size:
-            continue
-        _errno, origin, icmp_type, code, _pad, _info, _data = _EE.unpack_from(data)
-        if origin != SO_EE_ORIGIN_ICMP:
-            continue
-        offender = None
-        rest = data[_EE.size:]
-        if len(rest) >= 8 and struct.unpack_from("=H", rest)[0] == socket.AF_INET:
-            offender = socket.inet_ntoa(rest[4:8])
-        return icmp_type, code, offender
-    return None
+__all__ = ["IP_RECVERR", "parse_errqueue", "trace"]  # IP_RECVERR, parse_errqueue: re-exported
 
 
 class _TtlSocket:
@@ -59,7 +39,7 @@ class _TtlSocket:
     def readable(self) -> None:
         while True:
             try:
-                _data, anc, _flags, _addr = self.sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+                _data, anc, _flags, _addr = self.sock.recvmsg(512, ERRQUEUE_ANCBUF, socket.MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:

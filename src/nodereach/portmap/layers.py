@@ -12,32 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 
-IP_RECVERR = 11
-SO_EE_ORIGIN_ICMP = 2
-ICMP_TIME_EXCEEDED = 11
-ICMP_DEST_UNREACH = 3
-_EE = struct.Struct("=IBBBBII")
+from nodereach.icmp import ERRQUEUE_ANCBUF, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED, IP_RECVERR, IcmpError, parse_errqueue
+
 PROBE_PORT = 9  # discard: nothing answers, a local delivery yields port-unreachable or silence
 
 
-def _read_error(sock: socket.socket) -> tuple[int, str | None] | None:
+def _read_error(sock: socket.socket) -> IcmpError | None:
+    """One ICMP error from the queue; None when the queue is empty (a local error is skipped as empty)."""
     try:
-        _data, ancdata, _flags, _addr = sock.recvmsg(512, 1024, socket.MSG_ERRQUEUE)
-    except (BlockingIOError, InterruptedError):
+        _data, ancdata, _flags, _addr = sock.recvmsg(512, ERRQUEUE_ANCBUF, socket.MSG_ERRQUEUE)
+    except OSError:  # BlockingIOError: empty
         return None
-    for level, ctype, data in ancdata:
-        if level != socket.IPPROTO_IP or ctype != IP_RECVERR or len(data) < _EE.size:
-            continue
-        _errno, origin, icmp_type, _code, _pad, _info, _ = _EE.unpack_from(data)
-        if origin != SO_EE_ORIGIN_ICMP:
-            continue
-        rest = data[_EE.size:]
-        offender = socket.inet_ntoa(rest[4:8]) if len(rest) >= 8 and struct.unpack_from(
-            "=H", rest)[0] == socket.AF_INET else None
-        return icmp_type, offender
-    return None
+    return parse_errqueue(ancdata)
 
 
 async def external_on_gateway(external: str, *, wait: float = 0.5) -> tuple[bool | None, str | None]:
@@ -63,7 +50,7 @@ async def external_on_gateway(external: str, *, wait: float = 0.5) -> tuple[bool
                 err = _read_error(sock)
                 if err is None:
                     return
-                icmp_type, offender = err
+                icmp_type, _code, offender = err
                 if done.done():
                     continue
                 if icmp_type == ICMP_TIME_EXCEEDED:
