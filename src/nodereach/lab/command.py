@@ -36,27 +36,55 @@ def _console() -> Console:
     return Console(soft_wrap=False)
 
 
+_LOCK_HELD = False
+
+
 @contextlib.contextmanager
-def _cli_lock() -> Iterator[None]:
-    """Serialise `lab up` / `lab down`: "one CLI lab at a time" holds even when two shells race."""
+def _cli_lock(blocking: bool = True) -> Iterator[bool]:
+    """Serialise `lab up` / `lab down`: "one CLI lab at a time" holds even when two shells race.
+    Yields False when `blocking` is off and another process holds the lock; re-entrant in this process."""
+    global _LOCK_HELD
+    if _LOCK_HELD:
+        yield True
+        return
     registry.REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
     with (registry.REGISTRY_DIR / "cli.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        _LOCK_HELD = True
+        try:
+            yield True
         finally:
+            _LOCK_HELD = False
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cli_lab() -> registry.LabRecord | None:
-    """The running CLI lab (a persistent record whose namespaces still exist), if any."""
+    """The running CLI lab (a persistent record whose namespaces still exist, or that is being built)."""
     for record in registry.load_all():
         if record.persistent:
-            if record.namespaces and not any(netns.exists(n) for n in record.namespaces):
-                registry.remove(record)  # its namespaces were deleted behind our back
+            if record.namespaces and not any(netns.exists(n) for n in record.namespaces) \
+                    and _forget_vanished(record.id):
                 continue
             return record
     return None
+
+
+def _forget_vanished(lab_id: str) -> bool:
+    """Forget a CLI lab whose namespaces were all deleted behind our back, but only under the CLI lock:
+    `lab up` builds under it, so a lab being built (record first, namespaces next) never looks vanished."""
+    with _cli_lock(blocking=False) as locked:
+        if not locked:
+            return False
+        record = registry.load(lab_id)
+        if record is not None:
+            if any(netns.exists(n) for n in record.namespaces):
+                return False
+            registry.remove(record)
+        return True
 
 
 def run_list(json_out: bool) -> None:

@@ -110,11 +110,9 @@ class Lab:
             id="", scenario=self.scenario.name, owner_pid=owner,
             owner_start=netns.pid_start_time(owner) if owner else None, persistent=self.persistent,
             options={"home_router": self.home_router, "delay_ms": self.delay_ms, "loss": self.loss,
-                     "filtered_ports": list(self.filtered_ports), "udp_timeout_s": self.udp_timeout_s},
-            namespaces=[]))
+                     "filtered_ports": list(self.filtered_ports), "udp_timeout_s": self.udp_timeout_s}),
+            hosts=self.hosts)  # the complete record exists before the first namespace does
         self.id = self.record.id
-        self.record.namespaces = [self.ns(h) for h in self.hosts]
-        self.record.save()
         with _LIVE_LOCK:
             _LIVE.add(self)
         _install_signal_handler()
@@ -308,7 +306,8 @@ def _teardown_live() -> None:
     with _LIVE_LOCK:
         labs = list(_LIVE)
     for lab in labs:
-        if not lab.persistent:
+        # A forked child that exits normally must not tear down its parent's labs.
+        if not lab.persistent and lab.record is not None and lab.record.owner_pid == os.getpid():
             with contextlib.suppress(Exception):
                 lab.teardown()
 
