@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodereach.diagnose.command import parse_port, parse_server
-from nodereach.diagnose.dialback import _dechunk, parse_http_response
 from nodereach.errors import UsageError
+from nodereach.reach.http1 import dechunk, parse_http_response
 
 
 @given(st.text(max_size=40))
@@ -50,4 +50,4 @@ def test_http_response_examples() -> None:
 
 @given(st.binary(max_size=200))
 def test_dechunk_total(data: bytes) -> None:
-    assert isinstance(_dechunk(data), bytes)
+    assert isinstance(dechunk(data), bytes)

@@ -1,16 +1,21 @@
-"""Dial-back client: server address forms, bad servers (never a traceback or hang), result merging."""
+"""Dial-back client: server address forms, bad servers (never a traceback or hang), result merging, the
+lean path (no aiohttp), parallel copies and the port being free again right after a probe."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from nodereach.errors import UsageError
-from nodereach.reach.client import ProbeResult, _combine, _Listener, parse_server, probe_port, server_info
+from nodereach.reach import client
+from nodereach.reach.client import ProbeResult, _combine, _Listener, dial_back, parse_server, probe_port, server_info
 from nodereach.reach.limits import LimitsConfig
 from nodereach.reach.service import DialbackConfig, DialbackService
 from reach_helpers import free_port
@@ -146,3 +151,96 @@ async def test_server_by_host_name() -> None:
         assert (r.reachable, r.reason, r.observed_address) == (True, "ok", "127.0.0.1")
     finally:
         await svc.close()
+
+
+def test_token_lost_but_our_listener_accepted_is_ok() -> None:
+    """The server completed the handshake and our listener accepted a connection: the echo got lost, not the
+    probe (the check asks again under loss; this keeps a lost token segment from reading as 'other host')."""
+    lst = _listener(False)
+    lst.connections = 1
+    r = _combine(ProbeResult(1, "tcp", None, "x"), {"reachable": True, "reason": "unverified"}, lst)
+    assert (r.reachable, r.reason) == (True, "ok")
+
+
+def test_best_of_several_answers() -> None:
+    neg = (200, {"reachable": False, "reason": "timeout"})
+    pos = (200, {"reachable": True, "reason": "unverified"})
+    ver = (200, {"reachable": True, "reason": "ok", "verified": True})
+    none = (None, {"message": "timed out"})
+    best = client._best
+    assert best([neg, ver, pos]) == ver and best([neg, pos]) == pos and best([none, neg]) == neg
+    assert best([none, (429, {"error": "rate-limited-address"})])[0] == 429 and best([none, none]) == none
+
+
+async def _http_server(reply: bytes) -> asyncio.Server:
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1000)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(on_conn, "127.0.0.1", 0)
+
+
+async def test_not_a_dialback_api_is_no_server() -> None:
+    srv = await _http_server(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    try:
+        r = await probe_port(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", free_port(), "tcp", timeout=2)
+    finally:
+        srv.close()
+    assert (r.reachable, r.reason) == (None, "no-server")
+
+
+async def test_oversized_answer_is_bounded() -> None:
+    """A server that streams endlessly: the client reads at most 64 KiB and gives a typed answer in time."""
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1000)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(200):  # bounded: 200 x 8 KiB
+                writer.write(b"[" * 8192)
+                await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    start = time.monotonic()
+    try:
+        r = await probe_port(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", free_port(), "tcp", timeout=2)
+    finally:
+        srv.close()
+    assert (r.reachable, r.reason) == (None, "server-error") and time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+async def test_dial_back_copies_and_deadline_from_handshake(protocol: str) -> None:
+    """The check's entry: two probes of one listener at once; the deadline callback sees the handshake time."""
+    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2",
+                                         limits=LimitsConfig(address_burst=100, network_burst=100)))
+    http_port = (await svc.start(["127.0.0.1"], 0))[0][1]
+    seen: list[float] = []
+
+    def server_wait(handshake_s: float) -> float:
+        seen.append(handshake_s)
+        return 0.5
+
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    port = free_port(kind)
+    try:
+        r = await dial_back("127.0.0.1", http_port, port, protocol, server_wait=server_wait, http_timeout=2.0,
+                            copies=2)
+    finally:
+        await svc.close()
+    assert (r.reachable, r.reason, r.listener, r.received) == (True, "ok", "nodereach", True)
+    assert len(seen) == 2 and all(0 <= h < 0.5 for h in seen)
+    # The port is free again at once: the check's retry under loss binds it right away.
+    with socket.socket(socket.AF_INET, kind) as again:
+        if kind == socket.SOCK_STREAM:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("0.0.0.0", port))
+
+
+def test_probe_path_does_not_import_aiohttp() -> None:
+    """Importing aiohttp costs more than a whole probe at LAN RTTs: the client and the check's adapter avoid it."""
+    code = ("import sys, nodereach.reach.client, nodereach.diagnose.dialback; "
+            "sys.exit(1 if 'aiohttp' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0

@@ -16,14 +16,14 @@ import ipaddress
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import aiohttp
 
 from nodereach import defaults
 from nodereach.errors import UsageError
 from nodereach.reach import codec
+from nodereach.reach.http1 import host_port, request_json
 
 Listener = Literal["nodereach", "node", "none"]
 
@@ -118,9 +118,15 @@ class _UdpEcho(asyncio.DatagramProtocol):
     def __init__(self, owner: _Listener) -> None:
         self.owner = owner
         self.transport: asyncio.DatagramTransport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        """Done once the socket is closed (the transport closes it on a later loop iteration)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
@@ -141,14 +147,14 @@ class _Listener:
         self.port = port
         self.token = secrets.token_bytes(16)
         self.received = False
-        self.received_at: float | None = None
+        """The server's PROBE with our token arrived (proof it reached this host)."""
         self.connections = 0
+        """TCP connections accepted: the server's probe got through even if the token was lost."""
         self._close: Any = None
+        self._udp: _UdpEcho | None = None
 
     def mark_received(self) -> None:
-        if not self.received:
-            self.received = True
-            self.received_at = time.monotonic()
+        self.received = True
 
     async def open(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -158,8 +164,8 @@ class _Listener:
                                                   reuse_address=True, backlog=16)
                 self._close = server
             else:
-                transport, _ = await loop.create_datagram_endpoint(lambda: _UdpEcho(self),
-                                                                   local_addr=(self.host, self.port))
+                transport, self._udp = await loop.create_datagram_endpoint(lambda: _UdpEcho(self),
+                                                                           local_addr=(self.host, self.port))
                 self._close = transport
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
@@ -168,14 +174,17 @@ class _Listener:
         return True
 
     async def close(self) -> None:
-        if isinstance(self._close, asyncio.AbstractServer):
-            self._close.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await self._close.wait_closed()
-        elif self._close is not None:
-            self._close.close()
-        self._close = None
+        """Close and wait (bounded) until the port is free again: a retry may bind it right away."""
+        closer, self._close = self._close, None
+        if closer is None:
+            return
+        closer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.5):
+                if isinstance(closer, asyncio.AbstractServer):
+                    await closer.wait_closed()
+                elif self._udp is not None:
+                    await self._udp.closed
 
 
 async def _resolve(host: str, port: int, timeout: float) -> str | None:  # noqa: ASYNC109
@@ -201,15 +210,14 @@ def _bind_host(server_host: str, local_address: str | None) -> str:
         return "0.0.0.0"
 
 
+ServerWait = Callable[[float], float]
+"""handshake seconds of the API request -> the probe deadline to ask the server for (seconds)."""
+
+
 async def probe_port(server: str, port: int, protocol: str, *, timeout: float, listen: bool = True,  # noqa: ASYNC109
-                     local_address: str | None = None, session: aiohttp.ClientSession | None = None,
-                     ) -> ProbeResult:
+                     local_address: str | None = None) -> ProbeResult:
     """Ask `server` (HOST[:PORT], HTTP port default 3480) to reach this host's `port` over `protocol`."""
-    protocol = protocol.lower()
-    if protocol not in ("tcp", "udp"):
-        raise UsageError(f"unknown protocol {protocol!r}", "use tcp or udp")
-    if not 1 <= port <= 65535:
-        raise UsageError(f"port {port} out of range", "ports are 1..65535")
+    protocol = _check_args(port, protocol)
     host, http_port = parse_server(server)
     # Resolve once: the listener must use the family the server will probe over (the request's family).
     started = time.monotonic()
@@ -217,30 +225,61 @@ async def probe_port(server: str, port: int, protocol: str, *, timeout: float, l
     if address is None:
         return ProbeResult(port, protocol, None, "no-server", server=server, detail=f"cannot resolve {host!r}")
     timeout = max(0.2, timeout - (time.monotonic() - started))
-    url = (f"http://[{address}]:{http_port}" if ":" in address else f"http://{address}:{http_port}") + "/v1/probe"
-    host = address
+    wait = max(0.2, min(timeout * 0.7, timeout - 0.3))
+    return await dial_back(address, http_port, port, protocol, server_wait=lambda _handshake: wait,
+                           http_timeout=timeout, listen=listen, local_address=local_address, server=server)
+
+
+async def dial_back(address: str, http_port: int, port: int, protocol: str, *, server_wait: ServerWait,
+                    http_timeout: float, copies: int = 1, listen: bool = True, local_address: str | None = None,
+                    server: str | None = None) -> ProbeResult:
+    """The probe itself, for callers that know the server's address and their RTT (nodereach check).
+
+    `server_wait(handshake_s)` gives the server's probe deadline once the API request's TCP handshake time is
+    known. `copies` > 1 asks that many independent probes of one listener at once (each is one SYN or
+    datagram series from the server), so one lost packet does not turn "reachable" into "not reachable"
+    without costing a longer deadline; the best answer wins."""
+    protocol = _check_args(port, protocol)
+    label = server or host_port(address, http_port)
     listener: _Listener | None = None
     kind: Listener = "none"
     if listen:
-        listener = _Listener(protocol, _bind_host(host, local_address), port)
+        listener = _Listener(protocol, _bind_host(address, local_address), port)
         try:
             kind = "nodereach" if await listener.open() else "node"
         except OSError as exc:
-            return ProbeResult(port, protocol, None, "local-error", server=server,
+            return ProbeResult(port, protocol, None, "local-error", server=label,
                                detail=f"cannot listen on {protocol} port {port}: {exc.strerror}")
         if kind == "node":
             listener = None
-    body: dict[str, Any] = {"port": port, "protocol": protocol,
-                            "timeout_ms": int(max(0.2, min(timeout * 0.7, timeout - 0.3)) * 1000)}
-    if listener is not None:
-        body["token"] = listener.token.hex()
+    token = listener.token.hex() if listener is not None else None
+
+    def body(handshake_s: float) -> dict[str, Any]:
+        doc: dict[str, Any] = {"port": port, "protocol": protocol,
+                               "timeout_ms": max(200, int(server_wait(handshake_s) * 1000))}
+        if token:
+            doc["token"] = token
+        return doc
+
+    url = f"http://{host_port(address, http_port)}/v1/probe"
+
+    async def ask() -> tuple[int | None, dict[str, Any]]:
+        try:
+            async with asyncio.timeout(http_timeout):
+                return await request_json(address, http_port, "POST", "/v1/probe", body, local_address=local_address)
+        except TimeoutError:
+            return None, {"message": f"no answer from {url} within {http_timeout:.1f} s"}
+        except (OSError, ValueError) as exc:
+            return None, {"message": f"{url}: {exc}"}
+
     try:
-        status, doc = await _post(url, body, timeout, session, local_address)
+        answers = await asyncio.gather(*(ask() for _ in range(max(1, copies))))
     finally:
         if listener is not None:
             await listener.close()
-    result = ProbeResult(port, protocol, None, "server-error", listener=kind, server=server,
+    result = ProbeResult(port, protocol, None, "server-error", listener=kind, server=label,
                          received=listener.received if listener is not None else None)
+    status, doc = _best(answers)
     if status is None:
         result.reason, result.detail = "no-server", str(doc.get("message"))
         return result
@@ -253,11 +292,31 @@ async def probe_port(server: str, port: int, protocol: str, *, timeout: float, l
             result.reason = "refused-port"
         elif status == 503:
             result.reason = "server-busy"
+        elif status == 404:
+            result.reason = "no-server"  # an HTTP server, but no dial-back API there
         return result
     if "reachable" not in doc or not isinstance(doc.get("reason"), str):
         result.detail = "the server's answer is not a nodereach dial-back answer"
         return result
     return _combine(result, doc, listener)
+
+
+def _check_args(port: int, protocol: str) -> str:
+    protocol = protocol.lower()
+    if protocol not in ("tcp", "udp"):
+        raise UsageError(f"unknown protocol {protocol!r}", "use tcp or udp")
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port {port} out of range", "ports are 1..65535")
+    return protocol
+
+
+def _best(answers: list[tuple[int | None, dict[str, Any]]]) -> tuple[int | None, dict[str, Any]]:
+    """Of several answers to the same question: a verified one, else a positive one, else any 200, else the
+    first that came from a server at all."""
+    ok = [a for a in answers if a[0] == 200]
+    if ok:
+        return max(ok, key=lambda a: 2 if a[1].get("verified") is True else 1 if a[1].get("reachable") is True else 0)
+    return next((a for a in answers if a[0] is not None), answers[0])
 
 
 def _combine(result: ProbeResult, doc: dict[str, Any], listener: _Listener | None) -> ProbeResult:
@@ -271,6 +330,8 @@ def _combine(result: ProbeResult, doc: dict[str, Any], listener: _Listener | Non
     if listener is not None:
         if verified or listener.received:
             result.reachable, result.reason = True, "ok"
+        elif server_reachable is True and listener.connections:
+            result.reachable, result.reason = True, "ok"  # our listener accepted it; only the token got lost
         elif server_reachable is True:
             # Something accepted the connection on our public address, but not our listener.
             result.reachable, result.reason = False, "other-host"
@@ -291,42 +352,15 @@ def _combine(result: ProbeResult, doc: dict[str, Any], listener: _Listener | Non
     return result
 
 
-async def _post(url: str, body: dict[str, Any], timeout: float, session: aiohttp.ClientSession | None,  # noqa: ASYNC109
-                local_address: str | None) -> tuple[int | None, dict[str, Any]]:
-    own = session is None
-    if session is None:
-        connector = aiohttp.TCPConnector(local_addr=(local_address, 0) if local_address else None,
-                                         family=0, force_close=True)
-        session = aiohttp.ClientSession(connector=connector)
-    try:
-        async with asyncio.timeout(timeout), session.post(url, json=body) as resp:
-            try:
-                doc = await resp.json(content_type=None)
-            except (ValueError, aiohttp.ContentTypeError):
-                doc = {}
-            if not isinstance(doc, dict):
-                doc = {}
-            return resp.status, doc
-    except TimeoutError:
-        return None, {"message": f"no answer from {url} within {timeout:.1f} s"}
-    except (aiohttp.ClientError, OSError) as exc:
-        return None, {"message": f"{url}: {exc}"}
-    finally:
-        if own:
-            await session.close()
-
-
 async def server_info(server: str, *, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
     """GET /v1/info: what the server runs (STUN ports and RFC 5780 mode, dial-back). None if unreachable."""
-    url = base_url(server) + "/v1/info"
+    host, port = parse_server(server)
     try:
-        async with aiohttp.ClientSession() as session, asyncio.timeout(timeout), session.get(url) as resp:
-            if resp.status != 200:
-                return None
-            doc = await resp.json(content_type=None)
-            return doc if isinstance(doc, dict) else None
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+        async with asyncio.timeout(timeout):
+            status, doc = await request_json(host, port, "GET", "/v1/info")
+    except (TimeoutError, OSError, ValueError):
         return None
+    return doc if status == 200 and doc else None
 
 
-__all__ = ["ProbeResult", "base_url", "parse_server", "probe_port", "server_info"]
+__all__ = ["ProbeResult", "base_url", "dial_back", "parse_server", "probe_port", "server_info"]
