@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="port-restricted", choices=sorted(TRUTH_WORDS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay on the subscriber link")
+    ap.add_argument("--nodereach-only", action="store_true", help="skip the peer tools (quick A/B runs)")
     args = ap.parse_args(argv)
     runs = max(1, min(args.runs, 10))
     words, mapping, filtering = TRUTH_WORDS[args.scenario]
@@ -127,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             probe_times.append(doc["duration_s"])
             ok = ok and good
         rows.append(("nodereach check (1 port)", times, answer, ok))
-        peers: list[tuple[str, Any]] = [("pystun3 2.0", lambda: run_pystun3(lab, words))]
-        if (BIN / "pynat").exists():
+        peers: list[tuple[str, Any]] = [] if args.nodereach_only else [("pystun3 2.0", lambda: run_pystun3(lab, words))]
+        if (BIN / "pynat").exists() and not args.nodereach_only:
             peers.append(("pynat 0.7", lambda: run_pynat(lab, words)))
-        if shutil.which("turnutils_natdiscovery"):
+        if shutil.which("turnutils_natdiscovery") and not args.nodereach_only:
             peers.append(("turnutils_natdiscovery -m -f", lambda: run_natdiscovery(lab, mapping, filtering)))
         for name, fn in peers:
             times, ok, answer = [], True, ""

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
+import sys
 import threading
 from typing import Any
 
 from nodereach.diagnose.model import PortmapProtocol
+
+MAX_CHILD_OUTPUT = 1 << 16
 
 
 def warm_up() -> None:
@@ -68,6 +72,62 @@ def _convert(raw: Any) -> dict[str, PortmapProtocol]:
     return out
 
 
+class ProbeChild:
+    """A child interpreter that runs the UPnP probe. Started at the beginning of the check so that its imports
+    (aiohttp, async-upnp-client: ~0.4 s of CPU) run on another core while netlink finds the gateway, instead of
+    holding this process's GIL; it then reads the gateway as one JSON line on stdin and answers one line."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started: asyncio.Future[None] = asyncio.ensure_future(self._start())
+
+    async def _start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nodereach.diagnose.adapters", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+
+    async def probe(self, spec: dict[str, Any], methods: tuple[str, ...]) -> dict[str, PortmapProtocol]:
+        await self.started
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps({**spec, "methods": list(methods)}).encode() + b"\n")
+            await proc.stdin.drain()
+            proc.stdin.close()
+            out = await proc.stdout.read(MAX_CHILD_OUTPUT)
+            doc = json.loads(out)
+            return _convert({m: doc[m] for m in methods})  # same checks as for in-process results
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if not self.started.done():
+            self.started.cancel()
+        with contextlib.suppress(BaseException):
+            await self.started
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+
+async def _child_main() -> dict[str, Any]:
+    import ipaddress
+
+    mod = importlib.import_module("nodereach.portmap.probe")
+    gw_mod = importlib.import_module("nodereach.portmap.gateway")
+    with contextlib.suppress(ImportError):
+        importlib.import_module("nodereach.portmap.upnp_client")  # the slow part, before the gateway is known
+    line = await asyncio.to_thread(sys.stdin.readline, MAX_CHILD_OUTPUT)
+    spec = json.loads(line)
+    gw = gw_mod.Gateway(spec["gateway"], spec["local"], spec["index"],
+                        tuple(ipaddress.ip_network(n) for n in spec["networks"]))
+    methods = tuple(spec["methods"])
+    got = _convert(await _probe_methods(mod, gw, float(spec["wait_s"]), methods))
+    return {m: {"available": got[m].available, "external_address": got[m].external_address,
+                "reason": got[m].reason} for m in methods}
+
+
 async def _probe_methods(mod: Any, gw: Any, wait_s: float, methods: tuple[str, ...]) -> dict[str, Any]:
     results, drivers = await mod.probe_all(gw, wait_s, methods)
     for driver in drivers.values():
@@ -77,12 +137,13 @@ async def _probe_methods(mod: Any, gw: Any, wait_s: float, methods: tuple[str, .
 
 
 async def portmap(gateway: str | None, *, wait_s: float, bound_s: float, local_address: str | None = None,
-                  index: int | None = None, networks: tuple[str, ...] = (),
+                  index: int | None = None, networks: tuple[str, ...] = (), child: ProbeChild | None = None,
                   ) -> tuple[dict[str, PortmapProtocol], str | None]:
     """PCP / NAT-PMP / UPnP availability from the port-mapping package; unknown if it is missing.
 
-    With the route already known, PCP+NAT-PMP and UPnP run side by side (each in its own thread), so the
-    quick LAN answers do not wait for UPnP's SSDP search; a part that misses `bound_s` is `unknown`.
+    With the route already known, PCP+NAT-PMP (in a thread) and UPnP (in `child` if given, else a thread) run
+    side by side, so the quick LAN answers do not wait for UPnP's SSDP search; a part that misses `bound_s` is
+    `unknown`.
     """
     empty = {k: PortmapProtocol() for k in ("pcp", "natpmp", "upnp")}
     if gateway is None:
@@ -101,14 +162,18 @@ async def portmap(gateway: str | None, *, wait_s: float, bound_s: float, local_a
     gw = gw_mod.Gateway(gateway, local_address, index, tuple(ipaddress.ip_network(n) for n in networks))
     out = dict(empty)
     jobs = {("pcp", "natpmp"): _in_thread(_probe_methods, mod, gw, wait_s, ("pcp", "natpmp")),
-            ("upnp",): _in_thread(_probe_methods, mod, gw, wait_s, ("upnp",))}
+            ("upnp",): asyncio.ensure_future(child.probe(
+                {"gateway": gateway, "local": local_address, "index": index, "networks": list(networks),
+                 "wait_s": wait_s}, ("upnp",))) if child is not None else
+            _in_thread(_probe_methods, mod, gw, wait_s, ("upnp",))}
     import time
 
     deadline = time.monotonic() + bound_s
     for methods, fut in jobs.items():
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                got = _convert(await fut)
+                raw = await fut
+            got = raw if all(isinstance(v, PortmapProtocol) for v in raw.values()) else _convert(raw)
             out.update({m: got[m] for m in methods})
         except TimeoutError:
             for m in methods:
@@ -147,3 +212,7 @@ async def _portmap_whole(gateway: str, *, wait_s: float, bound_s: float,
             v.reason = f"probe failed: {type(exc).__name__}"
         return empty, "port-mapping probe failed"
     return _convert(raw), None
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(_child_main())))

@@ -80,11 +80,12 @@ class Budget:
         self.blind = min(2.0, max(0.5, timeout * 0.4))
         """How long to wait for a first answer from anybody (no RTT known yet)."""
 
-    def negative(self, sent_at: float, attempts: int = 5) -> float:
-        """Deadline for an answer to a request sent at `sent_at` that may never come."""
+    def negative(self, sent_at: float, rtos: float | None = None) -> float:
+        """Deadline for an answer to a request sent at `sent_at` that may never come: `rtos` RTOs, or by default
+        enough tries that the loss measured so far leaves < 1e-4 chance of a wrong "no" (re-read as it changes)."""
         if self.rtt.srtt is None:
             return min(self.end, sent_at + self.blind)
-        return min(self.end, sent_at + self.rtt.negative_wait(attempts))
+        return min(self.end, sent_at + self.rtt.negative_wait(rtos))
 
     def left(self) -> float:
         return max(0.0, self.end - time.monotonic())
@@ -137,6 +138,7 @@ class Check:
         self.concluded = False
         self.partial: tuple[ServerSpec, list[ServerSpec], dict[str, object], StunSocket] | None = None
         self.netinfo_task: asyncio.Future[netinfo.NetInfo]
+        self.probe_child: adapters.ProbeChild | None = None
 
     async def run(self) -> Report:
         start = time.monotonic()
@@ -151,6 +153,8 @@ class Check:
         finally:
             for s in self.sockets:
                 s.close()
+            if self.probe_child is not None:
+                await self.probe_child.close()
         if not self.concluded and self.partial is not None:
             # Out of time: conclude from what came back; what did not is unknown with a reason.
             info = self.netinfo_task.result() if self.netinfo_task.done() and not self.netinfo_task.cancelled() \
@@ -186,9 +190,10 @@ class Check:
                 rep.servers.append(ServerUsed(address=s.label, kind="stun", answered=False, reason=s.error))
         v4 = [s for s in usable if _v4(s)]
         dests = [_v4(s) or s.addresses[0] for s in usable]
-        # Netlink (pyroute2) in a thread: its import and setup cost more than the first RTTs.
-        self.netinfo_task = asyncio.ensure_future(asyncio.to_thread(netinfo.gather, dests))
+        # Netlink (pyroute2) in a child process: its import and setup cost more than the first RTTs.
+        self.netinfo_task = asyncio.ensure_future(netinfo.gather_async(dests, wait_s=max(0.5, budget.left())))
         adapters.warm_up()
+        self.probe_child = adapters.ProbeChild()  # UPnP's slow imports start now, in another process
         self.progress("servers", "done", f"{len(usable)} of {len(self.opts.servers)} usable")
         primary = v4[0] if v4 else None
         src, err = netinfo.source_toward(_v4(primary)) if primary else (None, None)
@@ -309,9 +314,9 @@ class Check:
             tcp_ports = sorted({*portfilter.WELL_KNOWN_TCP, *(p.port for p in self.opts.ports if p.protocol == "tcp")})
             udp_ports = sorted({p.port for p in self.opts.ports if p.protocol == "udp"})
             await self._first_rtt(budget)
-            wait = max(0.1, min(budget.left() - 0.05, self.rtt.negative_wait(5)))
+            wait = max(0.1, min(budget.left() - 0.05, self.rtt.negative_wait()))
             nat_obs["paths"] = await portfilter.probe_paths(p_addr[0], tcp_ports, udp_ports, wait_s=wait,
-                                                            rto=self.rtt.rto)
+                                                            rto=self.rtt.rto, tries=self.rtt.tries_for_negative())
             self.progress("filters", "done", "")
 
         async def pmap() -> None:
@@ -322,7 +327,7 @@ class Check:
             result, err = await adapters.portmap(
                 rep.local.gateway, wait_s=0.25, bound_s=min(max(0.5, 0.9 - started), max(0.3, budget.left() - 0.1)),
                 local_address=route.source if route else None, index=route.index if route else None,
-                networks=route.networks if route else ())
+                networks=route.networks if route else (), child=self.probe_child)
             rep.portmap.pcp, rep.portmap.natpmp, rep.portmap.upnp = result["pcp"], result["natpmp"], result["upnp"]
             self.progress("portmap", "done" if err is None else "skipped", err or "")
 
@@ -433,7 +438,7 @@ class Check:
             return
         self.sockets.append(sock)
         sent = time.monotonic()
-        reply = await sock.request(server, deadline=lambda: budget.negative(sent, 4))
+        reply = await sock.request(server, deadline=lambda: budget.negative(sent))
         sock.close()
         if reply is not None and reply.source == server and reply.mapped is not None:
             result.public_endpoint = f"{reply.mapped[0]}:{reply.mapped[1]}"

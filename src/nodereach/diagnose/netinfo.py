@@ -1,10 +1,21 @@
-"""Local addresses, interface and default gateway from netlink (pyroute2; works unprivileged)."""
+"""Local addresses, interface and default gateway from netlink (pyroute2; works unprivileged).
+
+`gather_async` asks from a child interpreter: importing pyroute2 costs ~0.25 s of CPU, which in-process would
+hold the GIL while the check's first round trips are timed; a child does it on another core.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
+import json
 import socket
+import sys
 from dataclasses import dataclass, field
+from typing import Any
+
+MAX_CHILD_OUTPUT = 1 << 20
 
 
 @dataclass
@@ -80,3 +91,52 @@ def gather(destinations: list[str]) -> NetInfo:
     except Exception as exc:  # netlink unavailable: report, do not crash
         info.error = f"netlink: {exc}"
     return info
+
+
+def to_json(info: NetInfo) -> str:
+    doc = dataclasses.asdict(info)
+    doc["addresses"] = sorted(info.addresses)
+    return json.dumps(doc)
+
+
+def from_json(text: str | bytes) -> NetInfo:
+    """The child's answer back into a NetInfo (ValueError on anything malformed)."""
+    try:
+        return _from_doc(json.loads(text))
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"malformed netinfo: {exc}") from exc
+
+
+def _from_doc(doc: dict[str, Any]) -> NetInfo:
+    routes = {str(k): RouteInfo(source=v["source"], gateway=v["gateway"], interface=v["interface"],
+                                index=v["index"], networks=tuple(str(n) for n in v["networks"]), error=v["error"])
+              for k, v in doc["routes"].items()}
+    return NetInfo(addresses=frozenset(str(a) for a in doc["addresses"]), routes=routes,
+                   default_gateway4=doc["default_gateway4"], default_gateway6=doc["default_gateway6"],
+                   error=doc["error"])
+
+
+async def gather_async(destinations: list[str], wait_s: float = 3.0) -> NetInfo:
+    """`gather` in a child interpreter (pyroute2's import off this process's GIL); in a thread if that fails."""
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nodereach.diagnose.netinfo", *destinations,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        assert proc.stdout is not None
+        async with asyncio.timeout(wait_s):
+            out = await proc.stdout.read(MAX_CHILD_OUTPUT)
+            await proc.wait()
+        if proc.returncode == 0:
+            return from_json(out)
+    except (OSError, TimeoutError, ValueError):
+        pass
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return await asyncio.to_thread(gather, destinations)
+
+
+if __name__ == "__main__":
+    print(to_json(gather(sys.argv[1:])))

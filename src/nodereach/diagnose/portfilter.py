@@ -43,16 +43,17 @@ async def _tcp_once(host: str, port: int) -> str:
             writer.close()
 
 
-async def _tcp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
+async def _tcp(host: str, port: int, wait_s: float, rto: float, tries: int = 4) -> PortPath:
     """Fresh connection attempts every ~1.5 RTO (the kernel would wait a whole second before resending a
-    lost SYN); the first answer of any attempt decides."""
+    lost SYN), `tries` of them (more when loss was measured: silence means "blocked"); the first answer of any
+    attempt decides."""
     attempts: list[asyncio.Task[str]] = []
     deadline = time.monotonic() + wait_s
     try:
         while True:
             attempts.append(asyncio.ensure_future(_tcp_once(host, port)))
             now = time.monotonic()
-            nxt = min(deadline, now + max(0.05, rto * 1.5)) if len(attempts) < 4 else deadline
+            nxt = min(deadline, now + max(0.05, rto * 1.5)) if len(attempts) < tries else deadline
             while now < nxt:
                 done, _ = await asyncio.wait(attempts, timeout=nxt - now, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -69,7 +70,7 @@ async def _tcp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
             t.cancel()
 
 
-async def _udp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
+async def _udp(host: str, port: int, wait_s: float, rto: float, tries: int = 4) -> PortPath:
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
@@ -94,11 +95,13 @@ async def _udp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
         sock.connect((host, port))
         loop.add_reader(sock.fileno(), readable)
         deadline = time.monotonic() + wait_s
-        # Three sends at most: a closed port's ICMP is rate limited by the server (a burst of ~6, then 1/s).
-        for attempt in range(3):
+        # Three sends at most (four on a lossy path): a closed port's ICMP is rate limited by the server (a burst
+        # of ~6, then 1/s).
+        sends = 3 if tries <= 4 else 4
+        for attempt in range(sends):
             with contextlib.suppress(OSError):
                 sock.send(b"nodereach port-path probe")
-            wait = deadline - time.monotonic() if attempt == 2 else min(rto * 2, deadline - time.monotonic())
+            wait = deadline - time.monotonic() if attempt == sends - 1 else min(rto * 2, deadline - time.monotonic())
             if wait <= 0:
                 break
             with contextlib.suppress(TimeoutError):
@@ -114,11 +117,11 @@ async def _udp(host: str, port: int, wait_s: float, rto: float) -> PortPath:
 
 
 async def probe_paths(host: str, tcp_ports: list[int], udp_ports: list[int], *, wait_s: float,
-                      rto: float) -> list[PortPath]:
-    """Probe each port (plus the control port) in parallel."""
+                      rto: float, tries: int = 4) -> list[PortPath]:
+    """Probe each port (plus the control port) in parallel, `tries` attempts each (from the measured loss)."""
     tcp = sorted({*tcp_ports, CONTROL_PORT})
     udp = sorted({*udp_ports, CONTROL_PORT}) if udp_ports else []
-    jobs = [_tcp(host, p, wait_s, rto) for p in tcp] + [_udp(host, p, wait_s, rto) for p in udp]
+    jobs = [_tcp(host, p, wait_s, rto, tries) for p in tcp] + [_udp(host, p, wait_s, rto, tries) for p in udp]
     return list(await asyncio.gather(*jobs))
 
 

@@ -1,0 +1,69 @@
+"""Loss-aware negative deadlines: how many tries a STUN transaction gets before its silence counts as "no"."""
+
+from __future__ import annotations
+
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodereach.diagnose.engine import Budget
+from nodereach.diagnose.stunio import MAX_TRIES, MIN_TRIES, RttEstimator, tries_for_loss, wait_for_tries
+
+
+def test_tries_vs_loss_table() -> None:
+    # clean path: today's 4 tries; 19% round-trip loss (10% each way) needs 6; hopeless loss is capped at 8
+    assert tries_for_loss(0.0) == 4
+    assert tries_for_loss(0.05) == 4
+    assert tries_for_loss(0.1) == 5  # 0.1**4 == 1e-4 is not below the target
+    assert tries_for_loss(0.19) == 6
+    assert tries_for_loss(0.3) == 8
+    assert tries_for_loss(0.9) == MAX_TRIES
+
+
+@given(st.floats(min_value=0.0, max_value=0.99))
+def test_tries_meet_target_or_cap(loss: float) -> None:
+    n = tries_for_loss(loss)
+    assert MIN_TRIES <= n <= MAX_TRIES
+    assert loss ** n < 1e-4 or n == MAX_TRIES
+    assert n == MIN_TRIES or loss ** (n - 1) >= 1e-4  # fewest tries that meet it
+
+
+def test_wait_covers_every_try() -> None:
+    # sends at 0, rto, rto+1.3rto, ...; the last one gets one rto for its reply
+    assert abs(wait_for_tries(0.1, 1) - 0.1) < 1e-9
+    assert abs(wait_for_tries(0.1, 2) - 0.2) < 1e-9
+    assert abs(wait_for_tries(0.1, 4) - 0.1 * (1 + 1.3 + 1.69 + 1)) < 1e-9
+
+
+def _estimator(answered: list[int]) -> RttEstimator:
+    rtt = RttEstimator.__new__(RttEstimator)  # no event loop needed for the arithmetic
+    rtt.srtt, rtt.rttvar, rtt.samples, rtt.retransmits, rtt.recovered = 0.05, 0.005, 1, 0, 0
+    rtt.answered_tries = rtt.lost_tries = 0
+    rtt.provisional = False
+    for tries in answered:
+        rtt.record_answer(tries)
+    return rtt
+
+
+def test_clean_path_keeps_four_tries() -> None:
+    rtt = _estimator([1] * 6)
+    assert rtt.tries_for_negative() == 4
+    assert abs(rtt.negative_wait() - wait_for_tries(rtt.rto, 4)) < 1e-9
+
+
+def test_observed_loss_buys_more_tries() -> None:
+    # 20 transactions, 5 of them answered only on the 2nd try: ~20% loss per try
+    rtt = _estimator([1] * 15 + [2] * 5)
+    assert 0.15 < rtt.loss < 0.25
+    assert rtt.tries_for_negative() >= 5
+    assert rtt.negative_wait() > _estimator([1] * 20).negative_wait()
+
+
+def test_budget_negative_bounded_by_timeout() -> None:
+    rtt = _estimator([3] * 10)  # heavy loss: 8 tries
+    assert rtt.tries_for_negative() == MAX_TRIES
+    now = time.monotonic()
+    budget = Budget(now, 1.0, rtt)
+    assert budget.negative(now) <= budget.end
+    assert budget.negative(now, rtos=2) == now + 2 * rtt.rto
