@@ -295,7 +295,12 @@ class _Progress:
         self.total = total
         self.done = 0
         self.start = time.monotonic()
-        self.status = self.console.status("starting...") if self.console.is_terminal else None
+        self.text = "starting"
+        self.status = self.console.status(self) if self.console.is_terminal else None
+
+    def __rich__(self) -> Text:
+        """Re-rendered on every spinner refresh: the elapsed time counts up within a step."""
+        return Text(f"{self.text} ({time.monotonic() - self.start:.0f} s)")
 
     def __enter__(self) -> _Progress:
         if self.status is not None:
@@ -309,7 +314,7 @@ class _Progress:
     def step(self, scenario: str, what: str) -> None:
         prefix = f"[{self.done + 1}/{self.total}] {scenario}"
         if self.status is not None:
-            self.status.update(f"{prefix}: {STEP_TEXT.get(what, what)} ({time.monotonic() - self.start:.0f} s)")
+            self.text = f"{prefix}: {STEP_TEXT.get(what, what)}"
         elif what == "build":
             self.console.file.write(f"demo {prefix}: building, verifying, diagnosing ... ")
             self.console.file.flush()
