@@ -264,3 +264,59 @@ async def test_reply_with_bad_fingerprint_is_dropped() -> None:
             await c.binding(t.get_extra_info("sockname"))
         assert c.stats.malformed == 3
     t.close()
+
+
+# --- shared-RTT mode (what nodereach check uses) -----------------------------------------------------------
+
+async def test_shared_rtt_across_clients_and_any_source(server: StunServer) -> None:
+    """One SharedRtt for two sockets; CHANGE-REQUEST at once (no OTHER-ADDRESS yet), reply kept with its source."""
+    from nodereach.stun.rtt import SharedRtt
+
+    primary = server.addresses["primary"]
+    rtt = SharedRtt()
+    async with StunClient(local=("127.0.0.1", 0), shared_rtt=rtt) as a, \
+            StunClient(local=("127.0.0.1", 0), shared_rtt=rtt) as b:
+        r1, r2 = await asyncio.gather(a.binding(primary, deadline=lambda: time.monotonic() + 2),
+                                      b.binding(primary, change_ip=True, change_port=True, any_source=True,
+                                                deadline=lambda: time.monotonic() + 2))
+        assert r1.source == primary and r2.source == server.addresses["alt_both"]
+        assert rtt.samples == 2 and rtt.srtt is not None and rtt.answered_tries == 2 and rtt.lost_tries == 0
+
+
+async def test_shared_rtt_retransmits_until_deadline_and_counts_loss() -> None:
+    from nodereach.stun.rtt import SharedRtt
+
+    proto, transport = await _responder(drop=2)
+    addr = transport.get_extra_info("sockname")[:2]
+    rtt = SharedRtt()
+    rtt.add(0.02)  # RTO ~0.07 s
+    try:
+        async with StunClient(local=("127.0.0.1", 0), shared_rtt=rtt) as c:
+            r = await c.binding(addr, deadline=lambda: time.monotonic() + 2)
+            assert r.attempts == 3 and rtt.recovered == 1 and rtt.lost_tries == 2 and rtt.retransmits == 2
+            gaps = [b - a for a, b in zip(proto.seen, proto.seen[1:], strict=False)]
+            assert gaps[1] > gaps[0] * 1.1  # growing 1.3x
+            proto.drop = 10**6  # silent from now on: the deadline callable ends it
+            t0 = time.monotonic()
+            with pytest.raises(StunTimeout):
+                await c.binding(addr, deadline=lambda: t0 + 0.3)
+            assert 0.28 < time.monotonic() - t0 < 0.6
+    finally:
+        transport.close()
+
+
+async def test_unsolicited_requests_and_answers_reach_the_hook(server: StunServer) -> None:
+    got: list[tuple[int, tuple[str, int]]] = []
+    async with StunClient(local=("127.0.0.1", 0), on_unsolicited=lambda m, a: got.append((m.cls, a))) as x, \
+            StunClient(local=("127.0.0.1", 0)) as y:
+        from nodereach.stun.message import REQUEST, binding_request
+
+        y._transport.sendto(encode_message(binding_request()), x.local_address)  # type: ignore[union-attr]
+        x._transport.sendto(b"\x00\x01garbage-that-is-not-stun", y.local_address)  # type: ignore[union-attr]
+        y._transport.sendto(b"\x00\x01\x00\x08" + b"\x21\x12\xa4\x42" + b"\x00" * 12, x.local_address)  # type: ignore[union-attr]
+        for _ in range(50):
+            if got and x.stats.malformed_from:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [(REQUEST, y.local_address)]
+        assert x.stats.malformed_from == {y.local_address: 1}

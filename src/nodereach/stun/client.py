@@ -19,6 +19,12 @@ tens of milliseconds instead of waiting out fixed seconds.
 
 A caller-provided socket (the node's own port, or one created in another network namespace and handed
 over) is dup()ed: closing the client leaves the caller's socket open, but it is left non-blocking.
+
+For a diagnosis (nodereach check) three options change the driver: `shared_rtt=SharedRtt()` (one RTT and
+loss estimate across all sockets of a run; retransmission every RTO growing 1.3x until `deadline()`, a
+callable re-read after every wait so it tightens as the RTT becomes known), `binding(any_source=True)`
+(the reply is returned with the address it came from; the caller judges it), and `on_unsolicited` (Binding
+requests and answers no transaction waits for: hairpinning, RESPONSE-PORT tests).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nodereach.stun import attributes as A
@@ -41,6 +49,7 @@ from nodereach.stun.message import (
     encode_message,
     parse_message,
 )
+from nodereach.stun.rtt import BACKOFF, SharedRtt
 
 Address = A.Address
 
@@ -86,6 +95,9 @@ class ClientStats:
     stray: int = 0
     """Datagrams matching no pending transaction, or from an address the transaction does not accept."""
     malformed: int = 0
+    malformed_from: dict[Address, int] = field(default_factory=dict)
+    """Malformed datagrams per source (a "server" that answers garbage)."""
+    refused: int = 0
 
 
 class _RttEstimator:
@@ -106,7 +118,7 @@ class _RttEstimator:
 class _Pending:
     __slots__ = ("accept", "error_from", "future")
 
-    def __init__(self, future: asyncio.Future[tuple[StunMessage, Address, float]], accept: frozenset[Address],
+    def __init__(self, future: asyncio.Future[tuple[StunMessage, Address, float]], accept: frozenset[Address] | None,
                  error_from: Address) -> None:
         self.future = future
         self.accept = accept
@@ -121,16 +133,21 @@ class _Protocol(asyncio.DatagramProtocol):
         self.client._on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
-        pass  # ICMP unreachable etc.: the transaction simply times out (what a NAT test must observe)
+        # ICMP unreachable etc.: the transaction simply times out (what a NAT test must observe)
+        self.client.stats.refused += 1
 
 
 class StunClient:
     """Binding transactions over one UDP socket (see module docstring)."""
 
     def __init__(self, *, sock: socket.socket | None = None, local: Address | None = None,
-                 retransmit: Retransmit | None = None, software: str | None = None) -> None:
+                 retransmit: Retransmit | None = None, software: str | None = None,
+                 shared_rtt: SharedRtt | None = None,
+                 on_unsolicited: Callable[[StunMessage, Address], None] | None = None) -> None:
         if sock is not None and local is not None:
             raise StunError("give either sock or local, not both")
+        self.shared_rtt = shared_rtt
+        self.on_unsolicited = on_unsolicited
         self._given_sock = sock
         self._local_req = local or ("0.0.0.0", 0)
         self.retransmit = retransmit or Retransmit()
@@ -166,6 +183,10 @@ class StunClient:
         return self
 
     async def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """close() without awaiting (from synchronous cleanup code)."""
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -192,13 +213,17 @@ class StunClient:
     async def binding(self, server: Address, *, change_ip: bool = False, change_port: bool = False,
                       response_port: int | None = None, padding: int = 0, timeout: float | None = None,  # noqa: ASYNC109
                       other: Address | None = None, reply_via: StunClient | None = None,
-                      legacy: bool = False) -> BindingResult:
+                      legacy: bool = False, deadline: Callable[[], float] | None = None,
+                      any_source: bool = False, transaction_id: bytes | None = None) -> BindingResult:
         """One Binding transaction.
 
         change_ip/change_port: RFC 5780 CHANGE-REQUEST; the reply is then accepted only from the server's
         OTHER-ADDRESS ip and/or port (`other`, or learned from an earlier reply of this server).
         response_port: RFC 5780 RESPONSE-PORT; pass reply_via=<client bound to that port> to receive it.
         timeout: overall cap in seconds on top of the retransmission schedule. legacy: RFC 3489 request.
+        deadline: with shared_rtt, a time.monotonic() deadline re-read after every wait (default: time for
+        as many tries as the measured loss requires). any_source: accept the reply from any address (it is
+        in `source`; a CHANGE-REQUEST then needs no known OTHER-ADDRESS).
         """
         if self._transport is None:
             raise StunError("client not open (use `async with StunClient(...)`)")
@@ -207,17 +232,22 @@ class StunClient:
             raise StunError(f"cannot reach {dest[0]} from an IPv{6 if self.family == socket.AF_INET6 else 4} "
                             "socket", "use a client bound to the server's address family")
         expect = dest
-        if change_ip or change_port:
+        if (change_ip or change_port) and not any_source:
             alt = other or self._other.get(dest)
             if alt is None:
                 raise StunError(f"server {dest[0]}:{dest[1]} has no known OTHER-ADDRESS",
                                 "send a plain binding request first (RFC 5780 test I)")
             expect = (alt[0] if change_ip else dest[0], alt[1] if change_port else dest[1])
         req = binding_request(change_ip=change_ip, change_port=change_port, response_port=response_port,
-                              padding=padding, software=self.software, legacy=legacy)
+                              padding=padding, software=self.software, legacy=legacy, transaction_id=transaction_id)
         receiver = reply_via or self
-        msg, source, rtt, attempts = await self._transact(encode_message(req), req.key, dest, frozenset({expect}),
-                                                          timeout, receiver)
+        accept = None if any_source else frozenset({expect})
+        if self.shared_rtt is not None:
+            msg, source, rtt, attempts = await self._transact_shared(
+                encode_message(req, fingerprint=True), req.key, dest, accept, deadline, timeout, receiver)
+        else:
+            msg, source, rtt, attempts = await self._transact(encode_message(req), req.key, dest, accept,
+                                                              timeout, receiver)
         if msg.cls == ERROR:
             code, reason = msg.error_code or (0, "")
             raise StunErrorResponse(code, reason, msg.unknown_attributes, msg.alternate_server)
@@ -246,7 +276,64 @@ class StunClient:
         sa = infos[0][4]
         return (str(sa[0]), int(sa[1]))
 
-    async def _transact(self, data: bytes, key: bytes, dest: Address, accept: frozenset[Address],
+    async def _transact_shared(self, data: bytes, key: bytes, dest: Address, accept: frozenset[Address] | None,
+                               deadline: Callable[[], float] | None, limit: float | None,
+                               receiver: StunClient) -> tuple[StunMessage, Address, float, int]:
+        """Shared-RTT schedule: a send every RTO (growing BACKOFF x) until a reply or `deadline()`."""
+        shared = self.shared_rtt
+        assert shared is not None
+        if key in receiver._pending:
+            raise StunError("duplicate transaction id")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[StunMessage, Address, float]] = loop.create_future()
+        receiver._pending[key] = _Pending(future, accept, dest)
+        first_sent = time.monotonic()
+        cap = first_sent + limit if limit is not None else float("inf")
+
+        def end() -> float:
+            return min(cap, deadline() if deadline is not None else first_sent + shared.negative_wait())
+
+        attempts = 0
+        sent_at = first_sent
+        try:
+            while True:
+                if self._transport is None:
+                    raise StunError("client closed")
+                if attempts:
+                    shared.retransmits += 1
+                sent_at = time.monotonic()
+                try:
+                    self._transport.sendto(data, dest)
+                except OSError as exc:
+                    raise StunError(f"cannot send to {dest[0]}:{dest[1]}: {exc}") from exc
+                self.stats.sent += 1
+                next_send = sent_at + shared.rto * (BACKOFF ** attempts)
+                attempts += 1
+                while not future.done():
+                    now = time.monotonic()
+                    stop = end()
+                    if now >= stop:
+                        raise StunTimeout(f"no STUN reply from {dest[0]}:{dest[1]} after {attempts} attempts"
+                                          f" ({now - first_sent:.2f}s)")
+                    if now >= next_send:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(next_send, stop) - now):
+                            await asyncio.shield(future)
+                if future.done():
+                    msg, source, at = future.result()
+                    break
+        finally:
+            receiver._pending.pop(key, None)
+        rtt = max(at - sent_at, 0.0)  # the loop's clock is time.monotonic()
+        shared.record_answer(attempts)
+        if attempts == 1:  # Karn: a reply after a retransmission is ambiguous
+            shared.add(rtt)
+        else:
+            shared.recovered += 1
+        return msg, source, rtt, attempts
+
+    async def _transact(self, data: bytes, key: bytes, dest: Address, accept: frozenset[Address] | None,
                         limit: float | None, receiver: StunClient) -> tuple[StunMessage, Address, float, int]:
         loop = asyncio.get_running_loop()
         if key in receiver._pending:
@@ -292,27 +379,45 @@ class StunClient:
                 est.update(rtt)
         return msg, source, rtt, attempts
 
+    def _malformed(self, addr: Address) -> None:
+        self.stats.malformed += 1
+        self.stats.malformed_from[addr] = self.stats.malformed_from.get(addr, 0) + 1
+
     def _on_datagram(self, data: bytes, addr: Address) -> None:
         if len(data) < HEADER_SIZE or data[0] & 0xC0:
-            self.stats.malformed += 1
+            self._malformed(addr)
             return
         p = self._pending.get(data[4:20])
-        if p is None or p.future.done() or (addr not in p.accept and not (
+        if (p is None or p.future.done()) and self.on_unsolicited is not None:
+            self._unsolicited(data, addr)
+            return
+        if p is None or p.future.done() or (p.accept is not None and addr not in p.accept and not (
                 addr == p.error_from and data[0] & 0x01 and data[1] & 0x10)):
             self.stats.stray += 1
             return
         try:
             msg = parse_message(data)
         except StunParseError:
-            self.stats.malformed += 1
+            self._malformed(addr)
             return
         if msg.check_fingerprint() is False:  # RFC 8489 7.3: a wrong FINGERPRINT means "not STUN"
-            self.stats.malformed += 1
+            self._malformed(addr)
             return
         if msg.cls not in (SUCCESS, ERROR):
             self.stats.stray += 1
             return
         p.future.set_result((msg, addr, asyncio.get_running_loop().time()))
+
+    def _unsolicited(self, data: bytes, addr: Address) -> None:
+        """A datagram no transaction waits for: parsed (garbage is counted per source) and handed on."""
+        self.stats.stray += 1
+        try:
+            msg = parse_message(data)
+        except StunParseError:
+            self._malformed(addr)
+            return
+        if self.on_unsolicited is not None:
+            self.on_unsolicited(msg, addr)
 
 
 async def tcp_binding(server: Address, *, local: Address | None = None, sock: socket.socket | None = None,

@@ -1,0 +1,95 @@
+"""One RTT and loss estimate shared by every STUN transaction of a diagnosis, and the loss-aware rule for how
+often to ask before silence counts as a negative answer (nodereach check's RFC 5780 tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+INITIAL_RTO = 0.25
+"""Shared-RTT mode: retransmission timeout before any RTT was measured."""
+MIN_RTO = 0.03
+BACKOFF = 1.3
+"""Shared-RTT mode: growth of the retransmission interval per try (loss on an access link is rarely congestion)."""
+MISS_TARGET = 1e-4
+"""A negative answer decides a classification: the chance that every try was lost must stay below this."""
+MIN_TRIES, MAX_TRIES = 4, 8
+
+
+def tries_for_loss(loss: float, target: float = MISS_TARGET, lo: int = MIN_TRIES, hi: int = MAX_TRIES) -> int:
+    """Fewest tries n (lo..hi) with loss**n < target: how often to ask before "no answer" means "no"."""
+    if loss <= 0.0:
+        return lo
+    n = lo
+    while n < hi and loss ** n >= target:
+        n += 1
+    return n
+
+
+def wait_for_tries(rto: float, tries: int, backoff: float = BACKOFF) -> float:
+    """Time from the first send until the reply to try number `tries` is due (sends every rto, growing by
+    `backoff`; the last one gets one rto for its reply)."""
+    return rto * (sum(backoff ** k for k in range(tries - 1)) + 1.0)
+
+
+class SharedRtt:
+    """RFC 6298-style smoothed RTT and a loss estimate shared by every transaction of one diagnosis."""
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.samples = 0
+        self.retransmits = 0
+        self.recovered = 0
+        """Replies that came only after a retransmission: evidence of loss on the path."""
+        self.answered_tries = 0
+        self.lost_tries = 0
+        """Tries of answered transactions, and how many of them went unanswered (every send before the one
+        that was answered counts as lost: conservative, a spurious retransmission looks like loss)."""
+        self.first_sample = asyncio.Event()
+        self.provisional = False
+
+    def add(self, rtt: float, provisional: bool = False) -> None:
+        """Add a sample. A provisional one (a TCP handshake, which may hide a SYN retransmission) only seeds
+        the estimate until the first real STUN sample replaces it."""
+        if provisional:
+            if self.srtt is None:
+                self.srtt, self.rttvar, self.provisional = rtt, rtt / 2, True
+                self.first_sample.set()
+            return
+        self.samples += 1
+        self.first_sample.set()
+        if self.provisional:
+            self.srtt, self.provisional = None, False
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def record_answer(self, tries: int) -> None:
+        """A transaction was answered after `tries` sends: tries-1 of them count as lost."""
+        self.answered_tries += tries
+        self.lost_tries += tries - 1
+
+    @property
+    def loss(self) -> float:
+        """Round-trip loss per try from answered transactions. A prior of 1 loss in 10 tries keeps a few lucky
+        samples from claiming a clean path, and still gives 4 tries on a path that really is clean."""
+        return (self.lost_tries + 1) / (self.answered_tries + 10)
+
+    def tries_for_negative(self) -> int:
+        """How many tries a transaction needs before its silence is a negative answer (loss-aware)."""
+        return tries_for_loss(self.loss)
+
+    @property
+    def rto(self) -> float:
+        if self.srtt is None:
+            return INITIAL_RTO
+        return max(MIN_RTO, self.srtt * 1.5 + 2 * self.rttvar + 0.01)
+
+    def negative_wait(self, rtos: float | None = None) -> float:
+        """How long to wait for an answer that may never come: `rtos` retransmission timeouts if given, else
+        time for as many tries as the loss seen so far requires (4..8; 4 tries take ~5 RTOs)."""
+        rto = self.rto
+        wait = rto * rtos if rtos is not None else wait_for_tries(rto, self.tries_for_negative())
+        return wait if self.srtt is None else max(0.12, wait)
