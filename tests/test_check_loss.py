@@ -47,7 +47,7 @@ def _estimator(answered: list[int]) -> RttEstimator:
 
 
 def test_clean_path_keeps_four_tries() -> None:
-    rtt = _estimator([1] * 6)
+    rtt = _estimator([1] * 14)  # STUN tests + TCP port-path probes, all answered first time
     assert rtt.tries_for_negative() == 4
     assert abs(rtt.negative_wait() - wait_for_tries(rtt.rto, 4)) < 1e-9
 
@@ -67,3 +67,15 @@ def test_budget_negative_bounded_by_timeout() -> None:
     budget = Budget(now, 1.0, rtt)
     assert budget.negative(now) <= budget.end
     assert budget.negative(now, rtos=2) == now + 2 * rtt.rto
+
+
+def test_tries_follow_the_evidence() -> None:
+    """E[p^n] over what the evidence allows: thin evidence buys tries, a well-measured clean path keeps 4."""
+    from nodereach.stun.rtt import tries_for_evidence
+
+    assert tries_for_evidence(0, 14) == 4  # clean, STUN + TCP port probes answered first time
+    assert tries_for_evidence(0, 7) == 5  # clean but thin evidence
+    assert tries_for_evidence(3, 17) >= 6  # ~18% loss seen
+    assert tries_for_evidence(10, 20) == MAX_TRIES
+    for lost in range(0, 10):
+        assert tries_for_evidence(lost, 20) <= tries_for_evidence(lost + 1, 20)  # more loss, never fewer tries

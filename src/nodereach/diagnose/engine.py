@@ -314,9 +314,15 @@ class Check:
             tcp_ports = sorted({*portfilter.WELL_KNOWN_TCP, *(p.port for p in self.opts.ports if p.protocol == "tcp")})
             udp_ports = sorted({p.port for p in self.opts.ports if p.protocol == "udp"})
             await self._first_rtt(budget)
-            wait = max(0.1, min(budget.left() - 0.05, self.rtt.negative_wait()))
-            nat_obs["paths"] = await portfilter.probe_paths(p_addr[0], tcp_ports, udp_ports, wait_s=wait,
-                                                            rto=self.rtt.rto, tries=self.rtt.tries_for_negative())
+            sent = time.monotonic()
+
+            def until() -> float:  # re-read: follows the loss estimate
+                return max(sent + 0.1, min(budget.end - 0.05, sent + self.rtt.negative_wait()))
+
+            # Answered TCP probes are loss evidence too (their SYNs cross the same path as the STUN tests).
+            nat_obs["paths"] = await portfilter.probe_paths(p_addr[0], tcp_ports, udp_ports, wait_s=until,
+                                                            rto=self.rtt.rto, tries=self.rtt.tries_for_negative(),
+                                                            on_answer=self.rtt.record_answer)
             self.progress("filters", "done", "")
 
         async def pmap() -> None:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nodereach.diagnose.ttlprobe import IP_RECVERR
@@ -43,34 +44,54 @@ async def _tcp_once(host: str, port: int) -> str:
             writer.close()
 
 
-async def _tcp(host: str, port: int, wait_s: float, rto: float, tries: int = 4) -> PortPath:
+Deadline = float | Callable[[], float]
+"""A wait in seconds, or a callable giving the absolute time.monotonic() deadline (re-read: it follows the
+check's loss estimate as evidence arrives)."""
+
+
+def _end_fn(wait_s: Deadline) -> Callable[[], float]:
+    if callable(wait_s):
+        return wait_s
+    end = time.monotonic() + wait_s
+    return lambda: end
+
+
+async def _tcp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 4,
+               on_answer: Callable[[int], None] | None = None) -> PortPath:
     """Fresh connection attempts every ~1.5 RTO (the kernel would wait a whole second before resending a
     lost SYN), `tries` of them (more when loss was measured: silence means "blocked"); the first answer of any
-    attempt decides."""
+    attempt decides. on_answer(attempts started) feeds the check's loss estimate (evidence about the path)."""
+    end = _end_fn(wait_s)
     attempts: list[asyncio.Task[str]] = []
-    deadline = time.monotonic() + wait_s
+    started = 0
     try:
         while True:
             attempts.append(asyncio.ensure_future(_tcp_once(host, port)))
-            now = time.monotonic()
-            nxt = min(deadline, now + max(0.05, rto * 1.5)) if len(attempts) < tries else deadline
-            while now < nxt:
-                done, _ = await asyncio.wait(attempts, timeout=nxt - now, return_when=asyncio.FIRST_COMPLETED)
+            started += 1
+            next_attempt = time.monotonic() + max(0.05, rto * 1.5) if started < tries else float("inf")
+            while attempts:
+                now = time.monotonic()
+                stop = min(end(), next_attempt, now + max(0.05, rto))
+                if now >= min(end(), next_attempt):
+                    break
+                done, _ = await asyncio.wait(attempts, timeout=stop - now, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
                     if t.result() in ("open", "refused", "unreachable"):
+                        if on_answer is not None and t.result() != "unreachable":
+                            on_answer(started)
                         return PortPath(port, "tcp", t.result())
                 attempts = [t for t in attempts if not t.done()]
-                now = time.monotonic()
-                if not attempts:
-                    break
-            if time.monotonic() >= deadline:
+            if not attempts and started >= tries:
+                return PortPath(port, "tcp", "error")  # every attempt failed locally: nothing to conclude
+            if time.monotonic() >= end():
                 return PortPath(port, "tcp", "silent")
     finally:
         for t in attempts:
             t.cancel()
 
 
-async def _udp(host: str, port: int, wait_s: float, rto: float, tries: int = 4) -> PortPath:
+async def _udp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 4) -> PortPath:
+    end = _end_fn(wait_s)
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
@@ -94,20 +115,24 @@ async def _udp(host: str, port: int, wait_s: float, rto: float, tries: int = 4) 
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 0)
         sock.connect((host, port))
         loop.add_reader(sock.fileno(), readable)
-        deadline = time.monotonic() + wait_s
         # Three sends at most (four on a lossy path): a closed port's ICMP is rate limited by the server (a burst
         # of ~6, then 1/s).
         sends = 3 if tries <= 4 else 4
-        for attempt in range(sends):
-            with contextlib.suppress(OSError):
-                sock.send(b"nodereach port-path probe")
-            wait = deadline - time.monotonic() if attempt == sends - 1 else min(rto * 2, deadline - time.monotonic())
-            if wait <= 0:
-                break
+        sent = 0
+        next_send = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= end():
+                return PortPath(port, "udp", "silent")
+            if sent < sends and now >= next_send:
+                with contextlib.suppress(OSError):
+                    sock.send(b"nodereach port-path probe")
+                sent += 1
+                next_send = now + rto * 2
+            stop = min(end(), next_send if sent < sends else end(), now + max(0.05, rto))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(max(0.0, stop - time.monotonic())):
                     return PortPath(port, "udp", await asyncio.shield(fut))
-        return PortPath(port, "udp", "silent")
     except OSError:
         return PortPath(port, "udp", "error")
     finally:
@@ -116,12 +141,14 @@ async def _udp(host: str, port: int, wait_s: float, rto: float, tries: int = 4) 
         sock.close()
 
 
-async def probe_paths(host: str, tcp_ports: list[int], udp_ports: list[int], *, wait_s: float,
-                      rto: float, tries: int = 4) -> list[PortPath]:
+async def probe_paths(host: str, tcp_ports: list[int], udp_ports: list[int], *, wait_s: Deadline,
+                      rto: float, tries: int = 4, on_answer: Callable[[int], None] | None = None,
+                      ) -> list[PortPath]:
     """Probe each port (plus the control port) in parallel, `tries` attempts each (from the measured loss)."""
     tcp = sorted({*tcp_ports, CONTROL_PORT})
     udp = sorted({*udp_ports, CONTROL_PORT}) if udp_ports else []
-    jobs = [_tcp(host, p, wait_s, rto, tries) for p in tcp] + [_udp(host, p, wait_s, rto, tries) for p in udp]
+    jobs = [_tcp(host, p, wait_s, rto, tries, on_answer) for p in tcp]
+    jobs += [_udp(host, p, wait_s, rto, tries) for p in udp]
     return list(await asyncio.gather(*jobs))
 
 

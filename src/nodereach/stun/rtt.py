@@ -25,6 +25,26 @@ def tries_for_loss(loss: float, target: float = MISS_TARGET, lo: int = MIN_TRIES
     return n
 
 
+PRIOR_LOST, PRIOR_ANSWERED = 0.5, 5.0
+"""Beta prior on the loss per try: half a loss in 5 tries (mean 0.1), weak enough that a few samples count."""
+
+
+def tries_for_evidence(lost: int, tries: int, target: float = MISS_TARGET, lo: int = MIN_TRIES,
+                       hi: int = MAX_TRIES) -> int:
+    """Fewest tries n (lo..hi) whose chance of all being lost, averaged over what the evidence (`lost` of
+    `tries` sends unanswered) says the loss may be, is below `target`: E[p^n] under Beta(a, b) is
+    prod_{k<n} (a+k)/(a+b+k). Thin evidence therefore buys extra tries; a clean, well-measured path keeps `lo`."""
+    a = PRIOR_LOST + lost
+    b = PRIOR_ANSWERED - PRIOR_LOST + (tries - lost)
+    n, p_all = 0, 1.0
+    while n < hi:
+        p_all *= (a + n) / (a + b + n)
+        n += 1
+        if n >= lo and p_all < target:
+            break
+    return n
+
+
 def wait_for_tries(rto: float, tries: int, backoff: float = BACKOFF) -> float:
     """Time from the first send until the reply to try number `tries` is due (sends every rto, growing by
     `backoff`; the last one gets one rto for its reply)."""
@@ -73,13 +93,14 @@ class SharedRtt:
 
     @property
     def loss(self) -> float:
-        """Round-trip loss per try from answered transactions. A prior of 1 loss in 10 tries keeps a few lucky
-        samples from claiming a clean path, and still gives 4 tries on a path that really is clean."""
-        return (self.lost_tries + 1) / (self.answered_tries + 10)
+        """Round-trip loss per try from answered transactions. A weak prior (half a loss in 5 tries) keeps the
+        first lucky samples from claiming a clean path, gives 4 tries on a path that really is clean and lets a
+        few observed losses count."""
+        return (self.lost_tries + PRIOR_LOST) / (self.answered_tries + PRIOR_ANSWERED)
 
     def tries_for_negative(self) -> int:
         """How many tries a transaction needs before its silence is a negative answer (loss-aware)."""
-        return tries_for_loss(self.loss)
+        return tries_for_evidence(self.lost_tries, self.answered_tries)
 
     @property
     def rto(self) -> float:
