@@ -8,10 +8,9 @@ the gateway now instead of at the next interval. Datagrams from other sources ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
 from collections.abc import Callable
+
+from nodereach.portmap.multicast import listen_group
 
 GROUP = "224.0.0.1"
 PORT = 5350
@@ -29,18 +28,4 @@ class _Proto(asyncio.DatagramProtocol):
 
 async def listen(gateway: str, local_address: str, wake: Callable[[], None]) -> asyncio.DatagramTransport | None:
     """Join 224.0.0.1 on the LAN interface and call wake() per announcement; None if that is impossible."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        with contextlib.suppress(AttributeError, OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((GROUP, PORT))
-        mreq = struct.pack("4s4s", socket.inet_aton(GROUP), socket.inet_aton(local_address))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(gateway, wake), sock=sock)
-        return transport
-    except OSError:
-        sock.close()
-        return None
+    return await listen_group(GROUP, PORT, local_address, lambda: _Proto(gateway, wake))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +19,7 @@ from async_upnp_client.utils import CaseInsensitiveDict
 
 from nodereach.portmap.errors import GatewayTimeout
 from nodereach.portmap.gateway import Gateway
+from nodereach.portmap.multicast import listen_group
 
 SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
@@ -50,21 +49,8 @@ class _GroupListener(asyncio.DatagramProtocol):
 
 async def _listen_group(local_address: str, on_reply: Callable[[CaseInsensitiveDict], None],
                         ) -> asyncio.DatagramTransport | None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        with contextlib.suppress(AttributeError, OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((SSDP_GROUP, SSDP_PORT))
-        mreq = struct.pack("4s4s", socket.inet_aton(SSDP_GROUP), socket.inet_aton(local_address))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-        sock.setblocking(False)
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _GroupListener(on_reply), sock=sock)
-        return transport
-    except OSError:  # port 1900 held by a daemon without SO_REUSEPORT: unicast answers still work
-        sock.close()
-        return None
+    # None when port 1900 is held by a daemon without SO_REUSEPORT: unicast answers still work
+    return await listen_group(SSDP_GROUP, SSDP_PORT, local_address, lambda: _GroupListener(on_reply))
 
 
 @dataclass(frozen=True, slots=True)
