@@ -9,16 +9,15 @@ import contextlib
 import os
 import select
 import socket
-import struct
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from nodereach.icmp import IP_RECVERR, parse_errqueue
+
 if TYPE_CHECKING:
     from nodereach.lab.core import Lab
 
-IP_RECVERR = 11
-SO_EE_ORIGIN_ICMP = 2
 ICMP_TIME_EXCEEDED = 11
 
 
@@ -155,11 +154,7 @@ def _wait_error(sock: socket.socket, timeout: float) -> tuple[str | None, int | 
         except BlockingIOError:
             time.sleep(0.005)
             continue
-        for level, kind, data in ancdata:
-            if level == socket.IPPROTO_IP and kind == IP_RECVERR and len(data) >= 32:
-                _errno, origin, icmp_type, _code = struct.unpack_from("=IBBB", data, 0)
-                if origin != SO_EE_ORIGIN_ICMP:
-                    continue
-                offender = socket.inet_ntoa(data[16 + 4:16 + 8])
-                return offender, icmp_type
+        error = parse_errqueue(ancdata)
+        if error is not None:
+            return error.offender, error.type
     return None, None
