@@ -26,11 +26,13 @@ demo: deps
 # pytest exits 5 when it collected no test: that is a broken run, not a green one.
 test: deps
 	@$(BIN)/ruff check src tests benchmarks
+	@$(BIN)/mypy
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 lint: venv
 	@$(BIN)/ruff check src tests benchmarks
+	@$(BIN)/mypy
 
 bench: deps
 	@$(BIN)/python benchmarks/run_all.py

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodereach.diagnose.engine import Budget
-from nodereach.diagnose.stunio import MAX_TRIES, MIN_TRIES, RttEstimator, tries_for_loss, wait_for_tries
+from nodereach.stun.rtt import MAX_TRIES, MIN_TRIES, SharedRtt, tries_for_loss, wait_for_tries
 
 
 def test_tries_vs_loss_table() -> None:
@@ -36,8 +36,8 @@ def test_wait_covers_every_try() -> None:
     assert abs(wait_for_tries(0.1, 4) - 0.1 * (1 + 1.3 + 1.69 + 1)) < 1e-9
 
 
-def _estimator(answered: list[int]) -> RttEstimator:
-    rtt = RttEstimator.__new__(RttEstimator)  # no event loop needed for the arithmetic
+def _estimator(answered: list[int]) -> SharedRtt:
+    rtt = SharedRtt.__new__(SharedRtt)  # no event loop needed for the arithmetic
     rtt.srtt, rtt.rttvar, rtt.samples, rtt.retransmits, rtt.recovered = 0.05, 0.005, 1, 0, 0
     rtt.answered_tries = rtt.lost_tries = 0
     rtt.provisional = False

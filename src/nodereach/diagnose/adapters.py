@@ -150,12 +150,14 @@ async def portmap(gateway: str | None, *, wait_s: float, bound_s: float, local_a
         for v in empty.values():
             v.reason = "no default gateway"
         return empty, "no default gateway"
+    mod: Any = None
+    gw_mod: Any = None
     try:
         mod = importlib.import_module("nodereach.portmap.probe")
         gw_mod = importlib.import_module("nodereach.portmap.gateway")
     except ImportError:
-        mod = gw_mod = None
-    if mod is None or not hasattr(mod, "probe_all") or local_address is None:
+        pass
+    if mod is None or gw_mod is None or not hasattr(mod, "probe_all") or local_address is None:
         return await _portmap_whole(gateway, wait_s=wait_s, bound_s=bound_s)
     import ipaddress
 

@@ -71,10 +71,10 @@ def decide(report: Report, requested: list[PortSpec] | None = None, dialback: bo
     tcp_ok = report.tcp.outbound is True
     nat = report.nat
     if not udp_ok and not tcp_ok:
-        causes = ["no-connectivity"]
+        down = ["no-connectivity"]
         if report.local.gateway is None:
-            causes.append("no-default-route")
-        return Decision("no-connectivity", causes, _no_connectivity_advice(report))
+            down.append("no-default-route")
+        return Decision("no-connectivity", down, _no_connectivity_advice(report))
 
     causes: list[str] = []
     if report.udp.outbound is False:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def load_config(path: Path) -> dict[str, Any]:
             raise UsageError(f"config {path}: `{key}` must be a list of strings")
     if "timeout" in section and not isinstance(section["timeout"], int | float):
         raise UsageError(f"config {path}: `timeout` must be a number")
-    return section
+    return typing.cast(dict[str, Any], section)
 
 
 def build_options(servers: list[str], ports: list[str], timeout: float, lifetime: bool, lifetime_max: float,
@@ -118,7 +119,8 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
 
 def _loop_run(coro: Any) -> Report:
     # Plain asyncio: the check is a few dozen packets, and pyroute2's async netlink needs it.
-    return asyncio.run(coro)
+    report: Report = asyncio.run(coro)
+    return report
 
 
 def run_check(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,

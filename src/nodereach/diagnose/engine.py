@@ -21,7 +21,8 @@ from nodereach import defaults
 from nodereach.diagnose import adapters, dialback, layers, lifetime, netinfo, portfilter, ttlprobe
 from nodereach.diagnose.model import Local, Outbound, PortResult, Report, ServerUsed
 from nodereach.diagnose.rules import PortSpec
-from nodereach.diagnose.stunio import Addr, Reply, RttEstimator, StunSocket, tcp_binding
+from nodereach.diagnose.stunio import Addr, Reply, StunSocket, tcp_binding
+from nodereach.stun.rtt import SharedRtt
 
 Progress = Callable[[str, str, str], None]
 """progress(step, state, detail): state is running | done | failed | skipped."""
@@ -73,7 +74,7 @@ def _debug_progress() -> Progress | None:
 class Budget:
     """Deadlines from the shared RTT estimate, never past the hard end of the run."""
 
-    def __init__(self, start: float, timeout: float, rtt: RttEstimator) -> None:
+    def __init__(self, start: float, timeout: float, rtt: SharedRtt) -> None:
         self.start = start
         self.end = start + max(0.3, timeout - 0.15)
         self.rtt = rtt
@@ -132,7 +133,7 @@ class Check:
     def __init__(self, opts: CheckOptions, progress: Progress | None = None) -> None:
         self.opts = opts
         self.progress = progress or _debug_progress() or _noop
-        self.rtt = RttEstimator()
+        self.rtt = SharedRtt()
         self.report = Report()
         self.sockets: list[StunSocket] = []
         self.concluded = False

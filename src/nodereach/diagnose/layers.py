@@ -165,6 +165,7 @@ def infer_layers(ev: PathEvidence) -> LayerInference:
 
     details: list[NatLayer] = []
     for i, (realm, router) in enumerate(realms):
+        owner: Literal["operator", "provider", "unknown"]
         if realm == str(_SHARED4):
             owner = "provider"
         elif i == 0:

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import time
 
-from nodereach.diagnose.stunio import Addr, RttEstimator, StunSocket
+from nodereach.diagnose.stunio import Addr, StunSocket
 from nodereach.stun import message as M
+from nodereach.stun.rtt import SharedRtt
 
 CANDIDATES = (2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800, 3600)
 
@@ -23,7 +24,7 @@ def intervals(lifetime_max: float) -> list[float]:
     return out
 
 
-async def _one(server: Addr, wait: float, rtt: RttEstimator) -> bool | None:
+async def _one(server: Addr, wait: float, rtt: SharedRtt) -> bool | None:
     """True: binding alive after `wait`; False: gone; None: could not test (no mapping, server refused)."""
     x = await StunSocket(rtt).open()
     y = await StunSocket(rtt).open()
@@ -52,7 +53,7 @@ async def _one(server: Addr, wait: float, rtt: RttEstimator) -> bool | None:
         y.close()
 
 
-async def measure(server: Addr, lifetime_max: float, rtt: RttEstimator) -> tuple[float | None, str]:
+async def measure(server: Addr, lifetime_max: float, rtt: SharedRtt) -> tuple[float | None, str]:
     """(lifetime lower bound in seconds, explanation)."""
     waits = intervals(lifetime_max)
     results = await asyncio.gather(*(_one(server, w, rtt) for w in waits))

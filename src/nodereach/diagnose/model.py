@@ -6,7 +6,7 @@ change the meaning of one without bumping SCHEMA.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -152,6 +152,6 @@ def from_json(data: bytes | str) -> Report:
     return msgspec.json.decode(data, type=Report)
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """JSON Schema of the report, generated from the model so docs never drift from code."""
     return msgspec.json.schema(Report)

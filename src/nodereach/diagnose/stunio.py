@@ -28,10 +28,10 @@ from nodereach.stun.rtt import (  # noqa: F401  (re-exported for the check)
     MIN_RTO,
     MIN_TRIES,
     MISS_TARGET,
+    SharedRtt,
     tries_for_loss,
     wait_for_tries,
 )
-from nodereach.stun.rtt import SharedRtt as RttEstimator
 
 Addr = tuple[str, int]
 
@@ -69,7 +69,7 @@ class SocketStats:
 class StunSocket:
     """One UDP socket; `request()` runs one transaction on it, many may run at once."""
 
-    def __init__(self, rtt: RttEstimator, family: socket.AddressFamily = socket.AF_INET,
+    def __init__(self, rtt: SharedRtt, family: socket.AddressFamily = socket.AF_INET,
                  bind: Addr | None = None) -> None:
         self.rtt = rtt
         self.family = family

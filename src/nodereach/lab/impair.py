@@ -32,23 +32,24 @@ ETH_P_ARP = b"\x08\x06"
 
 def open_tap(ns: str, name: str) -> int:
     """Create TAP device `name` inside namespace `ns` (it lives as long as the returned fd)."""
-    box: dict[str, object] = {}
+    fds: list[int] = []
+    errors: list[BaseException] = []
 
     def body() -> None:
         try:
             setns(ns)
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
-            box["fd"] = fd
+            fds.append(fd)
         except BaseException as exc:
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=body)
     thread.start()
     thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["fd"]  # type: ignore[return-value]
+    if errors:
+        raise errors[0]
+    return fds[0]
 
 
 class Direction:

@@ -45,21 +45,22 @@ def setns(name: str) -> None:
 
 def call_in(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run fn(*args) in a fresh thread inside namespace `name`; return its result or raise its exception."""
-    box: dict[str, Any] = {}
+    results: list[T] = []
+    errors: list[BaseException] = []
 
     def body() -> None:
         try:
             setns(name)
-            box["result"] = fn(*args, **kwargs)
+            results.append(fn(*args, **kwargs))
         except BaseException as exc:  # handed to the caller
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=body, name=f"netns-{name}", daemon=True)
     thread.start()
     thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]  # type: ignore[no-any-return]
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def write_sysctl(ns: str, values: dict[str, str]) -> None:

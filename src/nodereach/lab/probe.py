@@ -123,7 +123,7 @@ def tcp_accepts(listener: socket.socket, timeout: float) -> tuple[str, int] | No
         return None
     conn, peer = listener.accept()
     conn.close()
-    return peer
+    return (str(peer[0]), int(peer[1]))
 
 
 def ttl_hops(lab: Lab, host: str, dst: str, max_ttl: int = 6, timeout: float = 1.0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from nodereach.portmap.multicast import listen_group
 
@@ -21,7 +22,7 @@ class _Proto(asyncio.DatagramProtocol):
         self.gateway = gateway
         self.wake = wake
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if addr[0] == self.gateway and 2 <= len(data) <= 1100:
             self.wake()
 

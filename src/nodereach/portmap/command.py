@@ -33,9 +33,10 @@ def parse_ports(specs: list[str]) -> list[tuple[int, Transport]]:
         for p in protos:
             if p not in get_args(Transport):
                 raise UsageError(f"bad protocol in {spec!r}", "use tcp or udp")
-            item = (int(port_s), p)
+            transport: Transport = "tcp" if p == "tcp" else "udp"
+            item = (int(port_s), transport)
             if item not in out:
-                out.append(item)  # type: ignore[arg-type]
+                out.append(item)
     if not out:
         raise UsageError("no ports given", "e.g. nodereach open 30303/tcp 30303/udp")
     return out
@@ -45,9 +46,10 @@ def parse_method(method: str | None) -> Method | None:
     if method is None:
         return None
     m = method.lower().replace("-", "")
-    if m not in METHODS:
-        raise UsageError(f"unknown method {method!r}", "use pcp, natpmp or upnp")
-    return m  # type: ignore[return-value]
+    for known in METHODS:
+        if m == known:
+            return known
+    raise UsageError(f"unknown method {method!r}", "use pcp, natpmp or upnp")
 
 
 class Printer:
@@ -132,7 +134,7 @@ async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease
     preferred: dict[tuple[Transport, int], int] = {}
     for rec in state.load_all():
         if (rec.internal_port, rec.protocol) in ports:
-            preferred[(rec.protocol, rec.internal_port)] = rec.external_port  # type: ignore[index]
+            preferred[("tcp" if rec.protocol == "tcp" else "udp", rec.internal_port)] = rec.external_port
     mapper = PortMapper(ports, method=method, lease=lease, timeout=wait, preferred=preferred)
     mapper.on_event(printer.event)
     mapper.on_event(lambda _ev: _record(mapper))
@@ -200,7 +202,10 @@ async def _mappings(delete: list[tuple[int, Transport]], method: Method | None, 
     recorded = {(r.protocol, r.external_port) for r in records}
     upnp = drivers.get("upnp")
     if upnp is not None:
-        for entry in await upnp.list_mappings():  # type: ignore[attr-defined]
+        from nodereach.portmap.upnp_client import UpnpClient  # loaded already: probe_all made the driver
+
+        assert isinstance(upnp, UpnpClient)
+        for entry in await upnp.list_mappings():
             row = {"method": "upnp", "protocol": entry.get("NewProtocol", "").lower(),
                    "external_port": _int(entry.get("NewExternalPort")),
                    "internal_client": entry.get("NewInternalClient"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from nodereach.portmap import pcp
 from nodereach.portmap.base import Grant, Method, Poll, Slot, Transport
@@ -39,11 +40,11 @@ class PcpClient:
         self._observe(resp)
         return resp.epoch
 
-    async def _request(self, make: object, what: str) -> pcp.Response:
+    async def _request(self, make: Callable[[str], pcp.MapRequest | pcp.PeerRequest], what: str) -> pcp.Response:
         holder: dict[str, pcp.MapRequest | pcp.PeerRequest] = {}
 
         def build(local: str) -> bytes:
-            req = make(local)  # type: ignore[operator]
+            req = make(local)
             holder["req"] = req
             return pcp.encode_map(req) if isinstance(req, pcp.MapRequest) else pcp.encode_peer(req)
 

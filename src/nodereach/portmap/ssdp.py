@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from async_upnp_client.search import SsdpSearchListener
@@ -37,7 +38,7 @@ class _GroupListener(asyncio.DatagramProtocol):
     def __init__(self, on_reply: Callable[[CaseInsensitiveDict], None]) -> None:
         self.on_reply = on_reply
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if len(data) > MAX_DATAGRAM or not data.startswith(b"HTTP/1.1 200") or not is_valid_ssdp_packet(data):
             return
         try:
@@ -125,9 +126,9 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
         resend = loop.call_later(min(0.5, wait / 3), send)
         try:
             async with asyncio.timeout(wait):
-                other_wait = asyncio.ensure_future(first_other.wait())
+                other_wait: asyncio.Future[Any] = asyncio.ensure_future(first_other.wait())
                 try:
-                    await asyncio.wait({from_gateway, other_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([from_gateway, other_wait], return_when=asyncio.FIRST_COMPLETED)
                     if from_gateway.done():
                         return from_gateway.result()
                     # Someone else answered first; give the real gateway a short grace period.

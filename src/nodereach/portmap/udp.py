@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable, PortmapError
 
@@ -26,7 +26,7 @@ class _Proto(asyncio.DatagramProtocol):
         self.peer = peer
         self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=64)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if (addr[0], addr[1]) != self.peer:
             return
         if not self.queue.full():

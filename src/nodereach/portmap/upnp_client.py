@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import typing
 from typing import Any
 
 from async_upnp_client.client import UpnpDevice, UpnpService
@@ -67,7 +68,8 @@ class UpnpClient:
         self.found = found
         self.device = device
         self.service = service
-        self.requester: GuardedRequester = service.requester  # type: ignore[assignment]
+        # the factory was built with our GuardedRequester, so every service carries it
+        self.requester = typing.cast(GuardedRequester, service.requester)
         self.timeout = timeout
         self.permanent_only = False
 

@@ -16,6 +16,7 @@ import ipaddress
 import secrets
 import socket
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,9 +92,10 @@ class _TcpEcho(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        # uvloop's transports are not subclasses of asyncio.Transport, but have its methods
+        self.transport = typing.cast(asyncio.Transport, transport)
         self.owner.connections += 1
-        self.timer = asyncio.get_running_loop().call_later(2.0, transport.abort)
+        self.timer = asyncio.get_running_loop().call_later(2.0, self.transport.abort)
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -122,7 +124,7 @@ class _UdpEcho(asyncio.DatagramProtocol):
         """Done once the socket is closed (the transport closes it on a later loop iteration)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = typing.cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

@@ -10,6 +10,7 @@ accepted connection is wrapped in a protocol that forwards to aiohttp's handler 
 from __future__ import annotations
 
 import asyncio
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,8 @@ class GuardedProtocol(asyncio.Protocol):
 
     # --- life cycle ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        # uvloop's transports are not subclasses of asyncio.Transport, but have its methods
+        transport = self.transport = typing.cast(asyncio.Transport, transport)
         g = self.guard
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
@@ -154,7 +156,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(self.guard.head_timeout, self._head_deadline)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        keep_open: bool | None = self.inner.eof_received()
+        return keep_open
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()

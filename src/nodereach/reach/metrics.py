@@ -13,7 +13,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # the *_created series double the output and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated; the *_created series double the output and nobody graphs them
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter("nodereach_http_requests", "HTTP requests by endpoint and status",

@@ -11,6 +11,7 @@ import errno
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from nodereach.reach import codec
 
@@ -142,7 +143,7 @@ class _UdpProbe(asyncio.DatagramProtocol):
         self.token = token
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             m = codec.decode(data)
         except codec.DialbackCodecError:

@@ -135,7 +135,7 @@ class DialbackService:
         status = 500
         try:
             try:
-                response = await handler(request)
+                response: web.StreamResponse = await handler(request)
             except ApiError as err:
                 if err.status in (400, 403, 415, 429, 503):
                     self.metrics.rejected.labels(err.code).inc()

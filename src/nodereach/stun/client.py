@@ -36,6 +36,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodereach.stun import attributes as A
 from nodereach.stun.errors import StunError, StunErrorResponse, StunParseError, StunTimeout
@@ -129,7 +130,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, client: StunClient) -> None:
         self.client = client
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.client._on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:

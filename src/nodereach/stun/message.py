@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodereach.stun import attributes as A
 from nodereach.stun.errors import StunParseError
@@ -160,7 +162,7 @@ class StunMessage:
             return None
         raw = self.raw
         expect = struct.unpack_from("!I", raw, off + 4)[0]
-        return (binascii.crc32(raw[:off]) ^ FINGERPRINT_XOR) == expect
+        return bool((binascii.crc32(raw[:off]) ^ FINGERPRINT_XOR) == expect)
 
     def check_integrity(self, key: bytes) -> bool | None:
         """None without MESSAGE-INTEGRITY, else whether its HMAC-SHA1 under `key` is right."""
@@ -169,14 +171,14 @@ class StunMessage:
     def check_integrity_sha256(self, key: bytes) -> bool | None:
         return self._check_hmac(A.MESSAGE_INTEGRITY_SHA256, key, hashlib.sha256)
 
-    def _check_hmac(self, attr_type: int, key: bytes, digest: object) -> bool | None:
+    def _check_hmac(self, attr_type: int, key: bytes, digest: Callable[[], Any]) -> bool | None:
         off = self._offsets.get(attr_type)
         if off is None:
             return None
         raw = self.raw
         length = (raw[off + 2] << 8) | raw[off + 3]
         covered = _with_length(raw[:off], off + 4 + length - HEADER_SIZE)
-        mac = hmac.new(key, covered, digest).digest()  # type: ignore[arg-type]
+        mac = hmac.new(key, covered, digest).digest()
         return hmac.compare_digest(mac[:length], raw[off + 4:off + 4 + length])
 
 

@@ -41,6 +41,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
 from nodereach.stun import attributes as A
@@ -114,7 +115,8 @@ class _Udp:
         self.server = server
         self.idx = idx
         self.sock = sock
-        self.local: A.Address = tuple(sock.getsockname()[:2])  # type: ignore[assignment]
+        name = sock.getsockname()
+        self.local: A.Address = (str(name[0]), int(name[1]))
         self.tail = b""  # RESPONSE-ORIGIN + OTHER-ADDRESS, precomputed (RFC 5780 mode)
         self.fast_prefix = b""
 
@@ -335,7 +337,7 @@ class StunServer:
         return encode_message(error_response(req, code, reason, unknown), fingerprint=req.has(A.FINGERPRINT)), \
             via, source
 
-    def handle(self, proto: _Udp, data: bytes, addr: tuple) -> None:
+    def handle(self, proto: _Udp, data: bytes, addr: tuple[str | Any, int]) -> None:
         """UDP slow path: anything but a plain 20-byte Binding request."""
         try:
             decision = self.respond(data, (addr[0], addr[1]), proto.idx)
