@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab, the tests and the demo need, only those that are missing.
 set -euo pipefail
-PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps)
+PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps prometheus)
+# Units that Debian starts on install. Their daemons run only inside lab namespaces, started by the tests'
+# fixtures; on the host they are stopped and masked, so nothing listens on the host's own network.
+QUIET_UNITS=(prometheus.service)
+
+quiet_units() {
+  command -v systemctl >/dev/null 2>&1 || return 0
+  [ "$(id -u)" -eq 0 ] || return 0
+  for unit in "${QUIET_UNITS[@]}"; do
+    if [ "$(systemctl is-enabled "$unit" 2>/dev/null || true)" != "masked" ]; then
+      systemctl mask "$unit" >/dev/null 2>&1 || true
+    fi
+    if systemctl is-active --quiet "$unit" 2>/dev/null; then
+      systemctl stop "$unit" >/dev/null 2>&1 || true
+    fi
+  done
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ ${#missing[@]} -eq 0 ]; then quiet_units; exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "nodereach: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
   exit 2
 fi
 echo "nodereach: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+quiet_units  # masked before the install: the package's postinst then cannot start them
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+quiet_units
