@@ -16,7 +16,7 @@ from typing import Any
 
 from nodereach.lab import Lab, netns
 from nodereach.lab import addresses as A
-from nodereach.reach.client import ProbeResult, probe_port
+from nodereach.reach.client import DialBackResult, probe_port
 
 SERVER = A.SERVER_IP
 URL = f"http://{A.SERVER_IP}:3480"
@@ -80,7 +80,7 @@ def serving(lab: Lab, tmp: Path, *extra: str) -> Iterator[subprocess.Popen[Any]]
 
 
 async def probe_from(lab: Lab, host: str, port: int, protocol: str, *, timeout: float = 3.0,  # noqa: ASYNC109
-                     listen: bool = True) -> ProbeResult:
+                     listen: bool = True) -> DialBackResult:
     fn = functools.partial(probe_port, SERVER, port, protocol, timeout=timeout, listen=listen)
     return await lab.run_async(host, fn)
 

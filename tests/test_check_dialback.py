@@ -8,21 +8,21 @@ import socket
 import pytest
 
 from nodereach.diagnose.dialback import probe, to_port_result
-from nodereach.reach.client import ProbeResult
+from nodereach.reach.client import DialBackResult
 from nodereach.reach.limits import LimitsConfig
 from nodereach.reach.service import DialbackConfig, DialbackService
 from reach_helpers import free_port
 
 
 @pytest.mark.parametrize("result, expected", [
-    (ProbeResult(1, "udp", False, "timeout", listener="nodereach"), (False, "no-mapping-or-filtered")),
-    (ProbeResult(1, "tcp", False, "timeout", listener="node"), (False, "timeout")),  # the node's own port
-    (ProbeResult(1, "tcp", False, "refused", listener="nodereach"), (False, "refused")),
-    (ProbeResult(1, "tcp", True, "ok", rtt_ms=1.5, listener="nodereach"), (True, "ok")),
-    (ProbeResult(1, "udp", None, "udp-unobservable", listener="node"), (None, "udp-unobservable")),
-    (ProbeResult(1, "tcp", None, "local-error"), (None, "local-error")),
+    (DialBackResult(1, "udp", False, "timeout", listener="nodereach"), (False, "no-mapping-or-filtered")),
+    (DialBackResult(1, "tcp", False, "timeout", listener="node"), (False, "timeout")),  # the node's own port
+    (DialBackResult(1, "tcp", False, "refused", listener="nodereach"), (False, "refused")),
+    (DialBackResult(1, "tcp", True, "ok", rtt_ms=1.5, listener="nodereach"), (True, "ok")),
+    (DialBackResult(1, "udp", None, "udp-unobservable", listener="node"), (None, "udp-unobservable")),
+    (DialBackResult(1, "tcp", None, "local-error"), (None, "local-error")),
 ])
-def test_to_port_result(result: ProbeResult, expected: tuple[bool | None, str]) -> None:
+def test_to_port_result(result: DialBackResult, expected: tuple[bool | None, str]) -> None:
     pr = to_port_result(result)
     assert (pr.reachable, pr.reason) == expected
     assert (pr.port, pr.protocol, pr.listener, pr.rtt_ms) == (1, result.protocol, result.listener, result.rtt_ms)

@@ -15,7 +15,7 @@ import pytest
 
 from nodereach.errors import UsageError
 from nodereach.reach import client
-from nodereach.reach.client import ProbeResult, _combine, _Listener, dial_back, parse_server, probe_port, server_info
+from nodereach.reach.client import DialBackResult, _combine, _Listener, dial_back, parse_server, probe_port, server_info
 from nodereach.reach.limits import LimitsConfig
 from nodereach.reach.service import DialbackConfig, DialbackService
 from reach_helpers import free_port
@@ -122,16 +122,17 @@ def _listener(received: bool) -> _Listener:
     ({"reachable": None, "reason": "no-echo"}, False, (False, "timeout")),
 ])
 def test_combine_with_own_listener(doc: dict, received: bool, expected: tuple[bool, str]) -> None:
-    r = _combine(ProbeResult(1, "udp", None, "server-error"), {"address": "198.51.100.2", **doc}, _listener(received))
+    r = _combine(DialBackResult(1, "udp", None, "server-error"), {"address": "198.51.100.2", **doc},
+                 _listener(received))
     assert (r.reachable, r.reason) == expected and r.observed_address == "198.51.100.2"
 
 
 def test_combine_node_listener_udp_is_honest() -> None:
-    r = _combine(ProbeResult(1, "udp", None, "x"), {"reachable": None, "reason": "no-echo"}, None)
+    r = _combine(DialBackResult(1, "udp", None, "x"), {"reachable": None, "reason": "no-echo"}, None)
     assert (r.reachable, r.reason) == (None, "udp-unobservable")
-    r = _combine(ProbeResult(1, "udp", None, "x"), {"reachable": False, "reason": "refused"}, None)
+    r = _combine(DialBackResult(1, "udp", None, "x"), {"reachable": False, "reason": "refused"}, None)
     assert (r.reachable, r.reason) == (False, "refused")
-    r = _combine(ProbeResult(1, "tcp", None, "x"), {"reachable": False, "reason": "timeout"}, None)
+    r = _combine(DialBackResult(1, "tcp", None, "x"), {"reachable": False, "reason": "timeout"}, None)
     assert (r.reachable, r.reason) == (False, "timeout")
 
 
@@ -158,7 +159,7 @@ def test_token_lost_but_our_listener_accepted_is_ok() -> None:
     probe (the check asks again under loss; this keeps a lost token segment from reading as 'other host')."""
     lst = _listener(False)
     lst.connections = 1
-    r = _combine(ProbeResult(1, "tcp", None, "x"), {"reachable": True, "reason": "unverified"}, lst)
+    r = _combine(DialBackResult(1, "tcp", None, "x"), {"reachable": True, "reason": "unverified"}, lst)
     assert (r.reachable, r.reason) == (True, "ok")
 
 

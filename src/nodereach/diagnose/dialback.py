@@ -6,15 +6,15 @@ and the retry under observed loss are the check's (engine), passed in here. Neve
 from __future__ import annotations
 
 from nodereach.diagnose.model import PortResult
-from nodereach.reach.client import ProbeResult, ServerWait, dial_back
+from nodereach.reach.client import DialBackResult, ServerWait, dial_back
 
 
-def to_port_result(r: ProbeResult) -> PortResult:
+def to_port_result(r: DialBackResult) -> PortResult:
     """The report's vocabulary: silence toward nodereach's own listener means no mapping or a filter."""
     reason = r.reason
     if r.listener == "nodereach" and r.reachable is False and reason == "timeout":
         reason = "no-mapping-or-filtered"
-    return PortResult(port=r.port, protocol=r.protocol, reachable=r.reachable, reason=reason,  # type: ignore[arg-type]
+    return PortResult(port=r.port, protocol=r.protocol, reachable=r.reachable, reason=reason,
                       listener=r.listener, rtt_ms=r.rtt_ms)
 
 

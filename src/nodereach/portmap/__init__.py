@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Endpoint", "Event", "PortMapper", "PortMapping", "ProbeResult", "open_port", "probe_gateway"]
+__all__ = ["Event", "LiveMapping", "MethodAvailability", "PortMapper", "PortMapping", "open_port", "probe_gateway"]
 
 
 def __getattr__(name: str) -> Any:
     """Lazy exports: importing the package stays cheap for the CLI."""
-    if name in ("Endpoint", "Event", "PortMapper", "PortMapping", "open_port"):
+    if name in ("Event", "LiveMapping", "PortMapper", "PortMapping", "open_port"):
         from nodereach.portmap import keeper
 
         return getattr(keeper, name)
-    if name in ("ProbeResult", "probe_gateway"):
+    if name in ("MethodAvailability", "probe_gateway"):
         from nodereach.portmap import probe
 
         return getattr(probe, name)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-Transport = Literal["tcp", "udp"]
+from nodereach.net import Transport, is_public
+
 Method = Literal["pcp", "natpmp", "upnp"]
 METHODS: tuple[Method, ...] = ("pcp", "natpmp", "upnp")
 
@@ -65,10 +65,4 @@ def is_unroutable(address: str | None) -> bool:
     """
     if not address:
         return False
-    ip = ipaddress.ip_address(address)
-    if ip in ipaddress.ip_network("100.64.0.0/10"):
-        return True
-    doc = [ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24", "2001:db8::/32")]
-    if any(ip in n for n in doc if n.version == ip.version):
-        return False
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_reserved
+    return not is_public(address)

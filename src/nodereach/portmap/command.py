@@ -8,14 +8,15 @@ import json
 import signal
 import sys
 import time
-from typing import Any, get_args
+from typing import Any
 
 from nodereach.errors import UsageError
+from nodereach.net import PortSpec, Transport
 from nodereach.portmap import state
-from nodereach.portmap.base import METHODS, Method, Transport, is_unroutable
+from nodereach.portmap.base import METHODS, Method, is_unroutable
 from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import find_gateway_async
-from nodereach.portmap.keeper import Endpoint, Event, PortMapper
+from nodereach.portmap.keeper import Event, LiveMapping, PortMapper
 from nodereach.portmap.probe import probe_all
 
 EXIT_OK = 0
@@ -26,17 +27,13 @@ def parse_ports(specs: list[str]) -> list[tuple[int, Transport]]:
     """`30303/tcp`, `30303/udp`, or `30303` (both). Duplicates collapse."""
     out: list[tuple[int, Transport]] = []
     for spec in specs:
-        port_s, _, proto = spec.strip().lower().partition("/")
-        protos: tuple[str, ...] = (proto,) if proto else ("tcp", "udp")
-        if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
-            raise UsageError(f"bad port {spec!r}", "use PORT/tcp or PORT/udp, e.g. 30303/tcp")
-        for p in protos:
-            if p not in get_args(Transport):
-                raise UsageError(f"bad protocol in {spec!r}", "use tcp or udp")
-            transport: Transport = "tcp" if p == "tcp" else "udp"
-            item = (int(port_s), transport)
-            if item not in out:
-                out.append(item)
+        try:
+            parsed = PortSpec.parse_many(spec)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None  # the message says what a port looks like
+        for p in parsed:
+            if (p.port, p.transport) not in out:
+                out.append((p.port, p.transport))
     if not out:
         raise UsageError("no ports given", "e.g. nodereach open 30303/tcp 30303/udp")
     return out
@@ -58,7 +55,7 @@ class Printer:
     def __init__(self, json_out: bool) -> None:
         self.json_out = json_out
 
-    def emit(self, kind: str, message: str, endpoint: Endpoint | None = None, **extra: Any) -> None:
+    def emit(self, kind: str, message: str, endpoint: LiveMapping | None = None, **extra: Any) -> None:
         if self.json_out:
             doc: dict[str, Any] = {"schema": "nodereach.open/1", "time": round(time.time(), 3), "event": kind,
                                    "message": message}
@@ -99,7 +96,7 @@ def _record(mapper: PortMapper) -> None:
         state.upsert(live)
 
 
-async def _verify(printer: Printer, server: str, endpoints: list[Endpoint], wait: float) -> bool | None:
+async def _verify(printer: Printer, server: str, endpoints: list[LiveMapping], wait: float) -> bool | None:
     """Dial back from the server; True all reachable, False any unreachable, None when it could not tell."""
     try:
         from nodereach.reach.client import probe_port

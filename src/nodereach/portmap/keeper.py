@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from nodereach.net import Transport
 from nodereach.portmap import announce, pcp
-from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, Transport, is_unroutable
+from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, is_unroutable
 from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway, find_gateway_async
 from nodereach.portmap.layers import external_on_gateway
-from nodereach.portmap.probe import ProbeResult, probe_all
+from nodereach.portmap.probe import MethodAvailability, probe_all
 
 EventKind = Literal["mapped", "renewed", "port-changed", "restarted", "address-changed", "error", "deleted",
                     "unreachable"]
@@ -30,7 +31,7 @@ MAX_LEASE = 86400
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class LiveMapping:
     """A live mapping: `external` is what peers should dial."""
 
     protocol: Transport
@@ -52,8 +53,8 @@ class Endpoint:
 class Event:
     kind: EventKind
     message: str
-    endpoint: Endpoint | None = None
-    previous: Endpoint | None = None
+    endpoint: LiveMapping | None = None
+    previous: LiveMapping | None = None
 
 
 @dataclass(slots=True)
@@ -81,7 +82,7 @@ class PortMapper:
         self.poll_interval = poll_interval if poll_interval is not None else min(30.0, self.lease / 4)
         self.gateway: Gateway | None = None
         self.driver: Driver | None = None
-        self.probes: dict[str, ProbeResult] = {}
+        self.probes: dict[str, MethodAvailability] = {}
         self.states: list[_State] = []
         self.external_address: str | None = None
         self.announcements = 0
@@ -106,8 +107,8 @@ class PortMapper:
         finally:
             self._queues.remove(queue)
 
-    def _emit(self, kind: EventKind, message: str, endpoint: Endpoint | None = None,
-              previous: Endpoint | None = None) -> None:
+    def _emit(self, kind: EventKind, message: str, endpoint: LiveMapping | None = None,
+              previous: LiveMapping | None = None) -> None:
         event = Event(kind, message, endpoint, previous)
         self.log.append(event)
         del self.log[:-200]
@@ -117,24 +118,24 @@ class PortMapper:
             q.put_nowait(event)
 
     @property
-    def endpoints(self) -> list[Endpoint]:
+    def endpoints(self) -> list[LiveMapping]:
         return [e for e in (self._endpoint(s) for s in self.states) if e is not None]
 
-    def _endpoint(self, st: _State) -> Endpoint | None:
+    def _endpoint(self, st: _State) -> LiveMapping | None:
         g = st.slot.grant
         if g is None or self.driver is None:
             return None
-        return Endpoint(g.protocol, g.internal_port, g.external_address, g.external_port, self.driver.method,
+        return LiveMapping(g.protocol, g.internal_port, g.external_address, g.external_port, self.driver.method,
                         g.lifetime)
 
     # --- lifecycle ----------------------------------------------------------------------------------
-    async def start(self, driver: Driver | None = None) -> list[Endpoint]:
+    async def start(self, driver: Driver | None = None) -> list[LiveMapping]:
         """Discover the gateway, probe in parallel, map every port with the preferred working protocol.
 
         `driver` skips discovery (a driver the caller built, e.g. PcpClient for an IPv6 firewall)."""
         if driver is not None:
             self.gateway = Gateway(driver.gateway, "")
-            self.probes = {driver.method: ProbeResult(True, None, "given")}
+            self.probes = {driver.method: MethodAvailability(True, None, "given")}
             drivers: dict[str, Driver] = {driver.method: driver}
             methods: tuple[Method, ...] = (driver.method,)
         else:
@@ -384,7 +385,7 @@ class PortMapping:
         self.mapper = mapper
 
     @property
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> LiveMapping:
         return self.mapper.endpoints[0]
 
     @property

@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Literal
 
+from nodereach.net import Transport
 from nodereach.portmap.errors import MalformedMessage, ResultCodeError, UnsupportedVersion
 
 VERSION = 0
@@ -38,7 +38,6 @@ RESULTS: dict[int, tuple[str, str, str | None]] = {
     UNSUPP_OPCODE: ("UNSUPP_OPCODE", "the gateway does not support this operation", None),
 }
 
-Proto = Literal["tcp", "udp"]
 OPCODES: dict[str, int] = {"udp": OP_MAP_UDP, "tcp": OP_MAP_TCP}
 
 
@@ -65,7 +64,7 @@ def encode_external_address() -> bytes:
     return bytes((VERSION, OP_EXTERNAL))
 
 
-def encode_map(protocol: Proto, internal_port: int, external_port: int, lifetime: int) -> bytes:
+def encode_map(protocol: Transport, internal_port: int, external_port: int, lifetime: int) -> bytes:
     """Map request (§3.3). lifetime=0 with external_port=0 deletes the mapping of internal_port (§3.4)."""
     if not 0 <= internal_port <= 0xFFFF or not 0 <= external_port <= 0xFFFF:
         raise ValueError("port out of range")
@@ -74,7 +73,7 @@ def encode_map(protocol: Proto, internal_port: int, external_port: int, lifetime
     return struct.pack("!BBHHHI", VERSION, OPCODES[protocol], 0, internal_port, external_port, lifetime)
 
 
-def encode_delete(protocol: Proto, internal_port: int) -> bytes:
+def encode_delete(protocol: Transport, internal_port: int) -> bytes:
     return encode_map(protocol, internal_port, 0, 0)
 
 
@@ -116,7 +115,7 @@ def decode_response(data: bytes) -> Response:
     return Response(opcode, result, epoch, internal_port=iport, external_port=eport, lifetime=lifetime)
 
 
-def matches_map(protocol: Proto, internal_port: int, resp: Response) -> bool:
+def matches_map(protocol: Transport, internal_port: int, resp: Response) -> bool:
     """Does a reply answer our map request (opcode and internal port)? Others are ignored."""
     if resp.result_code == UNSUPP_VERSION:
         return True

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nodereach.net import Transport, unmap
 from nodereach.portmap.errors import MalformedMessage, ResultCodeError, UnsupportedVersion
 
 VERSION = 2
@@ -33,7 +34,8 @@ OPTION_FILTER = 3
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "all": 0}
 PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
 
-Proto = Literal["tcp", "udp", "all"]
+PcpProtocol = Transport | Literal["all"]
+"""A MAP/PEER protocol: a transport, or protocol number 0, 'all protocols' (RFC 6887 §11.1)."""
 
 SUCCESS = 0
 UNSUPP_VERSION = 1
@@ -93,7 +95,7 @@ def to_wire_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address
 def from_wire_address(raw: bytes) -> str:
     """Inverse of to_wire_address; IPv4-mapped addresses come back as dotted IPv4."""
     ip = ipaddress.IPv6Address(raw)
-    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+    return str(unmap(ip))
 
 
 def any_address(family: int) -> bytes:
@@ -117,7 +119,7 @@ class MapRequest:
     """MAP (§11.1). lifetime=0 deletes; the nonce must be the one the mapping was created with."""
 
     nonce: bytes
-    protocol: Proto
+    protocol: PcpProtocol
     internal_port: int
     lifetime: int
     client_address: str
@@ -131,7 +133,7 @@ class PeerRequest:
     """PEER (§12): create or learn the mapping of an existing outbound flow to one remote peer."""
 
     nonce: bytes
-    protocol: Proto
+    protocol: PcpProtocol
     internal_port: int
     lifetime: int
     client_address: str

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from nodereach.net import Transport
 from nodereach.portmap import pcp
-from nodereach.portmap.base import Grant, Method, Poll, Slot, Transport
+from nodereach.portmap.base import Grant, Method, Poll, Slot
 from nodereach.portmap.epoch import EpochTracker
 from nodereach.portmap.udp import exchange
 

@@ -21,7 +21,7 @@ from nodereach.portmap.pcp_client import PcpClient
 
 
 @dataclass(slots=True)
-class ProbeResult:
+class MethodAvailability:
     """Whether one protocol answered on the gateway. available=None: could not be tested (no gateway)."""
 
     available: bool | None
@@ -45,46 +45,46 @@ def _reason(exc: BaseException) -> str:
     return "error"
 
 
-async def _probe_pcp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+async def _probe_pcp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
     client = PcpClient(gw.address, timeout=wait)
     await client.announce()
-    return ProbeResult(True, None, "ok"), client
+    return MethodAvailability(True, None, "ok"), client
 
 
-async def _probe_natpmp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+async def _probe_natpmp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
     client = NatPmpClient(gw.address, timeout=wait)
     address = await client.external_address()
-    return ProbeResult(True, address, "ok"), client
+    return MethodAvailability(True, address, "ok"), client
 
 
-async def _probe_upnp(gw: Gateway, wait: float) -> tuple[ProbeResult, Driver | None]:
+async def _probe_upnp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
     from nodereach.portmap.upnp_client import UpnpClient  # aiohttp + async-upnp-client: ~0.4 s to import
 
     client = await UpnpClient.discover(gw, wait=wait)
     address = await client.external_address()
-    return ProbeResult(True, address, "ok", detail=client.service.service_type), client
+    return MethodAvailability(True, address, "ok", detail=client.service.service_type), client
 
 
 PROBES = {"pcp": _probe_pcp, "natpmp": _probe_natpmp, "upnp": _probe_upnp}
 
 
 async def probe_all(gw: Gateway, wait: float, methods: tuple[Method, ...] = METHODS,
-                    ) -> tuple[dict[str, ProbeResult], dict[str, Driver]]:
+                    ) -> tuple[dict[str, MethodAvailability], dict[str, Driver]]:
     """Run the probes concurrently; each is bounded by `wait` (UPnP: SSDP + description + one action)."""
 
-    async def one(name: str) -> tuple[ProbeResult, Driver | None]:
+    async def one(name: str) -> tuple[MethodAvailability, Driver | None]:
         try:
             async with asyncio.timeout(wait * (3 if name == "upnp" else 1) + 0.5):
                 return await PROBES[name](gw, wait)
         except PortmapError as exc:
-            return ProbeResult(False, None, _reason(exc), exc.message), None
+            return MethodAvailability(False, None, _reason(exc), exc.message), None
         except TimeoutError:
-            return ProbeResult(False, None, "timeout", f"{name}: no complete answer in time"), None
+            return MethodAvailability(False, None, "timeout", f"{name}: no complete answer in time"), None
         except OSError as exc:
-            return ProbeResult(False, None, "error", f"{name}: {exc}"), None
+            return MethodAvailability(False, None, "error", f"{name}: {exc}"), None
 
     outcomes = await asyncio.gather(*(one(m) for m in methods))
-    results: dict[str, ProbeResult] = {m: ProbeResult(None, None, "not-probed") for m in METHODS}
+    results: dict[str, MethodAvailability] = {m: MethodAvailability(None, None, "not-probed") for m in METHODS}
     drivers: dict[str, Driver] = {}
     for name, (result, driver) in zip(methods, outcomes, strict=True):
         results[name] = result
@@ -101,7 +101,7 @@ async def probe_gateway(gateway: str | None = None, *, timeout: float) -> dict[s
     try:
         gw = await find_gateway_async(gateway)
     except PortmapError as exc:
-        return {m: ProbeResult(None, None, "no-gateway", exc.message) for m in METHODS}
+        return {m: MethodAvailability(None, None, "no-gateway", exc.message) for m in METHODS}
     results, drivers = await probe_all(gw, timeout)
     for driver in drivers.values():
         await driver.close()

@@ -20,7 +20,8 @@ from async_upnp_client.client import UpnpDevice, UpnpService
 from async_upnp_client.client_factory import UpnpFactory
 from async_upnp_client.exceptions import UpnpError
 
-from nodereach.portmap.base import Grant, Method, Poll, Slot, Transport
+from nodereach.net import Transport
+from nodereach.portmap.base import Grant, Method, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, PortmapError
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.http import ForbiddenUrl, GuardedRequester, SoapFault, check_url, parse_soap

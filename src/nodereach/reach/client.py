@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import secrets
-import socket
 import time
 import typing
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from typing import Any, Literal
 
 from nodereach import defaults
 from nodereach.errors import UsageError
+from nodereach.net import ResolveError, Transport, family_of, is_ip, is_transport, resolve, wildcard
 from nodereach.reach import codec
 from nodereach.reach.http1 import host_port, request_json
 
@@ -30,9 +29,11 @@ Listener = Literal["nodereach", "node", "none"]
 
 
 @dataclass(slots=True)
-class ProbeResult:
+class DialBackResult:
+    """What a dial-back server saw when it tried to reach one port of this host from outside."""
+
     port: int
-    protocol: str
+    protocol: Transport
     reachable: bool | None
     reason: str
     """ok | refused | timeout | reset | unreachable | other-host | udp-unobservable | no-server |
@@ -143,7 +144,7 @@ class _UdpEcho(asyncio.DatagramProtocol):
 class _Listener:
     """nodereach's temporary listener on the node's port; `open` returns False if the port is taken."""
 
-    def __init__(self, protocol: str, host: str, port: int) -> None:
+    def __init__(self, protocol: Transport, host: str, port: int) -> None:
         self.protocol = protocol
         self.host = host
         self.port = port
@@ -189,27 +190,10 @@ class _Listener:
                     await self._udp.closed
 
 
-async def _resolve(host: str, port: int, timeout: float) -> str | None:  # noqa: ASYNC109
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    try:
-        async with asyncio.timeout(timeout):
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, TimeoutError):
-        return None
-    return str(infos[0][4][0]) if infos else None
-
-
 def _bind_host(server_host: str, local_address: str | None) -> str:
     if local_address:
         return local_address
-    try:
-        return "::" if ipaddress.ip_address(server_host).version == 6 else "0.0.0.0"
-    except ValueError:
-        return "0.0.0.0"
+    return wildcard(family_of(server_host)) if is_ip(server_host) else "0.0.0.0"
 
 
 ServerWait = Callable[[float], float]
@@ -217,47 +201,48 @@ ServerWait = Callable[[float], float]
 
 
 async def probe_port(server: str, port: int, protocol: str, *, timeout: float, listen: bool = True,  # noqa: ASYNC109
-                     local_address: str | None = None) -> ProbeResult:
+                     local_address: str | None = None) -> DialBackResult:
     """Ask `server` (HOST[:PORT], HTTP port default 3480) to reach this host's `port` over `protocol`."""
-    protocol = _check_args(port, protocol)
+    transport = _check_args(port, protocol)
     host, http_port = parse_server(server)
     # Resolve once: the listener must use the family the server will probe over (the request's family).
     started = time.monotonic()
-    address = await _resolve(host, http_port, min(1.0, timeout / 3))
-    if address is None:
-        return ProbeResult(port, protocol, None, "no-server", server=server, detail=f"cannot resolve {host!r}")
+    try:
+        address = (await resolve(host, http_port, transport="tcp", timeout=min(1.0, timeout / 3)))[0]
+    except ResolveError as exc:
+        return DialBackResult(port, transport, None, "no-server", server=server, detail=str(exc))
     timeout = max(0.2, timeout - (time.monotonic() - started))
     wait = max(0.2, min(timeout * 0.7, timeout - 0.3))
-    return await dial_back(address, http_port, port, protocol, server_wait=lambda _handshake: wait,
+    return await dial_back(address, http_port, port, transport, server_wait=lambda _handshake: wait,
                            http_timeout=timeout, listen=listen, local_address=local_address, server=server)
 
 
 async def dial_back(address: str, http_port: int, port: int, protocol: str, *, server_wait: ServerWait,
                     http_timeout: float, copies: int = 1, listen: bool = True, local_address: str | None = None,
-                    server: str | None = None) -> ProbeResult:
+                    server: str | None = None) -> DialBackResult:
     """The probe itself, for callers that know the server's address and their RTT (nodereach check).
 
     `server_wait(handshake_s)` gives the server's probe deadline once the API request's TCP handshake time is
     known. `copies` > 1 asks that many independent probes of one listener at once (each is one SYN or
     datagram series from the server), so one lost packet does not turn "reachable" into "not reachable"
     without costing a longer deadline; the best answer wins."""
-    protocol = _check_args(port, protocol)
+    transport = _check_args(port, protocol)
     label = server or host_port(address, http_port)
     listener: _Listener | None = None
     kind: Listener = "none"
     if listen:
-        listener = _Listener(protocol, _bind_host(address, local_address), port)
+        listener = _Listener(transport, _bind_host(address, local_address), port)
         try:
             kind = "nodereach" if await listener.open() else "node"
         except OSError as exc:
-            return ProbeResult(port, protocol, None, "local-error", server=label,
-                               detail=f"cannot listen on {protocol} port {port}: {exc.strerror}")
+            return DialBackResult(port, transport, None, "local-error", server=label,
+                                  detail=f"cannot listen on {transport} port {port}: {exc.strerror}")
         if kind == "node":
             listener = None
     token = listener.token.hex() if listener is not None else None
 
     def body(handshake_s: float) -> dict[str, Any]:
-        doc: dict[str, Any] = {"port": port, "protocol": protocol,
+        doc: dict[str, Any] = {"port": port, "protocol": transport,
                                "timeout_ms": max(200, int(server_wait(handshake_s) * 1000))}
         if token:
             doc["token"] = token
@@ -279,8 +264,8 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
     finally:
         if listener is not None:
             await listener.close()
-    result = ProbeResult(port, protocol, None, "server-error", listener=kind, server=label,
-                         received=listener.received if listener is not None else None)
+    result = DialBackResult(port, transport, None, "server-error", listener=kind, server=label,
+                            received=listener.received if listener is not None else None)
     status, doc = _best(answers)
     if status is None:
         result.reason, result.detail = "no-server", str(doc.get("message"))
@@ -303,9 +288,9 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
     return _combine(result, doc, listener)
 
 
-def _check_args(port: int, protocol: str) -> str:
+def _check_args(port: int, protocol: str) -> Transport:
     protocol = protocol.lower()
-    if protocol not in ("tcp", "udp"):
+    if not is_transport(protocol):
         raise UsageError(f"unknown protocol {protocol!r}", "use tcp or udp")
     if not 1 <= port <= 65535:
         raise UsageError(f"port {port} out of range", "ports are 1..65535")
@@ -321,7 +306,7 @@ def _best(answers: list[tuple[int | None, dict[str, Any]]]) -> tuple[int | None,
     return next((a for a in answers if a[0] is not None), answers[0])
 
 
-def _combine(result: ProbeResult, doc: dict[str, Any], listener: _Listener | None) -> ProbeResult:
+def _combine(result: DialBackResult, doc: dict[str, Any], listener: _Listener | None) -> DialBackResult:
     """Merge the server's view with what our own listener saw."""
     result.observed_address = doc.get("address") if isinstance(doc.get("address"), str) else None
     rtt = doc.get("rtt_ms")
@@ -365,4 +350,4 @@ async def server_info(server: str, *, timeout: float) -> dict[str, Any] | None: 
     return doc if status == 200 and doc else None
 
 
-__all__ = ["ProbeResult", "base_url", "dial_back", "parse_server", "probe_port", "server_info"]
+__all__ = ["DialBackResult", "base_url", "dial_back", "parse_server", "probe_port", "server_info"]

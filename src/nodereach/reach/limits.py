@@ -14,7 +14,7 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from nodereach.net import IPAddress, parse_ip, unmap
 
 DEFAULT_REFUSED_PORTS = "0-79,81-442,444-1023"
 """Privileged ports are system services (mail, DNS, SSH...), not P2P nodes; 80 and 443 stay allowed because
@@ -58,8 +58,7 @@ class LimitsConfig:
 
 def network_of(address: IPAddress) -> str:
     """The /24 (IPv4) or /56 (IPv6) a subscriber typically owns: the unit for the network limit."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    address = unmap(address)
     prefix = 24 if address.version == 4 else 56
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
@@ -170,20 +169,14 @@ def client_address(peer: str, forwarded_for: str | None,
     """The address to test. X-Forwarded-For counts only when the TCP peer is a trusted proxy; then the
     right-most entry that is not itself a trusted proxy is the client (entries left of it are client-made).
     Raises ValueError when nothing usable is found."""
-    addr = _unmap(ipaddress.ip_address(peer.split("%", 1)[0]))
+    addr = unmap(parse_ip(peer))
     if not forwarded_for or not any(addr in net for net in trusted):
         return addr
     for entry in reversed([e.strip() for e in forwarded_for.split(",")][:32]):
         try:
-            hop = _unmap(ipaddress.ip_address(entry.strip("[]")))
+            hop = unmap(parse_ip(entry))
         except ValueError:
             raise ValueError(f"bad X-Forwarded-For entry {entry[:64]!r}") from None
         if not any(hop in net for net in trusted):
             return hop
-    return addr
-
-
-def _unmap(addr: IPAddress) -> IPAddress:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return addr.ipv4_mapped
     return addr

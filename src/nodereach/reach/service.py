@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nodereach import __version__
+from nodereach.net import IPAddress, Transport, is_ip, parse_ip, unmap
 from nodereach.reach import codec, prober
 from nodereach.reach.guard import ConnectionGuard
 from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, Limiter, LimitsConfig, client_address, parse_networks
@@ -56,7 +56,7 @@ class DialbackConfig:
 
 class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True):
     port: int
-    protocol: Literal["tcp", "udp"]
+    protocol: Transport
     token: str | None = None
     """Hex, 16..64 digits: the client's listener will be sent it and must echo it."""
     timeout_ms: int | None = None
@@ -156,12 +156,12 @@ class DialbackService:
         if not self.trusted:
             return False
         try:
-            addr = ipaddress.ip_address(_unmapped(peer))
+            addr = unmap(parse_ip(peer))
         except ValueError:
             return False
         return any(addr in net for net in self.trusted)
 
-    def _client(self, request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    def _client(self, request: web.Request) -> IPAddress:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if not peer:
             raise ApiError(400, "no-peer", "cannot tell where the request came from")
@@ -232,19 +232,17 @@ class DialbackService:
         return await prober.probe_udp(host, req.port, token=token or secrets.token_bytes(16), source=source,
                                       timeout=timeout, budget=budget, expect_echo=token is not None)
 
-    def _source_for(self, target: ipaddress.IPv4Address | ipaddress.IPv6Address, local: str | None) -> str | None:
+    def _source_for(self, target: IPAddress, local: str | None) -> str | None:
         """Probe from the alt address when it has the target's family, else from the address the request
         reached (a new ephemeral port), so holes the request opened do not make the port look open."""
         alt = self.config.alt_address
-        if alt and ipaddress.ip_address(alt).version == target.version:
+        if alt and parse_ip(alt).version == target.version:
             return alt
         if local:
             try:
-                loc = ipaddress.ip_address(local.split("%", 1)[0])
+                loc = unmap(parse_ip(local))
             except ValueError:
                 return None
-            if isinstance(loc, ipaddress.IPv6Address) and loc.ipv4_mapped:
-                loc = loc.ipv4_mapped
             if loc.version == target.version and not loc.is_unspecified:
                 return str(loc)
         return None
@@ -252,7 +250,7 @@ class DialbackService:
     async def handle_address(self, request: web.Request) -> web.Response:
         target = self._client(request)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        port = peer[1] if peer and str(target) == _unmapped(peer[0]) else None
+        port = peer[1] if peer and is_ip(peer[0]) and unmap(parse_ip(peer[0])) == target else None
         return _json({"address": str(target), "port": port})
 
     async def handle_info(self, request: web.Request) -> web.Response:
@@ -336,16 +334,6 @@ class DialbackService:
         for conn in list(self.guard.connections):
             conn.abort("max-age", count=False)
         self._servers.clear()
-
-
-def _unmapped(host: str) -> str:
-    try:
-        addr = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def _parse_probe(body: bytes) -> ProbeRequest:
