@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab, the tests and the demo need, only those that are missing.
 set -euo pipefail
-PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps prometheus)
+PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps prometheus
+      monero transmission-daemon syncthing)
 # Units that Debian starts on install. Their daemons run only inside lab namespaces, started by the tests'
-# fixtures; on the host they are stopped and masked, so nothing listens on the host's own network.
-QUIET_UNITS=(prometheus.service)
+# fixtures (node software: tests/node_fixtures.py); on the host they are stopped and masked, so nothing
+# listens on the host's own network. syncthing@.service is a template, started only when enabled for a user.
+QUIET_UNITS=(prometheus.service transmission-daemon.service syncthing@root.service)
 
 quiet_units() {
-  command -v systemctl >/dev/null 2>&1 || return 0
   [ "$(id -u)" -eq 0 ] || return 0
+  # Without systemd (containers) the package's SysV script is what would start it.
+  if [ -x /etc/init.d/transmission-daemon ]; then
+    /etc/init.d/transmission-daemon stop >/dev/null 2>&1 || true
+    update-rc.d transmission-daemon disable >/dev/null 2>&1 || true
+  fi
+  command -v systemctl >/dev/null 2>&1 || return 0
   for unit in "${QUIET_UNITS[@]}"; do
     if [ "$(systemctl is-enabled "$unit" 2>/dev/null || true)" != "masked" ]; then
       systemctl mask "$unit" >/dev/null 2>&1 || true

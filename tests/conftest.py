@@ -30,7 +30,7 @@ def require_lab() -> None:
     pytest.skip(reason)
 
 
-LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool"})
+LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,3 +42,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool)
+from node_fixtures import node_daemons  # noqa: E402, F401  (real node software in lab namespaces)
