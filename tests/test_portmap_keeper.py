@@ -104,6 +104,19 @@ async def test_missing_entry_recreated_on_its_old_port() -> None:
     assert any(e.kind == "restarted" and "30303/udp" in e.message for e in m.log)
 
 
+async def test_restarted_event_names_the_lost_mappings() -> None:
+    """Observers (the watcher) learn which mappings were lost: all on a restart, only the missing ones else."""
+    d = FakeDriver(method="upnp", lifetime=600)
+    m = PortMapper([(30303, "udp"), (30304, "tcp")], poll_interval=60)
+    await m.start(driver=d)  # type: ignore[arg-type]
+    d.next_poll = Poll(missing=[("tcp", 30304)])
+    await m.poll_once()
+    d.next_poll = Poll(restarted=True)
+    await m.poll_once()
+    lost = [[(e.protocol, e.internal_port) for e in ev.lost] for ev in m.log if ev.kind == "restarted"]
+    assert lost == [[("tcp", 30304)], [("udp", 30303), ("tcp", 30304)]]
+
+
 async def test_address_change_is_reported() -> None:
     d = FakeDriver(lifetime=600)
     m = PortMapper([(30303, "udp")], poll_interval=60)

@@ -55,6 +55,8 @@ class Event:
     message: str
     endpoint: LiveMapping | None = None
     previous: LiveMapping | None = None
+    lost: tuple[LiveMapping, ...] = ()
+    """`restarted`: the mappings the gateway no longer has (re-created next, each then reported `mapped`)."""
 
 
 @dataclass(slots=True)
@@ -108,8 +110,8 @@ class PortMapper:
             self._queues.remove(queue)
 
     def _emit(self, kind: EventKind, message: str, endpoint: LiveMapping | None = None,
-              previous: LiveMapping | None = None) -> None:
-        event = Event(kind, message, endpoint, previous)
+              previous: LiveMapping | None = None, lost: tuple[LiveMapping, ...] = ()) -> None:
+        event = Event(kind, message, endpoint, previous, lost)
         self.log.append(event)
         del self.log[:-200]
         for cb in list(self._listeners):
@@ -271,7 +273,7 @@ class PortMapper:
             self._emit("renewed", f"renewed {after} (lease {after.lifetime or 'permanent'} s)", after)
 
     async def _recreate_all(self, why: str) -> None:
-        self._emit("restarted", why)
+        self._emit("restarted", why, lost=tuple(self.endpoints))
         for st in self.states:
             try:
                 await self._create(st, again=True)
@@ -293,7 +295,7 @@ class PortMapper:
                     in missing]
             self._emit("restarted", "the gateway dropped " + ", ".join(
                 f"{st.slot.grant.external_port}/{st.slot.protocol}" for st in lost if st.slot.grant)
-                + "; re-creating")
+                + "; re-creating", lost=tuple(e for e in map(self._endpoint, lost) if e is not None))
             for st in lost:
                 await self._create(st, again=True)
         self._note_address(poll.external_address)
