@@ -458,9 +458,11 @@ class QuirkyIgd:
     """Configurable misbehaviour: permanent-only leases, taken ports, AddAnyPortMapping's renamed output."""
 
     def __init__(self, *, permanent_only: int | None = None, taken: set[int] | None = None,
-                 any_port: int | None = None, any_output: str = "NewReservedPort") -> None:
+                 any_port: int | None = None, any_output: str = "NewReservedPort", taken_code: int = 718) -> None:
         self.permanent_only = permanent_only
         self.taken = taken or set()
+        self.taken_code = taken_code
+        """The fault a taken port gets: 718 (another client), 729 (outside UPnP), 606 (not permitted), 724."""
         self.any_port = any_port
         self.any_output = any_output
         self.entries: dict[tuple[str, int], dict[str, str]] = {}
@@ -489,7 +491,7 @@ class QuirkyIgd:
             if action == "AddAnyPortMapping":
                 ext = self.any_port or ext
             elif ext in self.taken:
-                return self.fault(718, "ConflictInMappingEntry")
+                return self.fault(self.taken_code, "ConflictInMappingEntry")
             self.entries[(proto, ext)] = {"NewInternalPort": self._arg(body, "NewInternalPort"),
                                           "NewInternalClient": self._arg(body, "NewInternalClient"),
                                           "NewEnabled": "1", "NewPortMappingDescription": "",
@@ -525,10 +527,11 @@ async def test_upnp_permanent_only_router(code: int) -> None:
         await gen.aclose()
 
 
-async def test_upnp_conflict_moves_to_a_stable_port() -> None:
+@pytest.mark.parametrize("code", [718, 724, 729, 606])
+async def test_upnp_conflict_moves_to_a_stable_port(code: int) -> None:
     from nodereach.portmap.upnp_client import stable_ports
 
-    igd = QuirkyIgd(taken={30303})
+    igd = QuirkyIgd(taken={30303}, taken_code=code)
     client, gen = await igd.client()
     try:
         grant = await client.map(Slot("udp", 30303, b""), 30303, 600)

@@ -1,11 +1,22 @@
 """UPnP IGD v1/v2 driver through async-upnp-client, with the workarounds real routers need.
 
-Pitfalls handled (see docs/portmap.md): leases are always sent as plain integers in raw actions (the
-library's timedelta path sends `.seconds`, turning 7 days into 0); renewals send NewRemoteHost="" (the
-library's 0.0.0.0 makes miniupnpd answer 718 to its own client); 718 conflicts move to another stable
-external port or AddAnyPortMapping (whose NewReservedPort is read from the raw reply); 725/402
-"permanent leases only" retries with 0 and remembers to delete on exit. Every mapping is read back with
-GetSpecificPortMappingEntry: a router that says yes but maps another host is an error, not a success.
+Pitfalls handled (see docs/portmap.md; each is commented with its reference where it is handled): leases
+are always sent as plain integers in raw actions (the library's timedelta path sends `.seconds`, turning
+7 days into 0); renewals send NewRemoteHost="" (the library's 0.0.0.0 makes miniupnpd answer 718 to its own
+client); 718 conflicts move to another stable external port or AddAnyPortMapping (whose NewReservedPort is
+read from the raw reply); 725/402 "permanent leases only" retries with 0 and remembers to delete on exit.
+Every mapping is read back with GetSpecificPortMappingEntry: a router that says yes but maps another host is
+an error, not a success.
+
+References used below:
+- [IGD1] UPnP WANIPConnection:1 Service Template 1.01 (2001), §2.4.14-2.4.17 (the action error tables):
+  https://upnp.org/specs/gw/UPnP-gw-WANIPConnection-v1-Service.pdf
+- [IGD2] UPnP WANIPConnection:2 Service (SDCP, 2010), AddPortMapping / AddAnyPortMapping:
+  https://upnp.org/specs/gw/UPnP-gw-WANIPConnection-v2-Service.pdf
+- [miniupnpd] miniupnpd 2.3.1 (the lab's router; Debian's). Files named below (upnpsoap.c#L..., ...) are
+  at https://github.com/miniupnp/miniupnp/blob/miniupnpd_2_3_1/miniupnpd/ (upnpc.c: miniupnpc/src/)
+- [aupnp] async-upnp-client 0.49.0, profiles/igd.py:
+  https://github.com/StevenLooman/async_upnp_client/blob/0.49.0/async_upnp_client/profiles/igd.py
 """
 
 from __future__ import annotations
@@ -36,13 +47,29 @@ DESCRIPTION = "nodereach"
 MAX_LIST = 512
 """Most entries read from GetGenericPortMappingEntry (a lying router could claim millions)."""
 
-ERR_NO_SUCH_ENTRY = 714
-ERR_BAD_INDEX = 713
-ERR_CONFLICT = 718
-ERR_PERMANENT_ONLY = 725
+# UPnP action error codes (UPnPError/errorCode in a SOAP fault), named as the specs name them.
 ERR_INVALID_ARGS = 402
+"""Invalid Args (UPnP Device Architecture 1.0 §3.2.2); some routers also use it for 'no lease allowed'."""
+ERR_NOT_AUTHORIZED = 606
+"""Action not authorized ([IGD2] AddPortMapping). miniupnpd answers it when its permission rules refuse the
+port (its sample miniupnpd.conf#L182-L186 and the lab's config allow only 1024-65535): upnpsoap.c#L568,
+the rule check in upnpredirect.c#L353-L357."""
+ERR_BAD_INDEX = 713
+"""SpecifiedArrayIndexInvalid ([IGD1] §2.4.14 GetGenericPortMappingEntry): the end of the list (the spec has
+no entry count), upnpsoap.c#L1081."""
+ERR_NO_SUCH_ENTRY = 714
+"""NoSuchEntryInArray ([IGD1] §2.4.15 GetSpecificPortMappingEntry, §2.4.17 DeletePortMapping):
+upnpsoap.c#L815, #L928."""
+ERR_CONFLICT = 718
+"""ConflictInMappingEntry ([IGD1] §2.4.16): the external port is mapped to another client, or (miniupnpd) the
+same client with a different NewRemoteHost: upnpredirect.c#L400-L422, upnpsoap.c#L572."""
 ERR_SAME_PORT_REQUIRED = 724
+"""SamePortValuesRequired ([IGD1] §2.4.16; deprecated in IGD2): the router maps only external == internal."""
+ERR_PERMANENT_ONLY = 725
+"""OnlyPermanentLeasesSupported ([IGD1] §2.4.16; deprecated in IGD2): only NewLeaseDuration=0 is accepted."""
 ERR_OTHER_MECHANISM = 729
+"""ConflictWithOtherMechanisms ([IGD2] AddPortMapping): the port is taken outside UPnP (a static forward, a
+local service); miniupnpd built with CHECK_PORTINUSE: upnpsoap.c#L563."""
 
 
 def stable_ports(local: str, protocol: str, internal_port: int, count: int = 4) -> list[int]:
@@ -132,6 +159,11 @@ class UpnpClient:
             raise MalformedMessage(f"UPnP external address is not an address: {address[:60]!r}") from exc
 
     def _args(self, slot: Slot, external_port: int, lifetime: int) -> dict[str, Any]:
+        # NewRemoteHost "" (the wildcard), not [aupnp]'s `remote_host.exploded` "0.0.0.0" (igd.py#L526): miniupnpd
+        # stores the wildcard as "" and treats "0.0.0.0" as another remote host, so renewing our own mapping
+        # fails with 718 (upnpredirect.c#L400-L422; lab-notes "async-upnp-client ... pitfalls").
+        # NewLeaseDuration as a plain int, not [aupnp]'s `int(lease_duration.seconds)` (igd.py#L533): a
+        # timedelta's .seconds drops the days, so 7 days would be sent as 0 (permanent on IGDv1 routers).
         return {"NewRemoteHost": "", "NewExternalPort": external_port, "NewProtocol": slot.protocol.upper(),
                 "NewInternalPort": slot.internal_port, "NewInternalClient": self.gw.local_address,
                 "NewEnabled": True, "NewPortMappingDescription": f"{DESCRIPTION} {slot.internal_port}/{slot.protocol}",
@@ -145,6 +177,11 @@ class UpnpClient:
             await self.call("AddPortMapping", **self._args(slot, external_port, lifetime))
             return lifetime
         except SoapFault as fault:
+            # Routers that refuse any lease but 0: 725 as [IGD1] §2.4.16 says (NETGEAR, MikroTik RouterOS:
+            # https://github.com/benoitc/erlang-nat/issues/5, https://github.com/benoitc/erlang-nat/issues/14),
+            # or 402 Invalid Args instead (ARRIS NVG578LX: https://github.com/tailscale/tailscale/issues/15223,
+            # handled the same way in https://github.com/tailscale/tailscale/pull/15231). Retry once with 0 and
+            # remember it: the keeper deletes permanent mappings on exit.
             if fault.code in (ERR_PERMANENT_ONLY, ERR_INVALID_ARGS) and lifetime != 0:
                 self.permanent_only = True
                 await self.call("AddPortMapping", **self._args(slot, external_port, 0))
@@ -160,13 +197,19 @@ class UpnpClient:
             try:
                 used = await self._add(slot, port, lifetime)
             except SoapFault as fault:
-                if fault.code in (ERR_CONFLICT, ERR_SAME_PORT_REQUIRED, ERR_OTHER_MECHANISM, 606):
+                # This external port is not available to us (see each code's docstring): taken by another
+                # client (718) or outside UPnP (729), below the router's permitted range (606, miniupnpd's
+                # default rules), or not equal to the internal port (724). The next stable candidate may be.
+                if fault.code in (ERR_CONFLICT, ERR_SAME_PORT_REQUIRED, ERR_OTHER_MECHANISM, ERR_NOT_AUTHORIZED):
                     last = fault
                     continue
                 raise
             return await self._verified(slot, port, used)
         if self.service.has_action("AddAnyPortMapping"):
             out = await self.call("AddAnyPortMapping", **self._args(slot, candidates[0], lifetime))
+            # [IGD2] names the out argument NewReservedPort (miniupnpd sends exactly that: upnpsoap.c#L587);
+            # read the raw reply, not the library's parse, and accept NewExternalPort from stacks that reuse
+            # the in argument's name (the lab measured [aupnp] returning {} for miniupnpd's reply).
             raw = out.get("NewReservedPort") or out.get("NewExternalPort") or ""
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise MalformedMessage(f"UPnP AddAnyPortMapping returned no usable port ({raw[:20]!r})")
@@ -180,7 +223,10 @@ class UpnpClient:
             return await self.call("GetSpecificPortMappingEntry", NewRemoteHost="", NewExternalPort=external_port,
                                    NewProtocol=protocol.upper())
         except SoapFault as fault:
-            if fault.code in (ERR_NO_SUCH_ENTRY, ERR_INVALID_ARGS, 713):
+            # 714 is what [IGD1] §2.4.15 and miniupnpd (upnpsoap.c#L815) answer for a missing mapping. 402 and
+            # 713 are read the same way defensively (no vendor report found; miniupnpd sends 402 only for
+            # missing or zero arguments): a router that cannot find the entry cannot vouch for it either.
+            if fault.code in (ERR_NO_SUCH_ENTRY, ERR_INVALID_ARGS, ERR_BAD_INDEX):
                 return None
             raise
 
@@ -209,7 +255,7 @@ class UpnpClient:
             await self.call("DeletePortMapping", NewRemoteHost="", NewExternalPort=slot.grant.external_port,
                             NewProtocol=slot.protocol.upper())
         except SoapFault as fault:
-            if fault.code != ERR_NO_SUCH_ENTRY:
+            if fault.code != ERR_NO_SUCH_ENTRY:  # already gone (expired, or the router restarted): done
                 raise
 
     async def poll(self, slots: list[Slot]) -> Poll:
@@ -231,6 +277,8 @@ class UpnpClient:
             try:
                 out.append(await self.call("GetGenericPortMappingEntry", NewPortMappingIndex=index))
             except SoapFault as fault:
+                # The only end-of-list signal: 713 per [IGD1] §2.4.14 and miniupnpd (upnpsoap.c#L1081); some
+                # stacks answer 714 or 402 past the last entry (miniupnpc's upnpc stops on any error: upnpc.c#L177).
                 if fault.code in (ERR_BAD_INDEX, ERR_NO_SUCH_ENTRY, ERR_INVALID_ARGS):
                     break
                 raise
