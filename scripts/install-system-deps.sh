@@ -2,7 +2,7 @@
 # Installs the Debian packages the lab, the tests and the demo need, only those that are missing.
 set -euo pipefail
 PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps prometheus
-      monero transmission-daemon syncthing)
+      monero transmission-daemon syncthing wireguard-go wireguard-tools)
 # Units that Debian starts on install. Their daemons run only inside lab namespaces, started by the tests'
 # fixtures (node software: tests/node_fixtures.py); on the host they are stopped and masked, so nothing
 # listens on the host's own network. syncthing@.service is a template, started only when enabled for a user.

@@ -123,6 +123,25 @@ def mappings(
     raise typer.Exit(_run(run_mappings, delete=delete, method=method, json_out=json_out, timeout=timeout))
 
 
+# --- tunnel-config -----------------------------------------------------------------------------------
+@app.command("tunnel-config")
+def tunnel_config(
+    public_host: Annotated[str, typer.Option("--public-host", help="public IPv4 address of a host you rent")],
+    port: Annotated[list[str], typer.Option("--port", "-p", help="node port to forward, e.g. 18080/tcp; "
+                                            "repeatable")] = [],  # noqa: B006
+    node_address: Annotated[str | None, typer.Option(help="the node's LAN address (default: this host's "
+                                                     "address toward the public host)")] = None,
+    listen_port: Annotated[int, typer.Option(help="WireGuard UDP port on the public host")] = 51820,
+    tunnel_network: Annotated[str, typer.Option(help="a /30 for the two tunnel ends")] = "10.77.0.0/30",
+    out: Annotated[Path | None, typer.Option(help="write the files into this directory instead of printing")] = None,
+) -> None:
+    """Behind carrier-grade NAT without IPv6: WireGuard to a rented public host, its port forwards, both ends."""
+    from nodereach.tunnel.command import run_tunnel_config
+
+    raise typer.Exit(_run(run_tunnel_config, public_host=public_host, ports=port, node_address=node_address,
+                          listen_port=listen_port, tunnel_network=tunnel_network, out=out))
+
+
 # --- lab ---------------------------------------------------------------------------------------------
 @lab_app.command("list")
 def lab_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
