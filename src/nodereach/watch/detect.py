@@ -1,0 +1,448 @@
+"""The watcher's mind: observations in, declared state, changes and error kinds out. No I/O, no clock.
+
+Every handler takes the current `WatchState` and one observation and returns a `Step` with the next state;
+nothing is mutated, so a table of (observations -> changes) tests all of it without root or a network.
+
+Rules (docs/watch.md):
+- a cheap fact (public address, listener, advertised address) is declared after `hysteresis` consecutive
+  probes agree; a fact only the full check sees (port reachability, verdict, NAT layers, CGNAT) after
+  `check_confirmations` checks agree, or after one check when a declared cheap change triggered it;
+- the keeper's reports on mappings are the gateway's word and are declared at once;
+- the first value of a fact is its baseline: no event, unless it is a problem (a mapping that could not be
+  made, a server that never answered). Node facts (listener, ports, reachability, peers, advertised address)
+  raise no event during the start-up grace period; at its end the ones still in a problem state do;
+- a server is declared unanswered after `hysteresis` failed probes in a row (spaced a full interval, then
+  backing off), and answering again at its first answer: one event each way, never one per failed probe;
+- "could not tell" (no answer, a failed check, an unreadable RPC) never changes a declared value.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from nodereach.net import Family, Transport, canonical, family_of
+from nodereach.watch import schedule
+from nodereach.watch.facts import Declared, Tracked, force, observe
+from nodereach.watch.model import (
+    Change,
+    CheckObservation,
+    ErrorKind,
+    EventKind,
+    MappingObservation,
+    NodeView,
+    PortKey,
+    ProbeObservation,
+    Scalar,
+    What,
+)
+from nodereach.watch.policy import Policy
+
+NODE_FACTS: frozenset[What] = frozenset({"listener", "port", "reachable", "node_peers", "advertised"})
+"""Facts that depend on the node itself: quiet during the start-up grace period."""
+
+PortRef = tuple[int, Transport]
+
+
+@dataclass(frozen=True, slots=True)
+class MappingValue:
+    present: bool
+    external: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    method: str | None
+    expires: float | None
+    """Monotonic time the lease runs out; None for a permanent mapping."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHealth:
+    up: Tracked[bool] = field(default_factory=Tracked)
+    failures: int = 0
+    """Consecutive probes without an answer."""
+    next_due: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    started_mono: float
+    grace_until: float
+    ports: tuple[PortRef, ...] = ()
+    servers: Mapping[str, ServerHealth] = field(default_factory=dict)
+    public: Mapping[Family, Tracked[str]] = field(default_factory=dict)
+    listeners: Mapping[PortRef, Tracked[bool]] = field(default_factory=dict)
+    port_reach: Mapping[PortKey, Tracked[bool]] = field(default_factory=dict)
+    verdict: Tracked[str] = field(default_factory=Tracked)
+    nat_layers: Tracked[int] = field(default_factory=Tracked)
+    cgnat: Tracked[bool] = field(default_factory=Tracked)
+    mappings: Mapping[PortRef, Tracked[MappingValue]] = field(default_factory=dict)
+    leases: Mapping[PortRef, Lease] = field(default_factory=dict)
+    node: NodeView | None = None
+    """The last node view that could be read."""
+    inbound_zero_since: float | None = None
+    inbound_zero: Tracked[bool] = field(default_factory=Tracked)
+    advertised: Mapping[Family, Tracked[bool]] = field(default_factory=dict)
+    last_change: Mapping[What, float] = field(default_factory=dict)
+    grace_over: bool = False
+    next_check: float = 0.0
+    """Monotonic time of the next periodic (or confirming) full check."""
+    check_requested: bool = False
+    """A declared cheap change asks for a full check as soon as the minimum gap allows."""
+    check_trusted: bool = False
+    """The next check follows a declared change: one check is enough to declare what it finds."""
+    last_check_end: float | None = None
+
+    @property
+    def in_grace(self) -> bool:
+        return not self.grace_over
+
+    def probe_pending(self) -> bool:
+        """A cheap fact waits for confirmation: the next probes come at the confirm interval."""
+        return any(t.pending for t in self.public.values()) or any(t.pending for t in self.listeners.values()) \
+            or any(t.pending for t in self.advertised.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: WatchState
+    changes: tuple[Change, ...] = ()
+    errors: tuple[ErrorKind, ...] = ()
+
+
+class _Out:
+    """Collects the changes and errors of one step, applying the grace rule and the last-change times."""
+
+    def __init__(self, state: WatchState, wall: float) -> None:
+        self.state = state
+        self.wall = wall
+        self.changes: list[Change] = []
+        self.errors: list[ErrorKind] = []
+        self.last_change = dict(state.last_change)
+        self.trigger = False
+
+    def change(self, kind: EventKind, what: What, before: Scalar, after: Scalar, message: str, *,
+               trigger: bool = False, port: int | None = None, protocol: Transport | None = None,
+               family: Family | None = None, method: str | None = None, server: str | None = None) -> None:
+        if trigger:
+            self.trigger = True
+        if what in NODE_FACTS and self.state.in_grace:
+            return  # exported, not announced: the node has just started
+        self.last_change[what] = self.wall
+        self.changes.append(Change(kind, what, before, after, message, self.wall, port=port, protocol=protocol,
+                                   family=family, method=method, server=server))
+
+    def step(self, state: WatchState) -> Step:
+        state = replace(state, last_change=self.last_change)
+        if self.trigger:
+            state = replace(state, check_requested=True, check_trusted=True)
+        return Step(state, tuple(self.changes), tuple(self.errors))
+
+
+# --- start and stop --------------------------------------------------------------------------------------
+def start(policy: Policy, *, mono: float, wall: float, ports: Iterable[PortRef], servers: Iterable[str],
+          message: str = "watching") -> tuple[WatchState, Change]:
+    """The initial state (the first full check is due at once) and the `started` event."""
+    port_list = tuple(dict.fromkeys(ports))
+    state = WatchState(started_mono=mono, grace_until=mono + policy.grace, ports=port_list,
+                       servers={s: ServerHealth(next_due=mono) for s in dict.fromkeys(servers)},
+                       grace_over=policy.grace <= 0, next_check=mono)
+    return state, Change("started", None, None, None, message, wall)
+
+
+def stop(state: WatchState, wall: float, message: str = "stopped") -> Change:
+    return Change("stopped", None, None, None, message, wall)
+
+
+# --- cheap probes ----------------------------------------------------------------------------------------
+def on_probe(state: WatchState, obs: ProbeObservation, policy: Policy) -> Step:
+    out = _Out(state, obs.wall)
+    state = _servers(state, obs, policy, out)
+    state = _public(state, obs, policy, out)
+    if obs.listening is not None:
+        state = _listeners(state, obs.listening, policy, out)
+    elif state.ports:
+        out.errors.append("listeners-unreadable")
+    if obs.node is not None:
+        if obs.node.error is not None:
+            out.errors.append("node-unreadable")
+        else:
+            state = _node(state, obs.node, obs.mono, policy, out)
+    state = _inbound_threshold(state, obs.mono, policy, out)
+    state = _grace(state, obs.mono, out)
+    return out.step(state)
+
+
+def _servers(state: WatchState, obs: ProbeObservation, policy: Policy, out: _Out) -> WatchState:
+    answered: dict[str, bool] = {}
+    for a in obs.answers:
+        answered[a.server] = answered.get(a.server, False) or a.mapped is not None
+    if not answered:
+        return state
+    servers = dict(state.servers)
+    for name, ok in answered.items():
+        h = servers.get(name, ServerHealth())
+        if ok:
+            up, declared = force(h.up, True)
+            h = ServerHealth(up, 0, obs.mono + policy.interval)
+            if declared is not None and not declared.baseline:
+                out.change("server-answering", "server", False, True, f"the server {name} answers again",
+                           trigger=True, server=name)
+        else:
+            out.errors.append("server-unanswered")
+            failures = h.failures + 1
+            up = h.up
+            if failures >= policy.hysteresis:
+                up, declared = force(h.up, False)
+                if declared is not None:
+                    out.change("server-unanswered", "server", None if declared.baseline else True, False,
+                               f"the server {name} stopped answering ({failures} probes in a row); asking it "
+                               "less often until it answers again", server=name)
+            h = ServerHealth(up, failures, obs.mono + schedule.server_delay(failures, policy))
+        servers[name] = h
+    return replace(state, servers=servers)
+
+
+def public_addresses(obs: ProbeObservation) -> dict[Family, str]:
+    """Per family, the address most servers saw (ties: the first server's), from the answers that came."""
+    seen: dict[Family, Counter[str]] = {}
+    for a in obs.answers:
+        if a.mapped is not None:
+            seen.setdefault(a.family, Counter())[a.mapped.address] += 1
+    return {fam: counts.most_common(1)[0][0] for fam, counts in seen.items()}
+
+
+def _public(state: WatchState, obs: ProbeObservation, policy: Policy, out: _Out) -> WatchState:
+    found = public_addresses(obs)
+    if not found:
+        return state
+    public = dict(state.public)
+    for fam, addr in sorted(found.items()):
+        fact, declared = observe(public.get(fam, Tracked()), addr, policy.hysteresis)
+        public[fam] = fact
+        if declared is not None and not declared.baseline:
+            out.change("public-address-changed", "public_address", declared.before, declared.after,
+                       f"the public IPv{fam} address changed {declared.before} -> {declared.after}",
+                       trigger=True, family=fam)
+    return replace(state, public=public)
+
+
+def _listeners(state: WatchState, listening: frozenset[PortRef], policy: Policy, out: _Out) -> WatchState:
+    listeners = dict(state.listeners)
+    for ref in state.ports:
+        fact, declared = observe(listeners.get(ref, Tracked()), ref in listening, policy.hysteresis)
+        listeners[ref] = fact
+        if declared is None:
+            continue
+        port, proto = ref
+        if declared.after:
+            if not declared.baseline:
+                out.change("listener-back", "listener", False, True, f"a program listens on {port}/{proto} again",
+                           trigger=True, port=port, protocol=proto)
+        else:
+            out.change("listener-gone", "listener", None if declared.baseline else True, False,
+                       f"nothing listens on {port}/{proto} any more" if not declared.baseline
+                       else f"nothing listens on {port}/{proto}", trigger=not declared.baseline,
+                       port=port, protocol=proto)
+    return replace(state, listeners=listeners)
+
+
+def _node(state: WatchState, view: NodeView, mono: float, policy: Policy, out: _Out) -> WatchState:
+    zero_since = state.inbound_zero_since
+    inbound_zero = state.inbound_zero
+    if view.inbound is not None:
+        if view.inbound > 0:
+            zero_since = None
+            inbound_zero, declared = force(inbound_zero, False)
+            if declared is not None and declared.before is True:
+                out.change("node-inbound-back", "node_peers", 0, view.inbound,
+                           f"the node has inbound peers again ({view.inbound})")
+        elif zero_since is None:
+            zero_since = mono
+    advertised = dict(state.advertised)
+    for fam, fact in state.public.items():
+        if not fact.known or fact.declared is None:
+            continue
+        mine = {_canon(a) for a in view.advertised if _family(a) == fam}
+        mine.discard(None)
+        if not mine:
+            continue
+        match = fact.declared in mine
+        new, declared_adv = observe(advertised.get(fam, Tracked()), match, policy.hysteresis)
+        advertised[fam] = new
+        if declared_adv is None:
+            continue
+        listed = ", ".join(sorted(a for a in mine if a))
+        if not match:
+            out.change("advertised-address-mismatch", "advertised", None if declared_adv.baseline else True, False,
+                       f"the node advertises {listed} but its public IPv{fam} address is {fact.declared}",
+                       family=fam)
+        elif not declared_adv.baseline:
+            out.change("advertised-address-matches", "advertised", False, True,
+                       f"the node advertises its public IPv{fam} address {fact.declared} again", family=fam)
+    return replace(state, node=view, inbound_zero_since=zero_since, inbound_zero=inbound_zero, advertised=advertised)
+
+
+def _inbound_threshold(state: WatchState, mono: float, policy: Policy, out: _Out) -> WatchState:
+    """Inbound peers at zero for `inbound_zero_after` (counted from the end of the grace period at the earliest)."""
+    if state.inbound_zero_since is None or state.inbound_zero.declared is True:
+        return state
+    since = max(state.inbound_zero_since, state.grace_until)
+    if mono - since < policy.inbound_zero_after:
+        return state
+    fact, declared = force(state.inbound_zero, True)
+    if declared is not None:
+        minutes = (mono - state.inbound_zero_since) / 60
+        out.change("node-inbound-zero", "node_peers", None, 0,
+                   f"the node has had no inbound peers for {minutes:.0f} min")
+    return replace(state, inbound_zero=fact)
+
+
+def _grace(state: WatchState, mono: float, out: _Out) -> WatchState:
+    """At the end of the grace period, node facts still in a problem state are announced once."""
+    if state.grace_over or mono < state.grace_until:
+        return state
+    state = replace(state, grace_over=True)
+    out.state = state
+    for (port, proto), fact in sorted(state.listeners.items()):
+        if fact.known and fact.declared is False:
+            out.change("listener-gone", "listener", None, False,
+                       f"nothing listens on {port}/{proto} (start-up grace period over)", port=port, protocol=proto)
+    for key, reach in sorted(state.port_reach.items()):
+        if reach.known and reach.declared is False:
+            out.change("port-unreachable", "port", None, False, f"{key} is not reachable from outside "
+                       "(start-up grace period over)", port=key.port, protocol=key.protocol, family=key.family)
+    if state.verdict.known and state.verdict.declared != "reachable":
+        out.change("reachability-changed", "reachable", None, state.verdict.declared,
+                   f"the node is {state.verdict.declared} (start-up grace period over)")
+    for fam, adv in sorted(state.advertised.items()):
+        if adv.known and adv.declared is False:
+            pub = state.public.get(fam)
+            out.change("advertised-address-mismatch", "advertised", None, False,
+                       f"the node does not advertise its public IPv{fam} address "
+                       f"{pub.declared if pub else '?'} (start-up grace period over)", family=fam)
+    return state
+
+
+def on_tick(state: WatchState, mono: float, wall: float, policy: Policy) -> Step:
+    """Time passing alone: the grace period ends, inbound peers have been at zero long enough."""
+    out = _Out(state, wall)
+    state = _inbound_threshold(state, mono, policy, out)
+    state = _grace(state, mono, out)
+    return out.step(state)
+
+
+# --- full checks -----------------------------------------------------------------------------------------
+def on_check(state: WatchState, obs: CheckObservation, policy: Policy, jitter_u: float = 0.5) -> Step:
+    """One finished full check; `jitter_u` in [0, 1) places the next periodic check (0.5: no jitter)."""
+    out = _Out(state, obs.wall)
+    next_check = obs.mono + schedule.check_period(policy, jitter_u)
+    trusted = state.check_trusted
+    state = replace(state, next_check=next_check, check_requested=False, check_trusted=False,
+                    last_check_end=obs.mono)
+    out.state = state
+    if obs.verdict is None:
+        out.errors.append("check-failed")
+        return out.step(state)
+    need = 1 if trusted else policy.check_confirmations
+    verdict, declared_v = observe(state.verdict, obs.verdict, need)
+    if declared_v is not None and not (declared_v.baseline and declared_v.after == "reachable"):
+        was = f" (was {declared_v.before})" if declared_v.before is not None else ""
+        out.change("reachability-changed", "reachable", declared_v.before, declared_v.after,
+                   f"the node is {declared_v.after}{was}")
+    reach = dict(state.port_reach)
+    for pr in obs.ports:
+        if pr.reachable is None:
+            continue
+        fact, declared = observe(reach.get(pr.key, Tracked()), pr.reachable, need)
+        reach[pr.key] = fact
+        if declared is None:
+            continue
+        why = f" ({pr.reason})" if pr.reason else ""
+        k = pr.key
+        if not declared.after:
+            out.change("port-unreachable", "port", declared.before, False,
+                       f"{k} is not reachable from outside{why}", port=k.port, protocol=k.protocol, family=k.family)
+        elif not declared.baseline:
+            out.change("port-reachable", "port", False, True, f"{k} is reachable from outside again{why}",
+                       port=k.port, protocol=k.protocol, family=k.family)
+    nat_layers, cgnat = state.nat_layers, state.cgnat
+    if obs.nat_layers is not None:
+        nat_layers, d_layers = observe(nat_layers, obs.nat_layers, need)
+        if d_layers is not None and not d_layers.baseline:
+            out.change("nat-layers-changed", "nat_layers", d_layers.before, d_layers.after,
+                       f"NAT layers between the node and the internet: {d_layers.before} -> {d_layers.after}")
+    if obs.cgnat is not None:
+        cgnat, d_cgnat = observe(cgnat, obs.cgnat, need)
+        if d_cgnat is not None and not d_cgnat.baseline:
+            out.change("cgnat-changed", "cgnat", d_cgnat.before, d_cgnat.after,
+                       "the line is now behind carrier-grade NAT" if d_cgnat.after
+                       else "the line is no longer behind carrier-grade NAT")
+    state = replace(state, verdict=verdict, port_reach=reach, nat_layers=nat_layers, cgnat=cgnat)
+    if verdict.pending or nat_layers.pending or cgnat.pending or any(f.pending for f in reach.values()):
+        state = replace(state, next_check=min(next_check, obs.mono + policy.confirm_check_delay))
+    state = _grace(state, obs.mono, out)
+    return out.step(state)
+
+
+# --- the keeper ------------------------------------------------------------------------------------------
+def on_mapping(state: WatchState, obs: MappingObservation) -> Step:
+    out = _Out(state, obs.wall)
+    ref: PortRef = (obs.port, obs.protocol)
+    leases = dict(state.leases)
+    if obs.present:
+        if obs.lifetime_s is not None:
+            leases[ref] = Lease(obs.method, obs.mono + obs.lifetime_s if obs.lifetime_s > 0 else None)
+    else:
+        leases.pop(ref, None)
+    if obs.error is not None:
+        out.errors.append("mapping")
+    value = MappingValue(obs.present, obs.external if obs.present else None, obs.method if obs.present else None)
+    mappings = dict(state.mappings)
+    fact, declared = force(mappings.get(ref, Tracked()), value)
+    mappings[ref] = fact
+    if declared is not None:
+        _mapping_change(ref, declared, obs.error, out)
+    return out.step(replace(state, mappings=mappings, leases=leases))
+
+
+def _mapping_change(ref: PortRef, d: Declared[MappingValue], error: str | None, out: _Out) -> None:
+    port, proto = ref
+    before = d.before.external if d.before is not None else None
+    method = d.after.method or (d.before.method if d.before else None)
+    why = f": {error}" if error else ""
+    if d.baseline:
+        if not d.after.present:
+            out.change("mapping-failed", "mapping", None, None, f"could not map {port}/{proto}{why}",
+                       port=port, protocol=proto, method=method)
+        return
+    assert d.before is not None
+    if d.before.present and not d.after.present:
+        out.change("mapping-lost", "mapping", before, None, f"the mapping of {port}/{proto} ({before}) is gone"
+                   f"{why}", trigger=True, port=port, protocol=proto, method=method)
+    elif not d.before.present and d.after.present:
+        out.change("mapping-restored", "mapping", before, d.after.external,
+                   f"{port}/{proto} is mapped again: {d.after.external} via {d.after.method}", trigger=True,
+                   port=port, protocol=proto, method=method)
+    elif d.after.present:
+        out.change("mapping-changed", "mapping", before, d.after.external,
+                   f"the mapping of {port}/{proto} changed {before} -> {d.after.external} via {d.after.method}",
+                   trigger=True, port=port, protocol=proto, method=method)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def _canon(text: str) -> str | None:
+    try:
+        return canonical(text)
+    except ValueError:
+        return None
+
+
+def _family(text: str) -> Family | None:
+    try:
+        return family_of(text)
+    except ValueError:
+        return None
