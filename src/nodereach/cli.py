@@ -65,6 +65,41 @@ def check(
     raise typer.Exit(code)
 
 
+# --- watch -------------------------------------------------------------------------------------------
+@app.command()
+def watch(
+    server: Annotated[list[str], typer.Option("--server", "-s", help="nodereach server HOST[:PORT], as in check; "
+                                              "repeatable")] = [],  # noqa: B006
+    port: Annotated[list[str], typer.Option("--port", "-p", help="node port to keep reachable, e.g. 30303/tcp; "
+                                            "repeatable")] = [],  # noqa: B006
+    node: Annotated[str | None, typer.Option(help="read the node's peers and advertised address: KIND[=URL]")] = None,
+    keep_mapped: Annotated[bool | None, typer.Option("--keep-mapped", help="map the ports on the router and keep "
+                                                     "them mapped (what `open` does)")] = None,
+    interval: Annotated[float | None, typer.Option(help="seconds between cheap probes (default 60: one STUN "
+                                                   "request per server per minute)")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Prometheus exporter HOST:PORT, or off "
+                                                "(default 127.0.0.1:3481)")] = None,
+    on_change: Annotated[str | None, typer.Option(help="command run for each event (JSON on stdin)")] = None,
+    webhook: Annotated[str | None, typer.Option(help="URL that gets each event as a JSON POST")] = None,
+    hysteresis: Annotated[int | None, typer.Option(help="probes a change must hold before it counts "
+                                                   "(default 3)")] = None,
+    check_interval: Annotated[float | None, typer.Option(help="seconds between full checks (default 900, "
+                                                         "+-10% jitter)")] = None,
+    grace: Annotated[float | None, typer.Option(help="seconds after start-up without node events "
+                                                "(default 300)")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with the same keys (flags win)")] = None,
+) -> None:
+    """Keep the node reachable and say when it stops being so: events as JSON lines on stdout, Prometheus
+    metrics, an optional command or webhook per event. Runs until SIGTERM/Ctrl-C."""
+    from nodereach.watch.command import run_watch
+    from nodereach.watch.config import Settings
+
+    flags = Settings(server=server or None, port=port or None, node=node, keep_mapped=keep_mapped, interval=interval,
+                     metrics=metrics, on_change=on_change, webhook=webhook, hysteresis=hysteresis,
+                     check_interval=check_interval, grace=grace)
+    raise typer.Exit(_run(run_watch, flags, config))
+
+
 # --- serve -------------------------------------------------------------------------------------------
 @app.command()
 def serve(

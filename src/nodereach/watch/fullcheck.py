@@ -1,0 +1,43 @@
+"""The full check, seen from the watcher: run it (one function, so the switch to the check's library entry
+`run_check` is one line) and reduce its report to a `CheckObservation`.
+
+A check that reached no server says nothing about the node (the watcher's own line may be down, or the
+servers): its verdict is None and it changes nothing. A port where nodereach itself had to listen (nothing of
+the node did) is not reachable: peers' first packets would reach no program of the node (reason
+`nothing-listening`, the check's own code).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodereach.diagnose.model import Report
+from nodereach.net import Family
+from nodereach.watch.model import CheckObservation, PortKey, PortReach
+
+
+async def run_full_check(servers: list[str], ports: list[str], timeout: float) -> Report:  # noqa: ASYNC109
+    # TODO(check): `await run_check(opts)` once the check's library entry lands (issue 9).
+    from nodereach.diagnose.command import build_options
+    from nodereach.diagnose.engine import Check
+
+    opts = build_options(servers, ports, timeout, False, 120.0, None)
+    report: Report = await Check(opts).run()
+    return report
+
+
+def observe_report(report: Report, *, mono: float, wall: float) -> CheckObservation:
+    if not any(s.answered for s in report.servers):
+        reasons = "; ".join(f"{s.address}: {s.reason}" for s in report.servers if s.reason) or "no server answered"
+        return CheckObservation(mono, wall, None, duration_s=report.duration_s, error=reasons)
+    ports = tuple(_port(p) for p in report.ports)
+    return CheckObservation(mono, wall, str(report.verdict), ports, report.nat.layers, report.nat.cgnat,
+                            report.duration_s)
+
+
+def _port(p: Any) -> PortReach:
+    family: Family = 6 if getattr(p, "family", 4) == 6 else 4  # `family` arrives with issue 11; IPv4 until then
+    key = PortKey(p.port, p.protocol, family)
+    if p.reachable and p.listener == "nodereach":
+        return PortReach(key, False, "nothing-listening")
+    return PortReach(key, p.reachable, p.reason)

@@ -1,0 +1,91 @@
+"""`--keep-mapped`: the portmap keeper (the same one `nodereach open` runs) inside the watcher.
+
+The keeper maps, renews and re-creates; this adapter only turns what it reports into `MappingObservation`s.
+If no gateway offers a mapping the watcher keeps running and tries again with backoff (30 s doubling to
+15 min): one `mapping-failed` event, one error count per attempt. On stop the mappings are deleted, as
+`open` does (their leases are the backstop if the gateway cannot be told).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from nodereach.net import Transport
+from nodereach.portmap.errors import PortmapError
+from nodereach.portmap.keeper import Event, LiveMapping, PortMapper
+from nodereach.watch.model import ErrorKind, MappingObservation
+
+RETRY_FIRST_S = 30.0
+RETRY_MAX_S = 900.0
+DEFAULT_LEASE_S = 3600
+
+
+def external_text(m: LiveMapping) -> str:
+    address = m.external_address or "?"
+    return f"[{address}]:{m.external_port}" if ":" in address else f"{address}:{m.external_port}"
+
+
+class KeptMappings:
+    def __init__(self, ports: list[tuple[int, Transport]], report: Callable[[MappingObservation], None],
+                 error: Callable[[ErrorKind], None], *, sleep: Callable[[float], Awaitable[None]],
+                 mono: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 lease: int = DEFAULT_LEASE_S, timeout: float = 3.0,
+                 make_mapper: Callable[..., PortMapper] = PortMapper) -> None:
+        self.ports = ports
+        self.report = report
+        self.error = error
+        self.sleep = sleep
+        self.mono = mono
+        self.wall = wall
+        self.lease = lease
+        self.timeout = timeout
+        self.make_mapper = make_mapper
+        self.mapper: PortMapper | None = None
+
+    async def run(self) -> None:
+        """Map, keep, retry; until cancelled (then the mappings are deleted)."""
+        failures = 0
+        while True:
+            mapper = self.make_mapper(self.ports, lease=self.lease, timeout=self.timeout)
+            try:
+                live = await mapper.start()
+            except (PortmapError, OSError) as exc:
+                failures += 1
+                why = getattr(exc, "message", None) or str(exc)
+                for port, proto in self.ports:
+                    self._observe(port, proto, False, error=why)
+                await mapper.close()
+                await self.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** (failures - 1)))
+                continue
+            failures = 0
+            self.mapper = mapper
+            for m in live:
+                self._present(m, renewed=True)
+            mapper.on_event(self._on_event)
+            try:
+                await mapper.run()
+            finally:
+                self.mapper = None
+                await mapper.close()
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind in ("mapped", "renewed", "port-changed") and ev.endpoint is not None:
+            self._present(ev.endpoint, renewed=True)
+        elif ev.kind == "restarted":
+            for m in ev.lost:
+                self._observe(m.internal_port, m.protocol, False, method=m.method)
+        elif ev.kind == "address-changed" and self.mapper is not None:
+            for m in self.mapper.endpoints:
+                self._present(m, renewed=False)
+        elif ev.kind == "error":
+            self.error("mapping")
+
+    def _present(self, m: LiveMapping, *, renewed: bool) -> None:
+        self._observe(m.internal_port, m.protocol, True, method=m.method, external=external_text(m),
+                      lifetime=m.lifetime if renewed else None)
+
+    def _observe(self, port: int, proto: Transport, present: bool, *, method: str | None = None,
+                 external: str | None = None, lifetime: int | None = None, error: str | None = None) -> None:
+        self.report(MappingObservation(self.mono(), self.wall(), port, proto, present, method, external, lifetime,
+                                       error))
