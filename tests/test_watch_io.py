@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from nodereach.errors import UsageError
@@ -22,37 +22,15 @@ from nodereach.watch import events as ev
 from nodereach.watch.config import Settings, build, parse_metrics, parse_webhook
 from nodereach.watch.exporter import WatchMetrics
 from nodereach.watch.hooks import HookSink, command_deliver, webhook_deliver
-from nodereach.watch.listeners import ProcNetListeners, parse_table
+from nodereach.watch.listeners import HostListeners
 from nodereach.watch.mapping import KeptMappings
 from nodereach.watch.model import Change, MappingObservation
 from nodereach.watch.samples import Sample
 
+
 # --- listeners -------------------------------------------------------------------------------------------
-TCP_TABLE = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:765F 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 0100007F:0D96 0100007F:B3A2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
-   2: garbage
-"""
-UDP6_TABLE = """  sl  local_address                         remote_address                        st tx_queue rx_queue
-   0: 00000000000000000000000000000000:765F 00000000000000000000000000000000:0000 07 00000000:00000000
-   1: 00000000000000000000000000000000:1F90 00000000000000000000000001000000:0035 01 00000000:00000000
-"""
-
-
-def test_parse_tables() -> None:
-    assert parse_table(TCP_TABLE, "tcp") == {30303}  # LISTEN only, not the established 3478 connection
-    assert parse_table(UDP6_TABLE, "udp") == {30303}  # unconnected only
-
-
-@given(st.text(max_size=400))
-@settings(max_examples=300)
-def test_parse_table_never_raises(text: str) -> None:
-    for transport in ("tcp", "udp"):
-        assert all(0 < p <= 65535 for p in parse_table(text, transport))  # type: ignore[arg-type]
-
-
 def test_real_socket_table_follows_a_listener() -> None:
-    probe = ProcNetListeners()
+    probe = HostListeners()
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 0))
     port = tcp.getsockname()[1]
@@ -70,9 +48,11 @@ def test_real_socket_table_follows_a_listener() -> None:
 
 
 def test_unreadable_tables_say_so(tmp_path: Path) -> None:
-    assert ProcNetListeners(tmp_path).listening([(30303, "tcp")]) is None
-    (tmp_path / "tcp").write_text(TCP_TABLE)
-    assert ProcNetListeners(tmp_path).listening([(30303, "tcp")]) == {(30303, "tcp")}
+    assert HostListeners(tmp_path).listening([(30303, "tcp")]) is None  # not "nothing listens"
+    (tmp_path / "tcp").write_text("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+                                  "timeout inode\n   0: 00000000:765F 00000000:0000 0A 00000000:00000000 00:00000000 "
+                                  "00000000     0        0 1 1 0 100 0 0 10 0\n")
+    assert HostListeners(tmp_path).listening([(30303, "tcp"), (30303, "udp")]) == {(30303, "tcp")}
 
 
 # --- events ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from nodereach.watch.config import Settings, WatchOptions, build
 from nodereach.watch.events import EventWriter, to_event
 from nodereach.watch.exporter import WatchMetrics
 from nodereach.watch.hooks import HookSink, command_deliver, webhook_deliver
-from nodereach.watch.listeners import ProcNetListeners
+from nodereach.watch.listeners import HostListeners
 from nodereach.watch.loop import RealClock, Watcher
 from nodereach.watch.model import Change, CheckObservation, ErrorKind, MappingObservation
 from nodereach.watch.nodeview import NodeSource, open_node
@@ -96,7 +96,7 @@ async def _main(opts: WatchOptions, node: NodeSource | None) -> int:
 
     watcher = Watcher(pol, ports=[(p.port, p.transport) for p in opts.ports],
                       servers=[s.label for s in opts.stun_servers], clock=clock, stun=stun, check=check, emit=emit,
-                      error=error, listeners=ProcNetListeners() if opts.ports else None, node=node, keeper=keeper,
+                      error=error, listeners=HostListeners() if opts.ports else None, node=node, keeper=keeper,
                       checked=checked, started_message=describe(opts, metrics_at))
     holder.append(watcher)
     stop = asyncio.Event()

@@ -70,6 +70,6 @@ def open_node(spec: str) -> NodeSource:
                          "leave --node out: ports, mappings and the public address are still watched") from None
     make = getattr(node, "open_adapter", None)
     if make is None:
-        raise UsageError("this build's node adapters cannot be opened by the watcher yet",
-                         "leave --node out: ports, mappings and the public address are still watched")
+        raise UsageError("--node needs the node adapters (nodereach.node.adapters), which this build does not have "
+                         "yet", "leave --node out: ports, mappings and the public address are still watched")
     return AdapterSource(kind.strip(), make(kind.strip(), target.strip() or None))
