@@ -30,7 +30,7 @@ def require_lab() -> None:
     pytest.skip(reason)
 
 
-LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons"})
+LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons", "ipv6_home_router"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,5 +41,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
 
 
-from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool)
+from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool, ipv6_home_router)
 from node_fixtures import node_daemons  # noqa: E402, F401  (real node software in lab namespaces)

@@ -7,6 +7,11 @@
     def test_mutating(private_lab):
         net = private_lab("port-restricted")    # a lab of your own, torn down after the test
 
+    def test_pinhole(ipv6_home_router):
+        gw = ipv6_home_router("cgnat-ipv6")     # shared IPv6 lab + miniupnpd, reset; default ipv6-firewalled
+        # ... open a pinhole for gw.client_ip6 port 44000 via gw.pcp_server or gw.upnp_location6, then:
+        assert gw.inbound(44000, "udp")         # an unsolicited datagram from the internet reaches the client
+
 `lab(name, home_router=False, delay_ms=0.0, loss=0.0, filtered_ports=None, udp_timeout_s=None)` reuses one
 running lab per (scenario, options) for the whole session: tests share scenarios instead of rebuilding them.
 Before it is handed out, port forwards, NAT bindings (conntrack) and learned cone state are reset, and on a home-router
@@ -18,13 +23,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from nodereach.lab import Lab
+from nodereach.lab import addresses as A
+from nodereach.lab import probe as P
+from nodereach.lab.daemons import MINIUPNPD_HTTP_PORT, NATPMP_PORT
+from nodereach.lab.rules import MINIUPNPD_CHAIN6, TABLE6
 
-__all__ = ["LabPool", "lab", "lab_pool", "private_lab"]
+__all__ = ["Ipv6HomeRouter", "LabPool", "ipv6_home_router", "lab", "lab_pool", "private_lab"]
+IPV6_HOME_ROUTER_SCENARIOS = ("ipv6-firewalled", "cgnat-ipv6", "ipv6-open")
 
 
 def _require_lab() -> None:
@@ -119,3 +130,59 @@ def private_lab() -> Iterator[Callable[..., Lab]]:
     finally:
         for one in mine:
             one.teardown()
+
+
+@dataclass(frozen=True)
+class Ipv6HomeRouter:
+    """An IPv6 scenario's home router running miniupnpd (UPnP IGD with WANIPv6FirewallControl:1, PCP), with
+    what a pinhole test needs. The client is `lab`'s host "client"; run your code there with
+    `lab.call_in("client", ...)`, `lab.run_async("client", ...)` or `lab.exec("client", [...])`."""
+
+    lab: Lab
+    client_ip6: str
+    """The client's IPv6 address: a pinhole's internal client (miniupnpd compares it as text: canonical form)."""
+    client_ip4: str
+    gateway_ip6: str
+    """The router's global LAN address: PCP server and UPnP over IPv6."""
+    gateway_ip4: str
+    pcp_server: tuple[str, int]
+    """(gateway_ip6, 5351): PCP MAP requests for IPv6 go here (IPv4 PCP/NAT-PMP: (gateway_ip4, 5351))."""
+    upnp_location6: str
+    """http://[gateway_ip6]:5000/rootDesc.xml: the IGD description over IPv6 (SOAP calls then come from the
+    client's IPv6 address, as AddPinhole requires)."""
+    upnp_location: str
+    """The same description over IPv4."""
+    peer: str = "peer"
+    """An internet host for inbound tests (IPv6 address A.PEER_IP6)."""
+
+    def inbound(self, port: int, proto: str = "udp", *, timeout: float = 0.5) -> bool:
+        """Does an unsolicited `proto` packet from the internet (`peer`) to client_ip6:`port` reach the client?
+        The port must be free in the client (this binds a listener there for the test)."""
+        return P.inbound_reaches(self.lab, "client", (self.client_ip6, port), proto, src_host=self.peer,
+                                 timeout=timeout)
+
+    def pinhole_rules(self) -> list[str]:
+        """miniupnpd's pinhole rules as nft prints them (one line per pinhole; empty: none)."""
+        out = self.lab.exec("router", ["nft", "list", "chain", "inet", TABLE6, MINIUPNPD_CHAIN6]).stdout
+        return [line.strip() for line in out.splitlines() if line.strip().endswith(("accept", "drop"))]
+
+
+@pytest.fixture
+def ipv6_home_router(lab_pool: LabPool) -> Callable[..., Ipv6HomeRouter]:
+    """Factory: ipv6_home_router(scenario="ipv6-firewalled") -> a shared running IPv6 lab with miniupnpd on its
+    router (reset like `lab`: no static pinholes, no conntrack state; miniupnpd's own pinholes are yours to
+    delete). Scenarios: ipv6-firewalled (public IPv4 NAT: IPv4 mappings work too), cgnat-ipv6 (IPv4 mappings
+    refused, IPv6 pinholes work; ~10 s to build: miniupnpd's STUN check), ipv6-open (no firewall)."""
+
+    def get(scenario: str = "ipv6-firewalled", **opts: Any) -> Ipv6HomeRouter:
+        if scenario not in IPV6_HOME_ROUTER_SCENARIOS:
+            raise ValueError(f"{scenario!r} has no IPv6 home router; choose one of {IPV6_HOME_ROUTER_SCENARIOS}")
+        _require_lab()
+        net = lab_pool.get(scenario, home_router=True, **opts)
+        return Ipv6HomeRouter(
+            lab=net, client_ip6=A.CLIENT_IP6, client_ip4=A.CLIENT_IP, gateway_ip6=A.HOME_LAN_GW6,
+            gateway_ip4=A.HOME_LAN_GW, pcp_server=(A.HOME_LAN_GW6, NATPMP_PORT),
+            upnp_location6=f"http://[{A.HOME_LAN_GW6}]:{MINIUPNPD_HTTP_PORT}/rootDesc.xml",
+            upnp_location=f"http://{A.HOME_LAN_GW}:{MINIUPNPD_HTTP_PORT}/rootDesc.xml")
+
+    return get

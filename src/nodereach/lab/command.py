@@ -18,17 +18,16 @@ from nodereach.errors import UsageError
 from nodereach.lab import addresses as A
 from nodereach.lab import netns, registry
 from nodereach.lab.core import Lab, check_environment
-from nodereach.lab.scenarios import SCENARIOS, get_scenario
+from nodereach.lab.scenarios import SCENARIOS, Ipv6Truth, get_scenario
 
-HOST_ADDRESSES = {
-    "inet": f"{A.INET_SUBSCRIBER_GW}, {A.INET_SERVER_GW} (internet core, provider filters)",
-    "server": f"{A.SERVER_IP}, {A.SERVER_ALT_IP} (run `nodereach serve` here)",
-    "peer": f"{A.PEER_IP} (third party on the internet)",
-    "coturn": f"{A.COTURN_IP}, {A.COTURN_ALT_IP} (coturn STUN server)",
-    "isp": f"LAN {A.DOUBLE_NAT_ISP_LAN} / {A.CGNAT_ISP_LAN}, WAN {A.ISP_WAN_IP}",
-    "router": f"LAN {A.HOME_LAN_GW}, WAN {A.ROUTER_WAN_IP} (single NAT) / {A.DOUBLE_NAT_ROUTER_WAN} / "
-              f"{A.CGNAT_ROUTER_WAN}",
-    "client": f"{A.CLIENT_IP} behind a router, {A.OPEN_CLIENT_IP} in open*",
+HOST_ROLES = {
+    "inet": "internet core, provider filters",
+    "server": "run `nodereach serve` here",
+    "peer": "third party on the internet",
+    "coturn": "coturn STUN server",
+    "isp": "provider NAT",
+    "router": "home router",
+    "client": "the node",
 }
 
 
@@ -90,7 +89,8 @@ def _forget_vanished(lab_id: str) -> bool:
 def run_list(json_out: bool) -> None:
     if json_out:
         doc = {"scenarios": [{"name": s.name, "summary": s.summary, "hosts": list(s.hosts),
-                              "home_router_variant": s.has_router and not s.udp_blocked,
+                              "families": list(s.truth().families),
+                              "home_router_variant": s.has_router and not s.udp_blocked and not s.nptv6,
                               "truth": s.truth().as_dict()}
                              for s in SCENARIOS.values()],
                "addresses": {k: v for k, v in vars(A).items() if k.isupper()}}
@@ -101,16 +101,27 @@ def run_list(json_out: bool) -> None:
     for col in ("NATs", "mapping", "filtering", "CGNAT", "public IP"):
         table.add_column(col, no_wrap=True)
     table.add_column("policy", overflow="fold")
+    table.add_column("IPv6", overflow="fold")
     for s in SCENARIOS.values():
         t = s.truth()
         policy = "UDP blocked" if t.udp_blocked else (
             f"ports {','.join(map(str, t.filtered_ports))} dropped" if t.filtered_ports else
             ("host firewall" if s.client_firewall else "-"))
         table.add_row(s.name, str(t.layers), _short(t.mapping), _short(t.filtering), "yes" if t.cgnat else "no",
-                      t.client_public_ip, policy)
+                      t.client_public_ip, policy, _ipv6_cell(t.ipv6))
     _console().print(table)
     print("EI = endpoint-independent, AD = address-dependent, APD = address-and-port-dependent (RFC 4787).")
-    print("Any NAT scenario also runs with --home-router (miniupnpd: UPnP IGD, NAT-PMP, PCP on `router`).")
+    print("IPv6: none = the client has no IPv6; otherwise translation, filtering, and the address peers dial.")
+    print("NAT scenarios also run with --home-router (miniupnpd: UPnP IGD, NAT-PMP, PCP on `router`; IPv6 "
+          "pinholes in the IPv6 scenarios).")
+
+
+def _ipv6_cell(v6: Ipv6Truth | None) -> str:
+    if v6 is None:
+        return "none"
+    translation = {"none": "no translation", "nptv6": "NPTv6", "nat66": "NAT66"}[v6.translation]
+    wall = "firewall" if v6.firewall else "no filter"
+    return f"{translation}, {wall} ({_short(v6.filtering)}), {v6.public_address}"
 
 
 def _short(behaviour: str) -> str:
@@ -131,23 +142,28 @@ def run_up(scenario: str, home_router: bool, delay_ms: float, loss: float) -> No
         lab.build()
     print(f"lab {lab.id} up: {scenario}{' + home router (miniupnpd)' if home_router else ''}"
           f"{f', {delay_ms:g} ms one-way delay' if delay_ms else ''}{f', {loss:g}% loss' if loss else ''}")
-    _print_hosts(lab.id, list(lab.hosts))
+    _print_hosts(lab.id, list(lab.hosts), scenario)
     t = lab.truth
     print(f"ground truth: {t.description} layers={t.layers} mapping={t.mapping} filtering={t.filtering} "
           f"cgnat={'yes' if t.cgnat else 'no'} public={t.client_public_ip}")
+    print(f"IPv6 truth: {_ipv6_cell(t.ipv6)}" + (f" (client's own address {t.ipv6.client_address})"
+                                                  if t.ipv6 is not None and t.ipv6.translation != "none" else ""))
     print(f"try: nodereach lab exec server -- nodereach serve --address {A.SERVER_IP} --alt-address "
           f"{A.SERVER_ALT_IP} &")
     print(f"     nodereach lab exec client -- nodereach check --server {A.SERVER_IP}")
     print("     nodereach lab down")
 
 
-def _print_hosts(lab_id: str, hosts: list[str]) -> None:
+def _print_hosts(lab_id: str, hosts: list[str], scenario: str | None = None) -> None:
     table = Table(show_header=True)
     table.add_column("host")
     table.add_column("namespace")
     table.add_column("addresses")
+    table.add_column("role")
+    lab = Lab(scenario) if scenario in SCENARIOS else None  # not built: only its address plan is read
     for host in hosts:
-        table.add_row(host, f"nrl-{lab_id}-{host}", HOST_ADDRESSES.get(host, ""))
+        addrs = ", ".join((*lab.addresses(host, 4), *lab.addresses(host, 6))) if lab is not None else ""
+        table.add_row(host, f"nrl-{lab_id}-{host}", addrs, HOST_ROLES.get(host, ""))
     _console().print(table)
 
 
@@ -217,7 +233,7 @@ def run_status() -> None:
     else:
         opts = ", ".join(f"{k}={v}" for k, v in record.options.items() if v)
         print(f"CLI lab {record.id}: {record.scenario}{f' ({opts})' if opts else ''}")
-        _print_hosts(record.id, _record_hosts(record))
+        _print_hosts(record.id, _record_hosts(record), record.scenario)
         for pid in record.pids:
             if netns.pid_alive(pid) and netns.pid_start_time(pid) == record.pid_starts.get(str(pid)):
                 argv = _cmdline(pid)

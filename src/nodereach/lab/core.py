@@ -35,6 +35,7 @@ from nodereach.lab.scenarios import (
     Scenario,
     get_scenario,
 )
+from nodereach.net import Family
 
 T = TypeVar("T")
 _LIVE: set[Lab] = set()
@@ -77,6 +78,9 @@ class Lab:
         if home_router and self.scenario.udp_blocked:
             raise UsageError("udp-blocked has no --home-router variant",
                              "miniupnpd exits when its STUN check (UDP) fails")
+        if home_router and self.scenario.nptv6:
+            raise UsageError("nptv6 has no --home-router variant",
+                             "its IPv6 has no firewall to open; use ipv6-firewalled or cgnat-ipv6")
         self.udp_timeout_s = udp_timeout_s or DEFAULT_UDP_TIMEOUT_S
         self.udp_stream_timeout_s = udp_timeout_s or DEFAULT_UDP_STREAM_TIMEOUT_S
         truth = self.scenario.truth(ports, home_router=home_router, udp_timeout_s=self.udp_timeout_s,
@@ -178,9 +182,12 @@ class Lab:
     def router_wan_address(self) -> str | None:
         return self._router_wan
 
-    def addresses(self, host: str) -> tuple[str, ...]:
-        """`host`'s IPv4 addresses in this scenario, primary first (WAN before LAN for routers)."""
+    def addresses(self, host: str, family: Family = 4) -> tuple[str, ...]:
+        """`host`'s global addresses of `family` (4 or 6) in this scenario, primary first (WAN before LAN for
+        routers); () for IPv6 on a host that has none. Link-local addresses are never listed."""
         self.ns(host)
+        if family == 6:
+            return self._addresses6(host)
         if host in topology.INTERNET_HOST_ADDRS:
             return topology.INTERNET_HOST_ADDRS[host]
         if host == "inet":
@@ -190,6 +197,20 @@ class Lab:
         if host == "router":
             return (self._router_wan or "", A.HOME_LAN_GW)
         return (A.ISP_WAN_IP, self.scenario.router_wan()[1])  # isp: WAN, then LAN (the router's gateway)
+
+    def _addresses6(self, host: str) -> tuple[str, ...]:
+        if host in topology.INTERNET_HOST_ADDRS6:
+            return topology.INTERNET_HOST_ADDRS6[host]
+        if host == "inet":
+            return (A.INET6_SUBSCRIBER_GW, A.INET6_SERVER_GW)
+        v6 = self.scenario.ipv6
+        if v6 is None:
+            return ()
+        if host == "client":
+            return (v6.client_address,)
+        if host == "router":
+            return (self.scenario.router_wan6()[0], A.NPT_LAN_GW6 if self.scenario.nptv6 else A.HOME_LAN_GW6)
+        return (A.ISP_WAN_IP6, A.ISP_LAN_IP6)
 
     # --- running things inside --------------------------------------------------------------------
     def exec(self, host: str, argv: Sequence[str], timeout: float = 10, check: bool = True,
@@ -246,9 +267,11 @@ class Lab:
             netns.nft(self.ns("router"), learned)
 
     def reset(self) -> None:
-        """Back to a freshly built state for the next test: no port forwards, no NAT state."""
+        """Back to a freshly built state for the next test: no port forwards or static pinholes, no NAT or
+        firewall state."""
         if "router" in self.hosts:
-            netns.nft(self.ns("router"), rules.flush_forwards())
+            netns.nft(self.ns("router"), rules.flush_forwards()
+                      + (rules.flush_pinholes6() if self.scenario.has_ipv6 else ""))
         self.flush_conntrack()
 
     def forward(self, port: int, proto: str = "udp", internal_port: int | None = None) -> None:
@@ -258,6 +281,19 @@ class Lab:
         if "router" not in self.hosts:
             raise UsageError(f"scenario {self.scenario.name!r} has no home router to forward ports on")
         netns.nft(self.ns("router"), rules.port_forward(port, proto, A.CLIENT_IP, internal_port or port))
+
+    def open_pinhole(self, port: int, proto: str = "udp") -> None:
+        """A static IPv6 pinhole on the home router's firewall: inbound `proto` to the client's IPv6 address
+        and `port` passes (what an operator adds by hand; `reset()` removes it)."""
+        if proto not in ("udp", "tcp"):
+            raise UsageError(f"protocol must be udp or tcp, got {proto!r}")
+        if not 0 < port < 65536:
+            raise UsageError(f"port must be 1-65535, got {port}")
+        v6 = self.scenario.ipv6
+        if v6 is None or "router" not in self.hosts:
+            raise UsageError(f"scenario {self.scenario.name!r} has no IPv6 home router to open a pinhole on",
+                             "use an IPv6 scenario, e.g. ipv6-firewalled")
+        netns.nft(self.ns("router"), rules.pinhole6(v6.client_address, port, proto))
 
     def set_router_wan_address(self, new: str) -> None:
         """Renumber the home router's WAN (same subnet and gateway), as a DHCP lease change would."""

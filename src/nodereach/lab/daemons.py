@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
 from nodereach.errors import EnvironmentProblem, UsageError
 from nodereach.lab import addresses as A
-from nodereach.lab import netns, registry
+from nodereach.lab import netns, registry, rules
 from nodereach.lab.netns import LabError
 
 if TYPE_CHECKING:
@@ -148,6 +148,14 @@ class Daemons:
             "friendly_name": "nodereach lab router",
             "ipv6_disable": "yes",
         }
+        if self.lab.scenario.has_ipv6:
+            # IPv6 pinholes (WANIPv6FirewallControl, PCP MAP for IPv6) need: IPv6 not disabled, the WAN
+            # interface given by name (ext_ifname above), a global IPv6 address on the LAN interface, and
+            # miniupnpd's filter chain inside the router's IPv6 firewall table, which jumps to it before its
+            # drop (miniupnpd adds pinholes as NFPROTO_INET rules to `upnp_table_name`/`upnp_forward_chain`).
+            del lines["ipv6_disable"]
+            lines["upnp_table_name"] = rules.TABLE6
+            lines["upnp_forward_chain"] = rules.MINIUPNPD_CHAIN6
         lines.update({k: str(v) for k, v in extra.items()})
         body = "".join(f"{k}={v}\n" for k, v in lines.items())
         return body + "allow 1024-65535 192.168.1.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"

@@ -6,6 +6,9 @@
   `external port -> client ip . port` into a dynamic map (and, for restricted cone, `remote ip . external
   port` into a dynamic set); a prerouting dnat uses the map for new inbound flows.
 - The forward chain accepts `ct status dnat`, so port forwards (ours and miniupnpd's) carry traffic.
+- IPv6 on a home router (`table inet nrl6`): a stateful firewall as RFC 6092 CPE ship it (replies and
+  ICMPv6 errors/echo in, unsolicited inbound dropped), whose forward chain jumps to the pinhole chains
+  (ours, then miniupnpd's) before its drop; NPTv6 (`table ip6 nrl6nat`): `snat/dnat ip6 prefix to`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,16 @@ from collections.abc import Iterable
 from nodereach.lab import addresses as A
 
 TABLE = "nrl"
+TABLE6 = "nrl6"
+"""The home router's IPv6 table (inet family: miniupnpd adds its pinhole rules to NFPROTO_INET tables)."""
+TABLE6_NAT = "nrl6nat"
+PINHOLE_CHAIN = "pinholes"
+"""Static IPv6 pinholes (`Lab.open_pinhole`): what an operator adds by hand; flushed by `Lab.reset`."""
+MINIUPNPD_CHAIN6 = "miniupnpd"
+"""miniupnpd's filter chain on IPv6 routers (`upnp_table_name=nrl6`, `upnp_forward_chain=miniupnpd`)."""
+# ICMPv6 that passes any IPv6 firewall here: errors (PMTU discovery needs packet-too-big) and echo, as
+# RFC 4890 section 4.3.1 recommends and RFC 6092 CPE do.
+ICMP6_TRANSIT = "destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, echo-reply"
 SUBSCRIBER_NET = "198.51.100.0/24"
 LEARN_TIMEOUT_S = 120
 """How long a learned cone mapping survives without outbound traffic (conntrack's UDP stream timeout)."""
@@ -125,3 +138,64 @@ def provider(*, udp_blocked: bool, filtered_ports: Iterable[int]) -> str:
 {body}  }}
 }}
 """
+
+
+def router6(*, firewall: bool, wan: str = "wan", lan: str = "lan") -> str:
+    """The home router's IPv6 rules. With `firewall`, unsolicited inbound is dropped unless a pinhole rule
+    (ours or miniupnpd's) accepts it first: miniupnpd's chain must be reached before the drop, which is why
+    it lives in this table (a verdict in another table's base chain would not stop this chain's drop).
+    IPv4 passes this table untouched: `table ip nrl` filters it."""
+    drop = f'    iifname "{wan}" drop\n' if firewall else ""
+    return f"""table inet {TABLE6} {{
+  chain {PINHOLE_CHAIN} {{
+  }}
+  chain {MINIUPNPD_CHAIN6} {{
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    meta nfproto ipv4 accept
+    ct state established,related accept
+    ct state invalid drop
+    iifname "{lan}" accept
+    icmpv6 type {{ {ICMP6_TRANSIT} }} accept
+    jump {PINHOLE_CHAIN}
+    jump {MINIUPNPD_CHAIN6}
+{drop}  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    meta nfproto ipv4 accept
+    iif lo accept
+    ct state established,related accept
+    iifname "{lan}" accept
+    meta l4proto ipv6-icmp accept
+{drop}  }}
+}}
+"""
+
+
+def nptv6(inside: str, outside: str, *, wan: str = "wan") -> str:
+    """1:1 prefix translation (`inside` <-> `outside`, both /64). Linux does it with conntrack NAT and the
+    NETMAP range flag: the interface identifier and the ports are kept, checksums are fixed up (RFC 6296's
+    checksum-neutral rewrite of one word is not what Linux does). Inbound to `outside` is translated for new
+    flows too, so the client is reachable at its translated address when nothing filters."""
+    return f"""table ip6 {TABLE6_NAT} {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "{wan}" ip6 saddr {inside} snat ip6 prefix to {outside}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "{wan}" ip6 daddr {outside} dnat ip6 prefix to {inside}
+  }}
+}}
+"""
+
+
+def pinhole6(address: str, port: int, proto: str) -> str:
+    """A static IPv6 pinhole: inbound `proto` to `address`:`port` passes the firewall."""
+    return (f"add rule inet {TABLE6} {PINHOLE_CHAIN} ip6 daddr {address} meta l4proto {proto} {proto} dport {port} "
+            "accept\n")
+
+
+def flush_pinholes6() -> str:
+    return f"flush chain inet {TABLE6} {PINHOLE_CHAIN}\n"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from nodereach.lab import addresses as A
 from nodereach.lab import probe as P
 from nodereach.lab.core import Lab
+from nodereach.lab.scenarios import Ipv6Truth
 
 FILTERING_EXPECTATIONS = {
     "endpoint-independent": {"other-port": True, "other-ip": True},
@@ -74,5 +75,28 @@ def verify(lab: Lab, timeout: float = 0.4) -> Verification:
     if truth.cgnat:
         wan = truth.nat_wan_addresses[0]
         c["cgnat wan"] = wan.startswith("100.") and wan in lab.exec("router", ["ip", "-4", "-o", "addr"]).stdout
+    if truth.ipv6 is not None:
+        lab.flush_conntrack()
+        _verify6(lab, truth.ipv6, c, timeout)
     lab.flush_conntrack()
     return result
+
+
+def _verify6(lab: Lab, truth: Ipv6Truth, c: dict[str, bool], timeout: float) -> None:
+    """The IPv6 truth: public address and port, filtering, unsolicited inbound, hops."""
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(P.udp(lab, "client", "::"))
+        server, other_port, other_ip = stack.enter_context(P.trio(lab, "server", A.SERVER_IP6, A.SERVER_ALT_IP6))
+        ext = P.send_seen_as(client, server, timeout=timeout * 2)
+        port = P.sockname(client)[1]
+        c["ipv6 public address"] = ext == (truth.public_address, port)
+        expect = FILTERING_EXPECTATIONS.get(truth.filtering)
+        if ext is not None and expect is not None:
+            got = {"other-port": P.delivered(other_port, client, ext, timeout=timeout, tries=1),
+                   "other-ip": P.delivered(other_ip, client, ext, timeout=timeout, tries=1)}
+            c["ipv6 filtering"] = got == expect
+    # the client's socket is closed now: its port is free again for a listener that never sent anything
+    c["ipv6 unsolicited inbound"] = P.inbound_reaches(lab, "client", (truth.public_address, port), "udp",
+                                                      timeout=timeout) == truth.unsolicited_inbound
+    c["ipv6 hops"] = P.ttl_hops(lab, "client", A.SERVER_IP6, max_ttl=len(truth.hops) + 1,
+                                timeout=timeout * 2) == list(truth.hops)
