@@ -134,7 +134,7 @@ def start_coturn(port: int, threads: int, tmp: str) -> list[subprocess.Popen]:
 
 
 def start_nodereach(port: int, workers: int, uvloop: bool) -> list[subprocess.Popen]:
-    argv = [sys.executable, "-m", "nodereach.stun.server", "--address", "127.0.0.1", "--port", str(port),
+    argv = [sys.executable, "-m", "nodereach.stun", "--address", "127.0.0.1", "--port", str(port),
             "--no-tcp", "--rate", "1e9", "--burst", "1e9", "--workers", str(workers)]
     if uvloop:
         argv.append("--uvloop")

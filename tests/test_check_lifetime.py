@@ -25,5 +25,6 @@ def test_binding_lifetime_matches_conntrack_timeout(lab) -> None:  # type: ignor
                                       timeout=90)
     value = doc["nat"]["binding_lifetime_s"]
     assert value is not None and value <= timeout_s < 45, (value, timeout_s, doc["notes"])
-    assert value >= 20 if timeout_s >= 20 else True
+    # the longest interval well inside the timeout must be seen alive (the lab's 30 s: 20 s)
+    assert value >= max(w for w in intervals(45) if w < 0.75 * timeout_s), (value, timeout_s)
     assert 45 <= took < 60 and code == 1

@@ -78,10 +78,10 @@ async def test_change_request_needs_other_address(server: StunServer) -> None:
 
 
 async def test_many_concurrent_transactions_one_socket(server: StunServer) -> None:
+    tids = [i.to_bytes(12, "big") for i in range(1, 301)]
     async with StunClient(local=("127.0.0.1", 0)) as c:
-        results = await asyncio.gather(*(c.binding(server.addresses["primary"]) for _ in range(300)))
-        assert {r.message.transaction_id for r in results} == {r.message.transaction_id for r in results}
-        assert len({r.message.transaction_id for r in results}) == 300
+        results = await asyncio.gather(*(c.binding(server.addresses["primary"], transaction_id=t) for t in tids))
+        assert [r.message.transaction_id for r in results] == tids  # each caller got the reply to its request
         assert all(r.mapped == c.local_address for r in results)
 
 

@@ -104,8 +104,8 @@ def coturn() -> Iterator[dict[str, tuple[str, int]]]:
 
 @pytest.fixture
 def nodereach_server() -> Iterator[dict[str, tuple[str, int]]]:
-    """nodereach's server as its own process (`python -m nodereach.stun.server`), RFC 5780 mode."""
-    proc = subprocess.Popen([sys.executable, "-m", "nodereach.stun.server", "--address", "127.0.0.1",
+    """nodereach's server as its own process (`python -m nodereach.stun`), RFC 5780 mode."""
+    proc = subprocess.Popen([sys.executable, "-m", "nodereach.stun", "--address", "127.0.0.1",
                              "--alt-address", "127.0.0.2", "--port", "0", "--alt-port", "0"],
                             stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:

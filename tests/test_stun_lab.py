@@ -32,7 +32,7 @@ class LabStunServer:
     """nodereach's STUN server as a process on the lab's `server` host; stopped by the fixture."""
 
     def __init__(self, net: Lab) -> None:
-        self.proc = net.spawn("server", [sys.executable, "-m", "nodereach.stun.server", "--address", LA.SERVER_IP,
+        self.proc = net.spawn("server", [sys.executable, "-m", "nodereach.stun", "--address", LA.SERVER_IP,
                                          "--alt-address", LA.SERVER_ALT_IP, "--port", "0", "--alt-port", "0"],
                               stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout is not None

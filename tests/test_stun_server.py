@@ -315,13 +315,13 @@ async def test_close_with_open_tcp_connections_is_quick_and_quiet() -> None:
 
 
 def test_reuse_port_workers_share_the_load() -> None:
-    """`python -m nodereach.stun.server --workers 2`: both processes answer on the same ports."""
+    """`python -m nodereach.stun --workers 2`: both processes answer on the same ports."""
     import json
     import select
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "nodereach.stun.server", "--address", "127.0.0.1", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "nodereach.stun", "--address", "127.0.0.1", "--port", "0",
                              "--no-tcp", "--rate", "0", "--workers", "2"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE)
     try:

@@ -2,7 +2,8 @@
 
 - `nodereach.stun.message` / `attributes` / `framing`: parse and build messages (no I/O).
 - `nodereach.stun.client`: StunClient, many concurrent transactions on one UDP socket (or TCP).
-- `nodereach.stun.server`: StunServer, basic or full RFC 5780 mode, rate limited.
+- `nodereach.stun.server`: StunServer, basic or full RFC 5780 mode, rate limited; `python -m nodereach.stun`
+  runs it as a process (`nodereach.stun.script`).
 """
 
 from nodereach.stun.errors import StunError, StunErrorResponse, StunParseError, StunTimeout

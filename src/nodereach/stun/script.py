@@ -1,7 +1,7 @@
-"""`python -m nodereach.stun.server`: the STUN server as a process, for tests, benchmarks and scaling out.
+"""`python -m nodereach.stun`: the STUN server as a process, for tests, benchmarks and scaling out.
 
-    python -m nodereach.stun.server --address 127.0.0.1 --alt-address 127.0.0.2 --port 0 --alt-port 0
-    python -m nodereach.stun.server --address 203.0.113.10 --workers 2 --uvloop
+    python -m nodereach.stun --address 127.0.0.1 --alt-address 127.0.0.2 --port 0 --alt-port 0
+    python -m nodereach.stun --address 203.0.113.10 --workers 2 --uvloop
 
 Prints one JSON line {"addresses": {...}} once every worker is bound, serves until stdin closes or
 SIGTERM/SIGINT, then prints {"stats": {...}} (the parent's own counters). With --workers N the parent binds
@@ -30,7 +30,7 @@ def _start_workers(argv: list[str], n: int, addresses: dict[str, tuple[str, int]
     alt = addresses.get("alt_port", addresses["primary"])[1]
     children = []
     for _ in range(n):
-        child = subprocess.Popen([sys.executable, "-m", "nodereach.stun.server", *argv, "--port", str(port),
+        child = subprocess.Popen([sys.executable, "-m", "nodereach.stun", *argv, "--port", str(port),
                                   "--alt-port", str(alt), "--reuse-port", "--workers", "1"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         children.append(child)
@@ -81,7 +81,7 @@ async def serve(config: StunServerConfig, workers: int = 1, child_argv: list[str
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m nodereach.stun.server", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m nodereach.stun", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--address", default="127.0.0.1")
     p.add_argument("--alt-address", help="second IP: full RFC 5780 mode")
@@ -110,7 +110,3 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(coro)
     else:
         asyncio.run(coro)
-
-
-if __name__ == "__main__":
-    main()

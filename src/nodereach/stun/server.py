@@ -29,7 +29,7 @@ coturn also adds MAPPED-ADDRESS (68 B, 3.4x) and pads PADDING requests to the MT
 (56x). Rate limiting (token bucket per source IP, bounded LRU) runs before any parsing. A plain 20-byte
 Binding request takes a fast path without parsing or allocating a message object.
 
-Scaling: `reuse_port=True` sets SO_REUSEPORT, so several processes (`python -m nodereach.stun.server`)
+Scaling: `reuse_port=True` sets SO_REUSEPORT, so several processes (`python -m nodereach.stun`)
 can share the ports and the kernel spreads clients over them; install the `fast` extra for uvloop.
 """
 
@@ -411,9 +411,3 @@ def _make_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.so
         sock.close()
         raise
     return sock
-
-
-if __name__ == "__main__":  # `python -m nodereach.stun.server ...`: see nodereach.stun.script
-    from nodereach.stun.script import main
-
-    main()
