@@ -13,17 +13,16 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
 from nodereach.errors import EnvironmentProblem, UsageError
 from nodereach.lab import addresses as A
 from nodereach.lab import netns, registry, rules
 from nodereach.lab.netns import LabError
-
-if TYPE_CHECKING:
-    from nodereach.lab.core import Lab
+from nodereach.lab.scenarios import Scenario
 
 MINIUPNPD_HTTP_PORT = 5000
 NATPMP_PORT = 5351
@@ -63,10 +62,27 @@ def miniupnpd_nft(wan: str = "wan") -> str:
 """
 
 
+class LabHandle(Protocol):
+    """What the daemons need of a running lab (core.Lab provides it; daemons never import core: no cycle)."""
+
+    id: str
+    scenario: Scenario
+
+    @property
+    def hosts(self) -> tuple[str, ...]: ...
+
+    def ns(self, host: str) -> str: ...
+
+    def spawn(self, host: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]: ...
+
+    def socket(self, host: str, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM,
+               proto: int = 0) -> socket.socket: ...
+
+
 class Daemons:
     """Owns one lab's coturn and miniupnpd processes."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: LabHandle) -> None:
         self.lab = lab
         self.coturn: subprocess.Popen[Any] | None = None
         self.coturn_rfc5780 = False

@@ -1,11 +1,13 @@
 """`nodereach demo`: every scenario built, its ground truth verified, and what nodereach found next to it.
 
-Structure for the diagnosis to plug into: `iter_rows(scenarios, probes)` builds each scenario, verifies it
-and calls every `probe(lab) -> dict[column, text]` (e.g. "what nodereach found", "reachable", "first
-advice"), yielding one `DemoRow` per scenario; `render(rows)` prints them (a full table when the output is
-wide enough, one block per scenario otherwise: CI logs and pipes are 80 columns), `summary(rows)` is the
-closing line. `run_demo` wires the default probes, shows progress on stderr and exits non-zero when any
-scenario's ground truth did not hold or nodereach found something else.
+`iter_rows(scenarios, probes)` builds each scenario, verifies its ground truth with raw sockets and calls
+every `probe(lab) -> Finding` (the default one, checkprobe.check_probe, runs the real `nodereach check
+--json` in the client and judges its JSON fact by fact against the ground truth), yielding one `DemoRow` per
+scenario; `render(rows)` prints them (a full table when the output is wide enough, one block per scenario
+otherwise: CI logs and pipes are 80 columns), `summary(rows)` is the closing line. `run_demo` wires the
+default probe, shows progress on stderr and exits non-zero when any scenario's ground truth did not hold or
+nodereach found something else. Whether nodereach "found the ground truth" is decided on typed facts
+(judge.py), never on rendered text.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ from rich.table import Table
 from rich.text import Text
 
 from nodereach.lab.core import Lab, check_environment
+from nodereach.lab.judge import Fact, Finding, truth_text, truth_text6, verdict
 from nodereach.lab.scenarios import SCENARIOS, GroundTruth, get_scenario
 from nodereach.lab.verify import Verification, verify
 
-Probe = Callable[[Lab], dict[str, str]]
-"""Extra columns for one scenario, computed inside the running lab (e.g. the check's verdict)."""
+__all__ = ["ADVICE", "FOUND", "FOUND6", "REACHABLE", "DemoRow", "Fact", "Finding", "Probe", "iter_rows", "render",
+           "run_demo", "summary", "truth_text"]
+
+Probe = Callable[[Lab], "Finding | dict[str, str]"]
+"""What nodereach finds in one running scenario: judged facts and columns (a plain dict: columns only)."""
 
 Progress = Callable[[str, str], None]
 """progress(scenario, step): step is "build", "verify" or "probe" (what the demo is doing right now)."""
 
-DEFAULT_PROBES: list[Probe] = []
-"""Probes run_demo adds by default; the diagnosis package appends its own here (or passes `probes`)."""
-
 FOUND = "what nodereach found"
-"""The probe column compared with the ground truth (same words as `truth_text`)."""
+"""The column with what the check found about IPv4, in the ground truth's words."""
+FOUND6 = "IPv6 found"
 REACHABLE = "reachable"
 ADVICE = "first advice"
 FULL_TABLE_MIN_WIDTH = 180
@@ -49,66 +53,21 @@ class DemoRow:
     seconds: float
     columns: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    facts: tuple[Fact, ...] = ()
+    """Every probe's facts, judged against the ground truth."""
 
     @property
     def match(self) -> bool | None:
-        """Did nodereach find the ground truth? None when no probe reported what it found."""
-        found = self.columns.get(FOUND)
-        return None if found is None else found_matches(self.truth, found)
+        """Did nodereach find the ground truth? None when no probe tested any fact."""
+        return verdict(self.facts)
+
+    @property
+    def mismatches(self) -> list[Fact]:
+        return [f for f in self.facts if not f.ok]
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.verification.ok and self.match is not False
-
-
-def truth_text(t: GroundTruth) -> str:
-    return _truth_text(t, observable_only=False)
-
-
-def _truth_text(t: GroundTruth, observable_only: bool) -> str:
-    if not t.nat_present:
-        nat = "no NAT" + (", host firewall" if t.firewall else "")
-    else:
-        nat = f"{t.layers} NAT layer{'s' if t.layers > 1 else ''}{' (CGNAT)' if t.cgnat else ''}"
-        if observable_only and t.udp_blocked:  # RFC 4787 behaviour is a UDP property: unobservable here
-            nat += ", ? mapping, ? filtering"
-        else:
-            nat += f", {_short(t.mapping)} mapping, {_short(t.filtering)} filtering"
-    if t.udp_blocked:
-        nat += ", UDP blocked"
-    if t.filtered_ports:
-        nat += f", ports {','.join(map(str, t.filtered_ports))} filtered"
-    return nat
-
-
-def _facts(text: str) -> tuple[str, ...]:
-    """The comma-separated facts of a truth/found text; port lists compared as sets."""
-    facts = []
-    for part in text.split(", "):
-        if part.startswith("ports ") and part.endswith(" filtered"):
-            ports = part[len("ports "):-len(" filtered")].split(",")
-            part = "ports " + ",".join(sorted(ports, key=lambda p: (len(p), p))) + " filtered"
-        facts.append(part.strip())
-    return tuple(facts)
-
-
-def found_matches(truth: GroundTruth, found: str) -> bool:
-    """What nodereach found equals the ground truth (ports in any order; '?' for UDP mapping/filtering is
-    the right answer when UDP is blocked, since they cannot be observed then)."""
-    got = _facts(_plain(found))
-    return got in {_facts(truth_text(truth)), _facts(_truth_text(truth, observable_only=True))}
-
-
-def _plain(text: str) -> str:
-    try:
-        return Text.from_markup(text).plain
-    except MarkupError:
-        return text
-
-
-def _short(behaviour: str) -> str:
-    return {"endpoint-independent": "EI", "address-dependent": "AD", "address-and-port-dependent": "APD"}.get(
-        behaviour, behaviour)
 
 
 def iter_rows(scenarios: Iterable[str], probes: Sequence[Probe] = (), *,
@@ -123,11 +82,17 @@ def iter_rows(scenarios: Iterable[str], probes: Sequence[Probe] = (), *,
                 step(name, "verify")
                 verification = verify(lab)
                 columns: dict[str, str] = {}
+                facts: list[Fact] = []
                 for probe in probes:
                     step(name, "probe")
                     lab.flush_conntrack()
-                    columns.update(probe(lab))
-                yield DemoRow(name, lab.truth, verification, time.monotonic() - start, columns)
+                    found = probe(lab)
+                    if isinstance(found, Finding):
+                        columns.update(found.columns)
+                        facts += found.facts
+                    else:
+                        columns.update(found)
+                yield DemoRow(name, lab.truth, verification, time.monotonic() - start, columns, facts=tuple(facts))
         except Exception as exc:  # one broken scenario must not hide the others
             yield DemoRow(name, scenario.truth(), Verification(name), time.monotonic() - start,
                           error=f"{type(exc).__name__}: {exc}")
@@ -175,6 +140,7 @@ def render_table(rows: Sequence[DemoRow], console: Console) -> None:
     table.add_column("scenario", no_wrap=True)
     table.add_column("ground truth", ratio=3)
     table.add_column("public IP", no_wrap=True)
+    table.add_column("IPv6", ratio=2)
     table.add_column("proven", no_wrap=True)
     for col in extra:
         if col == FOUND:
@@ -187,33 +153,37 @@ def render_table(rows: Sequence[DemoRow], console: Console) -> None:
         cells = []
         for col in extra:
             if col == FOUND:
-                cells += [row.columns.get(col, ""), _match_cell(row, marks)]
+                cells += [escape(row.columns.get(col, "")), _match_cell(row, marks)]
             elif col not in timing:
-                cells.append(row.columns.get(col, ""))
+                cells.append(escape(row.columns.get(col, "")))
         seconds = f"{row.seconds:.1f}" + "".join(f" ({row.columns.get(c, '-')})" for c in timing)
         table.add_row(row.scenario, escape(truth_text(row.truth)), row.truth.client_public_ip,
-                      _proven(row, marks), *cells, seconds)
+                      escape(truth_text6(row.truth)), _proven(row, marks), *cells, seconds)
     # Natural widths when they fit; otherwise share the width by ratio (facts 3 : other columns 2) instead of
     # rich's default of shrinking the widest columns, which are the facts.
     table.expand = console.measure(table).maximum > console.width
     console.print(table)
+    for row in rows:
+        for fact in row.mismatches:
+            console.print(f"{row.scenario}: {fact.name}: truth {fact.truth}, found {fact.found}", style="red",
+                          highlight=False, markup=False)
     console.print(f"proven: the ground truth held under raw-socket probes (number of checks); "
-                  f"match: what nodereach found {'=' if marks[0] == '✓' else 'equals'} the ground truth",
-                  style="dim", highlight=False)
+                  f"match: what nodereach found {'=' if marks[0] == '✓' else 'equals'} the ground truth, "
+                  f"fact by fact", style="dim", highlight=False)
 
 
 def render_blocks(rows: Sequence[DemoRow], console: Console) -> None:
     """One block per scenario: readable at 80 columns (CI logs, `| less`)."""
     marks = _marks(console)
     console.print("[bold]nodereach demo: ground truth vs what nodereach found[/bold]")
-    extra = [c for c in _extra_columns(rows) if c not in (FOUND, REACHABLE, ADVICE)]
+    extra = [c for c in _extra_columns(rows) if c not in (FOUND, FOUND6, REACHABLE, ADVICE)]
     for row in rows:
         head = Text.assemble((f"{row.scenario}", "bold"), "  ")
         if row.match is not None:
             head.append_text(Text.from_markup(_match_cell(row, marks)))
             head.append("  ")
         if REACHABLE in row.columns:
-            head.append_text(Text.from_markup(row.columns[REACHABLE]))
+            head.append(row.columns[REACHABLE])
             head.append("  ")
         head.append(f"{row.seconds:.1f} s", "dim")
         console.print()
@@ -221,17 +191,23 @@ def render_blocks(rows: Sequence[DemoRow], console: Console) -> None:
         _field(console, "ground truth", escape(truth_text(row.truth)))
         _field(console, "verified", f"{_verified(row)}, public IP {row.truth.client_public_ip}")
         if FOUND in row.columns:
-            _field(console, "found", row.columns[FOUND])
-            if row.match and _facts(_plain(row.columns[FOUND])) != _facts(truth_text(row.truth)):
-                _field(console, "note", "'?' is right: mapping/filtering are unobservable without UDP")
+            _field(console, "found", escape(row.columns[FOUND]))
+        for note in dict.fromkeys(f.note for f in row.facts if f.note and f.ok):
+            _field(console, "note", escape(note))
+        for fact in row.mismatches:
+            _field(console, "differs", f"[red]{escape(fact.name)}: truth {escape(fact.truth)}, "
+                                       f"found {escape(fact.found)}[/red]")
+        _field(console, "IPv6 truth", escape(truth_text6(row.truth)))
+        if FOUND6 in row.columns:
+            _field(console, "IPv6 found", escape(row.columns[FOUND6]))
         if ADVICE in row.columns:
-            _field(console, "advice", row.columns[ADVICE])
+            _field(console, "advice", escape(row.columns[ADVICE]))
         for col in extra:
             value = row.columns.get(col, "")
             if col.endswith(" s"):
                 _field(console, f"{col[:-2]} took", f"{value} s")
             else:
-                _field(console, col, value)
+                _field(console, col, escape(value))
     console.print()
 
 
@@ -340,9 +316,9 @@ def run_demo(scenarios: list[str], probes: Sequence[Probe] | None = None) -> int
     check_environment()
     console = Console()
     if probes is None:
-        from nodereach.diagnose.demo import check_probe  # the diagnosis adds its columns
+        from nodereach.lab.checkprobe import check_probe  # runs `nodereach check --json`; imports no check code
 
-        probes = [*DEFAULT_PROBES, check_probe]
+        probes = [check_probe]
     rows: list[DemoRow] = []
     start = time.monotonic()
     with _Progress(len(names)) as progress:
