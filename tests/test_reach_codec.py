@@ -110,12 +110,20 @@ def test_stream_decoder_rejects_bad_header_early() -> None:
                  st.fixed_dictionaries({"port": st.integers(-5, 70000),
                                         "protocol": st.sampled_from(["tcp", "udp", "x"])},
                                        optional={"token": st.text("0123456789abcdefg", max_size=70),
-                                                 "timeout_ms": st.integers(-1, 100_000)})
+                                                 "timeout_ms": st.integers(-1, 100_000),
+                                                 "pad": st.text(max_size=20),
+                                                 "proof": st.fixed_dictionaries(
+                                                     {"protocol": st.sampled_from(
+                                                         ["bitcoin", "monero", "libp2p", "bittorrent", "discv4",
+                                                          "discv5", "x"])},
+                                                     optional={k: st.text("0123456789abcdefxyz:", max_size=70)
+                                                               for k in ("network", "magic", "infohash",
+                                                                         "node_id", "enr")})})
                  .map(lambda d: json.dumps(d).encode())))
 @settings(deadline=None)
 def test_probe_body_parser_one_error(body: bytes) -> None:
     try:
-        req = _parse_probe(body)
+        req, _spec = _parse_probe(body)
     except ApiError as err:
         assert err.status in (400, 403)
         return

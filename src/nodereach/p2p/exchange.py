@@ -26,6 +26,17 @@ class Answer:
     """What the peer said, for a person: "version 70016 /Satoshi:27.0.0/ height 840000"."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProtocolCheck:
+    """The outcome of a protocol proof as the dial-back API reports it (`protocol_check`)."""
+
+    protocol: ProofProtocol
+    ok: bool
+    detail: str
+    rtt_ms: float | None = None
+    """From sending the first message to the node's answer (None without an answer)."""
+
+
 class StreamExchange(Protocol):
     protocol: ProofProtocol
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import secrets
 import time
 import typing
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from nodereach import defaults
 from nodereach.errors import UsageError
 from nodereach.net import ResolveError, Transport, family_of, is_ip, is_transport, resolve, wildcard
+from nodereach.p2p.exchange import TRANSPORT, ProofProtocol, ProtocolCheck
 from nodereach.reach import codec
 from nodereach.reach.http1 import host_port, request_json
 
@@ -45,6 +47,44 @@ class DialBackResult:
     """Our own listener saw the server's token (None when we did not listen)."""
     server: str | None = None
     detail: str | None = None
+    protocol_check: ProtocolCheck | None = None
+    """The node's own answer when a protocol proof was asked (`proof=`), else None."""
+
+
+PROOF_PAD_TO = 900
+"""Body bytes a proof request is padded to: the server sends at most what the request cost (IP and TCP
+headers counted), and a proof's messages (a Bitcoin `version`, three discv4 PINGs) need about 600."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProofRequest:
+    """Ask the server to speak the node's own protocol to the port (docs/dialback-api.md, Protocol proofs)."""
+
+    protocol: ProofProtocol
+    network: str | None = None
+    """Bitcoin network name: main, testnet3, testnet4, signet, regtest."""
+    magic: bytes | None = None
+    """Bitcoin message start bytes (a custom signet); overrides `network`."""
+    infohash: bytes | None = None
+    """BitTorrent: a torrent the node serves (an unknown one gets no answer)."""
+    node_id: bytes | None = None
+    """discv5 (needed) and discv4 (checked): the node's id, e.g. `Enr.node_id`."""
+    enr: str | None = None
+    """Instead of `node_id`: the node's ENR text; the server decodes it (this process need not import rlp)."""
+
+    @property
+    def transport(self) -> Transport:
+        return TRANSPORT[self.protocol]
+
+    def body(self) -> dict[str, str]:
+        doc: dict[str, str] = {"protocol": self.protocol}
+        for name, value in (("network", self.network), ("enr", self.enr)):
+            if value is not None:
+                doc[name] = value
+        for name, raw in (("magic", self.magic), ("infohash", self.infohash), ("node_id", self.node_id)):
+            if raw is not None:
+                doc[name] = raw.hex()
+        return doc
 
 
 def parse_server(server: str) -> tuple[str, int]:
@@ -201,7 +241,7 @@ ServerWait = Callable[[float], float]
 
 
 async def probe_port(server: str, port: int, protocol: str, *, timeout: float, listen: bool = True,  # noqa: ASYNC109
-                     local_address: str | None = None) -> DialBackResult:
+                     local_address: str | None = None, proof: ProofRequest | None = None) -> DialBackResult:
     """Ask `server` (HOST[:PORT], HTTP port default 3480) to reach this host's `port` over `protocol`."""
     transport = _check_args(port, protocol)
     host, http_port = parse_server(server)
@@ -214,19 +254,35 @@ async def probe_port(server: str, port: int, protocol: str, *, timeout: float, l
     timeout = max(0.2, timeout - (time.monotonic() - started))
     wait = max(0.2, min(timeout * 0.7, timeout - 0.3))
     return await dial_back(address, http_port, port, transport, server_wait=lambda _handshake: wait,
-                           http_timeout=timeout, listen=listen, local_address=local_address, server=server)
+                           http_timeout=timeout, listen=listen, local_address=local_address, server=server,
+                           proof=proof)
+
+
+async def prove(server: str, port: int, proof: ProofRequest, *, timeout: float = 6.0,  # noqa: ASYNC109
+                local_address: str | None = None) -> DialBackResult:
+    """Ask `server` to speak `proof.protocol` to this host's `port`: `result.protocol_check.ok` says whether the
+    node answered as that software does; for discv4/discv5 `result.reachable` is then the UDP answer too."""
+    return await probe_port(server, port, proof.transport, timeout=timeout, local_address=local_address,
+                            proof=proof)
 
 
 async def dial_back(address: str, http_port: int, port: int, protocol: str, *, server_wait: ServerWait,
                     http_timeout: float, copies: int = 1, listen: bool = True, local_address: str | None = None,
-                    server: str | None = None) -> DialBackResult:
+                    server: str | None = None, proof: ProofRequest | None = None) -> DialBackResult:
     """The probe itself, for callers that know the server's address and their RTT (nodereach check).
 
     `server_wait(handshake_s)` gives the server's probe deadline once the API request's TCP handshake time is
     known. `copies` > 1 asks that many independent probes of one listener at once (each is one SYN or
     datagram series from the server), so one lost packet does not turn "reachable" into "not reachable"
-    without costing a longer deadline; the best answer wins."""
+    without costing a longer deadline; the best answer wins.
+
+    With `proof` the server speaks the node's protocol instead of nodereach's token (nothing listens here for
+    it: the node must hold the port) and the result carries `protocol_check`."""
     transport = _check_args(port, protocol)
+    if proof is not None:
+        if proof.transport != transport:
+            raise UsageError(f"{proof.protocol} runs over {proof.transport}, not {transport}")
+        listen = False
     label = server or host_port(address, http_port)
     listener: _Listener | None = None
     kind: Listener = "none"
@@ -246,6 +302,9 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
                                "timeout_ms": max(200, int(server_wait(handshake_s) * 1000))}
         if token:
             doc["token"] = token
+        if proof is not None:
+            doc["proof"] = proof.body()
+            doc["pad"] = " " * max(0, PROOF_PAD_TO - len(json.dumps(doc)) - 10)
         return doc
 
     url = f"http://{host_port(address, http_port)}/v1/probe"
@@ -285,7 +344,17 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
     if "reachable" not in doc or not isinstance(doc.get("reason"), str):
         result.detail = "the server's answer is not a nodereach dial-back answer"
         return result
+    if proof is not None:
+        result.protocol_check = _protocol_check(doc.get("protocol_check"), proof)
     return _combine(result, doc, listener)
+
+
+def _protocol_check(raw: object, proof: ProofRequest) -> ProtocolCheck:
+    if not isinstance(raw, dict) or not isinstance(raw.get("ok"), bool):
+        return ProtocolCheck(proof.protocol, False, "the server did not speak the protocol (an older server?)")
+    rtt = raw.get("rtt_ms")
+    return ProtocolCheck(proof.protocol, raw["ok"], str(raw.get("detail", ""))[:300],
+                         float(rtt) if isinstance(rtt, int | float) else None)
 
 
 def _check_args(port: int, protocol: str) -> Transport:
@@ -333,6 +402,8 @@ def _combine(result: DialBackResult, doc: dict[str, Any], listener: _Listener | 
         return result
     if server_reachable is False:
         result.reachable, result.reason = False, reason
+    elif server_reachable is True and result.protocol_check is not None:
+        result.reachable, result.reason = True, "ok"  # the node answered in its own protocol over UDP
     else:
         result.reachable, result.reason = None, "udp-unobservable"
         result.detail = "the node holds this UDP port; nodereach cannot see whether the probe arrived"
@@ -350,4 +421,5 @@ async def server_info(server: str, *, timeout: float) -> dict[str, Any] | None: 
     return doc if status == 200 and doc else None
 
 
-__all__ = ["DialBackResult", "base_url", "dial_back", "parse_server", "probe_port", "server_info"]
+__all__ = ["PROOF_PAD_TO", "DialBackResult", "ProofRequest", "ProtocolCheck", "base_url", "dial_back", "parse_server",
+           "probe_port", "prove", "server_info"]

@@ -24,6 +24,8 @@ class Metrics:
                               ["protocol", "outcome"], registry=r)
         self.probe_seconds = Histogram("nodereach_probe_seconds", "Dial-back probe duration", ["protocol"],
                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.proofs = Counter("nodereach_proofs", "Protocol proofs by protocol and result (ok, failed)",
+                              ["protocol", "result"], registry=r)
         self.rejected = Counter("nodereach_probes_rejected", "Probe requests refused, by reason "
                                 "(rate-limited-address, rate-limited-network, busy, refused-port, bad-request, ...)",
                                 ["reason"], registry=r)

@@ -33,7 +33,7 @@ class ProbeOutcome:
     bytes_sent: int = 0
 
 
-def _reason_for(exc: BaseException) -> str:
+def reason_for(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
     if isinstance(exc, ConnectionResetError):
@@ -50,7 +50,7 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _make_socket(host: str, kind: socket.SocketKind, source: str | None) -> socket.socket:
+def make_socket(host: str, kind: socket.SocketKind, source: str | None) -> socket.socket:
     sock = socket.socket(_family(host), kind)
     try:
         sock.setblocking(False)
@@ -62,7 +62,7 @@ def _make_socket(host: str, kind: socket.SocketKind, source: str | None) -> sock
     return sock
 
 
-def _syns(seconds: float) -> int:
+def syns(seconds: float) -> int:
     """SYNs the kernel sends within `seconds` (initial RTO 1 s, doubling: at 0, 1 s, 3 s)."""
     return 1 + (seconds > 1.0) + (seconds > 3.0)
 
@@ -70,7 +70,7 @@ def _syns(seconds: float) -> int:
 def tcp_min_budget(timeout: float, ipv6: bool = False) -> int:
     """Bytes the cheapest TCP probe may cost: every SYN the deadline allows, or one SYN + ACK + FIN + ACK."""
     extra = 20 if ipv6 else 0
-    return max(_syns(timeout) * (TCP_SYN_BYTES + extra), TCP_SYN_BYTES + extra + 3 * (TCP_SEGMENT_OVERHEAD + extra))
+    return max(syns(timeout) * (TCP_SYN_BYTES + extra), TCP_SYN_BYTES + extra + 3 * (TCP_SEGMENT_OVERHEAD + extra))
 
 
 async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | None, timeout: float,  # noqa: ASYNC109
@@ -87,7 +87,7 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
     if tcp_min_budget(timeout, bool(extra)) > budget:
         return ProbeOutcome(None, "error", source=source)
     try:
-        sock = _make_socket(host, socket.SOCK_STREAM, source)
+        sock = make_socket(host, socket.SOCK_STREAM, source)
     except OSError:
         return ProbeOutcome(None, "error", bytes_sent=0, source=source)
     src = source
@@ -97,15 +97,15 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
             async with asyncio.timeout(timeout):
                 await loop.sock_connect(sock, (host, port))
         except (OSError, TimeoutError) as exc:
-            reason = _reason_for(exc)
+            reason = reason_for(exc)
             elapsed = time.monotonic() - start
             # A RST or ICMP error came back: its delay is a round trip too (a timeout has none).
             rtt_ms = None if reason == "timeout" else elapsed * 1000
             return ProbeOutcome(False, reason, rtt_ms=rtt_ms, source=src,
-                                bytes_sent=_syns(elapsed) * (TCP_SYN_BYTES + extra))
+                                bytes_sent=syns(elapsed) * (TCP_SYN_BYTES + extra))
         rtt = time.monotonic() - start
         src = sock.getsockname()[0]
-        sent = _syns(rtt) * (TCP_SYN_BYTES + extra) + 3 * (TCP_SEGMENT_OVERHEAD + extra)
+        sent = syns(rtt) * (TCP_SYN_BYTES + extra) + 3 * (TCP_SEGMENT_OVERHEAD + extra)
         outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=sent)
         msg = codec.probe(token) if token else b""
         if not token or sent + len(msg) + TCP_SEGMENT_OVERHEAD + extra > budget:
@@ -154,7 +154,7 @@ class _UdpProbe(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable on a connected UDP socket: nothing listens (or a filter rejects).
         if not self.done.done():
-            self.done.set_result(_reason_for(exc))
+            self.done.set_result(reason_for(exc))
 
 
 async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, timeout: float,  # noqa: ASYNC109
@@ -171,10 +171,10 @@ async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, t
     if max_sends < 1:
         return ProbeOutcome(None, "error", source=source)
     try:
-        sock = _make_socket(host, socket.SOCK_DGRAM, source)
+        sock = make_socket(host, socket.SOCK_DGRAM, source)
         sock.connect((host, port))
     except OSError as exc:
-        return ProbeOutcome(None, _reason_for(exc), source=source)
+        return ProbeOutcome(None, reason_for(exc), source=source)
     transport, proto = await loop.create_datagram_endpoint(lambda: _UdpProbe(token), sock=sock)
     src = sock.getsockname()[0]
     sent = 0

@@ -22,7 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nodereach import __version__
 from nodereach.net import IPAddress, Transport, is_ip, parse_ip, unmap
-from nodereach.reach import codec, prober
+from nodereach.p2p.exchange import PROOF_PROTOCOLS, TRANSPORT, ProofProtocol
+from nodereach.reach import codec, prober, proofs
 from nodereach.reach.guard import ConnectionGuard
 from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, Limiter, LimitsConfig, client_address, parse_networks
 from nodereach.reach.metrics import LabeledCounters, Metrics
@@ -52,6 +53,24 @@ class DialbackConfig:
     web: bool = True
     probes: bool = True
     """False (serve --no-dialback): only /healthz, /metrics and /v1/info are served."""
+    proof_timeout: float = 5.0
+    """Upper bound of one protocol proof (each protocol has its own, lower or equal: proofs.PROTOCOL_TIMEOUT)."""
+
+
+class ProofBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Speak the node's own protocol to the port (docs/dialback-api.md, "Protocol proofs")."""
+
+    protocol: ProofProtocol
+    network: str | None = None
+    """Bitcoin: main, testnet3, testnet4, signet, regtest."""
+    magic: str | None = None
+    """Bitcoin: 8 hex digits (a custom signet); overrides `network`."""
+    infohash: str | None = None
+    """BitTorrent: 40 hex digits, a torrent the node serves."""
+    node_id: str | None = None
+    """discv5 (required unless `enr`), discv4 (optional: the PONG must be signed by it): 64 hex digits."""
+    enr: str | None = None
+    """The node's ENR (`enr:...`): its node id is taken from it; its addresses are never used."""
 
 
 class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,6 +79,9 @@ class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True):
     token: str | None = None
     """Hex, 16..64 digits: the client's listener will be sent it and must echo it."""
     timeout_ms: int | None = None
+    proof: ProofBody | None = None
+    pad: str | None = None
+    """Ignored: lets a client make its request as large as the proof it asks for (no amplification)."""
 
 
 class ApiError(Exception):
@@ -185,7 +207,7 @@ class DialbackService:
             raise ApiError(408, "slow-body", "request body not received in time") from None
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(400, "bad-request", f"body larger than {MAX_BODY} bytes") from None
-        req = _parse_probe(body)
+        req, spec = _parse_probe(body)
         target = self._client(request)
         cfg = self.config
         now = time.monotonic()
@@ -193,7 +215,7 @@ class DialbackService:
         if verdict is not None:
             raise _rejection(verdict, req.port, self.limiter.retry_after(target))
         try:
-            timeout = cfg.probe_timeout
+            timeout = cfg.probe_timeout if spec is None else cfg.proof_timeout
             if req.timeout_ms is not None:
                 timeout = max(cfg.min_probe_timeout, min(timeout, req.timeout_ms / 1000))
             token = bytes.fromhex(req.token) if req.token else None
@@ -202,10 +224,10 @@ class DialbackService:
             source = self._source_for(target, sockname[0] if sockname else None)
             host = str(target)
             start = time.perf_counter()
-            task = asyncio.ensure_future(self._probe(req, host, token, source, timeout, budget))
+            task = asyncio.ensure_future(self._probe(req, spec, host, token, source, timeout, budget))
             self._probes.add(task)
             task.add_done_callback(self._probes.discard)
-            outcome = await asyncio.shield(task)
+            outcome, check = await asyncio.shield(task)
             elapsed = time.perf_counter() - start
         finally:
             self.limiter.release(target)
@@ -214,23 +236,32 @@ class DialbackService:
         self.metrics.probes.labels(req.protocol, outcome.reason).inc()
         self.metrics.probe_seconds.labels(req.protocol).observe(elapsed)
         self.metrics.bytes_sent.inc(outcome.bytes_sent)
+        if check is not None:
+            self.metrics.proofs.labels(check.protocol, "ok" if check.ok else "failed").inc()
         log.info("probe", extra={"event": "probe", "client": host, "port": req.port, "protocol": req.protocol,
                                  "reachable": outcome.reachable, "reason": outcome.reason,
-                                 "rtt_ms": outcome.rtt_ms, "verified": outcome.verified})
+                                 "rtt_ms": outcome.rtt_ms, "verified": outcome.verified,
+                                 "proof": None if check is None else check.protocol,
+                                 "proof_ok": None if check is None else check.ok})
         return _json({"address": host, "port": req.port, "protocol": req.protocol,
                       "reachable": outcome.reachable, "reason": outcome.reason,
                       "rtt_ms": None if outcome.rtt_ms is None else round(outcome.rtt_ms, 3),
                       "verified": outcome.verified, "source": outcome.source,
                       "duration_ms": round(elapsed * 1000, 3), "bytes_sent": outcome.bytes_sent,
-                      "request_bytes": budget})
+                      "request_bytes": budget, "protocol_check": None if check is None else {
+                          "protocol": check.protocol, "ok": check.ok, "detail": check.detail,
+                          "rtt_ms": None if check.rtt_ms is None else round(check.rtt_ms, 3)}})
 
-    async def _probe(self, req: ProbeRequest, host: str, token: bytes | None, source: str | None,
-                     timeout: float, budget: int) -> prober.ProbeOutcome:  # noqa: ASYNC109
+    async def _probe(self, req: ProbeRequest, spec: proofs.ProofSpec | None, host: str, token: bytes | None,
+                     source: str | None, timeout: float, budget: int,  # noqa: ASYNC109
+                     ) -> tuple[prober.ProbeOutcome, proofs.ProtocolCheck | None]:
+        if spec is not None:
+            return await proofs.prove(spec, host, req.port, source=source, timeout=timeout, budget=budget)
         if req.protocol == "tcp":
             return await prober.probe_tcp(host, req.port, token=token, source=source, timeout=timeout,
-                                          budget=budget)
+                                          budget=budget), None
         return await prober.probe_udp(host, req.port, token=token or secrets.token_bytes(16), source=source,
-                                      timeout=timeout, budget=budget, expect_echo=token is not None)
+                                      timeout=timeout, budget=budget, expect_echo=token is not None), None
 
     def _source_for(self, target: IPAddress, local: str | None) -> str | None:
         """Probe from the alt address when it has the target's family, else from the address the request
@@ -257,7 +288,8 @@ class DialbackService:
         cfg = self.config
         dialback = None if not cfg.probes else {
             "protocols": ["tcp", "udp"], "probe_timeout_ms": int(cfg.probe_timeout * 1000),
-            "refused_ports": cfg.refused_ports_spec, "alt_address": cfg.alt_address is not None}
+            "refused_ports": cfg.refused_ports_spec, "alt_address": cfg.alt_address is not None,
+            "proofs": list(PROOF_PROTOCOLS), "proof_timeout_ms": int(cfg.proof_timeout * 1000)}
         return _json({"service": "nodereach", "version": __version__, "api": API_VERSION, "dialback": dialback,
                       **self.info_extra})
 
@@ -336,7 +368,57 @@ class DialbackService:
         self._servers.clear()
 
 
-def _parse_probe(body: bytes) -> ProbeRequest:
+def _parse_proof(req: ProbeRequest) -> proofs.ProofSpec | None:
+    """Validate the proof part of a request; ApiError 400 says which field is wrong."""
+    p = req.proof
+    if p is None:
+        return None
+    if req.token is not None:
+        raise ApiError(400, "bad-request", "a protocol proof speaks to the node itself: send no token")
+    if TRANSPORT[p.protocol] != req.protocol:
+        raise ApiError(400, "bad-request", f"{p.protocol} runs over {TRANSPORT[p.protocol]}, not {req.protocol}")
+    magic = infohash = node_id = None
+    network = p.network
+    if p.protocol == "bitcoin":
+        from nodereach.p2p.bitcoin import NETWORKS
+
+        if p.magic is not None:
+            magic = _hex_field(p.magic, "magic", 4)
+        elif network is not None:
+            if network not in NETWORKS:
+                raise ApiError(400, "bad-request", f"unknown Bitcoin network {network[:32]!r}: use one of "
+                               f"{', '.join(NETWORKS)}, or give the magic")
+            magic = NETWORKS[network]
+    if p.protocol == "bittorrent":
+        if p.infohash is None:
+            raise ApiError(400, "bad-request", "a BitTorrent proof needs the infohash of a torrent the node serves")
+        infohash = _hex_field(p.infohash, "infohash", 20)
+    if p.node_id is not None:
+        node_id = _hex_field(p.node_id, "node_id", 32)
+    elif p.enr is not None:
+        from nodereach.p2p.enr import EnrError, decode_enr
+
+        try:
+            node_id = decode_enr(p.enr).node_id
+        except EnrError as exc:
+            raise ApiError(400, "bad-request", f"enr: {exc}") from None
+    if p.protocol == "discv5" and node_id is None:
+        raise ApiError(400, "bad-request", "a discv5 proof needs the node id (node_id or enr): packets not "
+                       "masked with it get no answer")
+    return proofs.ProofSpec(p.protocol, magic=magic, network=network, infohash=infohash, node_id=node_id)
+
+
+def _hex_field(value: str, name: str, size: int) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise ApiError(400, "bad-request", f"{name} must be {2 * size} hex digits")
+    return raw
+
+
+def _parse_probe(body: bytes) -> tuple[ProbeRequest, proofs.ProofSpec | None]:
     try:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError:
@@ -362,7 +444,7 @@ def _parse_probe(body: bytes) -> ProbeRequest:
             raise ApiError(400, "bad-request", "token must be hex") from None
     if req.timeout_ms is not None and not 1 <= req.timeout_ms <= 60_000:
         raise ApiError(400, "bad-request", "timeout_ms must be 1..60000")
-    return req
+    return req, _parse_proof(req)
 
 
 def _rejection(reason: str, port: int, retry_after: float) -> ApiError:

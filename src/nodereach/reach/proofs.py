@@ -1,0 +1,246 @@
+"""Protocol proofs: the dial-back service speaks the first exchange of the node's own protocol.
+
+A TCP handshake proves a port open; a node's own answer proves the *node* behind it takes peers, and for UDP
+(discv4 PONG, discv5 WHOAREYOU) it is the only way to see that datagrams reach a node that ignores
+nodereach's token. The exchanges are the sans-IO ones of `nodereach.p2p`; this module does the I/O with the
+same rules as the plain probes (reach.prober): only the (host, port) it is given, a deadline, and never more
+on-wire bytes than `budget` (the request that caused the proof), counted with IP and TCP/UDP headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import socket
+import time
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from nodereach.p2p import bitcoin, bittorrent, discv4, discv5, levin, multistream
+from nodereach.p2p.exchange import (
+    TRANSPORT,
+    Answer,
+    DatagramExchange,
+    ProofProtocol,
+    ProtocolCheck,
+    StreamExchange,
+)
+from nodereach.reach.prober import (
+    TCP_SEGMENT_OVERHEAD,
+    TCP_SYN_BYTES,
+    UDP_OVERHEAD,
+    ProbeOutcome,
+    make_socket,
+    reason_for,
+    syns,
+)
+
+PROTOCOL_TIMEOUT: dict[ProofProtocol, float] = {
+    "bitcoin": 5.0, "monero": 5.0, "libp2p": 3.0, "bittorrent": 5.0, "discv4": 3.0, "discv5": 3.0}
+"""Upper bound per protocol, connection and answer together. Nodes answer these at once (measured:
+monerod 1 ms, transmission-daemon and js-libp2p a few ms on a LAN); the bound leaves room for a loaded node
+and a long path, and the request's own timeout may be shorter."""
+MSS = 1448
+RECEIVE_ACKS = 2
+"""ACK segments reserved for the peer's answer (it fits one or two segments; delayed ACKs halve the count)."""
+MAX_UDP_SENDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProofSpec:
+    """What the request told us the proof needs (validated by the service)."""
+
+    protocol: ProofProtocol
+    magic: bytes | None = None
+    network: str | None = None
+    infohash: bytes | None = None
+    node_id: bytes | None = None
+
+
+def exchange_for(spec: ProofSpec, host: str, port: int) -> StreamExchange | DatagramExchange:
+    """The sans-IO exchange that speaks `spec.protocol` to host:port."""
+    if spec.protocol == "bitcoin":
+        magic = spec.magic or bitcoin.NETWORKS["main"]
+        return bitcoin.VersionExchange(magic, nonce=secrets.randbits(64), timestamp=int(time.time()),
+                                       receiver=(host, port), network=spec.network)
+    if spec.protocol == "monero":
+        return levin.PingExchange()
+    if spec.protocol == "libp2p":
+        return multistream.HeaderExchange()
+    if spec.protocol == "bittorrent":
+        if spec.infohash is None:
+            raise ValueError("a BitTorrent proof needs the infohash of a torrent the node serves")
+        return bittorrent.HandshakeExchange(spec.infohash)
+    if spec.protocol == "discv4":
+        return discv4.PingExchange(discv4.Endpoint(host, port, 0), now=time.time(), node_id=spec.node_id)
+    if spec.node_id is None:
+        raise ValueError("a discv5 proof needs the node id (from the node's ENR)")
+    return discv5.WhoareyouExchange(spec.node_id)
+
+
+def tcp_cost(request_len: int, ipv6: bool, n_syns: int = 1) -> int:
+    """On-wire bytes a TCP proof may send: SYNs, ACK, the request segment, ACKs of the answer, FIN, last ACK."""
+    extra = 20 if ipv6 else 0
+    seg = TCP_SEGMENT_OVERHEAD + extra
+    return n_syns * (TCP_SYN_BYTES + extra) + seg + (seg + request_len) + RECEIVE_ACKS * seg + 2 * seg
+
+
+def min_request_bytes(spec: ProofSpec, ipv6: bool = False) -> int:
+    """The smallest request (on-wire) that pays for one try of this proof: clients pad up to it."""
+    ex = exchange_for(spec, "2001:db8::1" if ipv6 else "192.0.2.1", 1)
+    if TRANSPORT[spec.protocol] == "tcp":
+        return tcp_cost(len(ex.request()), ipv6)
+    return len(ex.request()) + UDP_OVERHEAD + (20 if ipv6 else 0)
+
+
+async def prove(spec: ProofSpec, host: str, port: int, *, source: str | None, timeout: float,  # noqa: ASYNC109
+                budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:
+    timeout = min(timeout, PROTOCOL_TIMEOUT[spec.protocol])
+    exchange = exchange_for(spec, host, port)
+    if TRANSPORT[spec.protocol] == "tcp":
+        return await prove_tcp(typing.cast(StreamExchange, exchange), host, port, source=source, timeout=timeout,
+                               budget=budget)
+    return await prove_udp(typing.cast(DatagramExchange, exchange), host, port, source=source, timeout=timeout,
+                           budget=budget)
+
+
+def _too_small(protocol: ProofProtocol, need: int, budget: int, source: str | None) -> tuple[ProbeOutcome,
+                                                                                             ProtocolCheck]:
+    detail = (f"the request ({budget} bytes on the wire) is smaller than what this proof sends ({need} bytes); "
+              "pad the request (the `pad` field)")
+    return ProbeOutcome(None, "error", source=source), ProtocolCheck(protocol, False, detail)
+
+
+async def prove_tcp(exchange: StreamExchange, host: str, port: int, *, source: str | None,
+                    timeout: float, budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:  # noqa: ASYNC109
+    """Connect, send the exchange's request, feed the answer to it until it decides, the peer closes, or the
+    deadline passes."""
+    loop = asyncio.get_running_loop()
+    request = exchange.request()
+    ipv6 = ":" in host
+    extra = 20 if ipv6 else 0
+    while timeout > 1.0 and tcp_cost(len(request), ipv6, syns(timeout)) > budget:
+        timeout = 1.0 if timeout <= 3.0 else 3.0  # fewer SYN retransmissions fit the budget
+    need = tcp_cost(len(request), ipv6, syns(timeout))
+    if need > budget:
+        return _too_small(exchange.protocol, need, budget, source)
+    try:
+        sock = make_socket(host, socket.SOCK_STREAM, source)
+    except OSError as exc:
+        return ProbeOutcome(None, "error", source=source), ProtocolCheck(exchange.protocol, False,
+                                                                           f"cannot open a socket: {exc.strerror}")
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (host, port))
+        except (OSError, TimeoutError) as exc:
+            reason = reason_for(exc)
+            elapsed = time.monotonic() - start
+            outcome = ProbeOutcome(False, reason, rtt_ms=None if reason == "timeout" else elapsed * 1000,
+                                   source=source, bytes_sent=syns(elapsed) * (TCP_SYN_BYTES + extra))
+            return outcome, ProtocolCheck(exchange.protocol, False, f"no TCP connection ({reason})")
+        rtt = time.monotonic() - start
+        src = sock.getsockname()[0]
+        seg = TCP_SEGMENT_OVERHEAD + extra
+        outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src,
+                               bytes_sent=syns(rtt) * (TCP_SYN_BYTES + extra) + seg + 2 * seg)
+        sent_at = time.monotonic()
+        received = 0
+        answer: Answer | None = None
+        try:
+            async with asyncio.timeout(max(0.0, deadline - sent_at)):
+                await loop.sock_sendall(sock, request)
+                outcome.bytes_sent += seg + len(request)
+                while answer is None:
+                    data = await loop.sock_recv(sock, min(4096, exchange.max_reply - received + 1))
+                    if not data:
+                        answer = exchange.closed()
+                        break
+                    received += len(data)
+                    answer = exchange.feed(data)
+                    if answer is None and received > exchange.max_reply:
+                        answer = Answer(False, f"{received} bytes without an answer")
+        except TimeoutError:
+            answer = Answer(False, f"no answer within {timeout:.1f} s after connecting")
+        except OSError as exc:
+            answer = Answer(False, f"connection {reason_for(exc)} before an answer")
+        # Our kernel ACKs what arrived (about one ACK per two full segments; at least one).
+        outcome.bytes_sent += min(RECEIVE_ACKS, max(1 if received else 0, math.ceil(received / (2 * MSS)))) * seg
+        rtt_ms = (time.monotonic() - sent_at) * 1000 if answer.ok else None
+        return outcome, ProtocolCheck(exchange.protocol, answer.ok, answer.detail, rtt_ms)
+    finally:
+        sock.close()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, exchange: DatagramExchange) -> None:
+        self.exchange = exchange
+        self.done: asyncio.Future[Answer | str] = asyncio.get_running_loop().create_future()
+        self.received = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.done.done() or self.received >= 16:
+            return  # a node may ping back or ask for our record: a few unrelated packets are ignored
+        self.received += 1
+        answer = self.exchange.feed(data)
+        if answer is not None:
+            self.done.set_result(answer)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_result(reason_for(exc))
+
+
+async def prove_udp(exchange: DatagramExchange, host: str, port: int, *, source: str | None,
+                    timeout: float, budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:  # noqa: ASYNC109
+    """Send the exchange's datagram (resent within the deadline and the budget); its answer decides."""
+    loop = asyncio.get_running_loop()
+    packet = exchange.request()
+    size = len(packet) + UDP_OVERHEAD + (20 if ":" in host else 0)
+    sends = min(MAX_UDP_SENDS, budget // size)
+    if sends < 1:
+        return _too_small(exchange.protocol, size, budget, source)
+    try:
+        sock = make_socket(host, socket.SOCK_DGRAM, source)
+        sock.connect((host, port))
+    except OSError as exc:
+        return ProbeOutcome(None, reason_for(exc), source=source), ProtocolCheck(
+            exchange.protocol, False, f"cannot send: {exc.strerror}")
+    transport, proto = await loop.create_datagram_endpoint(lambda: _Datagrams(exchange), sock=sock)
+    src = sock.getsockname()[0]
+    sent = 0
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        # Resend at T/4 and T/2 (a lost datagram does not decide); the last wait runs to the deadline.
+        gaps = [timeout / 4, timeout / 4][: sends - 1]
+        for gap in [*gaps, None]:
+            last = time.monotonic()
+            transport.sendto(packet)
+            sent += size
+            wait = deadline - last if gap is None else min(gap, deadline - last)
+            if wait <= 0:
+                break
+            try:
+                async with asyncio.timeout(wait):
+                    result = await asyncio.shield(proto.done)
+            except TimeoutError:
+                continue
+            rtt_ms = (time.monotonic() - last) * 1000
+            if isinstance(result, str):
+                return (ProbeOutcome(False, result, rtt_ms=rtt_ms, source=src, bytes_sent=sent),
+                        ProtocolCheck(exchange.protocol, False, f"the port is closed ({result}: ICMP error)"))
+            # Any answer in the node's protocol proves the datagrams arrive, even a malformed one.
+            return (ProbeOutcome(True, "ok", rtt_ms=rtt_ms, source=src, bytes_sent=sent),
+                    ProtocolCheck(exchange.protocol, result.ok, result.detail, rtt_ms if result.ok else None))
+        return (ProbeOutcome(False, "timeout", source=src, bytes_sent=sent),
+                ProtocolCheck(exchange.protocol, False, exchange.silence()))
+    finally:
+        transport.close()
+
+
+__all__ = ["PROTOCOL_TIMEOUT", "ProofSpec", "ProtocolCheck", "exchange_for", "min_request_bytes", "prove"]
