@@ -121,3 +121,14 @@ def test_addresses_match_the_interfaces(lab: Callable[..., Lab], name: str) -> N
         out = net.exec(host, ["ip", "-4", "-o", "addr", "show", "scope", "global"]).stdout
         configured = {line.split()[3].split("/")[0] for line in out.splitlines()}
         assert set(net.addresses(host)) == configured, host
+
+
+def test_entering_a_missing_namespace_fails_and_creates_nothing() -> None:
+    """Unlike pyroute2's setns defaults (O_CREAT), entering a torn-down lab never recreates its namespace."""
+    from conftest import require_lab
+
+    require_lab()
+    name = "nrl-000000-missing"
+    with pytest.raises(FileNotFoundError):
+        netns.call_in(name, lambda: None)
+    assert not netns.exists(name)

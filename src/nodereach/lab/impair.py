@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from nodereach.lab.netns import pid_alive, setns
+from nodereach.lab.netns import call_in, pid_alive
 
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -32,24 +32,13 @@ ETH_P_ARP = b"\x08\x06"
 
 def open_tap(ns: str, name: str) -> int:
     """Create TAP device `name` inside namespace `ns` (it lives as long as the returned fd)."""
-    fds: list[int] = []
-    errors: list[BaseException] = []
 
-    def body() -> None:
-        try:
-            setns(ns)
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
-            fds.append(fd)
-        except BaseException as exc:
-            errors.append(exc)
+    def create() -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+        return fd
 
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return fds[0]
+    return call_in(ns, create)
 
 
 class Direction:

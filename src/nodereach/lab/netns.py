@@ -1,7 +1,19 @@
 """Low-level namespace plumbing: enter a network namespace from a thread, run commands, list and kill.
 
-Python 3.11 has no os.setns; libc's setns(2) via ctypes moves only the calling thread, so every
-namespace-bound piece of work runs in its own short-lived thread (sockets keep their namespace for life).
+setns(2) moves only the calling thread, so every namespace-bound piece of work runs in its own short-lived
+thread (sockets keep their namespace for life). Python 3.12+ has os.setns; on 3.11 libc's setns via ctypes.
+
+Why not pyroute2 for this (evaluated for issue 9 item 7; `benchmarks/lab_netns.py` measures it, figures
+from two runs on the shared 2-core machine): pyroute2 0.9's `netns.setns` is the same syscall (0.09-0.19 ms
+vs 0.07-0.12 ms per call in a thread), but its default flags (O_CREAT) silently create a namespace that is
+missing: a thread entering a lab that was just torn down would leave a new, empty, unregistered namespace
+behind, where ours fails with FileNotFoundError; its `pushns`/`popns` keep one process-global stack (not per
+thread). `netns.create_socket` forks a child per socket (13-28 ms vs 0.08-0.15 ms here), `netns.create` a
+child per namespace (7 namespaces: 210-300 ms vs 58-84 ms for `ip netns add`), and `IPRoute(netns=...)`
+took 46-96 ms for six link/address/route changes that one `ip -batch` does in 26-38 ms. Importing pyroute2
+adds 0.4-0.76 s to every process that imports it (the impairment forwarder, `nodereach lab exec`). So the
+lab keeps `ip`/`nft` batches and its own setns; pyroute2 stays where netlink queries are the job (route
+lookups in the check and portmap).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ PREFIX = "nrl-"
 T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_os_setns: Callable[[int, int], None] | None = getattr(os, "setns", None)  # Python 3.12+
 
 
 class LabError(NodereachError):
@@ -33,10 +46,13 @@ class LabError(NodereachError):
 
 
 def setns(name: str) -> None:
-    """Move the calling thread into network namespace `name` (never call this on the main thread)."""
+    """Move the calling thread into network namespace `name` (never call this on the main thread). A missing
+    namespace is FileNotFoundError: nothing is ever created here."""
     fd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
+        if _os_setns is not None:
+            _os_setns(fd, CLONE_NEWNET)
+        elif _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"setns({name}): {os.strerror(err)}")
     finally:
