@@ -157,7 +157,9 @@ class Ipv6HomeRouter:
 
     def inbound(self, port: int, proto: str = "udp", *, timeout: float = 0.5) -> bool:
         """Does an unsolicited `proto` packet from the internet (`peer`) to client_ip6:`port` reach the client?
-        The port must be free in the client (this binds a listener there for the test)."""
+        The port must be free in the client (this binds a listener there for the test). When your own code
+        holds the port, send from the peer yourself: `with P.udp(gw.lab, "peer", A.PEER_IP6) as s:
+        P.delivered(s, your_socket, (gw.client_ip6, port))`."""
         return P.inbound_reaches(self.lab, "client", (self.client_ip6, port), proto, src_host=self.peer,
                                  timeout=timeout)
 
