@@ -1,0 +1,96 @@
+"""Bitcoin Core: JSON-RPC `getnetworkinfo` and `getpeerinfo`, authenticated with the cookie file.
+
+Upstream doc: https://developer.bitcoin.org/reference/rpc/getnetworkinfo.html and
+https://developer.bitcoin.org/reference/rpc/getpeerinfo.html (field names as of v27: `connections_in`,
+`connections_out` since v21).
+
+Two facts operators trip on: an empty `localaddresses` is normal (the node advertises what its peers report as
+`addrlocal`, or `externalip=`), and `networks[].reachable` is about connecting out to that network, not about
+being reachable from it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from nodereach.net import PortSpec
+from nodereach.node.adapters.base import Advertised, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.rpcio import Conn
+from nodereach.node.addrs import parse_host_port
+
+DOC = "https://developer.bitcoin.org/reference/rpc/getnetworkinfo.html"
+NATPMP_DEFAULT_ON = 290000
+"""PCP/NAT-PMP port mapping (`-natpmp`) arrived in v28 (off) and is on by default from v29; UPnP was removed."""
+
+
+class LocalAddress(msgspec.Struct):
+    address: str
+    port: int
+    score: int = 0
+
+
+class NetworkInfo(msgspec.Struct):
+    version: int = 0
+    subversion: str = ""
+    connections: int | None = None
+    connections_in: int | None = None
+    connections_out: int | None = None
+    localaddresses: list[LocalAddress] = msgspec.field(default_factory=list)
+
+
+class PeerInfo(msgspec.Struct):
+    addr: str = ""
+    addrlocal: str | None = None
+    inbound: bool = False
+    network: str = ""
+
+
+def version_text(version: int, subversion: str) -> str:
+    """`/Satoshi:27.0.0/` -> `27.0.0`; else from the integer (270000 -> `27.0.0`)."""
+    if subversion.startswith("/Satoshi:"):
+        return subversion[len("/Satoshi:"):].split("/", 1)[0].split("(", 1)[0]
+    return f"{version // 10000}.{version // 100 % 100}.{version % 100}" if version else ""
+
+
+def status_from(net: NetworkInfo, peers: list[PeerInfo] | None) -> NodeStatus:
+    advertised = [Advertised(a.address, a.port, "tcp", "localaddresses", f"getnetworkinfo.localaddresses (score "
+                             f"{a.score})") for a in net.localaddresses]
+    notes: list[str] = []
+    seen_local: dict[str, int] = {}
+    ports = {a.port for a in net.localaddresses}
+    if peers:
+        for p in peers:
+            if p.addrlocal and not p.inbound:
+                # What an outbound peer saw as our address: what the node will self-advertise when it has no
+                # localaddresses. The port is the one we dialled from, not our listening port.
+                try:
+                    host, _ = parse_host_port(p.addrlocal)
+                except ValueError:
+                    continue
+                seen_local[host] = seen_local.get(host, 0) + 1
+    for host, count in sorted(seen_local.items(), key=lambda kv: -kv[1])[:4]:
+        if not any(a.address == host for a in advertised):
+            port = next(iter(ports)) if len(ports) == 1 else None
+            advertised.append(Advertised(host, port, "tcp", "addrlocal", f"getpeerinfo.addrlocal ({count} peers)"))
+    if not net.localaddresses:
+        notes.append("localaddresses is empty: normal; the node advertises the address its peers see "
+                     "(addrlocal) unless externalip= is set")
+    inbound, outbound = net.connections_in, net.connections_out
+    if peers is not None and inbound is None:
+        inbound = sum(1 for p in peers if p.inbound)
+        outbound = len(peers) - inbound
+    mapping = PortMapping(None if net.version >= NATPMP_DEFAULT_ON else False, "-natpmp",
+                          detail="Bitcoin Core 29+ maps its port with PCP/NAT-PMP unless natpmp=0"
+                          if net.version >= NATPMP_DEFAULT_ON else "")
+    version = version_text(net.version, net.subversion) or None
+    return NodeStatus(kind="bitcoin", software="Bitcoin Core", version=version,
+                      inbound=inbound, outbound=outbound, advertised=tuple(advertised),
+                      p2p_ports=tuple(PortSpec(p, "tcp") for p in sorted(ports)), mapping=mapping, notes=tuple(notes))
+
+
+async def read(conn: Conn) -> NodeStatus:
+    net = decode(await conn.jsonrpc("getnetworkinfo", [], version="1.0"), NetworkInfo, "getnetworkinfo")
+    assert isinstance(net, NetworkInfo)
+    peers = decode(await conn.jsonrpc("getpeerinfo", [], version="1.0"), list[PeerInfo], "getpeerinfo")
+    assert isinstance(peers, list)
+    return status_from(net, peers)

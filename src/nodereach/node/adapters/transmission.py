@@ -1,0 +1,99 @@
+"""Transmission: its RPC (`session-get`, `torrent-get`), with the X-Transmission-Session-Id handshake.
+
+Upstream doc: https://github.com/transmission/transmission/blob/main/docs/rpc-spec.md (3.00:
+extras/rpc-spec.txt). The first request of a session is answered 409 with the session id to send from then on
+(CSRF protection); credentials, when set, are HTTP Basic (`--node transmission=http://user:pass@127.0.0.1:9091`).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from nodereach.net import PortSpec
+from nodereach.node.adapters.base import Advertised, NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.rpcio import Conn, HttpResponse, check_status
+
+DOC = "https://github.com/transmission/transmission/blob/main/docs/rpc-spec.md"
+PATH = "/transmission/rpc"
+SESSION_HEADER = "X-Transmission-Session-Id"
+
+
+class Session(msgspec.Struct, rename="kebab"):
+    peer_port: int | None = None
+    port_forwarding_enabled: bool | None = None
+    version: str | None = None
+    rpc_version: int | None = None
+
+
+class Peer(msgspec.Struct, rename="camel"):
+    address: str = ""
+    port: int = 0
+    is_incoming: bool = False
+
+
+class Torrent(msgspec.Struct, rename="camel"):
+    hash_string: str = ""
+    peers: list[Peer] = msgspec.field(default_factory=list)
+
+
+class Torrents(msgspec.Struct):
+    torrents: list[Torrent] = msgspec.field(default_factory=list)
+
+
+class Answer(msgspec.Struct):
+    result: str = ""
+    arguments: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+def status_from(session: Session, torrents: Torrents | None) -> NodeStatus:
+    ports = (PortSpec(session.peer_port, "tcp"), PortSpec(session.peer_port, "udp")) if session.peer_port else ()
+    inbound = outbound = None
+    hashes: tuple[str, ...] = ()
+    if torrents is not None:
+        # One peer connected to two torrents is two connections; peers are counted per connection.
+        inbound = sum(1 for t in torrents.torrents for p in t.peers if p.is_incoming)
+        outbound = sum(1 for t in torrents.torrents for p in t.peers if not p.is_incoming)
+        hashes = tuple(f"infohash:{t.hash_string.lower()}" for t in torrents.torrents if len(t.hash_string) == 40)
+    mapping = None
+    if session.port_forwarding_enabled is not None:
+        mapping = PortMapping(session.port_forwarding_enabled, "port-forwarding-enabled", ports,
+                              "Transmission maps its peer port with NAT-PMP/UPnP" if session.port_forwarding_enabled
+                              else "")
+    advertised = tuple(Advertised("", p.port, p.transport, "peer-port", "session-get peer-port") for p in ports[:1])
+    return NodeStatus(kind="transmission", software="Transmission", version=session.version,
+                      inbound=inbound, outbound=outbound, p2p_ports=ports, mapping=mapping,
+                      advertised=advertised, peer_ids=hashes)
+
+
+async def _call(conn: Conn, method: str, arguments: dict[str, object], session_id: list[str]) -> bytes:
+    body = msgspec.json.encode({"method": method, "arguments": arguments})
+    resp: HttpResponse | None = None
+    for _ in range(2):
+        resp = await conn.request("POST", PATH, body, {SESSION_HEADER: session_id[0],
+                                                       "Content-Type": "application/json"})
+        if resp.status == 409 and resp.headers.get(SESSION_HEADER.lower()):
+            session_id[0] = resp.headers[SESSION_HEADER.lower()][:128]
+            continue
+        break
+    assert resp is not None
+    check_status(resp, conn.target, method)
+    answer = decode(resp.body, Answer, method)
+    assert isinstance(answer, Answer)
+    if answer.result != "success":
+        raise NodeError(f"{method}: Transmission answered {answer.result[:120]!r}")
+    return bytes(answer.arguments)
+
+
+async def read(conn: Conn) -> NodeStatus:
+    session_id = [""]
+    session = decode(await _call(conn, "session-get", {}, session_id), Session, "session-get")
+    assert isinstance(session, Session)
+    torrents: Torrents | None = None
+    try:
+        got = decode(await _call(conn, "torrent-get", {"fields": ["hashString", "peers"]}, session_id), Torrents,
+                     "torrent-get")
+        assert isinstance(got, Torrents)
+        torrents = got
+    except NodeError:
+        torrents = None
+    return status_from(session, torrents)

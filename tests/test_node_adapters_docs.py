@@ -1,0 +1,397 @@
+"""Adapters of software that cannot be installed here (Bitcoin Core, geth, beacon nodes, kubo, lnd), tested on
+the response shapes their docs publish (tests/node_docs/, each file's doc linked in its README), first through
+the pure parsers, then through the adapters' own I/O against a loopback server replaying those answers. And
+what a hostile or broken RPC costs: a bounded time and one clear reason, never a credential in it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import h11
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodereach.net import PortSpec
+from nodereach.node import addrs
+from nodereach.node.adapters import beacon, bitcoin, ethereum, kubo, lnd
+from nodereach.node.adapters.base import NodeError
+from nodereach.node.adapters.rpcio import Conn, Target, http_request
+from nodereach.node.reader import NodeSpec, Secrets, read_node
+
+DOCS = Path(__file__).parent / "node_docs"
+
+
+def doc(name: str) -> bytes:
+    return (DOCS / name).read_bytes()
+
+
+def typed(name: str, typ):
+    return msgspec.json.decode(doc(name), type=typ)
+
+
+# --- pure parsers on the documented shapes -------------------------------------------------------------
+
+def test_bitcoin_shapes():
+    st_ = bitcoin.status_from(typed("bitcoin-getnetworkinfo.json", bitcoin.NetworkInfo),
+                              typed("bitcoin-getpeerinfo.json", list[bitcoin.PeerInfo]))
+    assert (st_.software, st_.version, st_.inbound, st_.outbound) == ("Bitcoin Core", "27.0.0", 2, 10)
+    assert [(a.address, a.port, a.source) for a in st_.advertised] == [("198.51.100.7", 8333, "localaddresses")]
+    assert st_.p2p_ports == (PortSpec(8333, "tcp"),)
+    assert st_.mapping is not None and st_.mapping.enabled is False  # v27: no NAT-PMP by default
+
+
+def test_bitcoin_empty_localaddresses_is_normal_and_addrlocal_is_used():
+    net = typed("bitcoin-getnetworkinfo.json", bitcoin.NetworkInfo)
+    net.localaddresses = []
+    net.version, net.subversion = 290000, "/Satoshi:29.0.0/"
+    st_ = bitcoin.status_from(net, typed("bitcoin-getpeerinfo.json", list[bitcoin.PeerInfo]))
+    assert [(a.address, a.source, a.port) for a in st_.advertised] == [("198.51.100.7", "addrlocal", None)]
+    assert any("normal" in n for n in st_.notes)
+    assert st_.mapping is not None and st_.mapping.enabled is None and "natpmp=0" in st_.mapping.detail
+
+
+def test_geth_shapes():
+    st_ = ethereum.status_from(typed("geth-admin_nodeInfo.json", ethereum.NodeInfo),
+                               typed("geth-admin_peers.json", list[ethereum.Peer]), None, "")
+    assert (st_.software, st_.version, st_.inbound, st_.outbound) == ("geth", "1.14.8-stable-a9523b64", 1, 1)
+    assert {(a.address, a.port, a.protocol) for a in st_.advertised} == {("192.168.1.10", 30303, "tcp"),
+                                                                         ("192.168.1.10", 30303, "udp")}
+    assert set(st_.p2p_ports) == {PortSpec(30303, "tcp"), PortSpec(30303, "udp")}
+    assert st_.listen == ("[::]:30303",)
+    assert st_.mapping is not None and st_.mapping.setting == "--nat"
+    assert any(i.startswith("enode:44826a5d") for i in st_.peer_ids)
+    assert any(i.startswith("enr:-Jy4") for i in st_.peer_ids)
+
+
+def test_geth_without_admin_keeps_the_peer_count():
+    st_ = ethereum.status_from(None, None, 25, "Geth/v1.14.8-stable/linux-amd64/go1.22.6",
+                               "the method admin_nodeInfo does not exist/is not available")
+    assert (st_.software, st_.version, st_.inbound) == ("geth", "1.14.8-stable", None)
+    assert any("25 peers" in n for n in st_.notes) and any("geth.ipc" in n for n in st_.notes)
+
+
+def test_beacon_shapes():
+    ident = typed("beacon-identity.json", beacon.IdentityDoc).data
+    peers = typed("beacon-peers-inbound.json", beacon.PeersDoc)
+    count = typed("beacon-peer_count.json", beacon.PeerCountDoc)
+    st_ = beacon.status_from(ident, int(count.data.connected), int(peers.meta.count),
+                             "Lighthouse/v5.3.0-d6ba8c3/x86_64-linux")
+    assert (st_.software, st_.version, st_.inbound, st_.outbound) == ("Lighthouse", "5.3.0-d6ba8c3", 2, 54)
+    assert {(a.address, a.port, a.protocol) for a in st_.advertised} == {("10.0.0.7", 9000, "tcp"),
+                                                                         ("10.0.0.7", 9001, "udp"),
+                                                                         ("10.0.0.7", 9000, "udp")}
+
+
+def test_kubo_shapes():
+    st_ = kubo.status_from(typed("kubo-id.json", kubo.Id), typed("kubo-swarm-peers.json", kubo.SwarmPeers),
+                           typed("kubo-autonat.json", kubo.AutoNat), False)
+    assert (st_.software, st_.version, st_.inbound, st_.outbound) == ("kubo", "0.29.0", 1, 2)
+    assert st_.reachability == "private" and any("198.51.100.7/tcp/4001" in n for n in st_.notes)
+    assert ("198.51.100.7", 4001, "tcp") in {(a.address, a.port, a.protocol) for a in st_.advertised}
+    assert not any(a.address == "203.0.113.99" for a in st_.advertised)  # a relay address is not ours
+    assert st_.mapping is not None and st_.mapping.enabled is True
+
+
+def test_lnd_shapes():
+    st_ = lnd.status_from(typed("lnd-getinfo.json", lnd.GetInfo), typed("lnd-peers.json", lnd.Peers))
+    assert (st_.software, st_.version, st_.inbound, st_.outbound) == ("lnd", "0.18.3-beta", 1, 3)
+    assert [(a.address, a.port, a.source) for a in st_.advertised] == [("198.51.100.8", 9735, "uris")]
+    empty = lnd.status_from(lnd.GetInfo(version="0.18.0-beta", uris=[]), None)
+    assert empty.advertised == () and any("externalip" in n for n in empty.notes)
+
+
+# --- the adapters' own I/O against a loopback server replaying the documented answers ------------------
+
+Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, dict[str, str], bytes] | None]]
+
+
+async def serve(handler: Handler) -> tuple[asyncio.base_events.Server, int]:
+    """A loopback HTTP/1.1 server (h11) that asks `handler` for each request; None: never answer (hang)."""
+    async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        h = h11.Connection(h11.SERVER)
+        req = None
+        body = b""
+        try:
+            while True:
+                ev = h.next_event()
+                if ev is h11.NEED_DATA:
+                    h.receive_data(await reader.read(65536))
+                    continue
+                if isinstance(ev, h11.Request):
+                    req = ev
+                elif isinstance(ev, h11.Data):
+                    body += ev.data
+                elif isinstance(ev, h11.EndOfMessage):
+                    break
+                elif isinstance(ev, h11.ConnectionClosed):
+                    return
+            assert req is not None
+            headers = {k.decode().lower(): v.decode() for k, v in req.headers}
+            answer = await handler(req.method.decode(), req.target.decode(), headers, body)
+            if answer is None:
+                await asyncio.sleep(30)
+                return
+            status, extra, out = answer
+            writer.write(h.send(h11.Response(status_code=status, headers=[("Content-Length", str(len(out))),
+                                                                          *extra.items()])))
+            writer.write(h.send(h11.Data(data=out)) + h.send(h11.EndOfMessage()))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(conn, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def rpc_result(data: bytes) -> bytes:
+    return b'{"jsonrpc":"2.0","id":1,"result":' + data + b"}"
+
+
+async def test_bitcoin_read_sends_the_cookie(tmp_path):
+    cookie = tmp_path / ".cookie"
+    cookie.write_text("__cookie__:0123abcd")
+    seen: list[str] = []
+
+    async def handler(method, path, headers, body):
+        seen.append(headers.get("authorization", ""))
+        if headers.get("authorization") != "Basic X19jb29raWVfXzowMTIzYWJjZA==":
+            return 401, {}, b""
+        call = json.loads(body)
+        answer = {"getnetworkinfo": doc("bitcoin-getnetworkinfo.json"),
+                  "getpeerinfo": doc("bitcoin-getpeerinfo.json")}[call["method"]]
+        return 200, {"Content-Type": "application/json"}, rpc_result(answer)
+
+    server, port = await serve(handler)
+    async with server:
+        got = await read_node(NodeSpec.parse(f"bitcoin=http://127.0.0.1:{port}"),
+                              secrets=Secrets(cookie_file=str(cookie)))
+        bad = await read_node(NodeSpec.parse(f"bitcoin=http://127.0.0.1:{port}"),
+                              secrets=Secrets(cookie_file=str(tmp_path / "missing")))
+    assert got.error is None, got.error
+    assert got.status is not None and got.status.inbound == 2
+    assert bad.status is None and "needs credentials (HTTP 401)" in bad.error
+    assert "0123abcd" not in (bad.error or "") and "__cookie__" not in (bad.error or "")
+
+
+async def test_geth_over_ipc(tmp_path):
+    path = tmp_path / "geth.ipc"
+    answers = {"web3_clientVersion": b'"Geth/v1.14.8-stable-a9523b64/linux-amd64/go1.22.6"',
+               "admin_nodeInfo": doc("geth-admin_nodeInfo.json"), "admin_peers": doc("geth-admin_peers.json")}
+
+    async def conn(reader, writer):
+        while data := await reader.read(65536):
+            call = json.loads(data)
+            writer.write(rpc_result(answers[call["method"]]) + b"\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(conn, str(path))
+    async with server:
+        got = await read_node(NodeSpec.parse(f"ethereum={path}"))
+    assert got.error is None, got.error
+    assert got.endpoint == str(path) and got.status.software == "geth" and got.status.inbound == 1
+
+
+async def test_geth_over_http_without_admin():
+    async def handler(method, path, headers, body):
+        call = json.loads(body)
+        if call["method"] == "web3_clientVersion":
+            return 200, {}, rpc_result(b'"Geth/v1.14.8-stable/linux-amd64/go1.22.6"')
+        if call["method"] == "net_peerCount":
+            return 200, {}, rpc_result(b'"0x19"')
+        return 200, {}, json.dumps({"jsonrpc": "2.0", "id": call["id"], "error": {
+            "code": -32601, "message": f"the method {call['method']} does not exist/is not available"}}).encode()
+
+    server, port = await serve(handler)
+    async with server:
+        got = await read_node(NodeSpec.parse(f"geth=http://127.0.0.1:{port}"))
+    assert got.error is None and got.status.inbound is None
+    assert any("25 peers" in n for n in got.status.notes)
+
+
+async def test_beacon_kubo_lnd_reads():
+    routes = {("GET", "/eth/v1/node/identity"): doc("beacon-identity.json"),
+              ("GET", "/eth/v1/node/version"): doc("beacon-version.json"),
+              ("GET", "/eth/v1/node/peer_count"): doc("beacon-peer_count.json"),
+              ("GET", "/eth/v1/node/peers?state=connected&direction=inbound"): doc("beacon-peers-inbound.json"),
+              ("POST", "/api/v0/id"): doc("kubo-id.json"),
+              ("POST", "/api/v0/swarm/peers?direction=true"): doc("kubo-swarm-peers.json"),
+              ("POST", "/api/v0/config?arg=Swarm.DisableNatPortMap"): b'{"Key":"Swarm.DisableNatPortMap","Value":true}',
+              ("GET", "/v1/getinfo"): doc("lnd-getinfo.json"), ("GET", "/v1/peers"): doc("lnd-peers.json")}
+    macaroons: list[str] = []
+
+    async def handler(method, path, headers, body):
+        if path.startswith("/v1/"):
+            macaroons.append(headers.get("grpc-metadata-macaroon", ""))
+        if path.startswith("/api/v0/") and method != "POST":
+            return 405, {}, b""
+        found = routes.get((method, path))
+        return (200, {}, found) if found is not None else (404, {}, b"404 page not found")
+
+    server, port = await serve(handler)
+    async with server:
+        b = await read_node(NodeSpec.parse(f"beacon=http://127.0.0.1:{port}"))
+        k = await read_node(NodeSpec.parse(f"kubo=http://127.0.0.1:{port}"))
+        import tempfile
+        with tempfile.NamedTemporaryFile() as mac:
+            mac.write(b"\x02\x01macaroon")
+            mac.flush()
+            n = await read_node(NodeSpec.parse(f"lnd=http://127.0.0.1:{port}"), secrets=Secrets(macaroon_file=mac.name))
+    assert b.error is None and (b.status.software, b.status.inbound, b.status.outbound) == ("Lighthouse", 2, 54)
+    assert k.error is None and k.status.reachability is None  # this kubo has no AutoNAT command (404)
+    assert k.status.mapping is not None and k.status.mapping.enabled is False
+    assert n.error is None and n.status.inbound == 1 and macaroons == [b"\x02\x01macaroon".hex()] * 2
+
+
+# --- hostile and broken RPCs: bounded time, one reason ---------------------------------------------------
+
+async def _answer_with(handler: Handler, spec_kind: str = "monero", budget_s: float = 0.5):
+    server, port = await serve(handler)
+    async with server:
+        started = time.monotonic()
+        got = await read_node(NodeSpec.parse(f"{spec_kind}=http://u:hunter2@127.0.0.1:{port}"), budget_s=budget_s)
+        return got, time.monotonic() - started
+
+
+async def test_hanging_rpc_costs_the_budget_only():
+    async def hang(method, path, headers, body):
+        return None
+
+    got, took = await _answer_with(hang)
+    assert got.status is None and "did not answer within 0.5 s" in got.error
+    assert took < 0.8
+
+
+async def test_huge_answer_is_cut():
+    async def huge(method, path, headers, body):
+        return 200, {}, b'{"result":"' + b"x" * (5 << 20) + b'"}'
+
+    got, _took = await _answer_with(huge, budget_s=5.0)
+    assert got.status is None and "larger than 4096 KiB" in got.error
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"<html>hello</html>", "not JSON-RPC"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{"status":"OK","incoming_connections_count":"many"}}', "unexpected answer"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{"status":"BUSY"}}', "status 'BUSY'"),
+    (b'{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"go away"}}', "the node answered an error: go away"),
+    (b"[" * 100_000, "not JSON-RPC"),
+])
+async def test_malformed_and_lying_answers(body, reason):
+    async def bad(method, path, headers, b):
+        return 200, {}, body
+
+    got, _ = await _answer_with(bad)
+    assert got.status is None and reason in got.error
+    assert "hunter2" not in got.error
+
+
+async def test_not_http_and_refused():
+    async def garbage(reader, writer):
+        await reader.read(4096)  # the request, then an SSH banner where HTTP was expected
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n" * 10)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        got = await read_node(NodeSpec.parse(f"kubo=http://127.0.0.1:{port}"), budget_s=0.5)
+    assert got.status is None and "not HTTP" in got.error
+    refused = await read_node(NodeSpec.parse(f"kubo=http://127.0.0.1:{port}"), budget_s=0.5)
+    assert refused.status is None and "nothing answers on" in refused.error
+
+
+async def test_missing_ipc_socket(tmp_path):
+    got = await read_node(NodeSpec.parse(f"ethereum={tmp_path / 'geth.ipc'}"), budget_s=0.5)
+    assert got.status is None and "no node listens on the socket" in got.error
+
+
+async def test_http_request_direct_status_and_headers():
+    async def ok(method, path, headers, body):
+        return 200, {"X-Thing": "1"}, b"{}"
+
+    server, port = await serve(ok)
+    async with server:
+        resp = await http_request(Target.parse(f"127.0.0.1:{port}"), "GET", "/", timeout=1.0)
+    assert resp.status == 200 and resp.headers["x-thing"] == "1"
+    with pytest.raises(NodeError, match="out of time"):
+        Conn(Target.parse("http://127.0.0.1:1"), deadline=time.monotonic() - 1).left()
+
+
+def test_node_spec_parsing_and_target_label():
+    assert NodeSpec.parse("auto").kind is None
+    assert NodeSpec.parse("geth=/var/lib/geth/geth.ipc") == NodeSpec("ethereum", "/var/lib/geth/geth.ipc")
+    assert NodeSpec.parse("Monero") == NodeSpec("monero", None)
+    with pytest.raises(ValueError, match="one of"):
+        NodeSpec.parse("dogecoin")
+    with pytest.raises(ValueError, match="needs a URL"):
+        NodeSpec.parse("bitcoin=")
+    t = Target.parse("http://alice:secret@127.0.0.1:8332")
+    assert t.label == "http://127.0.0.1:8332" and "secret" not in repr(t)
+    with pytest.raises(ValueError) as err:
+        Target.parse("ftp://alice:secret@host")
+    assert "secret" not in str(err.value)
+
+
+# --- text address forms --------------------------------------------------------------------------------
+
+def test_multiaddr_enode_hostport():
+    got = addrs.parse_multiaddr("/ip4/198.51.100.7/udp/4001/quic-v1/p2p/X")
+    assert got == addrs.HostPort("198.51.100.7", 4001, "udp")
+    assert addrs.parse_multiaddr("/ip6/2001:DB8::1/tcp/9000").address == "2001:db8::1"
+    assert addrs.parse_multiaddr("/dns4/node.example/tcp/4001").is_ip is False
+    for bad in ("/ip4/2001:db8::1/tcp/1", "/tcp/1", "ip4/1.2.3.4", "/ip4/1.2.3.4/tcp/99999", "/p2p/X"):
+        with pytest.raises(ValueError):
+            addrs.parse_multiaddr(bad)
+    en = addrs.parse_enode("enode://" + "ab" * 64 + "@198.51.100.7:30303?discport=30301")
+    assert (en.address, en.tcp_port, en.udp_port) == ("198.51.100.7", 30303, 30301)
+    assert addrs.parse_host_port("[2001:db8::1]:9735") == ("2001:db8::1", 9735)
+    assert addrs.parse_host_port("node.example:9735") == ("node.example", 9735)
+
+
+@given(st.text(max_size=200))
+def test_address_parsers_are_total(text):
+    for fn in (addrs.parse_multiaddr, addrs.parse_enode, addrs.parse_host_port):
+        with contextlib.suppress(ValueError):
+            fn(text)
+
+
+# --- auto-detection and where credentials are found ------------------------------------------------------
+
+def test_detect_from_processes_then_default_rpc_ports():
+    from nodereach.node.listeners import Listener, ProcessInfo
+    from nodereach.node.reader import detect
+
+    procs = [ProcessInfo(10, "monerod", ("monerod",)), ProcessInfo(11, "geth", ("geth",), other_netns=True)]
+    listeners = [Listener("tcp", "127.0.0.1", 18081, 4, True, uid=1001, pid=10),
+                 Listener("tcp", "127.0.0.1", 5052, 4, True), Listener("tcp", "0.0.0.0", 8080, 4, True)]
+    got = detect(procs, listeners)
+    assert [(d.spec.kind, d.owner_uid) for d in got] == [("monero", 1001), ("beacon", None)]
+    assert "monerod runs (pid 10)" in got[0].how and "5052" in got[1].how  # 8080 is not taken for lnd
+
+
+def test_credentials_found_in_the_node_users_home(tmp_path):
+    from nodereach.node import reader
+
+    (tmp_path / ".bitcoin" / "signet").mkdir(parents=True)
+    (tmp_path / ".bitcoin" / "signet" / ".cookie").write_text("__cookie__:feed")
+    assert reader._bitcoin_cookie(Target.parse("127.0.0.1:38332"), [tmp_path], Secrets()) == ("__cookie__", "feed")
+    assert reader._bitcoin_cookie(Target.parse("127.0.0.1:8332"), [tmp_path], Secrets()) is None
+    cfg = tmp_path / ".local" / "state" / "syncthing"
+    cfg.mkdir(parents=True)
+    (cfg / "config.xml").write_text("<configuration><gui><apikey>k3y</apikey></gui></configuration>")
+    assert reader._syncthing_key([tmp_path], Secrets()) == "k3y"
+    assert reader._syncthing_key([tmp_path], Secrets(api_key="given")) == "given"
+    mac = tmp_path / ".lnd" / "data" / "chain" / "bitcoin" / "mainnet"
+    mac.mkdir(parents=True)
+    (mac / "readonly.macaroon").write_bytes(b"\x02mac")
+    (tmp_path / ".lnd" / "tls.cert").write_text("cert")
+    assert reader._lnd_files([tmp_path], Secrets()) == (b"\x02mac", str(tmp_path / ".lnd" / "tls.cert"))
