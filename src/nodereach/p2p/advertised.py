@@ -16,7 +16,8 @@ HostKind = Literal["ip", "dns", "onion", "i2p", "none"]
 """`none`: the record names a port but no address (an ENR with `tcp` and no `ip`: peers use the address
 they see, which is right only if the NAT keeps the port)."""
 
-Source = Literal["enr", "enode", "multiaddr", "lnd", "bitcoin"]
+Source = Literal["enr", "enode", "multiaddr", "lnd", "bitcoin", "syncthing"]
+"""`syncthing`: a connection service's `wanAddresses` (`tcp://IP:PORT`), what its discovery announces."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """What a node adapter reads from the node's RPC, as typed values, and the one error type it raises.
 
+Advertised addresses are `nodereach.p2p.advertised.Advertised` values (one type for ENRs, enodes, multiaddrs,
+lnd uris, Bitcoin local addresses), decoded by `nodereach.p2p`.
+
 Every adapter turns its software's answers into one `NodeStatus`; anything it could not read costs one
 `NodeError` with a reason an operator can act on ("RPC needs credentials: ...", "no answer within 1.0 s").
 """
@@ -7,29 +10,11 @@ Every adapter turns its software's answers into one `NodeStatus`; anything it co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import msgspec
 
-from nodereach.net import PortSpec, Transport
-
-AdvertisedSource = Literal[
-    "enr", "enode", "multiaddr", "localaddresses", "addrlocal", "uris", "listen", "external-port", "wan-address",
-    "peer-port",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Advertised:
-    """An address (and port) the node tells the network to dial it at. `port`/`protocol` None when the
-    source does not say (e.g. an ENR without `udp`)."""
-
-    address: str
-    port: int | None
-    protocol: Transport | None
-    source: AdvertisedSource
-    detail: str = ""
-    """Where exactly it came from, e.g. `enr seq 42`, `getnetworkinfo.localaddresses (score 4)`."""
+from nodereach.net import PortSpec
+from nodereach.p2p.advertised import Advertised
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeError, NodeStatus, decode
+from nodereach.node.adapters.base import NodeError, NodeStatus, decode
 from nodereach.node.adapters.rpcio import Conn
-from nodereach.node.addrs import parse_multiaddr
+from nodereach.p2p.advertised import Advertised
+from nodereach.p2p.errors import P2PDecodeError
+from nodereach.p2p.multiaddr import parse_multiaddr
 
 DOC = "https://ethereum.github.io/beacon-APIs/"
 
@@ -78,13 +80,15 @@ def status_from(identity: Identity, connected: int | None, inbound: int | None, 
                                                                        identity.discovery_addresses)):
         for text in addrs[:32]:
             try:
-                hp = parse_multiaddr(text)
-            except ValueError as exc:
+                ep = parse_multiaddr(text).endpoint()
+            except P2PDecodeError as exc:
                 notes.append(f"identity.{source}: {exc}")
                 continue
-            advertised.append(Advertised(hp.address, hp.port, hp.protocol, "multiaddr", f"identity.{source}"))
-            if hp.port and hp.protocol and PortSpec(hp.port, hp.protocol) not in ports:
-                ports.append(PortSpec(hp.port, hp.protocol))
+            if ep is None:
+                continue
+            advertised.append(ep)
+            if ep.port and PortSpec(ep.port, ep.protocol) not in ports:
+                ports.append(PortSpec(ep.port, ep.protocol))
     software, ver = software_of(version)
     outbound = connected - inbound if connected is not None and inbound is not None else None
     ids = tuple(x for x in (f"peer:{identity.peer_id}" if identity.peer_id else "",

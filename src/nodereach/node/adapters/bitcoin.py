@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import msgspec
 
-from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeStatus, PortMapping, decode
+from nodereach.net import Family, PortSpec
+from nodereach.node.adapters.base import NodeStatus, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
-from nodereach.node.addrs import parse_host_port
+from nodereach.p2p.addrs import bitcoin_local_address, split_host_port
+from nodereach.p2p.advertised import Advertised, host_kind
+from nodereach.p2p.errors import AddressError
 
 DOC = "https://developer.bitcoin.org/reference/rpc/getnetworkinfo.html"
 NATPMP_DEFAULT_ON = 290000
@@ -53,9 +55,13 @@ def version_text(version: int, subversion: str) -> str:
 
 
 def status_from(net: NetworkInfo, peers: list[PeerInfo] | None) -> NodeStatus:
-    advertised = [Advertised(a.address, a.port, "tcp", "localaddresses", f"getnetworkinfo.localaddresses (score "
-                             f"{a.score})") for a in net.localaddresses]
+    advertised: list[Advertised] = []
     notes: list[str] = []
+    for a in net.localaddresses[:32]:
+        try:
+            advertised.append(bitcoin_local_address(a.address, a.port))
+        except AddressError as exc:
+            notes.append(f"localaddresses: {exc}")
     seen_local: dict[str, int] = {}
     ports = {a.port for a in net.localaddresses}
     if peers:
@@ -64,14 +70,17 @@ def status_from(net: NetworkInfo, peers: list[PeerInfo] | None) -> NodeStatus:
                 # What an outbound peer saw as our address: what the node will self-advertise when it has no
                 # localaddresses. The port is the one we dialled from, not our listening port.
                 try:
-                    host, _ = parse_host_port(p.addrlocal)
-                except ValueError:
+                    host, _ = split_host_port(p.addrlocal)
+                except AddressError:
                     continue
                 seen_local[host] = seen_local.get(host, 0) + 1
     for host, count in sorted(seen_local.items(), key=lambda kv: -kv[1])[:4]:
         if not any(a.address == host for a in advertised):
             port = next(iter(ports)) if len(ports) == 1 else None
-            advertised.append(Advertised(host, port, "tcp", "addrlocal", f"getpeerinfo.addrlocal ({count} peers)"))
+            kind = host_kind(host)
+            family: Family | None = (6 if ":" in host else 4) if kind == "ip" else None
+            advertised.append(Advertised(host, port, "tcp", "bitcoin", kind, family, False,
+                                         f"addrlocal ({count} peers)"))
     if not net.localaddresses:
         notes.append("localaddresses is empty: normal; the node advertises the address its peers see "
                      "(addrlocal) unless externalip= is set")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import NodeError, NodeStatus, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
-from nodereach.node.addrs import parse_enode
+from nodereach.p2p.advertised import Advertised
+from nodereach.p2p.errors import P2PDecodeError
 
 DOC = "https://geth.ethereum.org/docs/interacting-with-geth/rpc/ns-admin"
 
@@ -60,17 +61,23 @@ def status_from(info: NodeInfo | None, peers: list[Peer] | None, peer_count: int
     ports: tuple[PortSpec, ...] = ()
     ids: list[str] = []
     if info is not None:
+        from nodereach.p2p.enode import parse_enode
+        from nodereach.p2p.enr import decode_enr
+
+        if info.enr:
+            # The ENR is what discv5 peers (and consensus-layer tooling) see; geth updates it from --nat.
+            try:
+                advertised += decode_enr(info.enr, verify=False).endpoints()
+                ids.append(info.enr[:2048])
+            except P2PDecodeError as exc:
+                notes.append(f"admin_nodeInfo.enr not understood: {exc}")
         if info.enode:
             try:
                 en = parse_enode(info.enode)
-                advertised.append(Advertised(en.address, en.tcp_port, "tcp", "enode", "admin_nodeInfo.enode"))
-                if en.udp_port:
-                    advertised.append(Advertised(en.address, en.udp_port, "udp", "enode", "admin_nodeInfo.enode"))
-                ids.append(f"enode:{en.node_id}")
-            except ValueError as exc:
+                advertised += en.endpoints()
+                ids.append(f"enode:{en.public_key.hex()}")
+            except P2PDecodeError as exc:
                 notes.append(f"admin_nodeInfo.enode not understood: {exc}")
-        if info.enr:
-            ids.append(info.enr[:2048] if info.enr.startswith("enr:") else f"enr:{info.enr[:2048]}")
         if info.ports.listener:
             ports += (PortSpec(info.ports.listener, "tcp"),)
         if info.ports.discovery:

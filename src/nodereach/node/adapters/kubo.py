@@ -11,9 +11,11 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import NodeError, NodeStatus, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn, check_status
-from nodereach.node.addrs import parse_multiaddr
+from nodereach.p2p.advertised import Advertised
+from nodereach.p2p.errors import P2PDecodeError
+from nodereach.p2p.multiaddr import parse_multiaddr
 
 DOC = "https://docs.ipfs.tech/reference/kubo/rpc/"
 INBOUND, OUTBOUND = 1, 2
@@ -53,14 +55,14 @@ def status_from(ident: Id, peers: SwarmPeers | None, autonat: AutoNat | None,
     ports: list[PortSpec] = []
     for text in (ident.addresses or [])[:64]:
         try:
-            hp = parse_multiaddr(text)
-        except ValueError:
-            continue  # /p2p-circuit relays and the like are not addresses of this host
-        if "/p2p-circuit" in text:
+            ep = parse_multiaddr(text).endpoint()  # None for relayed (/p2p-circuit) addresses: not this host
+        except P2PDecodeError:
             continue
-        advertised.append(Advertised(hp.address, hp.port, hp.protocol, "multiaddr", "id.Addresses"))
-        if hp.port and hp.protocol and PortSpec(hp.port, hp.protocol) not in ports:
-            ports.append(PortSpec(hp.port, hp.protocol))
+        if ep is None:
+            continue
+        advertised.append(ep)
+        if ep.port and PortSpec(ep.port, ep.protocol) not in ports:
+            ports.append(PortSpec(ep.port, ep.protocol))
     inbound = outbound = None
     if peers is not None:
         plist = peers.peers or []

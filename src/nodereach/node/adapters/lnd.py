@@ -10,9 +10,11 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeStatus, decode
+from nodereach.node.adapters.base import NodeStatus, decode
 from nodereach.node.adapters.rpcio import Conn
-from nodereach.node.addrs import parse_host_port
+from nodereach.p2p.addrs import parse_lnd_uri
+from nodereach.p2p.advertised import Advertised
+from nodereach.p2p.errors import AddressError
 
 DOC = "https://lightning.engineering/api-docs/api/lnd/lightning/get-info/"
 
@@ -39,16 +41,14 @@ def status_from(info: GetInfo, peers: Peers | None) -> NodeStatus:
     notes: list[str] = []
     ports: list[PortSpec] = []
     for uri in (info.uris or [])[:16]:
-        _, at, hostport = uri.rpartition("@")
-        if not at:
-            continue
         try:
-            host, port = parse_host_port(hostport)
-        except ValueError:
+            ep = parse_lnd_uri(uri).endpoint()
+        except AddressError as exc:
+            notes.append(f"getinfo.uris: {exc}")
             continue
-        advertised.append(Advertised(host, port, "tcp", "uris", "getinfo.uris"))
-        if port and PortSpec(port, "tcp") not in ports:
-            ports.append(PortSpec(port, "tcp"))
+        advertised.append(ep)
+        if ep.port and PortSpec(ep.port, "tcp") not in ports:
+            ports.append(PortSpec(ep.port, "tcp"))
     if not info.uris:
         notes.append("getinfo.uris is empty: lnd advertises no address (set externalip= or nat=true) and peers "
                      "cannot find it to connect in")

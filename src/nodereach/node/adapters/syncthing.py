@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import msgspec
 
-from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeStatus, PortMapping, decode
+from nodereach.net import Family, PortSpec
+from nodereach.node.adapters.base import NodeStatus, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
-from nodereach.node.addrs import parse_host_port
+from nodereach.p2p.addrs import split_host_port
+from nodereach.p2p.advertised import Advertised, host_kind
+from nodereach.p2p.errors import AddressError
 
 DOC = "https://docs.syncthing.net/dev/rest.html"
 
@@ -53,10 +55,10 @@ def _url_port(url: str) -> PortSpec | None:
     if not sep or scheme.rstrip("46") not in ("tcp", "quic"):
         return None
     try:
-        _, port = parse_host_port(rest.split("/", 1)[0])
-    except ValueError:
+        _, port = split_host_port(rest.split("/", 1)[0])
+    except AddressError:
         return None
-    if port is None or port == 0:
+    if port == 0:
         return None
     return PortSpec(port, "tcp" if scheme.startswith("tcp") else "udp")
 
@@ -73,13 +75,15 @@ def status_from(status: Status, conns: Connections | None, version: Version | No
         for wan in svc.wan_addresses or ():
             scheme, _, rest = wan.partition("://")
             try:
-                host, port = parse_host_port(rest.split("/", 1)[0])
-            except ValueError:
+                host, port = split_host_port(rest.split("/", 1)[0])
+            except AddressError:
                 continue
             if host in ("0.0.0.0", "::"):
                 continue  # "listen on all": not an address peers are told
-            advertised.append(Advertised(host, port, "tcp" if scheme.startswith("tcp") else "udp", "wan-address",
-                                         f"connectionServiceStatus[{url}].wanAddresses"))
+            kind = host_kind(host)
+            family: Family | None = (6 if ":" in host else 4) if kind == "ip" else None
+            advertised.append(Advertised(host, port, "tcp" if scheme.startswith("tcp") else "udp", "syncthing",
+                                         kind, family, scheme.startswith("quic"), wan))
     inbound = outbound = None
     if conns is not None:
         live = [c for c in conns.connections.values() if c.connected]

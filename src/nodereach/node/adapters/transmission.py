@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import Advertised, NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import NodeError, NodeStatus, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn, HttpResponse, check_status
 
 DOC = "https://github.com/transmission/transmission/blob/main/docs/rpc-spec.md"
@@ -59,10 +59,9 @@ def status_from(session: Session, torrents: Torrents | None) -> NodeStatus:
         mapping = PortMapping(session.port_forwarding_enabled, "port-forwarding-enabled", ports,
                               "Transmission maps its peer port with NAT-PMP/UPnP" if session.port_forwarding_enabled
                               else "")
-    advertised = tuple(Advertised("", p.port, p.transport, "peer-port", "session-get peer-port") for p in ports[:1])
     return NodeStatus(kind="transmission", software="Transmission", version=session.version,
                       inbound=inbound, outbound=outbound, p2p_ports=ports, mapping=mapping,
-                      advertised=advertised, peer_ids=hashes)
+                      peer_ids=hashes)
 
 
 async def _call(conn: Conn, method: str, arguments: dict[str, object], session_id: list[str]) -> bytes:
