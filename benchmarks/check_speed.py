@@ -2,11 +2,17 @@
 coturn's turnutils_natdiscovery on the same scenario in the same run, each answer next to the ground truth.
 
     .venv/bin/python benchmarks/check_speed.py [--scenario port-restricted] [--runs 3] [--delay-ms 25]
+    .venv/bin/python benchmarks/check_speed.py --lossy          # 100 ms RTT, 10% loss each way, 10 runs,
+                                                                # one TCP and one UDP --port
 
-The subscriber link gets `delay_ms` one way (25 ms -> 50 ms RTT). nodereach runs against
-`nodereach serve --address 203.0.113.10 --alt-address 203.0.113.11`; the peer tools against coturn in full
-RFC 5780 mode (203.0.113.30/.31), the reference server they were written for. Conntrack is flushed before
-every run and every tool probes from a fresh random port (lab notes: old holes make tools say "full cone").
+The subscriber link gets `delay_ms` one way (25 ms -> 50 ms RTT) and `--loss` percent loss per direction.
+`--lossy` is the target of issue 9: a check with `--port 30303/tcp --port 30303/udp` at 100 ms RTT and 10%
+loss must conclude every field (no port left `timeout`, the NAT as the ground truth says) in < 2.5 s (median
+of 10); the table says how many runs were conclusive and gives the median of the in-process probing time.
+nodereach runs against `nodereach serve --address 203.0.113.10 --alt-address 203.0.113.11`; the peer tools
+against coturn in full RFC 5780 mode (203.0.113.30/.31), the reference server they were written for.
+Conntrack is flushed before every run and every tool probes from a fresh random port (lab notes: old holes
+make tools say "full cone").
 Needs root (network namespaces) and, for the peers: pip install six wheel && pip install --no-build-isolation
 pynat; apt-get install coturn. Prints the numbers; no threshold is asserted here.
 """
@@ -52,17 +58,23 @@ def norm(text: str) -> str:
     return re.sub(r"[^a-z]", "", text.lower())
 
 
-def run_nodereach(lab: Lab, port: int) -> tuple[float, str, bool, dict[str, Any]]:
-    took, r = timed(lab, [str(BIN / "nodereach"), "check", "--json", "--server", A.SERVER_IP, "--port",
-                          f"{port}/udp"])
+def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",),
+                  ) -> tuple[float, str, bool, dict[str, Any]]:
+    argv = [str(BIN / "nodereach"), "check", "--json", "--server", A.SERVER_IP]
+    for proto in protocols:
+        argv += ["--port", f"{port}/{proto}"]
+    took, r = timed(lab, argv)
     doc = json.loads(r.stdout)
     t = lab.truth
     nat = doc["nat"]
     ok = (nat["present"] is t.nat_present and nat["layers"] == t.layers and nat["cgnat"] is t.cgnat
           and nat["mapping"] == t.mapping and nat["filtering"] == (t.filtering if t.filtering != "no-nat"
                                                                     else "endpoint-independent"))
+    ports = " ".join(f"{p['protocol']}={p['reachable']}/{p['reason']}" for p in doc["ports"])
+    # Conclusive: every port has an answer (the lab's ports are not forwarded: reachable False), no timeout.
+    ok = ok and all(p["reachable"] is t.unsolicited_inbound and p["reason"] != "timeout" for p in doc["ports"])
     answer = (f"layers={nat['layers']} cgnat={nat['cgnat']} mapping={nat['mapping']} "
-              f"filtering={nat['filtering']} {port}/udp reachable={doc['ports'][0]['reachable']}")
+              f"filtering={nat['filtering']} {port} {ports}")
     return took, answer, ok, doc
 
 
@@ -102,12 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default="port-restricted", choices=sorted(TRUTH_WORDS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay on the subscriber link")
+    ap.add_argument("--loss", type=float, default=0.0, help="loss percent per direction on the subscriber link")
+    ap.add_argument("--tcp", action="store_true", help="test 30303/tcp as well as 30303/udp")
+    ap.add_argument("--lossy", action="store_true",
+                    help="issue 9's target: --delay-ms 50 --loss 10 --tcp --runs 10 --nodereach-only")
     ap.add_argument("--nodereach-only", action="store_true", help="skip the peer tools (quick A/B runs)")
     args = ap.parse_args(argv)
+    if args.lossy:
+        args.delay_ms, args.loss, args.tcp, args.runs, args.nodereach_only = 50.0, 10.0, True, 10, True
+    protocols = ("udp", "tcp") if args.tcp else ("udp",)
     runs = max(1, min(args.runs, 10))
     words, mapping, filtering = TRUTH_WORDS[args.scenario]
     rows: list[tuple[str, list[float], str, bool]] = []
-    with Lab(args.scenario, delay_ms=args.delay_ms) as lab:
+    with Lab(args.scenario, delay_ms=args.delay_ms, loss=args.loss) as lab:
         serve = lab.spawn("server", [str(BIN / "nodereach"), "serve", "--address", A.SERVER_IP, "--alt-address",
                                      A.SERVER_ALT_IP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
@@ -118,16 +137,20 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.05)
         lab.start_coturn(rfc5780=True)
         print(f"scenario {args.scenario}: ground truth {lab.truth.mapping} mapping, {lab.truth.filtering} "
-              f"filtering, {lab.truth.layers} NAT layer(s), CGNAT {lab.truth.cgnat}; RTT {2 * args.delay_ms:.0f} ms")
+              f"filtering, {lab.truth.layers} NAT layer(s), CGNAT {lab.truth.cgnat}; RTT {2 * args.delay_ms:.0f} ms, "
+              f"loss {args.loss:g}% per direction")
         times: list[float] = []
         probe_times: list[float] = []
-        answer, ok = "", True
+        answer, ok, conclusive = "", True, 0
         for _ in range(runs):
-            took, answer, good, doc = run_nodereach(lab, 30303)
+            took, answer, good, doc = run_nodereach(lab, 30303, protocols)
             times.append(took)
             probe_times.append(doc["duration_s"])
             ok = ok and good
-        rows.append(("nodereach check (1 port)", times, answer, ok))
+            conclusive += good
+            if not good:
+                print(f"  inconclusive run ({doc['duration_s']:.2f} s): {answer}")
+        rows.append((f"nodereach check ({len(protocols)} port{'s' if len(protocols) > 1 else ''})", times, answer, ok))
         peers: list[tuple[str, Any]] = [] if args.nodereach_only else [("pystun3 2.0", lambda: run_pystun3(lab, words))]
         if (BIN / "pynat").exists() and not args.nodereach_only:
             peers.append(("pynat 0.7", lambda: run_pynat(lab, words)))
@@ -146,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(times)
         print(f"{name:32} {med:9.2f} {min(times):7.2f} {med / base:11.1f}  {'yes' if ok else 'NO ':5}  {answer}")
     print(f"\nnodereach in-process probing time (duration_s): median {statistics.median(probe_times):.2f} s, "
-          f"min {min(probe_times):.2f} s; process wall time adds interpreter start-up and `ip netns exec`.")
+          f"min {min(probe_times):.2f} s, max {max(probe_times):.2f} s; process wall time adds interpreter start-up "
+          f"and `ip netns exec`. Conclusive runs: {conclusive} of {runs}.")
     print("Why RFC 3489 tools can misread a port-restricted Linux NAT as symmetric: their CHANGE-REQUEST test runs "
           "on the same socket before the mapping test; the filtered reply from the alternate address leaves an "
           "UNREPLIED conntrack entry on the router that blocks the preserved port toward that address, so the "

@@ -67,7 +67,7 @@ def test_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "check.toml"
     cfg.write_text('[check]\nservers = ["203.0.113.10"]\nports = ["30303/udp"]\ntimeout = 3\n')
     opts = build_options([], [], 5.0, False, 120.0, cfg)
-    assert [s.host for s in opts.servers] == ["203.0.113.10"] and opts.ports == [PortSpec(30303, "udp")]
+    assert [s.host for s in opts.servers] == ["203.0.113.10"] and opts.ports == (PortSpec(30303, "udp"),)
     assert opts.timeout == 3.0 and not opts.builtin_servers
     assert build_options([], [], 5.0, False, 120.0, None).builtin_servers
     for text in ("servers = 5", "not toml ][", 'ports = ["x/y"]', 'timeout = "soon"'):

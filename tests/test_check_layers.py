@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodereach.diagnose.layers import PathEvidence, address_kind, infer_layers, make_hops
+from nodereach.diagnose.layers import PathEvidence, hop_kind, infer_layers, make_hops
 
 
 @pytest.mark.parametrize(("addr", "kind"), [
@@ -15,7 +15,7 @@ from nodereach.diagnose.layers import PathEvidence, address_kind, infer_layers, 
     ("2001:db8::1", "public"), ("::ffff:10.0.0.1", "private"),
 ])
 def test_address_kind(addr: str, kind: str) -> None:
-    assert address_kind(addr) == kind
+    assert hop_kind(addr) == kind
 
 
 def hops(*addrs: str | None) -> tuple:

@@ -58,9 +58,9 @@ def check(
 ) -> None:
     """Find out why peers cannot reach this node, and say what to do. Exit: 0 reachable, 1 unreachable,
     2 usage/environment error, 3 no connectivity."""
-    from nodereach.diagnose.command import run_check
+    from nodereach.diagnose.command import check_command
 
-    code = _run(run_check, servers=server, ports=port, json_out=json_out, timeout=timeout,
+    code = _run(check_command, servers=server, ports=port, json_out=json_out, timeout=timeout,
                 lifetime=lifetime, lifetime_max=lifetime_max, config=config)
     raise typer.Exit(code)
 

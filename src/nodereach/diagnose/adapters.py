@@ -12,11 +12,21 @@ import importlib
 import json
 import sys
 import threading
+import time
+from collections.abc import Awaitable
 from typing import Any
 
+from nodereach.diagnose.budget import Context
 from nodereach.diagnose.model import PortmapProtocol
+from nodereach.diagnose.netinfo import NetInfo
+from nodereach.diagnose.observations import PortmapObservation
 
 MAX_CHILD_OUTPUT = 1 << 16
+SSDP_WAIT_S = 0.25
+"""How long the UPnP search listens for the gateway's answers (LAN round trips are milliseconds)."""
+DONE_BY_S = 0.9
+"""The gateway probe is bounded to end this long after the check started (it is a LAN question; the other
+probes cross the internet), or later if it started late, never past the run's end."""
 
 
 def warm_up() -> None:
@@ -184,6 +194,20 @@ async def portmap(gateway: str | None, *, wait_s: float, bound_s: float, local_a
             for m in methods:
                 out[m] = PortmapProtocol(reason=f"probe failed: {type(exc).__name__}")
     return out, None
+
+
+async def gateway_protocols(net: Awaitable[NetInfo], primary: str, child: ProbeChild | None,
+                            ctx: Context) -> PortmapObservation:
+    """PCP, NAT-PMP and UPnP on the gateway toward the primary server (netlink names it: awaited here)."""
+    info = await net
+    route = info.routes.get(primary)
+    started = time.monotonic() - ctx.budget.start
+    result, err = await portmap(route.gateway if route is not None else None, wait_s=SSDP_WAIT_S,
+                                bound_s=min(max(0.5, DONE_BY_S - started), max(0.3, ctx.budget.left() - 0.1)),
+                                local_address=route.source if route else None,
+                                index=route.index if route else None, networks=route.networks if route else (),
+                                child=child)
+    return PortmapObservation(result["pcp"], result["natpmp"], result["upnp"], err)
 
 
 async def _portmap_whole(gateway: str, *, wait_s: float, bound_s: float,

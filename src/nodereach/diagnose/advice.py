@@ -8,9 +8,9 @@ Advice that cannot help in the detected situation is never shown (no port forwar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nodereach.diagnose.layers import address_kind
 from nodereach.diagnose.model import Advice, Report, Verdict
 from nodereach.diagnose.rules import (
     PortSpec,
@@ -21,6 +21,7 @@ from nodereach.diagnose.rules import (
     provider_message_double_nat,
     provider_message_filter,
 )
+from nodereach.net import TRANSPORTS, address_kind
 
 RESTRICTIVE = ("address-dependent", "address-and-port-dependent")
 
@@ -48,9 +49,9 @@ class Decision:
     advice: list[Advice]
 
 
-def _ports_of(report: Report, requested: list[PortSpec]) -> list[PortSpec]:
+def _ports_of(report: Report, requested: Sequence[PortSpec]) -> list[PortSpec]:
     if requested:
-        return requested
+        return list(requested)
     return [PortSpec(p.port, p.protocol) for p in report.ports]
 
 
@@ -63,7 +64,7 @@ def _infer_verdict(report: Report, udp_ok: bool, tcp_ok: bool) -> Verdict:
     return "unreachable"
 
 
-def decide(report: Report, requested: list[PortSpec] | None = None, dialback: bool = True) -> Decision:
+def decide(report: Report, requested: Sequence[PortSpec] | None = None, dialback: bool = True) -> Decision:
     """Turn the measurements in `report` into a verdict, cause codes and ordered advice."""
     requested = requested or []
     ports = _ports_of(report, requested)
@@ -133,7 +134,7 @@ def _advice(report: Report, verdict: Verdict, causes: list[str], ports: list[Por
 
     # (1) get rid of the NAT or filter: the provider.
     if "udp-blocked" in causes or "port-filtered" in causes:
-        blocked_specs = [PortSpec(p, proto) for p in blocked for proto in ("tcp", "udp")
+        blocked_specs = [PortSpec(p, proto) for p in blocked for proto in TRANSPORTS
                          if p in (report.udp.blocked_ports if proto == "udp" else report.tcp.blocked_ports)]
         msg = provider_message_filter(blocked_specs, "udp-blocked" in causes)
         what = "outbound UDP" if "udp-blocked" in causes else \

@@ -7,12 +7,18 @@ turn them into the report's vocabulary. Keeping them pure lets every branch be t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
 
-Addr = tuple[str, int]
+from nodereach.diagnose.model import Behaviour, Mapping
+from nodereach.net import SockAddr
 
-EIM = "endpoint-independent"
-ADM = "address-dependent"
-APDM = "address-and-port-dependent"
+Addr = SockAddr
+
+EIM: Final = "endpoint-independent"
+ADM: Final = "address-dependent"
+APDM: Final = "address-and-port-dependent"
+
+V = TypeVar("V", Mapping, Behaviour)
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,14 @@ class FilteringObservation:
 
 
 @dataclass(frozen=True)
-class Classification:
-    value: str
+class Classification(Generic[V]):
+    """A value of the report's vocabulary (mapping or filtering behaviour) and, for `unknown`, why."""
+
+    value: V
     reason: str | None = None
 
 
-def classify_mapping(obs: MappingObservation) -> Classification:
+def classify_mapping(obs: MappingObservation) -> Classification[Mapping]:
     """Mapping behaviour: no-nat when the server sees one of our own addresses, else compare tests I-III."""
     if obs.test1 is None:
         return Classification("unknown", "no reply to the binding request (test I)")
@@ -65,7 +73,7 @@ def classify_mapping(obs: MappingObservation) -> Classification:
     return Classification(APDM)
 
 
-def classify_filtering(obs: FilteringObservation) -> Classification:
+def classify_filtering(obs: FilteringObservation) -> Classification[Behaviour]:
     """Filtering behaviour from the CHANGE-REQUEST replies (works for a stateful firewall without NAT too)."""
     if not obs.test1:
         return Classification("unknown", "no reply to the binding request on the filtering socket")
@@ -89,7 +97,7 @@ class ServerMapping:
 
 
 def mapping_from_servers(local_port: int | None, local_addresses: frozenset[str],
-                         results: list[ServerMapping]) -> Classification:
+                         results: list[ServerMapping]) -> Classification[Mapping]:
     """Mapping behaviour from several plain STUN servers queried from one socket (no RFC 5780 server).
 
     Equal mappings towards different IPs mean endpoint-independent. Different ones mean a dependent mapping;

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from nodereach import defaults
-from nodereach.diagnose.model import EXIT_CODES, Report, to_json
-from nodereach.diagnose.rules import PortSpec
+from nodereach.diagnose.model import EXIT_CODES, to_json
+from nodereach.diagnose.options import CheckOptions, ServerSpec
 from nodereach.errors import UsageError
+from nodereach.net import TRANSPORTS, PortSpec, Transport, is_transport
 
 BUILTIN_STUN_SERVERS = (
     "stun.l.google.com:19302",
@@ -33,17 +34,18 @@ def parse_port(text: str) -> list[PortSpec]:
         raise UsageError(f"bad port {text!r}", "write PORT/PROTO, e.g. --port 30303/tcp --port 30303/udp") from None
     if not 1 <= port <= 65535:
         raise UsageError(f"port {port} out of range", "ports are 1..65535")
-    protos = ["tcp", "udp"] if proto in ("", "both", "tcp+udp", "udp+tcp") else [proto]
-    for p in protos:
-        if p not in ("tcp", "udp"):
-            raise UsageError(f"bad protocol in {text!r}", "use /tcp or /udp, e.g. 30303/udp")
+    protos: tuple[Transport, ...]
+    if proto in ("", "both", "tcp+udp", "udp+tcp"):
+        protos = TRANSPORTS
+    elif is_transport(proto):
+        protos = (proto,)
+    else:
+        raise UsageError(f"bad protocol in {text!r}", "use /tcp or /udp, e.g. 30303/udp")
     return [PortSpec(port, p) for p in protos]
 
 
-def parse_server(text: str, *, dialback: bool = True) -> Any:
+def parse_server(text: str, *, dialback: bool = True) -> ServerSpec:
     """`HOST`, `HOST:STUN_PORT`, `[V6]:PORT`, bare IPv6. The dial-back service is on HTTP_PORT of HOST."""
-    from nodereach.diagnose.engine import ServerSpec
-
     s = text.strip()
     if not s or any(c.isspace() for c in s) or "/" in s:
         raise UsageError(f"bad server {text!r}", "use --server HOST or HOST:PORT")
@@ -91,9 +93,7 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 def build_options(servers: list[str], ports: list[str], timeout: float, lifetime: bool, lifetime_max: float,
-                  config: Path | None) -> Any:
-    from nodereach.diagnose.engine import CheckOptions
-
+                  config: Path | None) -> CheckOptions:
     if not 0.5 <= timeout <= 300:
         raise UsageError(f"--timeout {timeout} out of range", "use 0.5 .. 300 seconds")
     if lifetime and not 1 <= lifetime_max <= 3600:
@@ -117,26 +117,21 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
                         lifetime_max=lifetime_max, builtin_servers=builtin)
 
 
-def _loop_run(coro: Any) -> Report:
-    # Plain asyncio: the check is a few dozen packets, and pyroute2's async netlink needs it.
-    report: Report = asyncio.run(coro)
-    return report
-
-
-def run_check(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,
-              lifetime_max: float, config: Path | None) -> int:
+def check_command(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,
+                  lifetime_max: float, config: Path | None) -> int:
     """Entry point for the CLI: returns the exit code (0 reachable, 1 unreachable, 3 no connectivity)."""
-    from nodereach.diagnose.engine import Check
+    from nodereach.diagnose.engine import run_check
 
     opts = build_options(servers, ports, timeout, lifetime, lifetime_max, config)
+    # Plain asyncio: the check is a few dozen packets, and pyroute2's async netlink needs it.
     if json_out:
-        report = _loop_run(Check(opts).run())
+        report = asyncio.run(run_check(opts))
         sys.stdout.buffer.write(to_json(report) + b"\n")
         sys.stdout.flush()
     else:
         from nodereach.diagnose.render import LiveProgress, render_report
 
         with LiveProgress() as progress:
-            report = _loop_run(Check(opts, progress.update).run())
+            report = asyncio.run(run_check(opts, progress.update))
         render_report(report)
     return EXIT_CODES[report.verdict]

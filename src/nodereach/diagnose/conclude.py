@@ -1,32 +1,115 @@
-"""From raw probe observations to the report's fields (pure apart from reading the sockets' counters)."""
+"""From what the probes saw to the report: `conclude(observations) -> Report`, pure.
+
+No sockets, no clock: the same observations always give the same report (the table tests in
+tests/test_check_conclude.py build observations for every lab scenario and check the fields). The judgement
+lives here and in classify / layers / advice: which replies count, what silence means, which behaviour the
+RFC 5780 tests show, how many NAT layers the path crosses, and the verdict with its advice.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from nodereach.diagnose import classify, layers, portfilter
 from nodereach.diagnose.advice import decide
-from nodereach.diagnose.model import Outbound, ServerUsed
+from nodereach.diagnose.classify import Classification
+from nodereach.diagnose.model import (
+    Behaviour,
+    Local,
+    Mapping,
+    Nat,
+    Outbound,
+    Portmap,
+    PortResult,
+    Report,
+    ServerKind,
+    ServerUsed,
+)
+from nodereach.diagnose.observations import FamilyObservations, LocalView, Observations, ServerAnswer
+from nodereach.diagnose.probes import usable
 from nodereach.diagnose.stunio import Reply
+from nodereach.net import SockAddr, is_public
 
-if TYPE_CHECKING:
-    from nodereach.diagnose.engine import CheckOptions, ServerSpec
-    from nodereach.diagnose.model import Report
-    from nodereach.diagnose.netinfo import NetInfo
-    from nodereach.diagnose.stunio import StunSocket
-
-
-def _ok(r: object) -> Reply | None:
-    return r if isinstance(r, Reply) and r.error is None and r.mapped is not None else None
+BUILTIN_NOTE = ("using the built-in public STUN servers: mapping and public address only. For inbound reachability "
+                "and filtering, point check at a nodereach server (`--server HOST`), or run one with "
+                "`nodereach serve --address A --alt-address B`.")
 
 
-def _change_result(reply: object, expected: tuple[str, int] | None) -> tuple[bool | None, str | None]:
+def conclude(obs: Observations) -> Report:
+    """The report for one run's observations (duration_s is the caller's: it needs the clock)."""
+    rep = Report()
+    rep.servers = [ServerUsed(address=s.label, kind="stun", answered=False, reason=s.error)
+                   for s in obs.servers if s.error]
+    rep.local = _local(obs.local)
+    if obs.local.net.error:
+        rep.notes.append(obs.local.net.error)
+    v4, v6 = obs.family(4), obs.family(6)
+    if v4 is not None and v4.unavailable is not None:
+        outbound = False if v4.route_error else None
+        rep.udp = Outbound(outbound=outbound, reason=v4.unavailable)
+        rep.tcp = Outbound(outbound=outbound, reason=v4.unavailable)
+        if v4.route_error and v4.primary is not None:
+            rep.notes.append(f"no route to {v4.primary.spec.host}: {v4.unavailable}")
+    _ipv6(v6, rep)
+    if v4 is not None and v4.unavailable is None:
+        _family4(obs, v4, rep)
+    else:
+        if v4 is not None and not v4.servers and v6 is not None and v6.servers:
+            rep.udp.outbound, rep.tcp.outbound = rep.udp.ipv6, rep.tcp.ipv6
+            rep.notes.append("IPv6 only: NAT behaviour, filters and inbound reachability are tested over IPv4")
+        d = decide(rep, obs.options.ports, dialback=False)
+        rep.verdict, rep.causes, rep.advice = d.verdict, d.causes, d.advice
+    rep.notes.extend(obs.errors)
+    if obs.timed_out:
+        rep.notes.append(f"the run hit its time limit ({obs.options.timeout:.1f} s); unfinished probes are "
+                         "reported unknown")
+    if obs.options.builtin_servers:
+        rep.notes.append(BUILTIN_NOTE)
+    return rep
+
+
+def _local(view: LocalView) -> Local:
+    local = Local(address=view.source)
+    if view.source:
+        local.address_is_public = is_public(view.source)
+    route = view.net.routes.get(view.primary) if view.primary else None
+    if route is not None:
+        local.gateway = route.gateway
+        local.interface = route.interface
+        local.address = local.address or route.source
+    elif view.primary is None:
+        local.gateway = view.net.default_gateway4
+    return local
+
+
+def _ipv6(v6: FamilyObservations | None, rep: Report) -> None:
+    """Outbound UDP/TCP and the public address over IPv6 (the full set of tests runs over IPv4)."""
+    if v6 is None:
+        return
+    if not v6.servers:
+        rep.untested.append("IPv6: no server with an IPv6 address")
+        return
+    if v6.unavailable is not None:
+        rep.udp.ipv6 = False
+        rep.untested.append(f"IPv6: {v6.unavailable}")
+        return
+    got = next((a.reply for a in v6.binding if a.reply is not None and a.reply.mapped), None)
+    tcp_reply = v6.tcp.reply if v6.tcp is not None else None
+    rep.udp.ipv6 = got is not None
+    rep.tcp.ipv6 = tcp_reply is not None or (v6.tcp is not None and v6.tcp.reason == "refused")
+    if got is None and tcp_reply is None:
+        rep.udp.ipv6 = None  # neither STUN over UDP nor over TCP: not a STUN server, UDP not judged
+    mapped = (got.mapped if got is not None else None) or (tcp_reply.mapped if tcp_reply is not None else None)
+    if mapped is not None:
+        rep.public.ipv6 = mapped[0]
+
+
+def _change_result(reply: Reply | None, expected: SockAddr | None) -> tuple[bool | None, str | None]:
     """True: the reply came from where the CHANGE-REQUEST asked; False: nothing came; None: cannot tell."""
     if expected is None:
         return None, "server announced no alternate address (not an RFC 5780 server)"
     if reply is None:
         return False, None
-    assert isinstance(reply, Reply)
     if reply.error is not None:
         return None, f"server refused CHANGE-REQUEST (error {reply.error[0]})"
     if reply.source != expected:
@@ -34,119 +117,200 @@ def _change_result(reply: object, expected: tuple[str, int] | None) -> tuple[boo
     return True, None
 
 
-def conclude(rep: Report, primary: ServerSpec, v4: list[ServerSpec], obs: dict[str, Any], info: NetInfo,
-             m_sock: StunSocket, opts: CheckOptions) -> None:
-    nat = rep.nat
-    reasons = nat.unknown_reasons
-    server_replies: list[tuple[ServerSpec, Reply | None]] = obs.get("server_replies", [])
-    tcp_reply, tcp_reason = obs.get("tcp", (None, "not run"))
-    dial_ok = any(p.reason not in (None, "no-server", "local-error") for p in rep.ports)
-    for i, (spec, r) in enumerate(server_replies):
-        addr = (spec.addresses[0] if spec.addresses else spec.host, spec.stun_port)
-        garbage = m_sock.stats.garbage.get(addr, 0)
-        via_tcp = tcp_reply if i == 0 and isinstance(tcp_reply, Reply) else None
-        rfc5780 = any(x is not None and x.other_address for x in (r, via_tcp))
-        kind = "stun-rfc5780" if rfc5780 else "stun"
-        if i == 0 and spec.http_port is not None and dial_ok:
-            kind = "nodereach"
-        reason = None
-        if r is None:
-            reason = f"{garbage} garbage replies (not STUN)" if garbage else "no UDP reply"
-            if i == 0 and obs.get("t1_reason"):
-                reason = str(obs["t1_reason"])
-            if via_tcp is not None:
-                reason += "; answered over TCP"
-        elif r.error is not None:
-            reason = f"STUN error {r.error[0]} {r.error[1]}"
-        answered = _ok(r) is not None or _ok(via_tcp) is not None
-        rtt = r.rtt if r is not None else (via_tcp.rtt if via_tcp is not None else None)
-        rep.servers.append(ServerUsed(address=spec.label, kind=kind, answered=answered,  # type: ignore[arg-type]
-                                      rtt_ms=round(rtt * 1000, 1) if rtt is not None else None, reason=reason))
+def _port_results(obs: Observations, fam: FamilyObservations) -> list[PortResult]:
+    """The node's ports: the dial-back's answers, `timeout` for those that did not come back in time,
+    `no-server` when no server of the family runs the dial-back service."""
+    if not obs.options.ports:
+        return []
+    if any(s.dialback for s in fam.servers):
+        probed = {p.spec: p for p in fam.ports}
+        out = []
+        for spec in obs.options.ports:
+            probe = probed.get(spec)
+            result = probe.result if probe is not None else None
+            if result is None:
+                out.append(PortResult(port=spec.port, protocol=spec.transport, reason="timeout"))
+                continue
+            out.append(PortResult(port=result.port, protocol=result.protocol, reachable=result.reachable,
+                                  reason=result.reason, listener=result.listener, rtt_ms=result.rtt_ms,
+                                  public_endpoint=probe.public_endpoint if probe is not None else None))
+        return out
+    return [PortResult(port=p.port, protocol=p.transport, reason="no-server") for p in obs.options.ports]
 
-    t1 = _ok(obs.get("t1"))
-    any_udp = next((_ok(r) for _, r in server_replies if _ok(r)), None)
-    tcp_reply = _ok(tcp_reply)
-    paths: list[portfilter.PortPath] = obs.get("paths", [])
+
+def _server_used(i: int, answer: ServerAnswer, tcp_reply: Reply | None, dial_ok: bool) -> ServerUsed:
+    r = answer.reply
+    via_tcp = tcp_reply if i == 0 else None
+    kind: ServerKind = "stun-rfc5780" if any(x is not None and x.other_address for x in (r, via_tcp)) else "stun"
+    if i == 0 and answer.server.dialback and dial_ok:
+        kind = "nodereach"
+    reason = None
+    if r is None:
+        reason = f"{answer.garbage} garbage replies (not STUN)" if answer.garbage else "no UDP reply"
+        if answer.foreign_source is not None:
+            reason = _foreign(answer.foreign_source)
+        if via_tcp is not None:
+            reason += "; answered over TCP"
+    elif r.error is not None:
+        reason = f"STUN error {r.error[0]} {r.error[1]}"
+    answered = usable(r) is not None or usable(via_tcp) is not None
+    rtt = r.rtt if r is not None else (via_tcp.rtt if via_tcp is not None else None)
+    return ServerUsed(address=answer.server.label, kind=kind, answered=answered,
+                      rtt_ms=round(rtt * 1000, 1) if rtt is not None else None, reason=reason)
+
+
+def _foreign(source: SockAddr) -> str:
+    return f"reply came from {source[0]}:{source[1]}, not the server address"
+
+
+@dataclass(frozen=True, slots=True)
+class _Answers:
+    """The replies the conclusions hinge on, judged once."""
+
+    t1: Reply | None
+    """The primary's test I, if usable."""
+    t1_reason: str | None
+    """Why test I does not count although something came (a reply from another address)."""
+    any_udp: Reply | None
+    """The first usable test I of any server."""
+    tcp_reply: Reply | None
+    tcp_ok: bool
+    other: SockAddr | None
+    """The primary's OTHER-ADDRESS (RFC 5780 server), from test I."""
+
+
+def _answers(fam: FamilyObservations, dial_ok: bool) -> _Answers:
+    first = fam.binding[0] if fam.binding else None
+    tcp = fam.tcp
+    tcp_reply = usable(tcp.reply) if tcp is not None else None
+    paths = fam.port_paths.paths if fam.port_paths is not None else ()
     tcp_path_ok = any(p.protocol == "tcp" and p.state in ("open", "refused") for p in paths)
+    raw = first.reply if first is not None else None
+    return _Answers(
+        t1=usable(raw), t1_reason=_foreign(first.foreign_source) if first and first.foreign_source else None,
+        any_udp=next((usable(a.reply) for a in fam.binding if usable(a.reply)), None), tcp_reply=tcp_reply,
+        tcp_ok=tcp_reply is not None or (tcp is not None and tcp.reason == "refused") or tcp_path_ok or dial_ok,
+        other=raw.other_address if raw is not None and raw.error is None else None)
 
-    rep.udp = Outbound(outbound=any_udp is not None, ipv4=any_udp is not None, ipv6=rep.udp.ipv6,
-                       reason=None if any_udp else "no STUN server answered over UDP")
-    tcp_ok = tcp_reply is not None or tcp_reason == "refused" or tcp_path_ok or dial_ok
-    rep.tcp = Outbound(outbound=tcp_ok, ipv4=tcp_ok, ipv6=rep.tcp.ipv6,
-                       reason=None if tcp_ok else f"no TCP answer ({tcp_reason})")
-    tcp_blocked = portfilter.blocked_ports(paths, "tcp")
-    udp_blocked = portfilter.blocked_ports(paths, "udp")
-    rep.tcp.blocked_ports = tcp_blocked or []
-    rep.udp.blocked_ports = udp_blocked or []
-    if any_udp is None and tcp_reply is not None:
+
+def _outbound(fam: FamilyObservations, ans: _Answers, rep: Report) -> None:
+    paths = list(fam.port_paths.paths) if fam.port_paths is not None else []
+    rep.udp = Outbound(outbound=ans.any_udp is not None, ipv4=ans.any_udp is not None, ipv6=rep.udp.ipv6,
+                       reason=None if ans.any_udp else "no STUN server answered over UDP",
+                       blocked_ports=portfilter.blocked_ports(paths, "udp") or [])
+    tcp_reason = fam.tcp.reason if fam.tcp is not None else "not run"
+    rep.tcp = Outbound(outbound=ans.tcp_ok, ipv4=ans.tcp_ok, ipv6=rep.tcp.ipv6,
+                       reason=None if ans.tcp_ok else f"no TCP answer ({tcp_reason})",
+                       blocked_ports=portfilter.blocked_ports(paths, "tcp") or [])
+    if ans.any_udp is None and ans.tcp_reply is not None:
         rep.udp.reason = "outbound UDP blocked: no UDP answer while STUN over TCP works"
-    elif any_udp is None and tcp_ok:
+    elif ans.any_udp is None and ans.tcp_ok:
         rep.udp.outbound = None
         rep.udp.reason = "the servers answer neither STUN over UDP nor over TCP (not STUN servers?)"
-
-    public = (t1 or any_udp or tcp_reply)
+    public = ans.t1 or ans.any_udp or ans.tcp_reply
     rep.public.ipv4 = public.mapped[0] if public and public.mapped else None
-    if t1 and t1.mapped:
-        nat.mapped_address = f"{t1.mapped[0]}:{t1.mapped[1]}"
 
-    local_addrs = frozenset({*info.addresses, *([rep.local.address] if rep.local.address else [])})
-    local_port = m_sock.local[1] if m_sock.transport else None
 
-    # Mapping: RFC 5780 tests when the primary has an OTHER-ADDRESS, else compare plain servers.
-    other = obs.get("other")
-    if t1 is not None and other is not None:
+def _mapping(fam: FamilyObservations, ans: _Answers, local_addrs: frozenset[str]) -> Classification[Mapping]:
+    """RFC 5780 tests when the primary has an OTHER-ADDRESS, else the plain servers' mappings compared."""
+    m: Classification[Mapping]
+    tests = fam.mapping
+    if ans.t1 is not None and ans.other is not None:
         m = classify.classify_mapping(classify.MappingObservation(
-            local_port, local_addrs, t1.mapped, obs.get("t2"), obs.get("t3"), other))
-    elif any_udp is not None:
-        m = classify.mapping_from_servers(local_port, local_addrs, [
-            classify.ServerMapping((s.addresses[0], s.stun_port), _ok(r).mapped if _ok(r) else None)  # type: ignore[union-attr]
-            for s, r in server_replies])
+            fam.local_port, local_addrs, ans.t1.mapped, tests.test2 if tests else None,
+            tests.test3 if tests else None, ans.other))
+    elif ans.any_udp is not None:
+        m = classify.mapping_from_servers(fam.local_port, local_addrs, [
+            classify.ServerMapping(a.server.stun(fam.family) or (a.server.spec.host, a.server.spec.stun_port),
+                                   ok.mapped if (ok := usable(a.reply)) else None)
+            for a in fam.binding])
     else:
-        m = classify.Classification("unknown", "outbound UDP blocked" if tcp_ok else "no UDP reply")
-    if obs.get("t1_reason") and m.value == "unknown":
-        m = classify.Classification("unknown", str(obs["t1_reason"]))
+        m = Classification("unknown", "outbound UDP blocked" if ans.tcp_ok else "no UDP reply")
+    if ans.t1_reason and m.value == "unknown":
+        m = Classification("unknown", ans.t1_reason)
+    return m
 
-    # Filtering: from its own socket.
-    fr = obs.get("f", (None, None, None))
-    f1 = _ok(fr[0])
-    if other is not None and primary.addresses:
-        exp_ip_port = other
-        exp_port = (primary.addresses[0], other[1])
-    else:
-        exp_ip_port = exp_port = None
-    rip, rip_reason = _change_result(fr[1], exp_ip_port)
-    rport, rport_reason = _change_result(fr[2], exp_port)
-    f = classify.classify_filtering(classify.FilteringObservation(f1 is not None, rip, rport))
+
+def _filtering(fam: FamilyObservations, ans: _Answers, rep: Report) -> Classification[Behaviour]:
+    """RFC 5780 §4.4 from the filtering socket: a CHANGE-REQUEST reply counts only from where it was asked."""
+    ft = fam.filtering
+    primary_ip = fam.primary.address(fam.family) if fam.primary is not None else None
+    exp_both = ans.other if ans.other is not None and primary_ip else None
+    exp_port = (primary_ip, ans.other[1]) if ans.other is not None and primary_ip else None
+    rip, rip_reason = _change_result(ft.change_ip_and_port if ft else None, exp_both)
+    rport, rport_reason = _change_result(ft.change_port if ft else None, exp_port)
+    f = classify.classify_filtering(classify.FilteringObservation(
+        usable(ft.plain) is not None if ft else False, rip, rport))
     if f.value == "unknown":
-        reasons["filtering"] = rip_reason or rport_reason or f.reason or "unknown"
-        if any_udp is None:
-            reasons["filtering"] = rep.udp.reason or "no UDP reply"
+        reason = rip_reason or rport_reason or f.reason or "unknown"
+        if ans.any_udp is None:
+            reason = rep.udp.reason or "no UDP reply"
+        rep.nat.unknown_reasons["filtering"] = reason
+    return f
 
-    # Layers and CGNAT.
-    hops = layers.make_hops(obs.get("hops", []))
-    wan = tuple(a for a in (rep.portmap.pcp.external_address, rep.portmap.natpmp.external_address,
-                            rep.portmap.upnp.external_address) if a)
-    inf = layers.infer_layers(layers.PathEvidence(rep.local.address, rep.public.ipv4, rep.local.gateway,
-                                                  tuple(dict.fromkeys(wan)), tuple(hops)))
+
+def _lifetime(obs: Observations, nat: Nat, notes: list[str]) -> None:
+    if obs.lifetime is not None:
+        nat.binding_lifetime_s = obs.lifetime.seconds
+        notes.append(f"binding lifetime: {obs.lifetime.explanation}")
+        if obs.lifetime.seconds is None:
+            nat.unknown_reasons["binding_lifetime_s"] = obs.lifetime.explanation
+    elif not obs.options.lifetime:
+        nat.unknown_reasons["binding_lifetime_s"] = "not measured (use --lifetime)"
+
+
+def _layers(obs: Observations, fam: FamilyObservations, rep: Report) -> None:
+    """NAT layers and CGNAT from the path: TTL-probe hops, the gateway's WAN address, local vs public."""
+    nat = rep.nat
+    hops = layers.make_hops(fam.path.hops() if fam.path is not None else ())
+    wan = obs.portmap.wan_addresses() if obs.portmap is not None else ()
+    inf = layers.infer_layers(layers.PathEvidence(rep.local.address, rep.public.ipv4, rep.local.gateway, wan,
+                                                  tuple(hops)))
     nat.hops = hops
     nat.present, nat.layers, nat.cgnat = inf.present, inf.layers, inf.cgnat
     nat.layer_details = inf.details
     nat.layer_addresses = [d.router for d in inf.details if d.router]
-    reasons.update({k: v for k, v in inf.reasons.items() if k not in reasons})
+    nat.unknown_reasons.update({k: v for k, v in inf.reasons.items() if k not in nat.unknown_reasons})
+
+
+def _family4(obs: Observations, fam: FamilyObservations, rep: Report) -> None:
+    """Everything the full set of probes tells: outbound, public address, NAT behaviour and layers, the node's
+    ports; then the verdict and the advice."""
+    nat = rep.nat
+    reasons = nat.unknown_reasons
+    _lifetime(obs, nat, rep.notes)
+    if fam.port_paths is not None and fam.port_paths.skipped:
+        rep.untested.append(fam.port_paths.skipped)
+    rep.ports = _port_results(obs, fam)
+    dial_ok = any(p.reason not in (None, "no-server", "local-error") for p in rep.ports)
+    ans = _answers(fam, dial_ok)
+    rep.servers += [_server_used(i, a, fam.tcp.reply if fam.tcp else None, dial_ok)
+                    for i, a in enumerate(fam.binding)]
+    _outbound(fam, ans, rep)
+    if ans.t1 and ans.t1.mapped:
+        nat.mapped_address = f"{ans.t1.mapped[0]}:{ans.t1.mapped[1]}"
+    local_addrs = frozenset({*obs.local.net.addresses, *([rep.local.address] if rep.local.address else [])})
+    m = _mapping(fam, ans, local_addrs)
+    f = _filtering(fam, ans, rep)
+    if obs.portmap is not None:
+        rep.portmap = Portmap(pcp=obs.portmap.pcp, natpmp=obs.portmap.natpmp, upnp=obs.portmap.upnp)
+    _layers(obs, fam, rep)
     if m.value == "no-nat" or nat.present is False:
-        nat.mapping = "no-nat" if nat.present is not True else m.value  # type: ignore[assignment]
+        nat.mapping = "no-nat" if nat.present is not True else m.value
     else:
-        nat.mapping = m.value if m.value != "no-nat" else "unknown"  # type: ignore[assignment]
+        nat.mapping = m.value
     if nat.mapping == "unknown":
         reasons["mapping"] = m.reason or "unknown"
     elif m.reason:
         reasons["mapping_detail"] = m.reason
-    nat.filtering = f.value  # type: ignore[assignment]
-    nat.port_preservation = classify.port_preservation(local_port, t1.mapped if t1 else None, nat.present)
+    nat.filtering = f.value
+    nat.port_preservation = classify.port_preservation(fam.local_port, ans.t1.mapped if ans.t1 else None,
+                                                       nat.present)
     if nat.port_preservation is None and nat.present:
         reasons["port_preservation"] = "no UDP mapping observed"
-    sent, received, hp_reason = obs.get("hairpin", (False, False, "not run"))
-    nat.hairpinning, hp_why = classify.classify_hairpinning(sent, received, nat.present, hp_reason)
+    hp = fam.hairpin
+    nat.hairpinning, hp_why = classify.classify_hairpinning(hp.sent if hp else False, hp.received if hp else False,
+                                                            nat.present, hp.reason if hp else "not run")
     if hp_why and nat.present is not False:
         reasons["hairpinning"] = hp_why
 
@@ -154,11 +318,11 @@ def conclude(rep: Report, primary: ServerSpec, v4: list[ServerSpec], obs: dict[s
         if p.public_endpoint and nat.present and not p.public_endpoint.endswith(f":{p.port}"):
             rep.notes.append(f"the NAT maps the node's UDP port {p.port} to {p.public_endpoint}: peers that dial the "
                              f"advertised port {p.port} miss it unless the port is forwarded")
-    dialback = any(s.http_port is not None for s in v4) and (not rep.ports or dial_ok)
-    if not any(s.http_port is not None for s in v4):
+    has_dialback = any(s.dialback for s in fam.servers)
+    if not has_dialback:
         rep.untested.append("inbound reachability of the node's ports: no nodereach server (dial-back) "
                             "configured; use --server with a nodereach server")
-    if other is None and t1 is not None:
+    if ans.other is None and ans.t1 is not None:
         rep.untested.append("filtering behaviour: no RFC 5780 server (two addresses) among the servers")
-    decision = decide(rep, list(opts.ports), dialback=dialback)
+    decision = decide(rep, obs.options.ports, dialback=has_dialback and (not rep.ports or dial_ok))
     rep.verdict, rep.causes, rep.advice = decision.verdict, decision.causes, decision.advice

@@ -6,6 +6,7 @@ and the retry under observed loss are the check's (engine), passed in here. Neve
 from __future__ import annotations
 
 from nodereach.diagnose.model import PortResult
+from nodereach.net import Transport
 from nodereach.reach.client import DialBackResult, ServerWait, dial_back
 
 
@@ -18,7 +19,7 @@ def to_port_result(r: DialBackResult) -> PortResult:
                       listener=r.listener, rtt_ms=r.rtt_ms)
 
 
-async def probe(host: str, http_port: int, port: int, protocol: str, *,
+async def probe(host: str, http_port: int, port: int, protocol: Transport, *,
                 server_wait: ServerWait, http_timeout: float, copies: int = 1) -> PortResult:
     """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside.
     `server_wait(handshake_s)` gives the server's probe deadline once the HTTP handshake time is known."""

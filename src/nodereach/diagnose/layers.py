@@ -8,59 +8,26 @@ route between such realms and the internet without translating.
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nodereach.diagnose.model import Hop, NatLayer
+from nodereach.diagnose.model import Hop, HopKind, NatLayer
+from nodereach.net import address_kind, is_public, nat_realm
 
-AddrKind = Literal["private", "shared", "public", "special"]
-
-_PRIVATE4 = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
-_SHARED4 = ipaddress.ip_network("100.64.0.0/10")
-# Not globally routable and not a NAT realm we can name: loopback, link-local, DS-Lite B4 (192.0.0.0/24),
-# multicast, unspecified. Documentation ranges count as public here: the lab's internet uses them.
-_SPECIAL4 = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "192.0.0.0/24",
-                                                "224.0.0.0/4", "240.0.0.0/4")]
-_ULA6 = ipaddress.ip_network("fc00::/7")
+SHARED_REALM = "100.64.0.0/10"
+"""RFC 6598 shared address space: the provider's carrier-grade NAT realm (nodereach.net.nat_realm's name)."""
 
 
-def address_kind(address: str) -> AddrKind:
-    """Classify an address the way NAT reasoning needs (unlike ipaddress.is_private, which calls the
-    documentation ranges private)."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv4Address):
-        if ip in _SHARED4:
-            return "shared"
-        if any(ip in n for n in _PRIVATE4):
-            return "private"
-        if any(ip in n for n in _SPECIAL4):
-            return "special"
-        return "public"
-    if ip.ipv4_mapped is not None:
-        return address_kind(str(ip.ipv4_mapped))
-    if ip in _ULA6:
+def hop_kind(address: str) -> HopKind:
+    """An address in the path drawing's four words (nodereach.net.address_kind folded: the documentation
+    ranges count as public, they are the lab's internet; unique-local IPv6 is private)."""
+    kind = address_kind(address)
+    if kind in ("private", "unique-local"):
         return "private"
-    if ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified:
-        return "special"
-    return "public"
-
-
-def realm_of(address: str) -> str | None:
-    """The NAT realm an address belongs to (the RFC 1918 / RFC 6598 block), None for public ones."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv4Address):
-        if ip in _SHARED4:
-            return str(_SHARED4)
-        for n in _PRIVATE4:
-            if ip in n:
-                return str(n)
-        return None
-    return str(_ULA6) if ip in _ULA6 else None
-
-
-def is_public(address: str | None) -> bool:
-    return address is not None and address_kind(address) == "public"
+    if kind == "shared":
+        return "shared"
+    return "public" if is_public(address) else "special"
 
 
 @dataclass(frozen=True)
@@ -84,9 +51,9 @@ class LayerInference:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-def make_hops(addresses: list[str | None]) -> list[Hop]:
+def make_hops(addresses: Sequence[str | None]) -> list[Hop]:
     """TTL-ordered hop addresses -> report hops with their address kind."""
-    return [Hop(ttl=i + 1, address=a, kind=address_kind(a) if a else None) for i, a in enumerate(addresses)]
+    return [Hop(ttl=i + 1, address=a, kind=hop_kind(a) if a else None) for i, a in enumerate(addresses)]
 
 
 def infer_layers(ev: PathEvidence) -> LayerInference:
@@ -106,7 +73,7 @@ def infer_layers(ev: PathEvidence) -> LayerInference:
     # Realms crossed: the local one, then each new private/shared realm seen on a hop before the first
     # public hop, plus the gateway's WAN realm if the gateway reports one.
     realms: list[tuple[str, str | None]] = []  # (realm, router seen in it)
-    local_realm = realm_of(ev.local_address) if ev.local_address else None
+    local_realm = nat_realm(ev.local_address) if ev.local_address else None
     if local_realm is not None:
         realms.append((local_realm, ev.gateway))
     reached_public = False
@@ -115,9 +82,9 @@ def infer_layers(ev: PathEvidence) -> LayerInference:
         if hop.address is None:
             continue
         answered_hops += 1
-        realm = realm_of(hop.address)
+        realm = nat_realm(hop.address)
         if realm is None:
-            if address_kind(hop.address) == "public":
+            if is_public(hop.address):
                 reached_public = True
                 break
             continue
@@ -128,7 +95,7 @@ def infer_layers(ev: PathEvidence) -> LayerInference:
         elif realms[-1][1] is None:
             realms[-1] = (realm, hop.address)
     for wan in ev.gateway_wan:
-        realm = realm_of(wan)
+        realm = nat_realm(wan)
         if realm is not None and all(r != realm for r, _ in realms):
             realms.insert(1 if realms else 0, (realm, None))
 
@@ -152,7 +119,7 @@ def infer_layers(ev: PathEvidence) -> LayerInference:
         reasons["layers"] = reasons.get("layers") or (
             "no router answered the TTL-limited probes; layers beyond the first may be hidden")
 
-    shared_seen = any(r == str(_SHARED4) for r, _ in realms) or any(
+    shared_seen = any(r == SHARED_REALM for r, _ in realms) or any(
         a and address_kind(a) == "shared" for a in (ev.local_address, *ev.gateway_wan))
     cgnat: bool | None
     if shared_seen:
@@ -166,7 +133,7 @@ def infer_layers(ev: PathEvidence) -> LayerInference:
     details: list[NatLayer] = []
     for i, (realm, router) in enumerate(realms):
         owner: Literal["operator", "provider", "unknown"]
-        if realm == str(_SHARED4):
+        if realm == SHARED_REALM:
             owner = "provider"
         elif i == 0:
             owner = "operator"

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import time
 
+from nodereach.diagnose.budget import Context
+from nodereach.diagnose.observations import LifetimeObservation
 from nodereach.diagnose.stunio import Addr, StunSocket
 from nodereach.stun import message as M
 from nodereach.stun.rtt import SharedRtt
@@ -69,3 +71,10 @@ async def measure(server: Addr, lifetime_max: float, rtt: SharedRtt) -> tuple[fl
     if not later_dead:
         return best, f"binding still alive after {best:g} s (the longest interval tested, --lifetime-max)"
     return best, f"binding alive after {best:g} s, gone after {min(later_dead):g} s"
+
+
+async def probe(server: Addr, lifetime_max: float, ctx: Context) -> LifetimeObservation:
+    """The binding lifetime toward `server` once an RTT is known (its deadlines derive from it)."""
+    await ctx.first_rtt()
+    value, why = await measure(server, lifetime_max, ctx.rtt)
+    return LifetimeObservation(value, why)

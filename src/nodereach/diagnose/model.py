@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from nodereach.net import Transport
+
 SCHEMA = "nodereach.check/1"
 
 Behaviour = Literal["endpoint-independent", "address-dependent", "address-and-port-dependent", "unknown"]
@@ -17,7 +19,11 @@ Mapping = Literal[
     "endpoint-independent", "address-dependent", "address-and-port-dependent", "no-nat", "unknown"
 ]
 Verdict = Literal["reachable", "unreachable", "no-connectivity"]
-Protocol = Literal["tcp", "udp"]
+Protocol = Transport
+"""The report's name for a transport (`tcp` | `udp`)."""
+ServerKind = Literal["nodereach", "stun-rfc5780", "stun"]
+HopKind = Literal["private", "shared", "public", "special"]
+"""Address kinds as the path drawing needs them (nodereach.net.address_kind folded into four)."""
 
 
 class Outbound(msgspec.Struct, kw_only=True):
@@ -58,7 +64,7 @@ class NatLayer(msgspec.Struct, kw_only=True):
 class Hop(msgspec.Struct, kw_only=True):
     ttl: int
     address: str | None = None
-    kind: Literal["private", "shared", "public", "special"] | None = None
+    kind: HopKind | None = None
 
 
 class Nat(msgspec.Struct, kw_only=True):
@@ -115,7 +121,7 @@ class Advice(msgspec.Struct, kw_only=True):
 
 class ServerUsed(msgspec.Struct, kw_only=True):
     address: str
-    kind: Literal["nodereach", "stun-rfc5780", "stun"]
+    kind: ServerKind
     answered: bool
     rtt_ms: float | None = None
     reason: str | None = None

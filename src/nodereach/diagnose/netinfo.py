@@ -12,13 +12,14 @@ import ipaddress
 import json
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_CHILD_OUTPUT = 1 << 20
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class RouteInfo:
     source: str | None = None
     gateway: str | None = None
@@ -29,11 +30,11 @@ class RouteInfo:
     error: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class NetInfo:
     addresses: frozenset[str] = frozenset()
     """Every address configured on this host."""
-    routes: dict[str, RouteInfo] = field(default_factory=dict)
+    routes: Mapping[str, RouteInfo] = field(default_factory=dict)
     """Route toward each server address."""
     default_gateway4: str | None = None
     default_gateway6: str | None = None
@@ -55,47 +56,47 @@ def source_toward(dest: str | None) -> tuple[str | None, str | None]:
 
 def gather(destinations: list[str]) -> NetInfo:
     """Ask the kernel which source address, gateway and interface it uses toward each destination."""
-    info = NetInfo()
     try:
         from pyroute2 import IPRoute
     except ImportError as exc:  # pragma: no cover - a dependency
-        info.error = f"pyroute2 missing: {exc}"
-        return info
+        return NetInfo(error=f"pyroute2 missing: {exc}")
     try:
         with IPRoute() as ipr:
             addrs = list(ipr.get_addr())
-            info.addresses = frozenset(str(a.get_attr("IFA_ADDRESS")) for a in addrs if a.get_attr("IFA_ADDRESS"))
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            for family, attr in ((2, "default_gateway4"), (10, "default_gateway6")):
-                for r in ipr.get_default_routes(family=family):
-                    gw = r.get_attr("RTA_GATEWAY")
-                    if gw:
-                        setattr(info, attr, str(gw))
-                        break
-            for dest in destinations:
-                ri = RouteInfo()
-                try:
-                    ipaddress.ip_address(dest)
-                    route = ipr.route("get", dst=dest)[0]
-                    ri.source = route.get_attr("RTA_PREFSRC")
-                    ri.gateway = route.get_attr("RTA_GATEWAY")
-                    oif = route.get_attr("RTA_OIF")
-                    ri.interface = names.get(oif) if oif is not None else None
-                    ri.index = oif
-                    ri.networks = tuple(
-                        str(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
-                        for a in addrs if a["index"] == oif and a.get_attr("IFA_ADDRESS"))
-                except Exception as exc:  # netlink errors carry errno text: no route, unreachable
-                    ri.error = str(exc) or type(exc).__name__
-                info.routes[dest] = ri
+            gateways: dict[int, str] = {}
+            for family in (socket.AF_INET, socket.AF_INET6):
+                gw = next((r.get_attr("RTA_GATEWAY") for r in ipr.get_default_routes(family=family)
+                           if r.get_attr("RTA_GATEWAY")), None)
+                if gw:
+                    gateways[family] = str(gw)
+            routes = {dest: _route(ipr, dest, addrs, names) for dest in destinations}
+            return NetInfo(addresses=frozenset(str(a.get_attr("IFA_ADDRESS")) for a in addrs
+                                               if a.get_attr("IFA_ADDRESS")),
+                           routes=routes, default_gateway4=gateways.get(socket.AF_INET),
+                           default_gateway6=gateways.get(socket.AF_INET6))
     except Exception as exc:  # netlink unavailable: report, do not crash
-        info.error = f"netlink: {exc}"
-    return info
+        return NetInfo(error=f"netlink: {exc}")
+
+
+def _route(ipr: Any, dest: str, addrs: list[Any], names: dict[int, str]) -> RouteInfo:
+    try:
+        ipaddress.ip_address(dest)
+        route = ipr.route("get", dst=dest)[0]
+        oif = route.get_attr("RTA_OIF")
+        return RouteInfo(source=route.get_attr("RTA_PREFSRC"), gateway=route.get_attr("RTA_GATEWAY"),
+                         interface=names.get(oif) if oif is not None else None, index=oif,
+                         networks=tuple(
+                             str(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
+                             for a in addrs if a["index"] == oif and a.get_attr("IFA_ADDRESS")))
+    except Exception as exc:  # netlink errors carry errno text: no route, unreachable
+        return RouteInfo(error=str(exc) or type(exc).__name__)
 
 
 def to_json(info: NetInfo) -> str:
-    doc = dataclasses.asdict(info)
+    doc = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
     doc["addresses"] = sorted(info.addresses)
+    doc["routes"] = {k: dataclasses.asdict(v) for k, v in info.routes.items()}
     return json.dumps(doc)
 
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from nodereach.net import PortSpec
+
+__all__ = ["PortSpec", "dmz_rules", "firewall_accept_rules", "port_forward_rules", "provider_message_cgnat",
+           "provider_message_double_nat", "provider_message_filter"]
 
 WAN_PLACEHOLDER = "wan"  # interface name on the router; we cannot see it from the node
-
-
-@dataclass(frozen=True)
-class PortSpec:
-    port: int
-    protocol: str  # "tcp" | "udp"
-
-    def __str__(self) -> str:
-        return f"{self.port}/{self.protocol}"
 
 
 def port_forward_rules(node_ip: str, ports: list[PortSpec], wan_if: str = WAN_PLACEHOLDER) -> dict[str, str]:

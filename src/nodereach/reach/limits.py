@@ -39,6 +39,11 @@ def parse_port_ranges(spec: str) -> frozenset[int]:
     return frozenset(ports)
 
 
+MAX_IN_FLIGHT_PER_ADDRESS = 4
+"""Default cap on one address's probes running at once. A client that asks several probes at once (nodereach
+check: every --port, TCP ones twice) stays within it, or the last ones are refused as busy."""
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     address_rate: float = 1.0
@@ -49,7 +54,7 @@ class LimitsConfig:
     max_ports_per_window: int = 16
     """Distinct ports one address may have probed within port_window_s; more looks like a scan."""
     port_window_s: float = 600.0
-    max_in_flight_per_address: int = 4
+    max_in_flight_per_address: int = MAX_IN_FLIGHT_PER_ADDRESS
     max_in_flight: int = 64
     max_tracked: int = 100_000
     """Addresses (and separately networks) remembered; beyond that the least recently seen are dropped."""
