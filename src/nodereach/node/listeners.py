@@ -22,7 +22,7 @@ import ipaddress
 import os
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -316,10 +316,11 @@ class ProcessInfo:
 def list_processes(proc: Path = Path("/proc"), limit: int = 100_000) -> list[ProcessInfo]:
     """Every process's name and command line (readable by any user), and whether it runs in another network
     namespace (needs the same user or root). Bounded by `limit` entries."""
-    try:
-        mine = os.readlink(proc / "self" / "ns" / "net")
-    except OSError:
-        mine = ""
+    mine = ""
+    for me in ("thread-self", "self"):  # the calling thread's namespace (a lab thread is not the main one's)
+        with contextlib.suppress(OSError):
+            mine = os.readlink(proc / me / "ns" / "net")
+            break
     out: list[ProcessInfo] = []
     with contextlib.suppress(OSError):
         for entry in os.listdir(proc)[:limit]:
@@ -390,7 +391,7 @@ class PortListening:
         return bool(self.listeners) and not any(p.code in PORT_WIDE for p in self.problems)
 
 
-def assess(specs: Sequence[PortSpec], families: Sequence[Family], arrival: dict[Family, str | None],
+def assess(specs: Sequence[PortSpec], families: Sequence[Family], arrival: Mapping[Family, str | None],
            listeners: Sequence[Listener], containers: ContainerView = ContainerView()) -> list[PortListening]:
     """`judge` for every tested port and family (pure)."""
     out: list[PortListening] = []
