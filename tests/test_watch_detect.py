@@ -316,9 +316,9 @@ def mapping(t: float, present: bool, external: str | None = f"{A}:30303", lifeti
 
 
 def test_mapping_lost_and_restored_at_once_with_lease_metric() -> None:
-    state = fresh()
+    state = replace(fresh(), next_check=T0 + 900)
     state, kinds, _ = run(state, mapping(0, True))
-    assert kinds == []
+    assert kinds == [] and state.check_requested  # the first mapping: a check now, not in 15 min
     lease = {s.labels: s.value for s in samples(state, T0 + 100) if s.name.startswith("nodereach_mapping")}
     assert lease == {(("port", "30303"), ("protocol", "tcp"), ("method", "pcp")): 3500.0}
     st = detect.on_mapping(state, mapping(200, False))

@@ -343,3 +343,30 @@ async def test_kept_mappings_translates_the_keepers_reports() -> None:
         (True, "198.51.100.4:30303", None, False),                     # the gateway's address changed
     ]
     assert errors == ["mapping"]
+
+
+def test_server_backoff_cap_follows_the_interval() -> None:
+    caps = {i: build(Settings(interval=i)).policy.server_backoff_max for i in (1, 10, 60, 600, 3600)}
+    assert caps == {1: 15, 10: 150, 60: 900, 600: 900, 3600: 3600}
+
+
+# --- the check's report, as the watcher reads it ----------------------------------------------------------
+def test_report_where_nodereach_listened_is_not_reachable() -> None:
+    from nodereach.diagnose.model import PortResult, Report, ServerUsed
+    from nodereach.watch.fullcheck import observe_report
+
+    def report(*ports: PortResult) -> Report:
+        return Report(verdict="reachable", ports=list(ports),
+                      servers=[ServerUsed(address="203.0.113.10:3478", kind="nodereach", answered=True)])
+
+    empty = PortResult(port=30303, protocol="tcp", reachable=True, reason="ok", listener="nodereach")
+    node = PortResult(port=30303, protocol="udp", reachable=True, reason="ok", listener="node")
+    obs = observe_report(report(empty), mono=1.0, wall=2.0)
+    assert obs.verdict == "unreachable"
+    assert [(p.key.port, p.reachable, p.reason) for p in obs.ports] == [(30303, False, "nothing-listening")]
+    obs = observe_report(report(empty, node), mono=1.0, wall=2.0)
+    assert obs.verdict == "reachable" and [p.reachable for p in obs.ports] == [False, True]  # issue 10's rule
+    silent = Report(verdict="no-connectivity", servers=[
+        ServerUsed(address="203.0.113.10:3478", kind="stun", answered=False, reason="timeout")])
+    obs = observe_report(silent, mono=1.0, wall=2.0)
+    assert obs.verdict is None and "timeout" in (obs.error or "")  # could not tell: changes nothing

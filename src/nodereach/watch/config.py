@@ -135,7 +135,7 @@ def build(flags: Settings, config: Path | None = None) -> WatchOptions:
         inbound_zero_after=_range("inbound-zero-after", s.inbound_zero_after, P.DEFAULT_INBOUND_ZERO_S, 1.0,
                                   7 * 86400.0),
         check_timeout=_range("check-timeout", s.check_timeout, P.DEFAULT_CHECK_TIMEOUT_S, 0.5, 60.0),
-        server_backoff_max=max(interval, P.DEFAULT_SERVER_BACKOFF_MAX_S),
+        server_backoff_max=P.server_backoff_cap(interval),
         confirm_check_delay=min(P.DEFAULT_CONFIRM_CHECK_DELAY_S, max(interval, 1.0)),
         min_check_gap=min(P.DEFAULT_MIN_CHECK_GAP_S, max(interval, 1.0)),
     )

@@ -418,6 +418,8 @@ def _mapping_change(ref: PortRef, d: Declared[MappingValue], error: str | None, 
         if not d.after.present:
             out.change("mapping-failed", "mapping", None, None, f"could not map {port}/{proto}{why}",
                        port=port, protocol=proto, method=method)
+        else:
+            out.trigger = True  # the first mapping changes what a check finds: look now, not at the next period
         return
     assert d.before is not None
     if d.before.present and not d.after.present:

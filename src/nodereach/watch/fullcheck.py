@@ -4,7 +4,7 @@
 A check that reached no server says nothing about the node (the watcher's own line may be down, or the
 servers): its verdict is None and it changes nothing. A port where nodereach itself had to listen (nothing of
 the node did) is not reachable: peers' first packets would reach no program of the node (reason
-`nothing-listening`, the check's own code).
+`nothing-listening`, the check's own code); when that holds for every tested port the node is `unreachable`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ def observe_report(report: Report, *, mono: float, wall: float) -> CheckObservat
         reasons = "; ".join(f"{s.address}: {s.reason}" for s in report.servers if s.reason) or "no server answered"
         return CheckObservation(mono, wall, None, duration_s=report.duration_s, error=reasons)
     ports = tuple(_port(p) for p in report.ports)
-    return CheckObservation(mono, wall, str(report.verdict), ports, report.nat.layers, report.nat.cgnat,
-                            report.duration_s)
+    verdict = str(report.verdict)
+    if verdict == "reachable" and ports and not any(p.reachable for p in ports):
+        # The path is open but the node listens on none of its ports: peers reach no program of the node
+        # (issue 10's verdict; the check said `reachable` for the path while nodereach listened itself).
+        verdict = "unreachable"
+    return CheckObservation(mono, wall, verdict, ports, report.nat.layers, report.nat.cgnat, report.duration_s)
 
 
 def _port(p: Any) -> PortReach:

@@ -112,6 +112,7 @@ class Watcher:
         if self.make_keeper is not None:
             keeper_task = asyncio.create_task(self.make_keeper(self._on_mapping).run(), name="nodereach-keeper")
         stopper = asyncio.create_task(self._relay(stop))
+        check_task: asyncio.Task[CheckObservation] | None = None
         next_probe = self.clock.mono()
         try:
             while not stop.is_set():
@@ -119,29 +120,37 @@ class Watcher:
                 self._drain_mapping()
                 now = self.clock.mono()
                 self._apply(detect.on_tick(self.state, now, self.clock.wall(), self.policy))
+                if check_task is not None and check_task.done():
+                    self._apply_check(check_task)
+                    check_task = None
                 if now >= next_probe:
+                    # Rounds are spaced from their start: a slow round does not push the next one back.
                     await self._probe_round(now)
-                    next_probe = self.clock.mono() + schedule.probe_delay(self.state, self.policy)
+                    next_probe = now + schedule.probe_delay(self.state, self.policy)
                     self._drain_mapping()
                 if stop.is_set():
                     break
-                if schedule.check_due(self.state, self.clock.mono(), self.policy):
-                    await self._check_round()
-                    self._drain_mapping()
+                if check_task is None and schedule.check_due(self.state, self.clock.mono(), self.policy):
+                    # The full check runs beside the probes: a check that takes seconds delays no probe.
+                    check_task = asyncio.create_task(self._check(), name="nodereach-check")
+                    check_task.add_done_callback(lambda _t: self._wake.set())
                 now = self.clock.mono()
-                wait = min(next_probe - now, schedule.check_wait(self.state, now, self.policy))
+                wait = next_probe - now
+                if check_task is None:
+                    wait = min(wait, schedule.check_wait(self.state, now, self.policy))
                 tick = schedule.tick_at(self.state, self.policy)
                 if tick is not None:
                     wait = min(wait, tick - now)
-                if self._mapping or stop.is_set():
+                if self._mapping or stop.is_set() or (check_task is not None and check_task.done()):
                     continue
                 await self.clock.sleep(max(0.0, wait), self._wake)
         finally:
             stopper.cancel()
-            if keeper_task is not None:
-                keeper_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await keeper_task
+            for task in (check_task, keeper_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             self._drain_mapping()
             self.emit(detect.stop(self.state, self.clock.wall()))
 
@@ -200,16 +209,18 @@ class Watcher:
             self._complain("node", exc)
             return NodeView(error=str(exc))
 
-    async def _check_round(self) -> None:
+    async def _check(self) -> CheckObservation:
         self.checks += 1
-        start_mono, start_wall = self.clock.mono(), self.clock.wall()
+        start = self.clock.mono()
         try:
-            obs = await self.check()
+            return await self.check()
         except Exception as exc:  # a bug in the check must not end the watching
             self._complain("check", exc)
-            obs = CheckObservation(self.clock.mono(), self.clock.wall(), None,
-                                   duration_s=self.clock.mono() - start_mono, error=str(exc))
-        del start_wall
+            return CheckObservation(self.clock.mono(), self.clock.wall(), None, duration_s=self.clock.mono() - start,
+                                    error=str(exc))
+
+    def _apply_check(self, task: asyncio.Task[CheckObservation]) -> None:
+        obs = task.result()
         if self.checked is not None and obs.verdict is not None:
             self.checked(obs)
         self._apply(detect.on_check(self.state, obs, self.policy, self.clock.random()))

@@ -36,6 +36,14 @@ DEFAULT_INBOUND_ZERO_S = 1800.0
 """Inbound peers at zero for this long (after the grace period) is an event, as the alert rule's 30 min."""
 DEFAULT_SERVER_BACKOFF_MAX_S = 900.0
 """A server that stopped answering is asked less and less often (doubling), at least every 15 min."""
+BACKOFF_INTERVALS = 15
+"""With a shorter interval the cap is 15 intervals: a fast watcher finds its server back as fast, relatively."""
+
+
+def server_backoff_cap(interval: float) -> float:
+    """The longest wait between two probes of a silent server: 15 intervals, at most 15 min (but never less
+    than one interval)."""
+    return max(interval, min(BACKOFF_INTERVALS * interval, DEFAULT_SERVER_BACKOFF_MAX_S))
 DEFAULT_CHECK_TIMEOUT_S = 5.0
 
 
