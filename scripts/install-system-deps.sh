@@ -2,7 +2,7 @@
 # Installs the Debian packages the lab, the tests and the demo need, only those that are missing.
 set -euo pipefail
 PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps prometheus
-      monero transmission-daemon syncthing wireguard-go wireguard-tools)
+      monero transmission-daemon syncthing wireguard-go wireguard-tools nodejs)
 # Units that Debian starts on install. Their daemons run only inside lab namespaces, started by the tests'
 # fixtures (node software: tests/node_fixtures.py); on the host they are stopped and masked, so nothing
 # listens on the host's own network. syncthing@.service is a template, started only when enabled for a user.
@@ -26,11 +26,23 @@ quiet_units() {
   done
 }
 
+# js-libp2p for the multistream-select proof tests (tests/libp2p_fixtures.py), from the npm registry, pinned by
+# tests/js_libp2p/package-lock.json; reinstalled only when the lock file changed.
+js_deps() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/js_libp2p"
+  command -v npm >/dev/null 2>&1 || { echo "nodereach: npm missing (nodejs); js-libp2p tests will fail" >&2; return 0; }
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "nodereach: installing js-libp2p (npm ci in tests/js_libp2p)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then quiet_units; exit 0; fi
+if [ ${#missing[@]} -eq 0 ]; then quiet_units; js_deps; exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "nodereach: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
   exit 2
@@ -41,3 +53,4 @@ quiet_units  # masked before the install: the package's postinst then cannot sta
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 quiet_units
+js_deps

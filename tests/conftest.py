@@ -30,7 +30,7 @@ def require_lab() -> None:
     pytest.skip(reason)
 
 
-LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons", "ipv6_home_router"})
+LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons", "ipv6_home_router", "js_libp2p"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,4 +42,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool, ipv6_home_router)
+from libp2p_fixtures import js_libp2p  # noqa: E402, F401  (js-libp2p in lab namespaces)
 from node_fixtures import node_daemons  # noqa: E402, F401  (real node software in lab namespaces)

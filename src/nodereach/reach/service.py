@@ -323,6 +323,8 @@ class DialbackService:
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
+        if self.config.probes:
+            loop.run_in_executor(None, _warm_proof_imports)
         bound: list[tuple[str, int]] = []
         hosts: list[str | None] = list(addresses) or [None]
         try:
@@ -366,6 +368,15 @@ class DialbackService:
         for conn in list(self.guard.connections):
             conn.abort("max-age", count=False)
         self._servers.clear()
+
+
+def _warm_proof_imports() -> None:
+    """Import what ENR proofs need off the event loop, once at start: `rlp` pulls eth-utils and pydantic
+    (~0.7 s here), which would otherwise stall every request in flight when the first ENR arrives."""
+    with contextlib.suppress(ImportError):  # a broken install shows up, with its error, on the first ENR
+        import coincurve  # noqa: F401
+        import rlp  # noqa: F401
+        from Crypto.Hash import keccak  # noqa: F401
 
 
 def _parse_proof(req: ProbeRequest) -> proofs.ProofSpec | None:
