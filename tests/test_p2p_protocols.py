@@ -434,3 +434,28 @@ def test_ipv6_endpoint_in_ping() -> None:
     x = discv4.PingExchange(discv4.Endpoint("2001:db8::5", 30303, 0), now=1)
     ping = discv4.parse_ping(discv4.decode_packet(x.request()))
     assert ipaddress.ip_address(ping.recipient.ip or "") == ipaddress.ip_address("2001:db8::5")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=1300))
+def test_discv4_exchange_never_raises(data: bytes) -> None:
+    x = discv4.PingExchange(discv4.Endpoint("203.0.113.5", 30303, 0), now=1)
+    assert x.feed(data) is None  # nothing random is a PONG with our hash
+    framed = crypto.keccak256(data) + data
+    answer = x.feed(framed)
+    assert answer is None or not answer.ok
+
+
+@given(st.binary(max_size=64))
+def test_base58_round_trip(raw: bytes) -> None:
+    from nodereach.p2p import base58
+
+    assert base58.decode(base58.encode(raw)) == raw
+
+
+@given(st.text(max_size=80))
+def test_base58_hostile(text: str) -> None:
+    from nodereach.p2p import base58
+
+    with contextlib.suppress(P2PDecodeError):
+        base58.decode(text)
