@@ -78,7 +78,7 @@ def test_usage_errors_are_one_line() -> None:
     for args, needle in ((["--metrics", "nonsense"], "bad --metrics"),
                          (["--keep-mapped"], "--keep-mapped needs the node's ports"),
                          (["--interval", "0"], "interval 0.0 is out of range"),
-                         (["--node", "monero"], "--node")):
+                         (["--node", "nonsense"], "unknown node kind")):
         ports = [] if args[0] == "--keep-mapped" else ["--port", "30303"]
         r = subprocess.run([sys.executable, "-m", "nodereach.cli", "watch", *ports, *args], capture_output=True,
                            text=True, timeout=30)

@@ -223,3 +223,33 @@ async def test_stun_server_disappears_for_a_while(lab: Callable[..., Lab], tmp_p
         prom.stop()
         node.close()
     assert code == 0
+
+
+async def test_monero_inbound_peers_zero_then_back(lab: Callable[..., Lab], node_daemons: object,
+                                                    tmp_path: Path) -> None:
+    """A real monerod (regtest) read over its RPC: peers exported, zero inbound for longer than the threshold
+    is one event, the first inbound peer (a second monerod on the lab internet, through a forward) another."""
+    net = lab("port-restricted")
+    node_daemons.monerod(net, "client")  # type: ignore[attr-defined]
+    c = {"server": [A.SERVER_IP], "port": ["18080/tcp"], **FAST, "node": "monero", "inbound-zero-after": 3}
+    with serving(net, tmp_path):
+        prom = Prometheus(net, "client", tmp_path)
+        w = Watching(net, "client", tmp_path, c)
+        try:
+            prom.wait('nodereach_node_peers{direction="inbound"}', 30, value_is(0))
+            prom.wait('nodereach_node_peers{direction="outbound"}', 5, value_is(0))
+            zero = w.wait_event("node-inbound-zero", 3 + 2 * float(FAST["interval"]) + SLACK_S)
+            assert zero["what"] == "node_peers" and zero["after"] == 0
+            t0 = time.time()
+            net.forward(18080, "tcp")
+            node_daemons.monerod(net, "peer", p2p_address=A.PEER_IP,  # type: ignore[attr-defined]
+                                 connect_to=f"{A.ROUTER_WAN_IP}:18080")
+            back = w.wait_event("node-inbound-back", 60, after=t0)
+            assert back["before"] == 0 and back["after"] >= 1
+            prom.wait('nodereach_node_peers{direction="inbound"}', SCRAPE_S + SLACK_S,
+                      lambda r: len(r) == 1 and r[0][1] >= 1)
+            assert prom.query('nodereach_watch_errors_total{kind="node-unreadable"}')[0][1] == 0
+        finally:
+            code = w.stop()
+            prom.stop()
+    assert code == 0

@@ -1,5 +1,5 @@
-"""The full check, seen from the watcher: run it (one function, so the switch to the check's library entry
-`run_check` is one line) and reduce its report to a `CheckObservation`.
+"""The full check, seen from the watcher: run it (the check's library entry, `run_check`, with the options
+`check --server ... --port ...` would build) and reduce its report to a `CheckObservation`.
 
 A check that reached no server says nothing about the node (the watcher's own line may be down, or the
 servers): its verdict is None and it changes nothing. A port where nodereach itself had to listen (nothing of
@@ -17,13 +17,10 @@ from nodereach.watch.model import CheckObservation, PortKey, PortReach
 
 
 async def run_full_check(servers: list[str], ports: list[str], timeout: float) -> Report:  # noqa: ASYNC109
-    # TODO(check): `await run_check(opts)` once the check's library entry lands (issue 9).
     from nodereach.diagnose.command import build_options
-    from nodereach.diagnose.engine import Check
+    from nodereach.diagnose.engine import run_check
 
-    opts = build_options(servers, ports, timeout, False, 120.0, None)
-    report: Report = await Check(opts).run()
-    return report
+    return await run_check(build_options(servers, ports, timeout, False, 120.0, None))
 
 
 def observe_report(report: Report, *, mono: float, wall: float) -> CheckObservation:

@@ -1,20 +1,22 @@
-"""The seam to the node adapters (nodereach.node, issue 10): what the watcher needs from a node's RPC.
+"""The node's own view for the watcher: peer counts and advertised addresses, read through nodereach.node
+(the same adapters and credential rules as `check --node`) once per probe round, within its own bound.
 
-The watcher asks a `NodeSource` once per probe round for a `NodeView` (peer counts, advertised addresses).
-A source must answer within its own time bound and report failures in `NodeView.error`, never raise: an
-RPC that hangs or lies costs the watcher one error count, not a probe round.
+`--node KIND[=URL|PATH]` names the node; `--node auto` finds it once at start-up (known programs running here,
+default RPC ports listening). A read that fails, hangs or gets garbage is one `node-unreadable` error count
+and changes nothing the watcher declared.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from nodereach.errors import UsageError
 from nodereach.watch.model import NodeView
 
-NODE_READ_TIMEOUT_S = 3.0
+if TYPE_CHECKING:
+    from nodereach.node.reader import NodeSpec
+
+NODE_READ_BUDGET_S = 2.0
 
 
 class NodeSource(Protocol):
@@ -25,51 +27,50 @@ class NodeSource(Protocol):
     async def close(self) -> None: ...
 
 
-class AdapterSource:
-    """Wraps a nodereach.node adapter: one bounded read per probe round, its answer reduced to a NodeView."""
+class NodeReader:
+    """One node, read with nodereach.node.reader.read_node (never raises)."""
 
-    def __init__(self, name: str, adapter: Any, timeout: float = NODE_READ_TIMEOUT_S) -> None:
-        self.name = name
-        self.adapter = adapter
-        self.timeout = timeout
+    def __init__(self, spec: NodeSpec, *, how: str = "", owner_uid: int | None = None,
+                 budget_s: float = NODE_READ_BUDGET_S) -> None:
+        assert spec.kind is not None, "detect the node first"
+        self.spec = spec
+        self.name: str = spec.kind
+        self.how = how
+        self.owner_uid = owner_uid
+        self.budget_s = budget_s
 
     async def read(self) -> NodeView:
-        try:
-            async with asyncio.timeout(self.timeout):
-                info = await self.adapter.read()
-        except TimeoutError:
-            return NodeView(error=f"{self.name} RPC did not answer within {self.timeout:.0f} s")
-        except Exception as exc:  # an adapter's failure is one error count, never the watcher's end
-            return NodeView(error=f"{self.name} RPC: {getattr(exc, 'message', None) or exc}")
-        return view_of(info)
+        from nodereach.node.reader import read_node
+
+        reading = await read_node(self.spec, budget_s=self.budget_s, owner_uid=self.owner_uid, how=self.how)
+        status = reading.status
+        if status is None:
+            return NodeView(software=self.name, error=reading.error or "no answer")
+        advertised = tuple(a.address for a in status.advertised if a.address and a.host_kind == "ip")
+        return NodeView(software=status.software, inbound=status.inbound, outbound=status.outbound,
+                        advertised=advertised)
 
     async def close(self) -> None:
-        close = getattr(self.adapter, "close", None)
-        if close is not None:
-            await close()
+        return None
 
 
-def view_of(info: Any) -> NodeView:
-    """The fields the watcher tracks, read by name from the adapter's typed result (issue 10's report names:
-    software, peers.inbound, peers.outbound, advertised[].address)."""
-    peers = getattr(info, "peers", None)
-    advertised = tuple(str(a.address) for a in getattr(info, "advertised", ()) or () if getattr(a, "address", None))
-    return NodeView(software=getattr(info, "software", None), inbound=getattr(peers, "inbound", None),
-                    outbound=getattr(peers, "outbound", None), advertised=advertised)
+def open_node(text: str) -> NodeSource:
+    """`--node KIND[=URL|PATH]` or `--node auto` -> a source; UsageError that says what to write otherwise."""
+    from nodereach.node.reader import NodeSpec
 
-
-def open_node(spec: str) -> NodeSource:
-    """`--node KIND[=URL]` -> a source. Until nodereach.node lands, say so plainly instead of guessing."""
-    kind, _, target = spec.partition("=")
-    if not kind.strip():
-        raise UsageError(f"bad --node {spec!r}", "use --node KIND[=URL], e.g. --node monero=http://127.0.0.1:18081")
     try:
-        node = importlib.import_module("nodereach.node")
-    except ImportError:
-        raise UsageError("--node needs the node adapters (nodereach.node), which this build does not have yet",
-                         "leave --node out: ports, mappings and the public address are still watched") from None
-    make = getattr(node, "open_adapter", None)
-    if make is None:
-        raise UsageError("--node needs the node adapters (nodereach.node.adapters), which this build does not have "
-                         "yet", "leave --node out: ports, mappings and the public address are still watched")
-    return AdapterSource(kind.strip(), make(kind.strip(), target.strip() or None))
+        spec = NodeSpec.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"bad --node {text!r}: {exc}",
+                         "e.g. --node monero or --node monero=http://127.0.0.1:18081") from None
+    if spec.kind is not None:
+        return NodeReader(spec)
+    from nodereach.node.listeners import list_processes, scan
+    from nodereach.node.reader import detect
+
+    found = detect(list_processes(), scan(name_processes=True))
+    if not found:
+        raise UsageError("--node auto found no node software running on this host",
+                         "name it: --node KIND[=URL], e.g. --node monero=http://127.0.0.1:18081")
+    first = found[0]
+    return NodeReader(first.spec, how=first.how, owner_uid=first.owner_uid)
