@@ -24,8 +24,8 @@ from nodereach import defaults
 from nodereach.errors import UsageError
 from nodereach.net import ResolveError, Transport, family_of, is_ip, is_transport, resolve, wildcard
 from nodereach.p2p.exchange import TRANSPORT, ProofProtocol, ProtocolCheck
-from nodereach.reach import codec
-from nodereach.reach.http1 import host_port, request_json
+from nodereach.reach import codec, http1
+from nodereach.reach.http1 import HttpError, ResponseTimeout, host_port, request_json
 
 Listener = Literal["nodereach", "node", "none"]
 
@@ -283,6 +283,7 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         if proof.transport != transport:
             raise UsageError(f"{proof.protocol} runs over {proof.transport}, not {transport}")
         listen = False
+    asyncio.get_running_loop().call_soon(http1.warm_up)  # after the probes started next to this one
     label = server or host_port(address, http_port)
     listener: _Listener | None = None
     kind: Listener = "none"
@@ -311,12 +312,15 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
 
     async def ask() -> tuple[int | None, dict[str, Any]]:
         try:
-            async with asyncio.timeout(http_timeout):
-                return await request_json(address, http_port, "POST", "/v1/probe", body, local_address=local_address)
-        except TimeoutError:
+            r = await request_json(address, http_port, "POST", "/v1/probe", body, timeout=http_timeout,
+                                   local_address=local_address)
+        except ResponseTimeout:
             return None, {"message": f"no answer from {url} within {http_timeout:.1f} s"}
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             return None, {"message": f"{url}: {exc}"}
+        except HttpError as exc:  # something answered, but not with a usable HTTP response
+            return None, {"message": f"{url}: {exc}", "reason": "server-error"}
+        return r.status, r.doc
 
     try:
         answers = await asyncio.gather(*(ask() for _ in range(max(1, copies))))
@@ -327,7 +331,8 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
                             received=listener.received if listener is not None else None)
     status, doc = _best(answers)
     if status is None:
-        result.reason, result.detail = "no-server", str(doc.get("message"))
+        result.reason = "server-error" if doc.get("reason") == "server-error" else "no-server"
+        result.detail = str(doc.get("message"))
         return result
     if status != 200:
         code = str(doc.get("error", ""))
@@ -414,11 +419,10 @@ async def server_info(server: str, *, timeout: float) -> dict[str, Any] | None: 
     """GET /v1/info: what the server runs (STUN ports and RFC 5780 mode, dial-back). None if unreachable."""
     host, port = parse_server(server)
     try:
-        async with asyncio.timeout(timeout):
-            status, doc = await request_json(host, port, "GET", "/v1/info")
-    except (TimeoutError, OSError, ValueError):
+        r = await request_json(host, port, "GET", "/v1/info", timeout=timeout)
+    except (OSError, HttpError):
         return None
-    return doc if status == 200 and doc else None
+    return r.doc if r.status == 200 and r.doc else None
 
 
 __all__ = ["PROOF_PAD_TO", "DialBackResult", "ProofRequest", "ProtocolCheck", "base_url", "dial_back", "parse_server",

@@ -1,8 +1,13 @@
-"""A minimal HTTP/1.1 JSON client for nodereach's own /v1 API: one request per connection, bounded response.
+"""HTTP/1.1 client for nodereach's own /v1 JSON API: one request per connection, bounded, under a deadline.
 
-Why not aiohttp: importing it costs more than a whole dial-back probe at LAN RTTs, and the client only ever
-talks to a nodereach server (JSON in, JSON out, `Connection: close`). The response parser is pure and total:
-any bytes give (status, JSON object) or ValueError.
+The framing (status line, headers, Content-Length, chunked and close-delimited bodies, 1xx responses) is
+h11's; this module adds what a client facing hostile servers needs: size bounds, one deadline over the whole
+exchange, and one family of typed errors. `Exchange` is the sans-IO part (bytes in, a response or an
+`HttpError` out); `request_json` is the thin asyncio driver around it.
+
+Why not aiohttp: importing it costs more than a whole dial-back probe at LAN RTTs (~0.3-0.8 s here), and
+the check's start-up must stay lean. Even h11 (~10 ms of CPU) is imported only when first needed, or by
+`warm_up()` at a moment the event loop would otherwise wait on the network.
 """
 
 from __future__ import annotations
@@ -11,86 +16,175 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nodereach import __version__
 
-MAX_RESPONSE = 64 * 1024
-"""Bytes read at most from the server (its answers are a few hundred bytes)."""
+MAX_HEAD = 16 * 1024
+"""Bytes of status lines and headers, interim (1xx) responses included; nodereach sends ~200."""
+MAX_BODY = 64 * 1024
+"""Bytes of a response body (nodereach's answers are a few hundred bytes)."""
+MAX_RESPONSE = MAX_HEAD + MAX_BODY
+"""Bytes read at most over the whole exchange, interim (1xx) responses included."""
+READ_SIZE = 8192
 USER_AGENT = f"nodereach/{__version__}"
+
+
+class HttpError(Exception):
+    """The server's answer is not a usable HTTP/1.1 response; `str()` says why. The only error a hostile
+    answer can cause (besides OSError from the connection itself)."""
+
+
+class MalformedResponse(HttpError):
+    """Bytes that are not an HTTP/1.1 response (bad status line, headers, chunk sizes, ...)."""
+
+
+class ResponseTooLarge(HttpError):
+    """More than MAX_HEAD bytes of headers, MAX_BODY of body, or MAX_RESPONSE in all."""
+
+
+class TruncatedResponse(HttpError):
+    """The server closed the connection before the response was complete."""
+
+
+class ResponseTimeout(HttpError):
+    """No complete response before the deadline (connect, send and every read are under it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    status: int
+    doc: dict[str, Any]
+    """The body as a JSON object; {} when the body is empty or not a JSON object (an HTTP server that is not
+    nodereach's, an error page)."""
+
+
+def warm_up() -> None:
+    """Import h11 now. dial_back schedules this with call_soon, so it runs after the probes started next to
+    it have sent their packets and the loop would wait for replies anyway: neither the check's start-up nor
+    another probe's first packet pays for the import."""
+    import h11  # noqa: F401
 
 
 def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_http_response(data: bytes) -> tuple[int, dict[str, Any]]:
-    """Status and JSON object body of a (bounded) HTTP/1.1 response; a body that is not a JSON object gives {}.
-    ValueError when it is not an HTTP response at all."""
-    header, sep, rest = data[:MAX_RESPONSE].partition(b"\r\n\r\n")
-    if not sep:
-        raise ValueError("truncated HTTP response")
-    status_line = header.split(b"\r\n", 1)[0].split()
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit() \
-            or len(status_line[1]) != 3:
-        raise ValueError("not an HTTP response")
-    status = int(status_line[1])
-    if b"chunked" in header.lower():
-        rest = dechunk(rest)
-    try:
-        doc = json.loads(rest.decode("utf-8", "replace") or "{}")
-    except (ValueError, RecursionError):
-        doc = {}
-    return status, doc if isinstance(doc, dict) else {}
+class Exchange:
+    """One request and its response, without I/O.
 
+    `request(...)` gives the bytes to send; `feed(data)` takes what arrived and returns the response once
+    it is complete, else None; `feed(b"")` means the server closed the connection and never returns None.
+    Raises only HttpError subclasses.
+    """
 
-def content_length(header: bytes) -> int | None:
-    for line in header.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            return int(value.strip())
-    return None
+    def __init__(self) -> None:
+        import h11  # cached after the first time (see warm_up)
 
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self._received = 0
+        self._status: int | None = None
+        self._head = 0
+        self._body = bytearray()
+        self._done = False
 
-def dechunk(data: bytes) -> bytes:
-    """Chunked transfer coding -> body; stops at the last chunk or at the first malformed size."""
-    out = b""
-    while data:
-        size_s, _, data = data.partition(b"\r\n")
+    def request(self, method: str, target: str, host: str, body: bytes | None = None) -> bytes:
+        import h11
+
+        headers = [("Host", host), ("User-Agent", USER_AGENT), ("Connection", "close")]
+        if body is not None:
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        out = self._conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+        if body:
+            out += self._conn.send(h11.Data(data=body)) or b""
+        return out + (self._conn.send(h11.EndOfMessage()) or b"")
+
+    def feed(self, data: bytes) -> JsonResponse | None:
+        if self._done:
+            raise MalformedResponse("data after the end of the exchange")
+        self._received += len(data)
+        if self._received > MAX_RESPONSE:
+            raise ResponseTooLarge(f"the server sent more than {MAX_RESPONSE} bytes")
+        closed = not data
+        import h11
+
         try:
-            size = int(size_s.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size <= 0:
-            break
-        out += data[:size]
-        data = data[size + 2:]
-    return out
+            self._conn.receive_data(data)
+            while True:
+                event = self._conn.next_event()
+                if event is h11.NEED_DATA:
+                    if closed:
+                        raise TruncatedResponse("the server closed the connection mid-response")
+                    return None
+                if isinstance(event, h11.InformationalResponse | h11.Response):
+                    # h11 bounds only an incomplete head; one that arrived whole is counted here
+                    self._head += 16 + len(event.reason) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                    if self._head > MAX_HEAD:
+                        raise ResponseTooLarge(f"response head over {MAX_HEAD} bytes")
+                    if isinstance(event, h11.Response):
+                        self._status = event.status_code
+                elif isinstance(event, h11.Data):
+                    self._body += event.data
+                    if len(self._body) > MAX_BODY:
+                        raise ResponseTooLarge(f"response body over {MAX_BODY} bytes")
+                elif isinstance(event, h11.EndOfMessage):
+                    assert self._status is not None  # h11 gives EndOfMessage only after a Response
+                    self._done = True
+                    return JsonResponse(self._status, _json_object(bytes(self._body)))
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise TruncatedResponse("the server closed the connection before answering")
+                elif event is h11.PAUSED:
+                    raise MalformedResponse("the server switched protocols unasked")
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                raise ResponseTooLarge(f"response head over {MAX_HEAD} bytes") from None
+            if closed:
+                raise TruncatedResponse(f"the server closed the connection mid-response ({exc})") from None
+            raise MalformedResponse(f"not an HTTP/1.1 response ({str(exc)[:120]})") from None
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(body.decode("utf-8", "replace") or "{}")
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def parse_response(data: bytes, method: str = "GET") -> JsonResponse:
+    """A complete response as one byte string, followed by the connection's close (tests, tools)."""
+    exchange = Exchange()
+    exchange.request(method, "/", "localhost")
+    if data:
+        response = exchange.feed(data)
+        if response is not None:
+            return response
+    response = exchange.feed(b"")
+    assert response is not None  # feed(b"") returns or raises
+    return response
 
 
 async def request_json(host: str, port: int, method: str, path: str,
-                       body_fn: Callable[[float], dict[str, Any]] | None = None, *,
-                       local_address: str | None = None) -> tuple[int, dict[str, Any]]:
-    """One request, `Connection: close`. `body_fn(handshake_s)` builds the JSON body once the TCP handshake
-    took `handshake_s` (dial-back derives the server's probe deadline from it). The caller bounds the time;
-    raises OSError or ValueError."""
+                       body_fn: Callable[[float], dict[str, Any]] | None = None, *, timeout: float,  # noqa: ASYNC109
+                       local_address: str | None = None) -> JsonResponse:
+    """One request, `Connection: close`, everything within `timeout` seconds. `body_fn(handshake_s)` builds
+    the JSON body once the TCP handshake took `handshake_s` (dial-back derives the server's probe deadline
+    from it). Raises OSError (cannot connect) or HttpError (ResponseTimeout at the deadline)."""
     start = time.monotonic()
-    reader, writer = await asyncio.open_connection(host, port, local_addr=(local_address, 0) if local_address else None)
     try:
-        payload = b"" if body_fn is None else json.dumps(body_fn(time.monotonic() - start)).encode()
-        head = f"{method} {path} HTTP/1.1\r\nHost: {host_port(host, port)}\r\nUser-Agent: {USER_AGENT}\r\n"
-        if body_fn is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        writer.write(f"{head}Connection: close\r\n\r\n".encode() + payload)
-        data = b""
-        while len(data) < MAX_RESPONSE:
-            chunk = await reader.read(8192)
-            if not chunk:
-                break
-            data += chunk
-            header, sep, rest = data.partition(b"\r\n\r\n")
-            if sep and (length := content_length(header)) is not None and len(rest) >= length:
-                break
-    finally:
-        writer.close()
-    return parse_http_response(data)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, local_addr=(local_address, 0) if local_address else None)
+            try:
+                exchange = Exchange()
+                body = None if body_fn is None else json.dumps(body_fn(time.monotonic() - start)).encode()
+                writer.write(exchange.request(method, path, host_port(host, port), body))
+                while True:
+                    response = exchange.feed(await reader.read(READ_SIZE))
+                    if response is not None:
+                        return response
+            finally:
+                writer.close()
+    except TimeoutError:
+        raise ResponseTimeout(f"no complete answer within {timeout:.1f} s") from None
