@@ -357,7 +357,8 @@ async def test_request_with_bad_fingerprint_is_dropped(basic_server: StunServer)
 
 
 @pytest.mark.parametrize(("address", "alt", "port", "alt_port"), [
-    ("127.0.0.1", "::1", 0, 0), ("127.0.0.1", "127.0.0.1", 0, 0), ("127.0.0.1", "127.0.0.2", 5000, 5000)])
+    ("127.0.0.1", "::1", 0, 0), ("127.0.0.1", "127.0.0.1", 0, 0), ("127.0.0.1", "127.0.0.2", 5000, 5000),
+    ("0.0.0.0", "127.0.0.2", 0, 0), ("::", "::1", 0, 0)])
 def test_bad_rfc5780_config_is_a_clear_error(address: str, alt: str, port: int, alt_port: int) -> None:
     from nodereach.stun.errors import StunError
 
@@ -372,3 +373,49 @@ async def test_port_in_use_is_a_clear_error(basic_server: StunServer) -> None:
     with pytest.raises(StunError, match="cannot bind STUN") as info:
         await StunServer(StunServerConfig("127.0.0.1", port=taken)).start()
     assert info.value.hint
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def test_wildcard_answers_from_the_address_each_request_was_sent_to() -> None:
+    """Bound to 0.0.0.0, a reply to a request sent to 127.0.0.2 must come from 127.0.0.2 (the kernel alone
+    would pick 127.0.0.1 by route). A connected client socket drops replies from any other address, as a NAT
+    or firewall on a real client's path would."""
+    async with StunServer(StunServerConfig("0.0.0.0", port=0)) as server:
+        port = server.addresses["primary"][1]
+        for dest in ("127.0.0.1", "127.0.0.2"):
+            for request in (encode_message(binding_request()), encode_message(binding_request(), fingerprint=True)):
+                p = Probe()
+                try:
+                    p.sock.connect((dest, port))
+                    got = await p.ask(request, (dest, port))
+                finally:
+                    p.close()
+                assert got is not None, f"no reply from {dest} (answered from another address?)"
+                assert got[1] == (dest, port)
+                assert parse_message(got[0]).xor_mapped_address == p.addr
+    assert server.stats.replies == 4 and server.stats.send_failed == 0
+
+
+async def test_ipv6_wildcard_answers_over_ipv6_only() -> None:
+    if not _has_ipv6_loopback():
+        pytest.skip("this host has no ::1")
+    async with StunServer(StunServerConfig("::", port=0)) as server:
+        port = server.addresses["primary"][1]
+        p = Probe("::1")
+        try:
+            p.sock.connect(("::1", port))
+            got = await p.ask(encode_message(binding_request()), ("::1", port))
+        finally:
+            p.close()
+        assert got is not None and got[1] == ("::1", port)
+        assert parse_message(got[0]).xor_mapped_address == p.addr
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:  # IPV6_V6ONLY: IPv4 is not taken
+            v4.bind(("127.0.0.1", port))

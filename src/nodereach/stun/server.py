@@ -29,6 +29,11 @@ coturn also adds MAPPED-ADDRESS (68 B, 3.4x) and pads PADDING requests to the MT
 (56x). Rate limiting (token bucket per source IP, bounded LRU) runs before any parsing. A plain 20-byte
 Binding request takes a fast path without parsing or allocating a message object.
 
+Listening on a wildcard address (`0.0.0.0`, `::`; basic mode only) the server reads each request's
+destination address (IP_PKTINFO / IPV6_PKTINFO) and answers from it: the kernel would otherwise pick the
+source by route, so a host with several addresses of a family (common with IPv6) would answer a request sent
+to one of them from another, and a NAT or firewall on the client's side would drop that reply.
+
 Scaling: `reuse_port=True` sets SO_REUSEPORT, so several processes (`python -m nodereach.stun`)
 can share the ports and the kernel spreads clients over them; install the `fast` extra for uvloop.
 """
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import struct
 import time
@@ -64,6 +70,10 @@ _XOR4 = struct.Struct("!HHHHI")
 _COOKIE_PORT = A.MAGIC_COOKIE >> 16
 UDP_RCVBUF = 1 << 20
 _ROLES = {(0, 0): "primary", (0, 1): "alt_port", (1, 0): "alt_ip", (1, 1): "alt_both"}
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux <netinet/in.h>; Python does not export it
+_IN_PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_IN6_PKTINFO = struct.Struct("=16sI")  # struct in6_pktinfo: addr, ifindex
+_ANCBUF = socket.CMSG_SPACE(_IN6_PKTINFO.size)
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ class _Udp:
         self.tail = b""  # RESPONSE-ORIGIN + OTHER-ADDRESS, precomputed (RFC 5780 mode)
         self.fast_prefix = b""
 
-    def sendto(self, data: bytes, dest: A.Address) -> bool:
+    def sendto(self, data: bytes, dest: A.Address, local: str | None = None) -> bool:
         try:
             self.sock.sendto(data, dest)
             return True
@@ -165,6 +175,91 @@ class _Udp:
             srv.handle(self, data, addr)
 
 
+class _UdpAnyAddress(_Udp):
+    """A UDP socket bound to 0.0.0.0 or :: (basic mode): every reply leaves from the address its request was
+    sent to, read from the request's IP_PKTINFO / IPV6_PKTINFO and given back to sendmsg (module docstring)."""
+
+    def __init__(self, server: StunServer, idx: tuple[int, int], sock: socket.socket) -> None:
+        super().__init__(server, idx, sock)
+        self.v6 = sock.family == socket.AF_INET6
+        if self.v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self._cmsg: dict[str, list[tuple[int, int, bytes]]] = {}
+
+    def _source(self, local: str) -> list[tuple[int, int, bytes]]:
+        cmsg = self._cmsg.get(local)
+        if cmsg is None:
+            if self.v6:
+                cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                         _IN6_PKTINFO.pack(socket.inet_pton(socket.AF_INET6, local), 0))]
+            else:
+                cmsg = [(socket.IPPROTO_IP, IP_PKTINFO,
+                         _IN_PKTINFO.pack(0, socket.inet_pton(socket.AF_INET, local), bytes(4)))]
+            if len(self._cmsg) < 256:  # the host's own addresses: a handful
+                self._cmsg[local] = cmsg
+        return cmsg
+
+    def sendto(self, data: bytes, dest: A.Address, local: str | None = None) -> bool:
+        try:
+            self.sock.sendmsg([data], self._source(local) if local else [], 0, dest)
+            return True
+        except OSError:
+            self.server.stats.send_failed += 1
+            return False
+
+    def readable(self) -> None:
+        srv = self.server
+        stats = srv.stats
+        allow = srv.limiter.allow
+        recv = self.sock.recvmsg
+        send = self.sock.sendmsg
+        prefix = self.fast_prefix  # basic mode: no tail
+        inet_aton, pack, cookie = socket.inet_aton, _XOR4.pack, A.MAGIC_COOKIE
+        now = time.monotonic()
+        for _ in range(self.BATCH):
+            try:
+                data, anc, _flags, addr = recv(self.MAX_DATAGRAM, _ANCBUF)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            host = addr[0]
+            if not allow(host, now):
+                stats.rate_limited += 1
+                continue
+            n = len(data)
+            if n < HEADER_SIZE or data[0] & 0xC0 or ((data[2] << 8) | data[3]) + HEADER_SIZE != n:
+                stats.malformed += 1
+                continue
+            if n == HEADER_SIZE and data[:8] == _FAST_HEAD and "." in host and anc and anc[0][1] == IP_PKTINFO:
+                # The plain IPv4 request's fast path (see _Udp), answered through its own PKTINFO: the received
+                # in_pktinfo's destination goes back as the source (spec_dst), its interface index zeroed.
+                stats.requests += 1
+                level, kind, info = anc[0]
+                try:
+                    send([prefix + data[8:20] + pack(A.XOR_MAPPED_ADDRESS, 8, A.FAMILY_IPV4,
+                                                     addr[1] ^ _COOKIE_PORT,
+                                                     int.from_bytes(inet_aton(host), "big") ^ cookie)],
+                         [(level, kind, bytes(4) + info[8:12] + info[8:12])], 0, addr)
+                    stats.replies += 1
+                except OSError:
+                    stats.send_failed += 1
+                continue
+            srv.handle(self, data, addr, _destination(anc))
+
+
+def _destination(anc: list[tuple[int, int, bytes]]) -> str | None:
+    """The destination address of a received datagram, from its PKTINFO control message."""
+    for level, kind, value in anc:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
+            return socket.inet_ntop(socket.AF_INET, _IN_PKTINFO.unpack_from(value)[2])
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
+            return socket.inet_ntop(socket.AF_INET6, _IN6_PKTINFO.unpack_from(value)[0])
+    return None
+
+
 class StunServer:
     """Serve STUN Binding on UDP (1 or 4 sockets) and TCP. Never raises on input; see module docstring."""
 
@@ -173,6 +268,9 @@ class StunServer:
             if (":" in config.alt_address) != (":" in config.address) or config.alt_address == config.address:
                 raise StunError(f"RFC 5780 needs two different addresses of one family, got {config.address} "
                                 f"and {config.alt_address}", "give --alt-address a second IP of the same family")
+            if _unspecified(config.address) or _unspecified(config.alt_address):
+                raise StunError("RFC 5780 needs the server's own addresses, not a wildcard "
+                                f"({config.address}, {config.alt_address})", "give both addresses literally")
             if config.port and config.port == config.alt_port:
                 raise StunError(f"RFC 5780 needs two different ports, got {config.port} twice",
                                 "choose another alternate port")
@@ -203,8 +301,9 @@ class StunServer:
                                     "another STUN server running? pick other ports or check the addresses "
                                     "are configured on this host") from exc
         loop = asyncio.get_running_loop()
+        any_address = _unspecified(cfg.address)
         for idx, sock in socks.items():
-            proto = _Udp(self, idx, sock)
+            proto = (_UdpAnyAddress if any_address else _Udp)(self, idx, sock)
             self._udp[idx] = proto
             self.addresses[_ROLES[idx]] = proto.local
         for idx, proto in self._udp.items():
@@ -337,8 +436,9 @@ class StunServer:
         return encode_message(error_response(req, code, reason, unknown), fingerprint=req.has(A.FINGERPRINT)), \
             via, source
 
-    def handle(self, proto: _Udp, data: bytes, addr: tuple[str | Any, int]) -> None:
-        """UDP slow path: anything but a plain 20-byte Binding request."""
+    def handle(self, proto: _Udp, data: bytes, addr: tuple[str | Any, int], local: str | None = None) -> None:
+        """UDP slow path: anything but a plain 20-byte Binding request (`local`: the address it was sent to,
+        when the socket is bound to a wildcard)."""
         try:
             decision = self.respond(data, (addr[0], addr[1]), proto.idx)
         except Exception:  # never let one datagram take the server down; count it as malformed
@@ -347,7 +447,7 @@ class StunServer:
         if decision is None:
             return
         reply, out_idx, dest = decision
-        if self._udp[out_idx].sendto(reply, dest):
+        if self._udp[out_idx].sendto(reply, dest, local if out_idx == proto.idx else None):
             self.stats.replies += 1
 
     # --- TCP (RFC 8489 framing) on the primary address ---
@@ -388,6 +488,13 @@ class StunServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name: bound as given
+        return False
 
 
 def _make_socket(kind: int, host: str, port: int, reuse_port: bool) -> socket.socket:
