@@ -1,4 +1,5 @@
-"""serve configuration: TOML file, flags on top, validation errors as UsageError (one line, exit 2)."""
+"""serve configuration: TOML file (msgspec, strict), flags on top, validation errors as UsageError (one line
+naming the file and the key, exit 2)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typer.testing import CliRunner
 
 from nodereach.cli import app
 from nodereach.errors import UsageError
+from nodereach.reach.limits import LimitsConfig
+from nodereach.reach.service import DialbackConfig
 from nodereach.serve import config as cm
 
 FLAGS: dict[str, object] = {"addresses": [], "alt_address": None, "stun_port": None, "alt_port": None,
@@ -17,7 +20,7 @@ FLAGS: dict[str, object] = {"addresses": [], "alt_address": None, "stun_port": N
 
 
 def build(data: dict[str, object], **flags: object) -> cm.ServeConfig:
-    return cm.build(data, **{**FLAGS, **flags})  # type: ignore[arg-type]
+    return cm.build(cm.parse(data, "serve.toml"), **{**FLAGS, **flags})  # type: ignore[arg-type]
 
 
 def test_defaults_are_the_well_known_ports() -> None:
@@ -42,30 +45,56 @@ refused_ports = "25"
 rate_per_s = 10.0
 """)
     data = cm.load(path)
-    cfg = build(data)
+    cfg = cm.build(data, **FLAGS)  # type: ignore[arg-type]
     assert cfg.addresses == ["203.0.113.10"] and cfg.http_port == 8080 and cfg.log_json
     assert cfg.dialback.probe_timeout == 1.5 and cfg.dialback.limits.address_burst == 3.0
     assert cfg.dialback.limits.refused_ports == {25} and cfg.dialback.trusted_proxies == ("10.0.0.0/8",)
     assert cfg.stun_options == {"rate_per_s": 10.0}
-    cfg = build(data, addresses=["198.51.100.1"], http_port=9090, no_stun=True, refused_ports="22-23")
+    cfg = cm.build(data, **{**FLAGS, "addresses": ["198.51.100.1"], "http_port": 9090,  # type: ignore[arg-type]
+                            "no_stun": True, "refused_ports": "22-23"})
     assert cfg.addresses == ["198.51.100.1"] and cfg.http_port == 9090 and not cfg.run_stun
     assert cfg.dialback.limits.refused_ports == {22, 23}
 
 
 @pytest.mark.parametrize("data, flags, match", [
-    ({"bogus": 1}, {}, "unknown key"),
-    ({"dialback": {"bogus": 1}}, {}, "unknown \\[dialback\\]"),
-    ({"dialback": {"address_burst": "many"}}, {}, "bad \\[dialback\\] value"),
+    ({"bogus": 1}, {}, "^serve.toml: unknown key bogus \\(known keys in the top level: addresses, "),
+    ({"dialback": {"bogus": 1}}, {}, "^serve.toml: unknown key dialback.bogus \\(known keys in \\[dialback\\]: "),
+    ({"dialback": {"address_burst": "many"}}, {}, "^serve.toml: key dialback.address_burst: expected float, got str$"),
+    ({"run_stun": "yes"}, {}, "^serve.toml: key run_stun: expected bool, got str$"),  # no bool("yes") coercion
+    ({"run_dialback": 0}, {}, "^serve.toml: key run_dialback: expected bool, got int$"),
+    ({"http_port": "3480"}, {}, "^serve.toml: key http_port: expected int, got str$"),
+    ({"stun_port": 70000}, {}, "^serve.toml: key stun_port: expected int <= 65535$"),
+    ({"log_level": "loud"}, {}, "key log_level: invalid value 'loud' \\(use one of: 'debug', 'info', 'warning', "),
+    ({"addresses": ["203.0.113.10", 7]}, {}, "^serve.toml: key addresses\\[1\\]: expected str, got int$"),
+    ({"dialback": 5}, {}, "^serve.toml: key dialback: expected table, got int$"),
+    ({"dialback": {"probe_timeout": 0}}, {}, "key dialback.probe_timeout: expected float > 0"),
+    ({"dialback": {"max_in_flight": -1}}, {}, "key dialback.max_in_flight: expected int >= 0"),
     ({}, {"addresses": ["example.org"]}, "not an IP address"),
     ({}, {"addresses": ["203.0.113.10"], "alt_address": "203.0.113.10"}, "must differ"),
     ({}, {"addresses": ["2001:db8::1"], "alt_address": "203.0.113.11"}, "same IP family"),
     ({}, {"http_port": 70000}, "out of range"),
-    ({}, {"trusted_proxies": ["nope"]}, "trusted-proxy"),
-    ({}, {"refused_ports": "1-x"}, "bad \\[dialback\\] value"),
+    ({}, {"trusted_proxies": ["nope"]}, "trusted proxy"),
+    ({}, {"refused_ports": "1-x"}, "refused ports '1-x'"),
+    ({"dialback": {"refused_ports": "80-70"}}, {}, "refused ports '80-70'"),
 ])
 def test_bad_config(data: dict[str, object], flags: dict[str, object], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         build(data, **flags)
+
+
+def test_dialback_table_covers_every_limit() -> None:
+    """A new field of LimitsConfig or a configurable DialbackConfig field cannot be forgotten in [dialback]."""
+    table = set(cm.DialbackTable.__struct_fields__)
+    assert set(LimitsConfig.__dataclass_fields__) - {"refused_ports"} <= table
+    assert set(DialbackConfig.__dataclass_fields__) >= table - set(LimitsConfig.__dataclass_fields__)
+    defaults = build({}).dialback
+    assert defaults.limits == LimitsConfig() and defaults.probe_timeout == DialbackConfig().probe_timeout
+
+
+def test_shipped_example_is_valid() -> None:
+    """deploy/serve.example.toml is what operators copy: it must pass the strict check as shipped."""
+    example = cm.load(Path(__file__).parents[1] / "deploy" / "serve.example.toml")
+    assert example.addresses and example.dialback.address_burst == 10.0 and example.stun
 
 
 def test_missing_or_broken_file(tmp_path: Path) -> None:
@@ -81,3 +110,9 @@ def test_cli_reports_config_error_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "--address", "not-an-ip"])
     assert result.exit_code == 2
     assert "not an IP address" in result.output and "Traceback" not in result.output
+    path = tmp_path / "serve.toml"
+    path.write_text('addresses = ["203.0.113.10"]\n[dialback]\naddress_burst = "many"\n')
+    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{path}: key dialback.address_burst: expected float, got str" in lines[0]

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import errno
 import inspect
-import ipaddress
 import logging
 import signal
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from nodereach import __version__
 from nodereach.errors import EnvironmentProblem, NodereachError
+from nodereach.net import family_of
 from nodereach.reach.metrics import Metrics, StatsCollector
 from nodereach.reach.service import DialbackService
 from nodereach.serve import config as config_mod
@@ -86,7 +86,7 @@ class StunGroup:
         primaries = self.cfg.addresses or ["0.0.0.0"]
         for address in primaries:
             alt = self.cfg.alt_address
-            if alt and ipaddress.ip_address(alt).version != ipaddress.ip_address(address).version:
+            if alt and family_of(alt) != family_of(address):
                 alt = None
             kwargs: dict[str, Any] = {"address": address, "port": self.cfg.stun_port}
             if alt:

@@ -32,22 +32,70 @@
 
 from __future__ import annotations
 
-import ipaddress
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from nodereach import defaults
+import msgspec
+
+from nodereach import defaults, tomlconfig
 from nodereach.errors import UsageError
-from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, LimitsConfig, parse_port_ranges
+from nodereach.net import family_of, is_ip
+from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, LimitsConfig, parse_networks, parse_port_ranges
 from nodereach.reach.service import DialbackConfig
 
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+"""0 lets the kernel choose (tests)."""
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Rate = Annotated[float, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_LIMITS = LimitsConfig()
+_DIALBACK = DialbackConfig()
+
+
+class DialbackTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """[dialback]: the probe deadline and the abuse limits (defaults: reach.limits / reach.service)."""
+
+    probe_timeout: Seconds = _DIALBACK.probe_timeout
+    refused_ports: str = DEFAULT_REFUSED_PORTS
+    address_rate: Rate = _LIMITS.address_rate
+    address_burst: Rate = _LIMITS.address_burst
+    network_rate: Rate = _LIMITS.network_rate
+    network_burst: Rate = _LIMITS.network_burst
+    max_ports_per_window: Count = _LIMITS.max_ports_per_window
+    port_window_s: Seconds = _LIMITS.port_window_s
+    max_in_flight_per_address: Count = _LIMITS.max_in_flight_per_address
+    max_in_flight: Count = _LIMITS.max_in_flight
+    max_tracked: Count = _LIMITS.max_tracked
+    head_timeout: Seconds = _DIALBACK.head_timeout
+    body_timeout: Seconds = _DIALBACK.body_timeout
+    max_connections: Count = _DIALBACK.max_connections
+    max_connections_per_address: Count = _DIALBACK.max_connections_per_address
+    drain_timeout: Seconds = _DIALBACK.drain_timeout
+
+
 LIMIT_KEYS = {f.name for f in fields(LimitsConfig)} - {"refused_ports"}
-DIALBACK_KEYS = {"probe_timeout", "head_timeout", "body_timeout", "max_connections", "max_connections_per_address",
-                 "drain_timeout"}
-TOP_KEYS = {"addresses", "alt_address", "stun_port", "alt_port", "http_port", "run_stun", "run_dialback",
-            "log_json", "log_level", "trusted_proxies", "dialback", "stun"}
+DIALBACK_KEYS = set(DialbackTable.__struct_fields__) - LIMIT_KEYS - {"refused_ports"}
+
+
+class ServeFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The config file as written (the module docstring shows every key)."""
+
+    addresses: list[str] = []
+    alt_address: str | None = None
+    stun_port: Port = defaults.STUN_PORT
+    alt_port: Port = defaults.STUN_ALT_PORT
+    http_port: Port = defaults.HTTP_PORT
+    run_stun: bool = True
+    run_dialback: bool = True
+    log_json: bool = False
+    log_level: LogLevel = "info"
+    trusted_proxies: list[str] = []
+    dialback: DialbackTable = DialbackTable()
+    stun: dict[str, Any] = {}
+    """Passed to the STUN server's config by its field names (checked there: serve/command.py)."""
 
 
 @dataclass
@@ -66,90 +114,59 @@ class ServeConfig:
     stun_options: dict[str, Any] = field(default_factory=dict)
 
 
-def load(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
-    return data
+def load(path: Path | None) -> ServeFile:
+    """The file, typed and checked (UsageError naming the file and the key); defaults without a file."""
+    return ServeFile() if path is None else tomlconfig.load(path, ServeFile)
 
 
-def build(file_data: dict[str, Any], *, addresses: list[str], alt_address: str | None, stun_port: int | None,
+def parse(data: dict[str, Any], source: str = "config") -> ServeFile:
+    return tomlconfig.convert(data, ServeFile, source)
+
+
+def build(file: ServeFile, *, addresses: list[str], alt_address: str | None, stun_port: int | None,
           alt_port: int | None, http_port: int | None, no_stun: bool, no_dialback: bool, log_json: bool,
           trusted_proxies: list[str], refused_ports: str | None = None) -> ServeConfig:
-    """Merge file values and flags (flags that were given win) and validate everything once."""
-    f = dict(file_data)
-    unknown = set(f) - TOP_KEYS
-    if unknown:
-        raise UsageError(f"unknown key(s) in the config file: {', '.join(sorted(unknown))}",
-                         f"known keys: {', '.join(sorted(TOP_KEYS))}")
-    cfg = ServeConfig()
-    try:
-        cfg.addresses = [str(a) for a in (addresses or f.get("addresses", []))]
-        cfg.alt_address = alt_address or f.get("alt_address")
-        cfg.stun_port = int(stun_port if stun_port is not None else f.get("stun_port", cfg.stun_port))
-        cfg.alt_port = int(alt_port if alt_port is not None else f.get("alt_port", cfg.alt_port))
-        cfg.http_port = int(http_port if http_port is not None else f.get("http_port", cfg.http_port))
-        cfg.run_stun = not no_stun and bool(f.get("run_stun", True))
-        cfg.run_dialback = not no_dialback and bool(f.get("run_dialback", True))
-        cfg.log_json = log_json or bool(f.get("log_json", False))
-        cfg.log_level = str(f.get("log_level", "info")).lower()
-        cfg.trusted_proxies = [str(p) for p in (trusted_proxies or f.get("trusted_proxies", []))]
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad configuration value: {exc}") from None
+    """Merge the file and the flags (flags that were given win), then check what spans several keys."""
+    cfg = ServeConfig(
+        addresses=list(addresses or file.addresses),
+        alt_address=alt_address or file.alt_address,
+        stun_port=stun_port if stun_port is not None else file.stun_port,
+        alt_port=alt_port if alt_port is not None else file.alt_port,
+        http_port=http_port if http_port is not None else file.http_port,
+        run_stun=file.run_stun and not no_stun,
+        run_dialback=file.run_dialback and not no_dialback,
+        log_json=log_json or file.log_json,
+        log_level=file.log_level,
+        trusted_proxies=list(trusted_proxies or file.trusted_proxies),
+        stun_options=dict(file.stun),
+    )
     for a in [*cfg.addresses, *([cfg.alt_address] if cfg.alt_address else [])]:
-        try:
-            ipaddress.ip_address(a)
-        except ValueError:
-            raise UsageError(f"{a!r} is not an IP address", "serve binds to literal addresses") from None
+        if not is_ip(a):
+            raise UsageError(f"{a!r} is not an IP address", "serve binds to literal addresses")
     if cfg.alt_address and cfg.alt_address in cfg.addresses:
         raise UsageError("--alt-address must differ from --address", "RFC 5780 needs two distinct IPs")
-    if cfg.alt_address and not any(ipaddress.ip_address(a).version == ipaddress.ip_address(cfg.alt_address).version
-                                   for a in cfg.addresses):
+    if cfg.alt_address and not any(family_of(a) == family_of(cfg.alt_address) for a in cfg.addresses):
         raise UsageError("--alt-address needs an --address of the same IP family")
-    for name in ("stun_port", "alt_port", "http_port"):
+    for name in ("stun_port", "alt_port", "http_port"):  # flags (the file's are checked on load)
         value = getattr(cfg, name)
         if not 0 <= value <= 65535:
-            raise UsageError(f"{name.replace('_', '-')} {value} out of range")
+            raise UsageError(f"{name.replace('_', '-')} {value} out of range", "ports are 0..65535")
     if cfg.run_stun and cfg.alt_address and cfg.stun_port == cfg.alt_port and cfg.stun_port != 0:
         raise UsageError("--stun-port and --alt-port must differ for RFC 5780")
-    if cfg.log_level not in ("debug", "info", "warning", "error"):
-        raise UsageError(f"log_level {cfg.log_level!r}: use debug, info, warning or error")
     try:
-        from nodereach.reach.limits import parse_networks
-
         parse_networks(cfg.trusted_proxies)
     except ValueError as exc:
-        raise UsageError(f"bad --trusted-proxy: {exc}") from None
-    cfg.dialback = _dialback(f.get("dialback", {}), cfg, refused_ports)
-    stun = f.get("stun", {})
-    if not isinstance(stun, dict):
-        raise UsageError("[stun] must be a table")
-    cfg.stun_options = dict(stun)
+        raise UsageError(f"bad trusted proxy: {exc}", "use an address or a network, e.g. 10.0.0.0/8") from None
+    cfg.dialback = _dialback(file.dialback, cfg, refused_ports)
     return cfg
 
 
-def _dialback(section: Any, cfg: ServeConfig, refused_ports: str | None) -> DialbackConfig:
-    if not isinstance(section, dict):
-        raise UsageError("[dialback] must be a table")
-    unknown = set(section) - LIMIT_KEYS - DIALBACK_KEYS - {"refused_ports"}
-    if unknown:
-        raise UsageError(f"unknown [dialback] key(s): {', '.join(sorted(unknown))}",
-                         f"known: {', '.join(sorted(LIMIT_KEYS | DIALBACK_KEYS | {'refused_ports'}))}")
-    spec = refused_ports if refused_ports is not None else str(section.get("refused_ports", DEFAULT_REFUSED_PORTS))
+def _dialback(table: DialbackTable, cfg: ServeConfig, refused_ports: str | None) -> DialbackConfig:
+    spec = refused_ports if refused_ports is not None else table.refused_ports
     try:
         refused = parse_port_ranges(spec)
-        limits = replace(LimitsConfig(), refused_ports=refused,
-                         **{k: type(getattr(LimitsConfig(), k))(v) for k, v in section.items() if k in LIMIT_KEYS})
-        extra = {k: type(getattr(DialbackConfig(), k))(v) for k, v in section.items() if k in DIALBACK_KEYS}
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad [dialback] value: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"refused ports {spec!r}: {exc}", "use ranges like 0-79,81-442,444-1023") from None
+    limits = LimitsConfig(refused_ports=refused, **{k: getattr(table, k) for k in LIMIT_KEYS})
     return DialbackConfig(alt_address=cfg.alt_address, trusted_proxies=tuple(cfg.trusted_proxies), limits=limits,
-                          refused_ports_spec=spec, **extra)
+                          refused_ports_spec=spec, **{k: getattr(table, k) for k in DIALBACK_KEYS})
