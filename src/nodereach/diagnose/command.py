@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tomllib
-import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from nodereach import defaults
+import msgspec
+
+from nodereach import defaults, tomlconfig
 from nodereach.diagnose.model import EXIT_CODES, to_json
 from nodereach.diagnose.options import CheckOptions, ServerSpec
 from nodereach.errors import UsageError
@@ -72,24 +72,26 @@ def parse_server(text: str, *, dialback: bool = True) -> ServerSpec:
     return ServerSpec(host=host, stun_port=port, http_port=defaults.HTTP_PORT if dialback else None)
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """TOML: servers = ["HOST[:PORT]"], stun_servers = [...] (plain STUN), ports = ["30303/tcp"], timeout."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    section = data.get("check", data)
-    for key in ("servers", "stun_servers", "ports"):
-        value = section.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise UsageError(f"config {path}: `{key}` must be a list of strings")
-    if "timeout" in section and not isinstance(section["timeout"], int | float):
-        raise UsageError(f"config {path}: `timeout` must be a number")
-    return typing.cast(dict[str, Any], section)
+class CheckFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`check --config`: the file's keys, or the same under a [check] table (next to other commands' tables)."""
+
+    servers: list[str] = []
+    stun_servers: list[str] = []
+    """Plain STUN servers (no nodereach dial-back there)."""
+    ports: list[str] = []
+    timeout: Annotated[float, msgspec.Meta(ge=0.5, le=300)] | None = None
+
+
+class _SharedFile(msgspec.Struct, frozen=True):
+    check: CheckFile
+
+
+def load_config(path: Path) -> CheckFile:
+    """Typed and strict (tomlconfig): a mistake is one line naming the file and the key."""
+    data = tomlconfig.read(path)
+    if "check" in data:
+        return tomlconfig.convert(data, _SharedFile, str(path)).check
+    return tomlconfig.convert(data, CheckFile, str(path))
 
 
 def build_options(servers: list[str], ports: list[str], timeout: float, lifetime: bool, lifetime_max: float,
@@ -98,21 +100,21 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
         raise UsageError(f"--timeout {timeout} out of range", "use 0.5 .. 300 seconds")
     if lifetime and not 1 <= lifetime_max <= 3600:
         raise UsageError(f"--lifetime-max {lifetime_max} out of range", "use 1 .. 3600 seconds")
-    cfg = load_config(config) if config is not None else {}
+    cfg = load_config(config) if config is not None else CheckFile()
     specs = [parse_server(s) for s in servers]
     if not specs:
-        specs = [parse_server(s) for s in cfg.get("servers", [])]
-        specs += [parse_server(s, dialback=False) for s in cfg.get("stun_servers", [])]
+        specs = [parse_server(s) for s in cfg.servers]
+        specs += [parse_server(s, dialback=False) for s in cfg.stun_servers]
     builtin = not specs
     if builtin:
         specs = [parse_server(s, dialback=False) for s in BUILTIN_STUN_SERVERS]
     port_specs: list[PortSpec] = []
-    for text in ports or cfg.get("ports", []):
+    for text in ports or cfg.ports:
         for p in parse_port(text):
             if p not in port_specs:
                 port_specs.append(p)
-    if not servers and "timeout" in cfg and timeout == 5.0:
-        timeout = float(cfg["timeout"])
+    if not servers and cfg.timeout is not None and timeout == 5.0:
+        timeout = cfg.timeout
     return CheckOptions(servers=specs, ports=port_specs, timeout=timeout, lifetime=lifetime,
                         lifetime_max=lifetime_max, builtin_servers=builtin)
 
