@@ -313,33 +313,33 @@ def test_discv4_eip8_vectors() -> None:
     assert ping.node_id == KEY_NODE_ID and ping.type == discv4.PING
     p = discv4.parse_ping(ping)
     assert (p.version, p.sender, p.recipient, p.expiration) == (
-        4, discv4.Endpoint("127.0.0.1", 3322, 5544), discv4.Endpoint("::1", 2222, 3333), 1136239445)
+        4, discv4.NodeEndpoint("127.0.0.1", 3322, 5544), discv4.NodeEndpoint("::1", 2222, 3333), 1136239445)
     p555 = discv4.parse_ping(discv4.decode_packet(EIP8_PING_555))  # version 555, extra elements and bytes
     assert (p555.version, p555.sender.ip, p555.expiration) == (555, "2001:db8:3c4d:15::abcd:ef12", 1136239445)
     pong_packet = discv4.decode_packet(EIP8_PONG)
     pong = discv4.parse_pong(pong_packet)
     assert pong_packet.node_id == KEY_NODE_ID
-    assert pong.recipient == discv4.Endpoint("2001:db8:85a3:8d3:1319:8a2e:370:7348", 2222, 33338)
+    assert pong.recipient == discv4.NodeEndpoint("2001:db8:85a3:8d3:1319:8a2e:370:7348", 2222, 33338)
     assert pong.ping_hash.hex() == "fbc914b16819237dcd8801d7e53f69e9719adecb3cc0e790c57e91ca4461c954"
     assert pong.expiration == 1136239445
 
 
 def test_discv4_ping_and_pong_round_trip() -> None:
     """Codec round-trip (our PING through our PONG), not node behaviour."""
-    x = discv4.PingExchange(discv4.Endpoint("203.0.113.5", 30303, 0), now=1_700_000_000, node_id=KEY_NODE_ID)
+    x = discv4.PingExchange(discv4.NodeEndpoint("203.0.113.5", 30303, 0), now=1_700_000_000, node_id=KEY_NODE_ID)
     req = x.request()
     packet = discv4.decode_packet(req)
     ping = discv4.parse_ping(packet)
-    assert (ping.version, ping.recipient, ping.expiration) == (4, discv4.Endpoint("203.0.113.5", 30303, 0),
+    assert (ping.version, ping.recipient, ping.expiration) == (4, discv4.NodeEndpoint("203.0.113.5", 30303, 0),
                                                                1_700_000_020)
     assert packet.hash == req[:32] == x.ping_hash
     assert len(req) < 150
-    pong = discv4.encode_pong(KEY, discv4.Endpoint("198.51.100.9", 40000, 0), packet.hash, 1_700_000_020, 3)
-    assert x.feed(discv4.encode_ping(KEY, discv4.Endpoint(None, 0, 0), ping.sender, 1_700_000_020)) is None
+    pong = discv4.encode_pong(KEY, discv4.NodeEndpoint("198.51.100.9", 40000, 0), packet.hash, 1_700_000_020, 3)
+    assert x.feed(discv4.encode_ping(KEY, discv4.NodeEndpoint(None, 0, 0), ping.sender, 1_700_000_020)) is None
     answer = x.feed(pong)
     assert answer is not None and answer.ok and "enr-seq 3" in answer.detail
     # Same PONG, but the node id we expected is another one.
-    y = discv4.PingExchange(discv4.Endpoint("203.0.113.5", 30303, 0), now=1, node_id=bytes(32))
+    y = discv4.PingExchange(discv4.NodeEndpoint("203.0.113.5", 30303, 0), now=1, node_id=bytes(32))
     wrong = y.feed(discv4.encode_pong(KEY, ping.sender, y.ping_hash, 5))
     assert wrong is not None and not wrong.ok and "not the expected" in wrong.detail
     # A PONG for another PING is ignored.
@@ -431,7 +431,7 @@ def test_discv5_hostile(data: bytes) -> None:
 
 
 def test_ipv6_endpoint_in_ping() -> None:
-    x = discv4.PingExchange(discv4.Endpoint("2001:db8::5", 30303, 0), now=1)
+    x = discv4.PingExchange(discv4.NodeEndpoint("2001:db8::5", 30303, 0), now=1)
     ping = discv4.parse_ping(discv4.decode_packet(x.request()))
     assert ipaddress.ip_address(ping.recipient.ip or "") == ipaddress.ip_address("2001:db8::5")
 
@@ -439,7 +439,7 @@ def test_ipv6_endpoint_in_ping() -> None:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=1300))
 def test_discv4_exchange_never_raises(data: bytes) -> None:
-    x = discv4.PingExchange(discv4.Endpoint("203.0.113.5", 30303, 0), now=1)
+    x = discv4.PingExchange(discv4.NodeEndpoint("203.0.113.5", 30303, 0), now=1)
     assert x.feed(data) is None  # nothing random is a PONG with our hash
     framed = crypto.keccak256(data) + data
     answer = x.feed(framed)

@@ -13,6 +13,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from nodereach.net import unmap
 from nodereach.p2p.errors import ProtocolError
 from nodereach.p2p.exchange import Answer, ProofProtocol
 
@@ -95,7 +96,7 @@ def decode_version(payload: bytes) -> Version:
         raise ProtocolError(f"version payload of {len(payload)} bytes is too short")
     version, services, timestamp = struct.unpack_from("<iQq", payload, 0)
     recv_ip = ipaddress.IPv6Address(payload[28:44])
-    ip = str(recv_ip.ipv4_mapped or recv_ip)
+    ip = str(unmap(recv_ip))
     (port,) = struct.unpack_from(">H", payload, 44)
     (nonce,) = struct.unpack_from("<Q", payload, 72)
     pos = 80

@@ -26,7 +26,10 @@ EXPIRATION_S = 20
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
+class NodeEndpoint:
+    """A node's endpoint as discv4 carries it in Ping/Pong: [ip, udp-port, tcp-port] (devp2p discv4.md, Ping
+    packet). Not a net.Endpoint: one address with two ports, and the address may be missing."""
+
     ip: str | None
     """None when the field is not a 4- or 16-byte address (geth sends what it knows, possibly nothing)."""
     udp: int
@@ -53,15 +56,15 @@ class Packet:
 @dataclass(frozen=True, slots=True)
 class Ping:
     version: int
-    sender: Endpoint
-    recipient: Endpoint
+    sender: NodeEndpoint
+    recipient: NodeEndpoint
     expiration: int
     enr_seq: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
-    recipient: Endpoint
+    recipient: NodeEndpoint
     ping_hash: bytes
     expiration: int
     enr_seq: int | None
@@ -73,7 +76,7 @@ def encode_packet(secret: bytes, ptype: int, data: list[object]) -> bytes:
     return crypto.keccak256(signature + payload) + signature + payload
 
 
-def encode_ping(secret: bytes, sender: Endpoint, recipient: Endpoint, expiration: int,
+def encode_ping(secret: bytes, sender: NodeEndpoint, recipient: NodeEndpoint, expiration: int,
                 enr_seq: int | None = None) -> bytes:
     data: list[object] = [VERSION, sender.rlp(), recipient.rlp(), expiration]
     if enr_seq is not None:
@@ -81,7 +84,7 @@ def encode_ping(secret: bytes, sender: Endpoint, recipient: Endpoint, expiration
     return encode_packet(secret, PING, data)
 
 
-def encode_pong(secret: bytes, recipient: Endpoint, ping_hash: bytes, expiration: int,
+def encode_pong(secret: bytes, recipient: NodeEndpoint, ping_hash: bytes, expiration: int,
                 enr_seq: int | None = None) -> bytes:
     data: list[object] = [recipient.rlp(), ping_hash, expiration]
     if enr_seq is not None:
@@ -103,11 +106,11 @@ def decode_packet(packet: bytes) -> Packet:
     return Packet(digest, key, payload[0], data)
 
 
-def _endpoint(item: rlpcodec.RlpItem) -> Endpoint:
+def _endpoint(item: rlpcodec.RlpItem) -> NodeEndpoint:
     fields = rlpcodec.as_list(item, "endpoint", 3)
     raw = rlpcodec.as_bytes(fields[0], "endpoint ip", 16)
     ip = str(ipaddress.ip_address(raw)) if len(raw) in (4, 16) else None
-    return Endpoint(ip, rlpcodec.as_uint(fields[1], "udp port", 2), rlpcodec.as_uint(fields[2], "tcp port", 2))
+    return NodeEndpoint(ip, rlpcodec.as_uint(fields[1], "udp port", 2), rlpcodec.as_uint(fields[2], "tcp port", 2))
 
 
 def parse_ping(packet: Packet) -> Ping:
@@ -142,11 +145,11 @@ class PingExchange:
 
     protocol: ProofProtocol = "discv4"
 
-    def __init__(self, recipient: Endpoint, *, now: float, node_id: bytes | None = None,
+    def __init__(self, recipient: NodeEndpoint, *, now: float, node_id: bytes | None = None,
                  secret: bytes | None = None) -> None:
         self.node_id = node_id
         self._secret = secret or crypto.new_private_key()
-        self._packet = encode_ping(self._secret, Endpoint(None, 0, 0), recipient, int(now) + EXPIRATION_S)
+        self._packet = encode_ping(self._secret, NodeEndpoint(None, 0, 0), recipient, int(now) + EXPIRATION_S)
         self.ping_hash = self._packet[:32]
 
     def request(self) -> bytes:

@@ -74,7 +74,7 @@ def exchange_for(spec: ProofSpec, host: str, port: int) -> StreamExchange | Data
             raise ValueError("a BitTorrent proof needs the infohash of a torrent the node serves")
         return bittorrent.HandshakeExchange(spec.infohash)
     if spec.protocol == "discv4":
-        return discv4.PingExchange(discv4.Endpoint(host, port, 0), now=time.time(), node_id=spec.node_id)
+        return discv4.PingExchange(discv4.NodeEndpoint(host, port, 0), now=time.time(), node_id=spec.node_id)
     if spec.node_id is None:
         raise ValueError("a discv5 proof needs the node id (from the node's ENR)")
     return discv5.WhoareyouExchange(spec.node_id)
