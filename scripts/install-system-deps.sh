@@ -26,14 +26,15 @@ quiet_units() {
   done
 }
 
-# js-libp2p for the multistream-select proof tests (tests/libp2p_fixtures.py), from the npm registry, pinned by
-# tests/js_libp2p/package-lock.json; reinstalled only when the lock file changed.
+# Real P2P implementations for the protocol-proof tests (tests/js_fixtures.py: js-libp2p, ChainSafe discv5,
+# EthereumJS devp2p), from the npm registry, pinned by tests/js_peers/package-lock.json; reinstalled only when
+# the lock file changed.
 js_deps() {
   local dir
-  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/js_libp2p"
-  command -v npm >/dev/null 2>&1 || { echo "nodereach: npm missing (nodejs); js-libp2p tests will fail" >&2; return 0; }
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/js_peers"
+  command -v npm >/dev/null 2>&1 || { echo "nodereach: npm missing (nodejs); the js peer tests will fail" >&2; return 0; }
   if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    echo "nodereach: installing js-libp2p (npm ci in tests/js_libp2p)"
+    echo "nodereach: installing the js peers (npm ci in tests/js_peers)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }

@@ -30,7 +30,7 @@ def require_lab() -> None:
     pytest.skip(reason)
 
 
-LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons", "ipv6_home_router", "js_libp2p"})
+LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons", "ipv6_home_router", "js_peer"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,6 +41,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
 
 
+from js_fixtures import js_peer  # noqa: E402, F401  (js-libp2p, discv5, discv4 from npm in lab namespaces)
 from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool, ipv6_home_router)
-from libp2p_fixtures import js_libp2p  # noqa: E402, F401  (js-libp2p in lab namespaces)
 from node_fixtures import node_daemons  # noqa: E402, F401  (real node software in lab namespaces)

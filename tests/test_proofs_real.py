@@ -1,7 +1,11 @@
 """Protocol proofs against real node software in the lab: monerod (Levin ping), transmission-daemon
-(BitTorrent handshake) and js-libp2p (multistream-select), each behind the lab's home router or on the lab
-internet, with `nodereach serve` on the lab internet speaking first. Bitcoin and Ethereum nodes cannot be
-installed here; their codecs are tested against the specs' vectors in tests/test_p2p_protocols.py.
+(BitTorrent handshake), js-libp2p (multistream-select), ChainSafe discv5 (Lodestar's discovery: WHOAREYOU)
+and EthereumJS devp2p (discv4: PONG), each behind the lab's home router or on the lab internet, with
+`nodereach serve` on the lab internet speaking first.
+
+Bitcoin Core and geth/beacon nodes cannot be installed here: the Bitcoin codec is tested byte for byte against
+published messages (tests/test_p2p_protocols.py); the discovery proofs meet real discv4/discv5 implementations
+here, but not geth's or a consensus client's own.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import pytest
 
 from nodereach.lab import Lab
 from nodereach.lab import addresses as A
+from nodereach.p2p.enr import decode_enr
 from nodereach.p2p.multiaddr import parse_multiaddr
 from nodereach.reach.client import DialBackResult, ProofRequest, prove
 from serve_lab_helpers import SERVER, serving
@@ -62,13 +67,14 @@ async def test_transmission_answers_only_for_a_torrent_it_serves(lab, node_daemo
         assert "closed without a handshake" in unknown.protocol_check.detail
 
 
-async def test_js_libp2p_echoes_multistream_once_forwarded(lab, js_libp2p, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_js_libp2p_echoes_multistream_once_forwarded(lab, js_peer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     net: Lab = lab("port-restricted")
-    node = js_libp2p(net, "client", port=4001)
+    node = js_peer(net, "client", "libp2p", port=4001)
     # What js-libp2p itself prints decodes with nodereach's multiaddr reader.
-    endpoints = [parse_multiaddr(a).endpoint() for a in node.addrs]
+    addrs = node.info["addrs"]
+    endpoints = [parse_multiaddr(a).endpoint() for a in addrs]
     assert any(e is not None and (e.port, e.protocol, e.address) == (4001, "tcp", A.CLIENT_IP) for e in endpoints)
-    assert all(parse_multiaddr(a).peer_id == node.peer_id for a in node.addrs)
+    assert all(parse_multiaddr(a).peer_id == node.info["peer_id"] for a in addrs)
     with serving(net, tmp_path):
         before = await prove_from(net, "client", 4001, ProofRequest("libp2p"))
         assert before.reachable is False and before.protocol_check is not None and not before.protocol_check.ok
@@ -80,3 +86,46 @@ async def test_js_libp2p_echoes_multistream_once_forwarded(lab, js_libp2p, tmp_p
 
         levin = await prove_from(net, "client", 4001, ProofRequest("monero"))
         assert levin.protocol_check is not None and not levin.protocol_check.ok
+
+
+async def test_discv5_node_answers_whoareyou_once_udp_is_forwarded(lab, js_peer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without the proof a UDP port the node holds is `udp-unobservable`; with it, silence is `false` and the
+    node's WHOAREYOU is `true`."""
+    net: Lab = lab("port-restricted")
+    node = js_peer(net, "client", "discv5", ip=A.CLIENT_IP, port=9000)
+    # The record the node publishes decodes (signature checked) to the id it reports; it advertises the
+    # private address, as a node behind NAT that was not told its public one does.
+    enr = decode_enr(node.info["enr"])
+    assert enr.node_id is not None and enr.node_id.hex() == node.info["node_id"]
+    assert (enr.ip, enr.udp, enr.signature_valid) == (A.CLIENT_IP, 9000, True)
+    with serving(net, tmp_path):
+        before = await prove_from(net, "client", 9000, ProofRequest("discv5", enr=node.info["enr"]))
+        assert (before.reachable, before.reason) == (False, "timeout")
+        assert before.protocol_check is not None and not before.protocol_check.ok
+
+        net.forward(9000, "udp")
+        r = await prove_from(net, "client", 9000, ProofRequest("discv5", enr=node.info["enr"]))
+        assert (r.reachable, r.reason) == (True, "ok")
+        assert r.protocol_check is not None and r.protocol_check.ok and "WHOAREYOU" in r.protocol_check.detail
+
+        # Masked with another node id, the same packet is noise to the node: it stays silent.
+        other = await prove_from(net, "client", 9000, ProofRequest("discv5", node_id=bytes(32)))
+        assert other.reachable is False and other.protocol_check is not None and not other.protocol_check.ok
+
+
+async def test_discv4_node_answers_pong_once_udp_is_forwarded(lab, js_peer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    net: Lab = lab("port-restricted")
+    node = js_peer(net, "client", "discv4", ip=A.CLIENT_IP, port=30303)
+    node_id = bytes.fromhex(node.info["node_id"])
+    with serving(net, tmp_path):
+        before = await prove_from(net, "client", 30303, ProofRequest("discv4", node_id=node_id))
+        assert (before.reachable, before.reason) == (False, "timeout")
+
+        net.forward(30303, "udp")
+        r = await prove_from(net, "client", 30303, ProofRequest("discv4", node_id=node_id))
+        assert (r.reachable, r.reason) == (True, "ok")
+        assert r.protocol_check is not None and r.protocol_check.ok and "PONG" in r.protocol_check.detail
+
+        # A PONG signed by another key than the one the node id names is not this node's answer.
+        wrong = await prove_from(net, "client", 30303, ProofRequest("discv4", node_id=bytes(32)))
+        assert wrong.reachable is True and wrong.protocol_check is not None and not wrong.protocol_check.ok

@@ -1,6 +1,6 @@
 // A js-libp2p node listening on TCP (noise + yamux, nothing else): what the multistream-select proof speaks
 // to. libp2p 2.x, because 3.x needs Node 22 (Promise.withResolvers) and Debian's image has Node 20.
-// Usage: node peer.mjs LISTEN_IP PORT -> prints one JSON line {peer_id, addrs} once listening; SIGTERM stops.
+// Usage: node libp2p.mjs LISTEN_IP PORT -> prints one JSON line {peer_id, addrs} once listening; SIGTERM stops.
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
