@@ -4,6 +4,8 @@ Renewal at 1/2 of the lease (PCP: a random point between 1/2 and 5/8, RFC 6887 Â
 between renewals (PCP/NAT-PMP epochs, UPnP GetSpecificPortMappingEntry) notices a gateway that lost its
 state, and the mappings are re-created at once, on the same external port where the gateway allows it.
 Failures to renew are retried with backoff; the lease keeps the mapping alive meanwhile.
+
+Time comes from a Clock (portmap/clock.py): the event loop's by default, a virtual one in tests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Literal
 from nodereach.net import Transport
 from nodereach.portmap import announce, pcp
 from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, is_unroutable
+from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway, find_gateway_async
 from nodereach.portmap.layers import external_on_gateway
@@ -71,7 +74,8 @@ class PortMapper:
 
     def __init__(self, ports: list[tuple[int, Transport]], *, method: Method | None = None, lease: int = 3600,
                  gateway: str | None = None, timeout: float = 3.0, poll_interval: float | None = None,
-                 preferred: dict[tuple[Transport, int], int] | None = None) -> None:
+                 preferred: dict[tuple[Transport, int], int] | None = None, clock: Clock = REAL_CLOCK,
+                 rng: random.Random | None = None) -> None:
         if not ports:
             raise ValueError("no ports to map")
         self.requested = ports
@@ -82,6 +86,8 @@ class PortMapper:
         self.gateway_address = gateway
         self.timeout = timeout
         self.poll_interval = poll_interval if poll_interval is not None else min(30.0, self.lease / 4)
+        self.clock = clock
+        self.rng = rng or random.Random()
         self.gateway: Gateway | None = None
         self.driver: Driver | None = None
         self.probes: dict[str, MethodAvailability] = {}
@@ -93,6 +99,7 @@ class PortMapper:
         """True when the gateway's external address is private/CGNAT or not on the gateway itself."""
         self._listeners: list[Callable[[Event], None]] = []
         self._queues: list[asyncio.Queue[Event | None]] = []
+        self._wake = asyncio.Event()
         self.log: list[Event] = []
 
     # --- notifications ------------------------------------------------------------------------------
@@ -209,9 +216,9 @@ class PortMapper:
             self._emit("mapped", f"re-created {slot.internal_port}/{slot.protocol} -> {ep} via {ep.method}", ep)
 
     def _schedule(self, st: _State, grant: Grant) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self.clock.time()
         life = grant.lifetime or self.lease  # permanent: still re-assert it now and then
-        frac = random.uniform(0.5, 0.625) if self.driver and self.driver.method == "pcp" else 0.5
+        frac = self.rng.uniform(0.5, 0.625) if self.driver and self.driver.method == "pcp" else 0.5
         st.renew_at = now + max(1.0, life * frac)
 
     def _note_address(self, address: str | None) -> None:
@@ -279,7 +286,7 @@ class PortMapper:
                 await self._create(st, again=True)
             except (PortmapError, OSError) as exc:
                 st.failures += 1
-                st.renew_at = asyncio.get_running_loop().time() + min(30.0, 2.0 ** (st.failures - 1))
+                st.renew_at = self.clock.time() + min(30.0, 2.0 ** (st.failures - 1))
                 self._emit("error", f"re-creating {st.slot.internal_port}/{st.slot.protocol} failed: "
                            f"{getattr(exc, 'message', exc)}")
 
@@ -300,56 +307,56 @@ class PortMapper:
                 await self._create(st, again=True)
         self._note_address(poll.external_address)
 
+    def nudge(self) -> None:
+        """The gateway announced a restart or a new address (a hint, never trusted): check it now."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Keepalive loop until cancelled. Never raises a PortmapError: failures become `error` events."""
-        loop = asyncio.get_running_loop()
-        next_poll = loop.time() + self.poll_interval
-        poll_failures = 0
-        wake = asyncio.Event()
         listener = None
         if self.driver is not None and self.driver.method in ("pcp", "natpmp") and self.gateway is not None \
                 and self.gateway.local_address:
-            listener = await announce.listen(self.driver.gateway, self.gateway.local_address, wake.set)
+            listener = await announce.listen(self.driver.gateway, self.gateway.local_address, self.nudge)
         try:
-            await self._loop(loop, next_poll, poll_failures, wake)
+            await self._loop()
         finally:
             if listener is not None:
                 listener.close()
 
-    async def _loop(self, loop: asyncio.AbstractEventLoop, next_poll: float, poll_failures: int,
-                    wake: asyncio.Event) -> None:
+    async def _loop(self) -> None:
+        clock = self.clock
+        next_poll = clock.time() + self.poll_interval
+        poll_failures = 0
         while True:
-            now = loop.time()
-            if wake.is_set():
+            now = clock.time()
+            if self._wake.is_set():
                 # The gateway announced a restart or a new address: look now, and renew every mapping at
                 # once (idempotent), because a restart within ~2 s is invisible to the epoch rules.
-                wake.clear()
+                self._wake.clear()
                 self.announcements += 1
                 next_poll = now
                 for st in self.states:
                     st.renew_at = min(st.renew_at, now)
             due = min([st.renew_at for st in self.states] + [next_poll])
             if due > now:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(due - now):
-                        await wake.wait()
+                await clock.wait(self._wake, due)
                 continue
             if now >= next_poll:
                 try:
                     await self.poll_once()
                     poll_failures = 0
-                    next_poll = loop.time() + self.poll_interval
+                    next_poll = clock.time() + self.poll_interval
                 except (PortmapError, OSError) as exc:
                     poll_failures += 1
                     self._emit("error", f"gateway check failed: {getattr(exc, 'message', exc)}")
-                    next_poll = loop.time() + min(self.poll_interval, 2.0 ** (poll_failures - 1))
+                    next_poll = clock.time() + min(self.poll_interval, 2.0 ** (poll_failures - 1))
             for st in self.states:
-                if loop.time() >= st.renew_at:
+                if clock.time() >= st.renew_at:
                     try:
                         await self.renew(st)
                     except (PortmapError, OSError) as exc:
                         st.failures += 1
-                        st.renew_at = loop.time() + min(self.poll_interval, 2.0 ** (st.failures - 1))
+                        st.renew_at = clock.time() + min(self.poll_interval, 2.0 ** (st.failures - 1))
                         self._emit("error", f"renewing {st.slot.internal_port}/{st.slot.protocol} failed: "
                                    f"{getattr(exc, 'message', exc)}")
 
@@ -413,7 +420,7 @@ class PortMapping:
 @contextlib.asynccontextmanager
 async def open_port(port: int, protocol: Transport = "tcp", *, method: Method | None = None, lease: int = 3600,
                     gateway: str | None = None, timeout: float = 3.0,  # noqa: ASYNC109
-                    poll_interval: float | None = None) -> AsyncIterator[PortMapping]:
+                    poll_interval: float | None = None, clock: Clock = REAL_CLOCK) -> AsyncIterator[PortMapping]:
     """Map `port` on the gateway for the duration of the block, keeping it alive; deleted on exit.
 
         async with open_port(30303, "tcp") as mapping:
@@ -421,7 +428,7 @@ async def open_port(port: int, protocol: Transport = "tcp", *, method: Method | 
             async for change in mapping.changes(): ...
     """
     mapper = PortMapper([(port, protocol)], method=method, lease=lease, gateway=gateway, timeout=timeout,
-                        poll_interval=poll_interval)
+                        poll_interval=poll_interval, clock=clock)
     try:
         await mapper.start()
         task = asyncio.create_task(mapper.run(), name=f"nodereach-keepalive-{port}/{protocol}")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from nodereach.portmap import natpmp
 from nodereach.portmap.base import Grant, Method, Poll, Slot
+from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.epoch import EpochTracker
 from nodereach.portmap.udp import exchange
 
@@ -13,15 +12,18 @@ from nodereach.portmap.udp import exchange
 class NatPmpClient:
     method: Method = "natpmp"
 
-    def __init__(self, gateway: str, *, timeout: float, port: int = natpmp.PORT) -> None:
+    def __init__(self, gateway: str, *, timeout: float, port: int = natpmp.PORT,
+                 clock: Clock = REAL_CLOCK) -> None:
         self.gateway = gateway
         self.port = port
         self.timeout = timeout
+        self.clock = clock
+        """Epoch checks compare the gateway's clock with this one."""
         self.epochs = EpochTracker("natpmp")
         self.restarted = False
 
     def _observe(self, resp: natpmp.Response) -> None:
-        if resp.version == natpmp.VERSION and not self.epochs.observe(resp.epoch, asyncio.get_running_loop().time()):
+        if resp.version == natpmp.VERSION and not self.epochs.observe(resp.epoch, self.clock.time()):
             self.restarted = True
 
     async def external_address(self) -> str | None:

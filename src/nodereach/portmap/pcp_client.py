@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from nodereach.net import Transport
 from nodereach.portmap import pcp
 from nodereach.portmap.base import Grant, Method, Poll, Slot
+from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.epoch import EpochTracker
 from nodereach.portmap.udp import exchange
 
@@ -15,17 +15,20 @@ from nodereach.portmap.udp import exchange
 class PcpClient:
     method: Method = "pcp"
 
-    def __init__(self, gateway: str, *, timeout: float, port: int = pcp.PORT) -> None:
+    def __init__(self, gateway: str, *, timeout: float, port: int = pcp.PORT,
+                 clock: Clock = REAL_CLOCK) -> None:
         self.gateway = gateway
         self.port = port
         self.timeout = timeout
+        self.clock = clock
+        """Epoch checks compare the gateway's clock with this one."""
         self.epochs = EpochTracker("pcp")
         self.restarted = False
         self.last_external: str | None = None
 
     def _observe(self, resp: pcp.Response) -> None:
         if resp.result_code != pcp.UNSUPP_VERSION and not self.epochs.observe(
-                resp.epoch, asyncio.get_running_loop().time()):
+                resp.epoch, self.clock.time()):
             self.restarted = True
 
     async def announce(self) -> int:
