@@ -388,3 +388,36 @@ async def test_natpmp_epoch_too_slow_is_a_restart() -> None:
             gw.boot += 25  # the gateway's clock lost 25 s: its epoch is now 35 where ~60 was due
             await clock.advance(30)
     assert [e.kind for e in m.log].count("restarted") == 1
+
+
+async def test_stop_with_a_reply_in_flight_ends_the_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hang of test_wan_address_change_reported[natpmp]: a stop that lands in the loop iteration where a
+    gateway reply arrives must still end the keeper. asyncio.wait_for on 3.11 returned the reply and dropped
+    the cancel (CPython gh-86296); the keeper then ran on and `open_port`'s exit waited for it forever."""
+    from nodereach.portmap import udp
+
+    clock = FakeClock(T0)
+    armed: list[asyncio.Task[None]] = []
+    received = udp._Proto.datagram_received
+
+    def reply_then_stop(self: udp._Proto, data: bytes, addr: tuple[str, int]) -> None:
+        received(self, data, addr)  # the reply is queued for the waiting keeper ...
+        while armed:
+            armed.pop().cancel()  # ... and the stop comes in the same iteration
+
+    monkeypatch.setattr(udp._Proto, "datagram_received", reply_then_stop)
+    async with epoch_gateway(clock) as (_gw, port):
+        m = PortMapper([(30303, "udp")], lease=3600, poll_interval=30,
+                       clock=clock)
+        await m.start(driver=NatPmpClient("127.0.0.1", timeout=2.0, port=port, clock=clock))
+        parks = clock.parks
+        task = asyncio.create_task(m.run())
+        await clock.parked_after(parks)
+        armed.append(task)
+        m.nudge()  # check the gateway now: its reply arrives together with the stop
+        done, _ = await asyncio.wait([task], timeout=5)
+        if not done:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+        assert done, "the keeper swallowed the stop and kept running"
+        assert task.cancelled()

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,22 @@ async def test_map_inbound_renew_delete(lab: Callable[..., Lab], method: str) ->
         assert not await asyncio.to_thread(inbound, net, s.protocol, (WAN, port), port, 1.0), s
 
 
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: every frame down its await chain (Task.get_stack shows one)."""
+    lines = []
+    for _ in range(50):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+        if coro is None:
+            break
+    if coro is not None:
+        lines.append(f"  awaiting {coro!r}\n")
+    return lines
+
+
 class _Keeper:
     """open_port() running in the client namespace on its own loop; events cross threads via a queue."""
 
@@ -110,9 +127,13 @@ class _Keeper:
         self.stop = threading.Event()
         self.args = (port, protocol, method, poll, lease)
         self.task: asyncio.Future[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread_id: int | None = None
 
     async def _body(self) -> None:
         port, protocol, method, poll, lease = self.args
+        self.loop = asyncio.get_running_loop()
+        self.thread_id = threading.get_ident()
         async with open_port(port, protocol, method=method, lease=lease, poll_interval=poll) as m:
             m.on_change(self.events.put)
             self.events.put(("ready", m.endpoint))
@@ -138,10 +159,27 @@ class _Keeper:
                 return item
         raise AssertionError("expected event did not come")
 
+    def where(self) -> str:
+        """The keeper thread's stack and its loop's tasks: what a stop that never ends is waiting for."""
+        lines: list[str] = []
+        frame = sys._current_frames().get(self.thread_id or -1)
+        if frame is not None:
+            lines += ["keeper thread:", *traceback.format_stack(frame)]
+        if self.loop is not None:
+            for _ in range(3):  # read from another thread: the set may change under us
+                with contextlib.suppress(RuntimeError):
+                    for task in list(asyncio.all_tasks(self.loop)):
+                        lines.append(f"{task!r}:\n")
+                        lines += _await_chain(task.get_coro())
+                    break
+        return "".join(lines)
+
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
         if self.task is not None:
-            await asyncio.wait_for(self.task, 15)
+            done, _ = await asyncio.wait([self.task], timeout=15)
+            assert done, "the keeper did not finish within 15 s after stop:\n" + self.where()
+            self.task.result()
 
 
 @pytest.mark.parametrize("method", METHODS)

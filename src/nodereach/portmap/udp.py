@@ -67,7 +67,12 @@ async def exchange(gateway: str, port: int, build: Callable[[str], bytes], parse
                 next_send = now + rto * (1 + random.uniform(-0.1, 0.1))
                 rto *= 2
             try:
-                item = await asyncio.wait_for(proto.queue.get(), min(next_send, deadline) - loop.time())
+                # Not asyncio.wait_for: on Python 3.11 it returns a reply that arrives in the same loop
+                # iteration as a cancel and drops the cancel (CPython gh-86296; 3.12 rebuilt it on timeouts,
+                # gh-96764), so a keeper stopped while a reply was in flight ran on forever. asyncio.timeout
+                # keeps the cancel.
+                async with asyncio.timeout_at(min(next_send, deadline)):
+                    item = await proto.queue.get()
             except TimeoutError:
                 continue
             if isinstance(item, ConnectionRefusedError):
