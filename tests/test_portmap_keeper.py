@@ -16,7 +16,7 @@ import itertools
 import random
 import struct
 import typing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -68,6 +68,9 @@ class FakeDriver:
 
     async def external_address(self) -> str | None:
         return self.address
+
+    async def watch(self, nudge: Callable[[], None]) -> None:
+        self.nudge = nudge
 
     async def close(self) -> None:
         return None
@@ -224,15 +227,67 @@ async def test_renewal_failures_retry_with_backoff_and_recover() -> None:
     assert m.states[0].renew_at == T0 + 303 + 300
 
 
-async def test_poll_failures_back_off_and_recover() -> None:
+async def test_gateway_down_is_checked_every_2_s_then_back_at_the_poll_interval() -> None:
+    """A rebooting router: checks 1 s, then every 2 s after the first failure, so it is seen within 2 s of
+    answering again (issue 12 asks for 5 s); then the normal interval."""
     clock = FakeClock(T0)
     d = FakeDriver(clock, lifetime=86400)
     m = PortMapper([(30303, "udp")], poll_interval=30, clock=clock)
     async with running(m, d, clock):
         d.fail_polls = 4
-        await clock.advance(30 + 1 + 2 + 4 + 8 + 30 + 1)
-    assert d.polls == [T0 + 30, T0 + 31, T0 + 33, T0 + 37, T0 + 45, T0 + 75]
+        await clock.advance(30 + 1 + 2 + 2 + 2 + 30 + 1)
+    assert d.polls == [T0 + 30, T0 + 31, T0 + 33, T0 + 35, T0 + 37, T0 + 67]
     assert _kinds(m).count("error") == 4
+
+
+async def test_long_outage_backs_off_to_the_poll_interval() -> None:
+    clock = FakeClock(T0)
+    d = FakeDriver(clock, lifetime=86400)
+    m = PortMapper([(30303, "udp")], poll_interval=30, clock=clock)
+    async with running(m, d, clock):
+        d.fail_polls = 10**6
+        await clock.advance(30 + 900)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(d.polls)]
+    fast = [g for a, g in zip(d.polls, gaps, strict=False) if a - (T0 + 30) < 300]
+    slow = [g for a, g in zip(d.polls, gaps, strict=False) if a - (T0 + 30) >= 300]
+    assert fast[0] == 1 and set(fast[1:]) == {2}
+    assert slow[:3] == [30, 30, 30]  # 2**n passed the 30 s poll interval long ago: capped there
+    assert len(d.polls) < 30 + 300 / 2 + 600 / 30 + 2  # bounded: ~190 checks in 15 min of outage
+
+
+async def test_announcement_flood_is_one_check_per_second() -> None:
+    clock = FakeClock(T0)
+    d = FakeDriver(clock, lifetime=86400)
+    m = PortMapper([(30303, "udp")], poll_interval=30, clock=clock)
+    async with running(m, d, clock):
+        await clock.advance(10)
+        parks = clock.parks
+        m.nudge()
+        await clock.parked_after(parks)  # the first one is checked at once
+        for _ in range(50):  # then a burst of (spoofable) announcements
+            m.nudge()
+            await asyncio.sleep(0)
+        await clock.advance(0.5)
+        m.nudge()
+        await clock.advance(3)
+    assert d.polls == [T0 + 10, T0 + 11]
+    assert m.announcements == 2
+
+
+async def test_upnp_announcement_checks_without_renewing() -> None:
+    """An SSDP NOTIFY makes the keeper read the mappings back (GetSpecificPortMappingEntry): the lost ones
+    are re-created, the others are left alone."""
+    clock = FakeClock(T0)
+    d = FakeDriver(clock, method="upnp", lifetime=3600)
+    m = PortMapper([(30303, "udp"), (30304, "tcp")], poll_interval=30, clock=clock)
+    async with running(m, d, clock):
+        await clock.advance(5)
+        d.next_poll = Poll(missing=[("tcp", 30304)])
+        parks = clock.parks
+        d.nudge()  # through the driver's watch(), as the SSDP listener calls it
+        await clock.parked_after(parks)
+    assert d.polls == [T0 + 5]
+    assert [(t, p) for t, p, _e in d.maps][2:] == [(T0 + 5, 30304)]
 
 
 async def test_close_deletes_everything_and_ends_the_iterator() -> None:

@@ -8,6 +8,7 @@ the gateway now instead of at the next interval. Datagrams from other sources ar
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -30,3 +31,22 @@ class _Proto(asyncio.DatagramProtocol):
 async def listen(gateway: str, local_address: str, wake: Callable[[], None]) -> asyncio.DatagramTransport | None:
     """Join 224.0.0.1 on the LAN interface and call wake() per announcement; None if that is impossible."""
     return await listen_group(GROUP, PORT, local_address, lambda: _Proto(gateway, wake))
+
+
+def local_address_toward(gateway: str, port: int) -> str | None:
+    """Our source address toward the gateway: a connected UDP socket asks the kernel, nothing is sent."""
+    family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((gateway, port))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
+async def listen_for(gateway: str, port: int, wake: Callable[[], None]) -> asyncio.DatagramTransport | None:
+    """The PCP/NAT-PMP drivers' watch(): announcements from `gateway` on the interface that reaches it."""
+    local = local_address_toward(gateway, port)
+    if local is None or ":" in local:
+        return None
+    return await listen(gateway, local, wake)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -43,6 +44,12 @@ class Slot:
     grant: Grant | None = None
 
 
+class Listener(Protocol):
+    """Something listening in the background (a multicast socket): closed when the keeper stops."""
+
+    def close(self) -> None: ...
+
+
 class Driver(Protocol):
     method: Method
     gateway: str
@@ -54,6 +61,11 @@ class Driver(Protocol):
     async def poll(self, slots: list[Slot]) -> Poll: ...
 
     async def external_address(self) -> str | None: ...
+
+    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
+        """Listen for the gateway's own announcements (a restart, a new address) and call nudge() for each
+        one worth a look; None when the protocol has none or the group cannot be joined."""
+        ...
 
     async def close(self) -> None: ...
 

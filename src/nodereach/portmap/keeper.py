@@ -3,7 +3,10 @@
 Renewal at 1/2 of the lease (PCP: a random point between 1/2 and 5/8, RFC 6887 §11.2.1). A cheap poll
 between renewals (PCP/NAT-PMP epochs, UPnP GetSpecificPortMappingEntry) notices a gateway that lost its
 state, and the mappings are re-created at once, on the same external port where the gateway allows it.
-Failures to renew are retried with backoff; the lease keeps the mapping alive meanwhile.
+The gateway's own announcements (PCP ANNOUNCE, NAT-PMP notices, UPnP SSDP NOTIFY with a new BOOTID) make
+it look at once, and a gateway that stops answering is checked every 2 s for the first minutes, so a
+rebooted router has its mappings back within seconds of answering again (issue 12). Failures to renew are
+retried with backoff; the lease keeps the mapping alive meanwhile.
 
 Time comes from a Clock (portmap/clock.py): the event loop's by default, a virtual one in tests.
 """
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nodereach.net import Transport
-from nodereach.portmap import announce, pcp
+from nodereach.portmap import pcp
 from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, is_unroutable
 from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.errors import NotAvailable, PortmapError
@@ -31,6 +34,13 @@ EventKind = Literal["mapped", "renewed", "port-changed", "restarted", "address-c
 
 MIN_LEASE = 30
 MAX_LEASE = 86400
+FAST_RETRY_S = 2.0
+"""While the gateway has been unreachable for less than FAST_RETRY_WINDOW_S, check it at least this often:
+issue 12 asks for every mapping back within 5 s of a rebooted router answering again."""
+FAST_RETRY_WINDOW_S = 300.0
+"""A longer outage is no reboot: back off exponentially to the poll interval (bounded cost)."""
+NUDGE_GAP_S = 1.0
+"""At most one announcement-triggered check per this many seconds (anyone on the LAN can send them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,33 +323,48 @@ class PortMapper:
 
     async def run(self) -> None:
         """Keepalive loop until cancelled. Never raises a PortmapError: failures become `error` events."""
-        listener = None
-        if self.driver is not None and self.driver.method in ("pcp", "natpmp") and self.gateway is not None \
-                and self.gateway.local_address:
-            listener = await announce.listen(self.driver.gateway, self.gateway.local_address, self.nudge)
+        listener = await self.driver.watch(self.nudge) if self.driver is not None else None
         try:
             await self._loop()
         finally:
             if listener is not None:
                 listener.close()
 
+    def _retry_delay(self, failures: int, outage: float) -> float:
+        """Next gateway check after `failures` failed ones, `outage` seconds after the first: every
+        FAST_RETRY_S at most while the outage is young (a router reboot), so a gateway that answers again is
+        seen within that even without an announcement; exponential up to the poll interval after."""
+        delay = 2.0 ** (failures - 1)
+        if outage < FAST_RETRY_WINDOW_S:
+            delay = min(delay, FAST_RETRY_S)
+        return min(self.poll_interval, delay)
+
     async def _loop(self) -> None:
         clock = self.clock
         next_poll = clock.time() + self.poll_interval
         poll_failures = 0
+        outage_since = 0.0
+        last_nudge: float | None = None
+        quiet = asyncio.Event()  # never set: what the loop waits on while a nudge is held back
         while True:
             now = clock.time()
-            if self._wake.is_set():
-                # The gateway announced a restart or a new address: look now, and renew every mapping at
-                # once (idempotent), because a restart within ~2 s is invisible to the epoch rules.
+            nudge_at = now if last_nudge is None else max(now, last_nudge + NUDGE_GAP_S)
+            if self._wake.is_set() and now >= nudge_at:
+                # The gateway announced a restart or a new address: look now. PCP/NAT-PMP also renew every
+                # mapping at once (idempotent), because a restart within ~2 s is invisible to the epoch
+                # rules; UPnP's check reads each mapping back, which finds the lost ones.
                 self._wake.clear()
+                last_nudge = now
                 self.announcements += 1
                 next_poll = now
-                for st in self.states:
-                    st.renew_at = min(st.renew_at, now)
+                if self.driver is not None and self.driver.method != "upnp":
+                    for st in self.states:
+                        st.renew_at = min(st.renew_at, now)
             due = min([st.renew_at for st in self.states] + [next_poll])
+            if self._wake.is_set():
+                due = min(due, nudge_at)  # announcements are spoofable: at most one check per NUDGE_GAP_S
             if due > now:
-                await clock.wait(self._wake, due)
+                await clock.wait(quiet if self._wake.is_set() else self._wake, due)
                 continue
             if now >= next_poll:
                 try:
@@ -348,8 +373,10 @@ class PortMapper:
                     next_poll = clock.time() + self.poll_interval
                 except (PortmapError, OSError) as exc:
                     poll_failures += 1
+                    if poll_failures == 1:
+                        outage_since = now
                     self._emit("error", f"gateway check failed: {getattr(exc, 'message', exc)}")
-                    next_poll = clock.time() + min(self.poll_interval, 2.0 ** (poll_failures - 1))
+                    next_poll = clock.time() + self._retry_delay(poll_failures, now - outage_since)
             for st in self.states:
                 if clock.time() >= st.renew_at:
                     try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nodereach.portmap import natpmp
-from nodereach.portmap.base import Grant, Method, Poll, Slot
+from nodereach.portmap.announce import listen_for
+from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
 from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.epoch import EpochTracker
 from nodereach.portmap.udp import exchange
@@ -62,6 +65,11 @@ class NatPmpClient:
         address = await self.external_address()
         restarted, self.restarted = self.restarted, False
         return Poll(restarted=restarted, external_address=address)
+
+    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
+        """PCP ANNOUNCE and NAT-PMP address notices go to 224.0.0.1:5350 (miniupnpd sends one PCP ANNOUNCE
+        as it starts, measured in the lab)."""
+        return await listen_for(self.gateway, self.port, nudge)
 
     async def close(self) -> None:
         return None

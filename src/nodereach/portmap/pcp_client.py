@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from nodereach.net import Transport
 from nodereach.portmap import pcp
-from nodereach.portmap.base import Grant, Method, Poll, Slot
+from nodereach.portmap.announce import listen_for
+from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
 from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.epoch import EpochTracker
 from nodereach.portmap.udp import exchange
@@ -110,6 +111,11 @@ class PcpClient:
     async def external_address(self) -> str | None:
         """PCP has no 'get address' request (RFC 6887 §11.6): the last MAP reply's address, if any."""
         return self.last_external
+
+    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
+        """PCP ANNOUNCE and NAT-PMP address notices go to 224.0.0.1:5350 (miniupnpd sends one PCP ANNOUNCE
+        as it starts, measured in the lab)."""
+        return await listen_for(self.gateway, self.port, nudge)
 
     async def close(self) -> None:
         return None

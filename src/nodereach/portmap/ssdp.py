@@ -21,6 +21,7 @@ from async_upnp_client.utils import CaseInsensitiveDict
 from nodereach.portmap.errors import GatewayTimeout
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.multicast import listen_group
+from nodereach.portmap.upnp_notify import parse_boot_id
 
 SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
@@ -59,6 +60,8 @@ class Found:
     location: str
     host: str
     st: str
+    boot_id: int | None = None
+    """BOOTID.UPNP.ORG of the reply (UDA 1.1): a later NOTIFY with another one means the device restarted."""
 
 
 def _accept(headers: CaseInsensitiveDict, gw: Gateway) -> Found | None:
@@ -78,7 +81,7 @@ def _accept(headers: CaseInsensitiveDict, gw: Gateway) -> Found | None:
         return None
     if host != source:
         return None
-    return Found(location, source, st)
+    return Found(location, source, st, parse_boot_id(headers.get_lower("bootid.upnp.org")))
 
 
 async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:

@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import ipaddress
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from async_upnp_client.client import UpnpDevice, UpnpService
@@ -32,7 +33,8 @@ from async_upnp_client.client_factory import UpnpFactory
 from async_upnp_client.exceptions import UpnpError
 
 from nodereach.net import Transport
-from nodereach.portmap.base import Grant, Method, Poll, Slot
+from nodereach.portmap import upnp_notify
+from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, PortmapError
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.http import ForbiddenUrl, GuardedRequester, SoapFault, check_url, parse_soap
@@ -132,6 +134,16 @@ class UpnpClient:
     @property
     def version(self) -> int:
         return int(self.service.service_type.rsplit(":", 1)[-1])
+
+    @property
+    def uuids(self) -> list[str]:
+        """The UDNs of the gateway's device tree: the USNs its own NOTIFYs carry."""
+        return [d.udn for d in self.device.all_devices if d.udn]
+
+    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
+        """SSDP NOTIFYs from the gateway: a restart re-creates the mappings at once (upnp_notify.py)."""
+        return await upnp_notify.listen(self.found.host, self.gw.local_address, self.uuids, self.found.boot_id,
+                                        nudge)
 
     async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
         """Raw SOAP action: request built by the library, reply parsed here (bounded, defusedxml)."""

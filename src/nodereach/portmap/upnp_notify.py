@@ -1,0 +1,127 @@
+"""Hear a UPnP gateway restart from its SSDP NOTIFYs (239.255.255.250:1900), so the keeper re-creates the
+mappings at once instead of at its next poll.
+
+A device that starts sends `ssdp:alive` for each of its devices and services (UDA 1.1 §1.2.2); UDA 1.1
+devices carry `BOOTID.UPNP.ORG`, which changes whenever the device rejoins the network, and say
+`ssdp:byebye` when they stop cleanly. Measured with miniupnpd 2.3.1 in the lab: a burst of 13 byebyes at
+SIGTERM, then at start a burst of 13 alives with a new BOOTID (its value is the start time in seconds, so
+a restart within one second keeps it: the byebye before it still tells), repeated 0.25 s later, and
+the periodic refresh every `notify_interval` with the same BOOTID.
+
+Like PCP ANNOUNCE, anyone on the LAN can send these: a NOTIFY is only a hint that makes the keeper look
+now (at a bounded rate), never a fact. Only datagrams from the gateway's own address, naming one of the
+gateway's own device UUIDs, count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from async_upnp_client.ssdp import decode_ssdp_packet
+
+from nodereach.portmap.multicast import listen_group
+
+SSDP_GROUP = "239.255.255.250"
+SSDP_PORT = 1900
+MAX_DATAGRAM = 2048
+QUIET_S = 20.0
+"""UDA 1.0 devices (no BOOTID): one check per this many seconds of alives (their periodic refresh)."""
+
+
+def parse_boot_id(value: object) -> int | None:
+    """BOOTID.UPNP.ORG is a non-negative 31-bit integer (UDA 1.1 §1.2.2); anything else is absent."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if number < 2**31 else None
+
+
+def uuid_of(usn: object) -> str | None:
+    """`uuid:XXXX::urn:...` -> `uuid:xxxx` (lower case), or None."""
+    if not isinstance(usn, str) or not usn.lower().startswith("uuid:"):
+        return None
+    return usn.split("::", 1)[0].strip().lower()[:80]
+
+
+@dataclass(slots=True)
+class BootTracker:
+    """Pure decision: does this NOTIFY mean the gateway (re)started since we last looked?"""
+
+    boot_id: int | None = None
+    """The gateway's BOOTID as last seen (from its search reply or a NOTIFY)."""
+    gone: bool = False
+    """A byebye was seen: the next alive is a start, whatever its BOOTID."""
+    last_check: float | None = field(default=None)
+
+    def observe(self, nts: str, boot_id: int | None, now: float) -> bool:
+        """True when the keeper should check the gateway now."""
+        nts = nts.lower()
+        if nts == "ssdp:byebye":
+            self.gone = True
+            return False
+        if nts == "ssdp:update":  # UDA 1.1: the device moves to NEXTBOOTID (it rejoined the network)
+            return self._check(now)
+        if nts != "ssdp:alive":
+            return False
+        if self.gone:
+            self.gone = False
+            if boot_id is not None:
+                self.boot_id = boot_id
+            return self._check(now)
+        if boot_id is not None:
+            changed = self.boot_id is not None and boot_id != self.boot_id
+            self.boot_id = boot_id
+            return self._check(now) if changed else False
+        # UDA 1.0: no BOOTID, so any alive may be a restart: one check per burst, bounded by QUIET_S
+        if self.last_check is None or now - self.last_check >= QUIET_S:
+            return self._check(now)
+        return False
+
+    def _check(self, now: float) -> bool:
+        self.last_check = now
+        return True
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, gateway: str, uuids: frozenset[str], tracker: BootTracker, nudge: Callable[[], None],
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.gateway = gateway
+        self.uuids = uuids
+        self.tracker = tracker
+        self.nudge = nudge
+        self.now = now
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if addr[0] != self.gateway or len(data) > MAX_DATAGRAM or not data.startswith(b"NOTIFY * HTTP/1."):
+            return
+        try:
+            _line, headers = decode_ssdp_packet(data, None, (str(addr[0]), int(addr[1])))
+        except Exception:  # hostile bytes: ignore the datagram
+            return
+        uuid = uuid_of(headers.get_lower("usn"))
+        if self.uuids and uuid not in self.uuids:
+            return  # another UPnP device on the router's address (a media server...): its boots are not ours
+        nts = headers.get_lower("nts")
+        boot_id = parse_boot_id(headers.get_lower("bootid.upnp.org"))
+        if isinstance(nts, str) and self.tracker.observe(nts, boot_id, self.now()):
+            self.nudge()
+
+
+async def listen(gateway: str, local_address: str, uuids: Iterable[str], boot_id: int | None,
+                 nudge: Callable[[], None]) -> asyncio.DatagramTransport | None:
+    """Join 239.255.255.250 on the LAN interface; nudge() when the gateway's NOTIFYs say it (re)started.
+
+    None when the group cannot be joined (port 1900 held without SO_REUSEPORT, IPv6-only LAN): the
+    keeper's regular checks still run."""
+    if ":" in local_address:
+        return None
+    tracker = BootTracker(boot_id=boot_id)
+    wanted = frozenset(u.lower() for u in uuids)
+    return await listen_group(SSDP_GROUP, SSDP_PORT, local_address, lambda: _Proto(gateway, wanted, tracker, nudge))
