@@ -129,3 +129,53 @@ async def test_discv4_node_answers_pong_once_udp_is_forwarded(lab, js_peer, tmp_
         # A PONG signed by another key than the one the node id names is not this node's answer.
         wrong = await prove_from(net, "client", 30303, ProofRequest("discv4", node_id=bytes(32)))
         assert wrong.reachable is True and wrong.protocol_check is not None and not wrong.protocol_check.ok
+
+
+PROOF_COUNTERS = """
+table inet nrproof {{
+    counter proof_out {{}}
+    counter other {{}}
+    chain out {{
+        type filter hook output priority 0; policy accept;
+        ip daddr != {req} ip daddr != 127.0.0.0/8 counter name other
+        ip daddr {req} tcp sport != 3480 counter name proof_out
+        ip daddr {req} udp sport != {{ 3478, 3479 }} counter name proof_out
+    }}
+}}
+"""
+
+
+async def test_proof_traffic_stays_within_the_request(private_lab, node_daemons, js_peer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The kernel's own count of what each proof sent (IP packets from the server to the requester, other than
+    the HTTP answer) never exceeds what the server counted for the request that caused it, with real nodes
+    answering (their answers make the server's kernel ACK, which counts too). Measured here (kernel / the
+    server's own estimate): Levin 363/363 bytes, BitTorrent 336/388, Bitcoin into monerod 341/393, discv4
+    147/147 (one PING), discv5 into silence 357/357 (three packets), against requests of about 1250 bytes."""
+    from nodereach.lab import netns
+    from serve_lab_helpers import http_in, nft_counters
+
+    net: Lab = private_lab("open")
+    node_daemons.monerod(net, "client")
+    infohash = node_daemons.transmission(net, "client").add_seed()
+    discv4_node = js_peer(net, "client", "discv4", ip=A.OPEN_CLIENT_IP, port=30303)
+    cases = [
+        (18080, "tcp", {"protocol": "monero"}),
+        (51413, "tcp", {"protocol": "bittorrent", "infohash": infohash}),
+        (51413, "tcp", {"protocol": "bittorrent", "infohash": "00" * 20}),
+        (18080, "tcp", {"protocol": "bitcoin", "network": "main"}),
+        (30303, "udp", {"protocol": "discv4", "node_id": discv4_node.info["node_id"]}),
+        (30303, "udp", {"protocol": "discv5", "node_id": discv4_node.info["node_id"]}),  # silence: resent
+    ]
+    with serving(net, tmp_path):
+        netns.nft(net.ns("server"), PROOF_COUNTERS.format(req=A.OPEN_CLIENT_IP))
+        for port, transport, proof in cases:
+            before = nft_counters(net, "server", "nrproof")["proof_out"][1]
+            status, doc = http_in(net, "client", "/v1/probe", {"port": port, "protocol": transport, "proof": proof,
+                                                                "pad": " " * 800}, timeout=10)
+            assert status == 200, doc
+            assert isinstance(doc, dict)
+            sent = nft_counters(net, "server", "nrproof")["proof_out"][1] - before
+            print(f"{proof['protocol']}: ok={doc['protocol_check']['ok']} kernel bytes {sent}, "
+                  f"server's count {doc['bytes_sent']}, request {doc['request_bytes']}")
+            assert 0 < sent <= doc["request_bytes"], (proof, sent, doc)
+        assert nft_counters(net, "server", "nrproof")["other"][0] == 0
