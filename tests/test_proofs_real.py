@@ -179,3 +179,15 @@ async def test_proof_traffic_stays_within_the_request(private_lab, node_daemons,
                   f"server's count {doc['bytes_sent']}, request {doc['request_bytes']}")
             assert 0 < sent <= doc["request_bytes"], (proof, sent, doc)
         assert nft_counters(net, "server", "nrproof")["other"][0] == 0
+
+
+async def test_libp2p_proof_over_ipv6(lab, js_peer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """IPv6 (native, no inbound filter in `ipv6-open`): the proof runs over the request's family, and the
+    padded request pays for its larger headers."""
+    net: Lab = lab("ipv6-open")
+    js_peer(net, "client", "libp2p", ip="::", port=4001)
+    with serving(net, tmp_path, "--address", A.SERVER_IP6):
+        proof = functools.partial(prove, f"[{A.SERVER_IP6}]:3480", 4001, ProofRequest("libp2p"), timeout=8.0)
+        r = await net.run_async("client", proof)
+    assert (r.reachable, r.reason, r.observed_address) == (True, "ok", A.CLIENT_IP6)
+    assert r.protocol_check is not None and r.protocol_check.ok, r.protocol_check
