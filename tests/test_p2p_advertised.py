@@ -121,7 +121,9 @@ def test_enr_other_identity_scheme_is_read_but_not_verified() -> None:
 
 
 def test_importing_enr_does_not_import_pydantic() -> None:
-    code = ("import sys, nodereach.p2p.enr, nodereach.p2p.enode, nodereach.p2p.multiaddr, nodereach.p2p.addrs;"
+    # The check's path too: the dial-back client (with ProofRequest) and every protocol codec module.
+    code = ("import sys, nodereach.p2p.enr, nodereach.p2p.enode, nodereach.p2p.multiaddr, nodereach.p2p.addrs,"
+            "nodereach.reach.client, nodereach.p2p.discv4, nodereach.p2p.discv5, nodereach.p2p.bitcoin;"
             "heavy = [m for m in ('pydantic', 'rlp', 'eth_utils', 'coincurve', 'Crypto') if m in sys.modules];"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
