@@ -79,3 +79,74 @@ def test_tries_follow_the_evidence() -> None:
     assert tries_for_evidence(10, 20) == MAX_TRIES
     for lost in range(0, 10):
         assert tries_for_evidence(lost, 20) <= tries_for_evidence(lost + 1, 20)  # more loss, never fewer tries
+
+
+# --- one question asked as paced tries (diagnose.probes.request), against a loopback server that drops ---
+class _Dropper:
+    """A STUN responder on loopback that ignores the first `drop` requests it gets (or all of them)."""
+
+    def __init__(self, drop: int) -> None:
+        import socket
+
+        self.drop = drop
+        self.ids: list[bytes] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.addr = self.sock.getsockname()
+
+    def readable(self) -> None:
+        from nodereach.stun import attributes as SA
+        from nodereach.stun import message as M
+
+        while True:
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                return
+            req = M.parse_message(data)
+            self.ids.append(req.transaction_id)
+            if len(self.ids) <= self.drop:
+                continue
+            resp = M.StunMessage(M.BINDING, M.SUCCESS, req.transaction_id)
+            resp.add(SA.XOR_MAPPED_ADDRESS, SA.encode_xor_address(source, req.key))
+            self.sock.sendto(M.encode_message(resp), source)
+
+
+async def _ask(drop: int, budget_s: float) -> tuple[object, _Dropper, SharedRtt, float]:
+    import asyncio
+
+    from nodereach.diagnose import probes
+    from nodereach.diagnose.budget import Budget, Context
+    from nodereach.diagnose.stunio import StunSocket
+
+    server = _Dropper(drop)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(server.sock.fileno(), server.readable)
+    rtt = SharedRtt()
+    rtt.add(0.05)  # a known path: 50 ms RTT, RTO 0.11
+    ctx = Context(rtt, Budget(time.monotonic(), budget_s, rtt))
+    sock = await StunSocket(rtt).open()
+    start = time.monotonic()
+    try:
+        reply = await probes.request(sock, server.addr, ctx)
+    finally:
+        sock.close()
+        loop.remove_reader(server.sock.fileno())
+        server.sock.close()
+    return reply, server, rtt, time.monotonic() - start
+
+
+async def test_silence_is_no_after_paced_tries() -> None:
+    reply, server, rtt, took = await _ask(drop=1000, budget_s=5.0)
+    tries = rtt.tries_for_negative()
+    assert reply is None
+    assert len(set(server.ids)) >= tries  # as many separate transactions as the loss evidence asks for
+    assert took < 2 * rtt.rto + tries * 0.025 + 0.3  # paced, not an RTO per try: 0.4 s here, not 2 s
+
+
+async def test_a_lost_try_is_recovered_and_counted() -> None:
+    reply, server, rtt, _took = await _ask(drop=3, budget_s=5.0)
+    assert reply is not None and reply.mapped is not None  # type: ignore[attr-defined]
+    assert len(set(server.ids)) >= 3
+    assert rtt.lost_tries >= 1  # the unanswered try is loss evidence for the next negative answer

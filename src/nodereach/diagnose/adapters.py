@@ -13,7 +13,6 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 from nodereach.diagnose.budget import Context
@@ -146,14 +145,34 @@ async def _probe_methods(mod: Any, gw: Any, wait_s: float, methods: tuple[str, .
     return {m: results[m] for m in methods}
 
 
+async def _until(fut: asyncio.Future[Any], soft_end: float, hard_end: float, others: asyncio.Event | None) -> Any:
+    """`fut`'s result; TimeoutError once `soft_end` passed and `others` is set (the rest of the check is done, or
+    no event was given), or at `hard_end` in any case."""
+    while True:
+        now = time.monotonic()
+        if fut.done():
+            return fut.result()
+        if now >= hard_end or (now >= soft_end and (others is None or others.is_set())):
+            raise TimeoutError
+        rest = asyncio.ensure_future(others.wait()) if others is not None and now >= soft_end else None
+        try:
+            await asyncio.wait({fut} if rest is None else {fut, rest}, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=(soft_end if now < soft_end else hard_end) - now)
+        finally:
+            if rest is not None:
+                rest.cancel()
+
+
 async def portmap(gateway: str | None, *, wait_s: float, bound_s: float, local_address: str | None = None,
                   index: int | None = None, networks: tuple[str, ...] = (), child: ProbeChild | None = None,
+                  hard_s: float | None = None, others: asyncio.Event | None = None,
                   ) -> tuple[dict[str, PortmapProtocol], str | None]:
     """PCP / NAT-PMP / UPnP availability from the port-mapping package; unknown if it is missing.
 
     With the route already known, PCP+NAT-PMP (in a thread) and UPnP (in `child` if given, else a thread) run
-    side by side, so the quick LAN answers do not wait for UPnP's SSDP search; a part that misses `bound_s` is
-    `unknown`.
+    side by side, so the quick LAN answers do not wait for UPnP's SSDP search. A part still unanswered after
+    `bound_s` is `unknown`, unless `others` (the rest of the check) is still running: then it may go on until
+    they are done, at most `hard_s`.
     """
     empty = {k: PortmapProtocol() for k in ("pcp", "natpmp", "upnp")}
     if gateway is None:
@@ -178,35 +197,35 @@ async def portmap(gateway: str | None, *, wait_s: float, bound_s: float, local_a
                 {"gateway": gateway, "local": local_address, "index": index, "networks": list(networks),
                  "wait_s": wait_s}, ("upnp",))) if child is not None else
             _in_thread(_probe_methods, mod, gw, wait_s, ("upnp",))}
-    import time
-
-    deadline = time.monotonic() + bound_s
+    soft_end = time.monotonic() + bound_s
+    hard_end = time.monotonic() + max(bound_s, hard_s if hard_s is not None else bound_s)
     for methods, fut in jobs.items():
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                raw = await fut
+            raw = await _until(fut, soft_end, hard_end, others)
             got = raw if all(isinstance(v, PortmapProtocol) for v in raw.values()) else _convert(raw)
             out.update({m: got[m] for m in methods})
         except TimeoutError:
+            fut.cancel()  # given up: its late failure (the child is killed at the end) is nobody's to read
+            waited = time.monotonic() - soft_end + bound_s
             for m in methods:
-                out[m] = PortmapProtocol(reason=f"no complete answer within {bound_s:.1f} s")
+                out[m] = PortmapProtocol(reason=f"no complete answer within {waited:.1f} s")
         except Exception as exc:
             for m in methods:
                 out[m] = PortmapProtocol(reason=f"probe failed: {type(exc).__name__}")
     return out, None
 
 
-async def gateway_protocols(net: Awaitable[NetInfo], primary: str, child: ProbeChild | None,
-                            ctx: Context) -> PortmapObservation:
-    """PCP, NAT-PMP and UPnP on the gateway toward the primary server (netlink names it: awaited here)."""
-    info = await net
+async def gateway_protocols(info: NetInfo, primary: str, child: ProbeChild | None, ctx: Context,
+                            others: asyncio.Event | None = None) -> PortmapObservation:
+    """PCP, NAT-PMP and UPnP on the gateway toward the primary server: done by DONE_BY_S after the start, or
+    while `others` (the rest of the check) still runs, never past the run's end."""
     route = info.routes.get(primary)
     started = time.monotonic() - ctx.budget.start
     result, err = await portmap(route.gateway if route is not None else None, wait_s=SSDP_WAIT_S,
                                 bound_s=min(max(0.5, DONE_BY_S - started), max(0.3, ctx.budget.left() - 0.1)),
                                 local_address=route.source if route else None,
                                 index=route.index if route else None, networks=route.networks if route else (),
-                                child=child)
+                                child=child, hard_s=max(0.3, ctx.budget.left() - 0.1), others=others)
     return PortmapObservation(result["pcp"], result["natpmp"], result["upnp"], err)
 
 

@@ -153,7 +153,7 @@ class _Run:
         self.tasks: list[asyncio.Task[Any]] = []
         self.errors: list[str] = []
         self.resolved: tuple[ResolvedServer, ...] = ()
-        self.net: asyncio.Task[netinfo.NetInfo] | None = None
+        self.net = netinfo.NetInfo()
         self.child: adapters.ProbeChild | None = None
         self.source: str | None = None
         self.primary4: str | None = None
@@ -161,6 +161,8 @@ class _Run:
         self.families: dict[Family, FamilyObservations] = {}
         self.ipv6: asyncio.Task[FamilyObservations] | None = None
         self.portmap: asyncio.Task[PortmapObservation] | None = None
+        self.others_done = asyncio.Event()
+        """Every probe but the gateway's is done: the gateway probe gets no more time than its own bound."""
         self.lifetime: asyncio.Task[LifetimeObservation] | None = None
 
     async def observe(self) -> Observations:
@@ -170,11 +172,11 @@ class _Run:
         try:
             async with asyncio.timeout(max(0.2, budget.end - time.monotonic() + 0.1 + extra)):
                 await self._schedule()
+                await asyncio.gather(*(t for t in self.tasks if t is not self.portmap), return_exceptions=True)
+                self.others_done.set()
                 await asyncio.gather(*self.tasks, return_exceptions=True)
-                local = await self._local_view()
         except TimeoutError:
             timed_out = True
-            local = self._local_view_now()
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -182,9 +184,7 @@ class _Run:
                 s.close()
             if self.child is not None:
                 await self.child.close()
-            if self.net is not None and not self.net.done():
-                self.net.cancel()
-        return self._collect(local, timed_out)
+        return self._collect(LocalView(self.source, self.primary4, self.net), timed_out)
 
     # --- stages ----------------------------------------------------------------------------------------
     def _start(self, coro: Coroutine[Any, Any, T], step: str | None = None, detail: str = "") -> asyncio.Task[T]:
@@ -220,9 +220,8 @@ class _Run:
         self.resolved = await resolve_servers(self.opts.servers, min(RESOLVE_MAX_S, budget.left()))
         usable = [s for s in self.resolved if s.addresses]
         v4, v6 = roles(self.resolved, 4), roles(self.resolved, 6)
-        # Netlink (pyroute2) in a child process: its import and setup cost more than the first RTTs.
-        dests = [s.address(4) or s.addresses[0] for s in usable]
-        self.net = asyncio.ensure_future(netinfo.gather_async(dests, wait_s=max(0.5, budget.left())))
+        # The kernel's tables (/proc, a millisecond): the gateway is known before the first probe goes out.
+        self.net = netinfo.gather([s.address(4) or s.addresses[0] for s in usable])
         adapters.warm_up()
         self.child = adapters.ProbeChild()  # UPnP's slow imports start now, in another process
         self.progress("servers", "done", f"{len(usable)} of {len(self.opts.servers)} usable")
@@ -246,9 +245,9 @@ class _Run:
             return
         self._start_ipv6(v6)
         assert self.primary4 is not None
-        self.portmap = self._start(
-            adapters.gateway_protocols(asyncio.shield(self.net), self.primary4, self.child, self.ctx), "portmap",
-            "PCP / NAT-PMP / UPnP on the gateway")
+        self.portmap = self._start(adapters.gateway_protocols(self.net, self.primary4, self.child, self.ctx,
+                                                              self.others_done),
+                                   "portmap", "PCP / NAT-PMP / UPnP on the gateway")
         stun = primary.stun(4)
         if self.opts.lifetime and stun is not None:
             self.lifetime = self._start(lifetime.probe(stun, self.opts.lifetime_max, self.ctx), "lifetime",
@@ -292,13 +291,6 @@ class _Run:
                                                  asyncio.shield(run.plain), ctx), "hairpin")
 
     # --- collecting ------------------------------------------------------------------------------------
-    async def _local_view(self) -> LocalView:
-        net = await asyncio.shield(self.net) if self.net is not None else netinfo.NetInfo()
-        return LocalView(self.source, self.primary4, net)
-
-    def _local_view_now(self) -> LocalView:
-        return LocalView(self.source, self.primary4, _value(self.net) or netinfo.NetInfo())
-
     def _collect(self, local: LocalView, timed_out: bool) -> Observations:
         families = dict(self.families)
         if self.family4 is not None:

@@ -1,22 +1,31 @@
-"""Local addresses, interface and default gateway from netlink (pyroute2; works unprivileged).
+"""This host's addresses, and the route (source, gateway, interface, on-link networks) toward each server.
 
-`gather_async` asks from a child interpreter: importing pyroute2 costs ~0.25 s of CPU, which in-process would
-hold the GIL while the check's first round trips are timed; a child does it on another core.
+Read from the kernel's /proc tables, which every user may read: /proc/net/route and /proc/net/ipv6_route
+(the main routing table), /proc/net/fib_trie (IPv4 addresses of this host) and /proc/net/if_inet6 (IPv6
+ones); the source address the kernel picks comes from connecting a UDP socket (sends nothing, and it follows
+policy routing, which the main table alone does not show). Why not netlink through pyroute2 (which the
+port-mapping package uses): importing it costs ~0.25 s of CPU, more than a second on a loaded host, and
+the check needs the gateway in its first milliseconds (the gateway's port-mapping probe waits for it).
+The parsers are pure and total: any text gives entries or nothing, never an error.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import contextlib
 import ipaddress
-import json
 import socket
-import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
-MAX_CHILD_OUTPUT = 1 << 20
+from nodereach.net import IPAddress, canonical
+
+PROC_NET = Path("/proc/thread-self/net")
+"""This thread's network namespace (/proc/net is the process's: a thread moved into a lab namespace by setns
+reads its own tables only through thread-self)."""
+MAX_TABLE_BYTES = 1 << 20
+"""A routing table larger than this is read only this far (a router with a full table is not a node)."""
+RTF_UP, RTF_GATEWAY = 0x1, 0x2
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,17 @@ class NetInfo:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of the main routing table."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    gateway: str | None
+    """None: on-link (no gateway)."""
+    interface: str
+    metric: int
+
+
 def source_toward(dest: str | None) -> tuple[str | None, str | None]:
     """(source address the kernel picks toward dest, error): a connect() on a UDP socket sends nothing."""
     if dest is None:
@@ -49,95 +69,162 @@ def source_toward(dest: str | None) -> tuple[str | None, str | None]:
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((dest, 9))
-            return str(s.getsockname()[0]), None
+            return canonical(str(s.getsockname()[0])), None
     except OSError as exc:
         return None, exc.strerror or str(exc)
 
 
-def gather(destinations: list[str]) -> NetInfo:
-    """Ask the kernel which source address, gateway and interface it uses toward each destination."""
+def _hex4(text: str) -> ipaddress.IPv4Address:
+    """/proc/net/route writes IPv4 addresses as host-order (little-endian) hex."""
+    return ipaddress.IPv4Address(int(text, 16).to_bytes(4, "little"))
+
+
+def parse_route4(text: str) -> list[Route]:
+    """/proc/net/route: Iface Destination Gateway Flags RefCnt Use Metric Mask ... (header line first)."""
+    routes = []
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 8:
+            continue
+        try:
+            flags = int(cols[3], 16)
+            net = ipaddress.IPv4Network(f"{_hex4(cols[1])}/{_hex4(cols[7])}", strict=False)
+            gateway = _hex4(cols[2])
+            metric = int(cols[6])
+        except ValueError:
+            continue
+        if flags & RTF_UP:
+            routes.append(Route(net, str(gateway) if flags & RTF_GATEWAY else None, cols[0], metric))
+    return routes
+
+
+def _hex6(text: str) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(bytes.fromhex(text))
+
+
+def parse_route6(text: str) -> list[Route]:
+    """/proc/net/ipv6_route: dest plen src plen nexthop metric refcnt use flags iface (hex, no header)."""
+    routes = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 10 or len(cols[0]) != 32 or len(cols[4]) != 32:
+            continue
+        try:
+            net = ipaddress.IPv6Network(f"{_hex6(cols[0])}/{int(cols[1], 16)}", strict=False)
+            nexthop = _hex6(cols[4])
+            metric = int(cols[5], 16)
+            flags = int(cols[8], 16)
+        except ValueError:
+            continue
+        if flags & RTF_UP and cols[9] != "lo":
+            routes.append(Route(net, str(nexthop) if flags & RTF_GATEWAY and not nexthop.is_unspecified else None,
+                                cols[9], metric))
+    return routes
+
+
+def parse_fib_trie_locals(text: str) -> frozenset[str]:
+    """IPv4 addresses of this host from /proc/net/fib_trie: a `|-- ADDRESS` leaf whose next line says
+    `/32 host LOCAL`."""
+    found: set[str] = set()
+    leaf: str | None = None
+    for line in text.splitlines():
+        item = line.strip()
+        if item.startswith("|-- "):
+            leaf = item[4:].strip()
+        elif leaf is not None and item.startswith("/32 host LOCAL"):
+            with contextlib.suppress(ValueError):
+                found.add(str(ipaddress.IPv4Address(leaf)))
+            leaf = None
+    return frozenset(found)
+
+
+def parse_if_inet6(text: str) -> list[tuple[str, int, str]]:
+    """/proc/net/if_inet6: (address, prefix length, interface) per line: address index plen scope flags iface."""
+    out = []
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 6 or len(cols[0]) != 32:
+            continue
+        try:
+            out.append((str(_hex6(cols[0])), int(cols[2], 16), cols[5]))
+        except ValueError:
+            continue
+    return out
+
+
+def best_route(routes: Iterable[Route], dest: IPAddress) -> Route | None:
+    """Longest prefix, then lowest metric: the main table's answer for `dest`."""
+    fits = [r for r in routes if r.network.version == dest.version and dest in r.network]
+    return max(fits, key=lambda r: (r.network.prefixlen, -r.metric), default=None)
+
+
+def _read(name: str) -> str:
     try:
-        from pyroute2 import IPRoute
-    except ImportError as exc:  # pragma: no cover - a dependency
-        return NetInfo(error=f"pyroute2 missing: {exc}")
+        with (PROC_NET / name).open("rb") as fh:
+            return fh.read(MAX_TABLE_BYTES).decode("ascii", "replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The kernel tables the check reads, as text (tests pass their own)."""
+
+    route4: str
+    route6: str
+    fib_trie: str
+    if_inet6: str
+
+    @classmethod
+    def read(cls) -> Tables:
+        return cls(_read("route"), _read("ipv6_route"), _read("fib_trie"), _read("if_inet6"))
+
+
+def _index(interface: str | None) -> int | None:
+    if interface is None:
+        return None
     try:
-        with IPRoute() as ipr:
-            addrs = list(ipr.get_addr())
-            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            gateways: dict[int, str] = {}
-            for family in (socket.AF_INET, socket.AF_INET6):
-                gw = next((r.get_attr("RTA_GATEWAY") for r in ipr.get_default_routes(family=family)
-                           if r.get_attr("RTA_GATEWAY")), None)
-                if gw:
-                    gateways[family] = str(gw)
-            routes = {dest: _route(ipr, dest, addrs, names) for dest in destinations}
-            return NetInfo(addresses=frozenset(str(a.get_attr("IFA_ADDRESS")) for a in addrs
-                                               if a.get_attr("IFA_ADDRESS")),
-                           routes=routes, default_gateway4=gateways.get(socket.AF_INET),
-                           default_gateway6=gateways.get(socket.AF_INET6))
-    except Exception as exc:  # netlink unavailable: report, do not crash
-        return NetInfo(error=f"netlink: {exc}")
+        return socket.if_nametoindex(interface)
+    except OSError:
+        return None
 
 
-def _route(ipr: Any, dest: str, addrs: list[Any], names: dict[int, str]) -> RouteInfo:
-    try:
-        ipaddress.ip_address(dest)
-        route = ipr.route("get", dst=dest)[0]
-        oif = route.get_attr("RTA_OIF")
-        return RouteInfo(source=route.get_attr("RTA_PREFSRC"), gateway=route.get_attr("RTA_GATEWAY"),
-                         interface=names.get(oif) if oif is not None else None, index=oif,
-                         networks=tuple(
-                             str(ipaddress.ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False))
-                             for a in addrs if a["index"] == oif and a.get_attr("IFA_ADDRESS")))
-    except Exception as exc:  # netlink errors carry errno text: no route, unreachable
-        return RouteInfo(error=str(exc) or type(exc).__name__)
-
-
-def to_json(info: NetInfo) -> str:
-    doc = {f.name: getattr(info, f.name) for f in dataclasses.fields(info)}
-    doc["addresses"] = sorted(info.addresses)
-    doc["routes"] = {k: dataclasses.asdict(v) for k, v in info.routes.items()}
-    return json.dumps(doc)
-
-
-def from_json(text: str | bytes) -> NetInfo:
-    """The child's answer back into a NetInfo (ValueError on anything malformed)."""
-    try:
-        return _from_doc(json.loads(text))
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"malformed netinfo: {exc}") from exc
-
-
-def _from_doc(doc: dict[str, Any]) -> NetInfo:
-    routes = {str(k): RouteInfo(source=v["source"], gateway=v["gateway"], interface=v["interface"],
-                                index=v["index"], networks=tuple(str(n) for n in v["networks"]), error=v["error"])
-              for k, v in doc["routes"].items()}
-    return NetInfo(addresses=frozenset(str(a) for a in doc["addresses"]), routes=routes,
-                   default_gateway4=doc["default_gateway4"], default_gateway6=doc["default_gateway6"],
-                   error=doc["error"])
-
-
-async def gather_async(destinations: list[str], wait_s: float = 3.0) -> NetInfo:
-    """`gather` in a child interpreter (pyroute2's import off this process's GIL); in a thread if that fails."""
-    proc: asyncio.subprocess.Process | None = None
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nodereach.diagnose.netinfo", *destinations,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        assert proc.stdout is not None
-        async with asyncio.timeout(wait_s):
-            out = await proc.stdout.read(MAX_CHILD_OUTPUT)
-            await proc.wait()
-        if proc.returncode == 0:
-            return from_json(out)
-    except (OSError, TimeoutError, ValueError):
-        pass
-    finally:
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return await asyncio.to_thread(gather, destinations)
-
-
-if __name__ == "__main__":
-    print(to_json(gather(sys.argv[1:])))
+def gather(destinations: Iterable[str], tables: Tables | None = None) -> NetInfo:
+    """This host's addresses, default gateways, and the route toward each destination."""
+    t = tables or Tables.read()
+    if not t.route4 and not t.route6:
+        return NetInfo(error="cannot read the routing table (/proc/net/route)")
+    routes = parse_route4(t.route4) + parse_route6(t.route6)
+    v6 = parse_if_inet6(t.if_inet6)
+    addresses = parse_fib_trie_locals(t.fib_trie) | {a for a, _plen, _iface in v6}
+    # Connected networks per interface: IPv4's on-link routes; IPv6's from the addresses' prefixes.
+    onlink: dict[str, list[str]] = {}
+    for r in routes:
+        if r.gateway is None and r.network.prefixlen > 0 and r.network.version == 4:
+            onlink.setdefault(r.interface, []).append(str(r.network))
+    for address, plen, iface in v6:
+        onlink.setdefault(iface, []).append(str(ipaddress.ip_network(f"{address}/{plen}", strict=False)))
+    found: dict[str, RouteInfo] = {}
+    for dest in destinations:
+        try:
+            ip = ipaddress.ip_address(dest)
+        except ValueError:
+            found[dest] = RouteInfo(error=f"not an IP address: {dest!r}")
+            continue
+        source, error = source_toward(str(ip))
+        if ip.is_loopback or str(ip) in addresses:  # the local table's, not the main table's
+            found[dest] = RouteInfo(source=source, interface="lo", index=_index("lo"), error=error)
+            continue
+        route = best_route(routes, ip)
+        if route is None:
+            found[dest] = RouteInfo(source=source, error=error or "no route")
+            continue
+        networks = tuple(dict.fromkeys(onlink.get(route.interface, [])))
+        found[dest] = RouteInfo(source=source, gateway=route.gateway, interface=route.interface,
+                                index=_index(route.interface), networks=networks, error=error)
+    defaults = {family: best_route((r for r in routes if r.network.prefixlen == 0), ipaddress.ip_address(any_ip))
+                for family, any_ip in ((4, "0.0.0.0"), (6, "::"))}
+    gw4, gw6 = defaults[4], defaults[6]
+    return NetInfo(addresses=frozenset(addresses), routes=found,
+                   default_gateway4=gw4.gateway if gw4 is not None else None,
+                   default_gateway6=gw6.gateway if gw6 is not None else None)

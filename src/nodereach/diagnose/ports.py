@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
-from nodereach.diagnose import dialback, portfilter
+from nodereach.diagnose import dialback, portfilter, probes
 from nodereach.diagnose.budget import Context
 from nodereach.diagnose.model import PortResult
 from nodereach.diagnose.observations import PortPaths, PortProbe
@@ -20,8 +20,9 @@ from nodereach.reach.limits import MAX_IN_FLIGHT_PER_ADDRESS
 DIALBACK_ATTEMPTS = 3
 RETRY_AFTER_S = 1.0
 """The service answers 429/503 with Retry-After: 1 (reach.service)."""
-KERNEL_SYN_RETRY_S = 1.3
-"""Room for one SYN retransmission by the server's kernel (its initial RTO is 1 s)."""
+SERVER_WAIT_RTTS = 6
+"""The server's probe deadline in RTTs: its tries go out in the first half (reach.prober.SCHEDULE), the last
+one's answer has the rest."""
 NO_DIALBACK = "outbound port filters: needs a nodereach server (--server)"
 
 
@@ -55,41 +56,37 @@ def _path_deadline(ctx: Context, sent: float) -> float:
     return max(sent + 0.1, min(ctx.budget.end - 0.05, sent + ctx.rtt.negative_wait()))
 
 
-def _server_wait(ctx: Context, spec: PortSpec, lossy: bool, handshake_s: float) -> float:
-    """The server's probe deadline, from the RTT (STUN's, or the API request's TCP handshake)."""
+def _server_wait(ctx: Context, handshake_s: float) -> float:
+    """The server's probe deadline, from the RTT (STUN's, or the API request's TCP handshake: a handshake
+    slower than 0.9 s hid a lost SYN and says nothing about the RTT)."""
     rtt = ctx.rtt.srtt if ctx.rtt.srtt is not None and not ctx.rtt.provisional else \
         (handshake_s if handshake_s < 0.9 else 0.5)
-    wait = max(0.25, 6 * rtt + 0.1)
-    if lossy and spec.transport == "tcp":
-        wait = max(wait, KERNEL_SYN_RETRY_S)
+    wait = max(0.25, SERVER_WAIT_RTTS * rtt + 0.1)
     return min(wait, max(0.2, ctx.budget.left() - 2 * rtt - 0.05))
 
 
 async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context) -> PortResult:
-    """Dial-back of one port, started at once. Under observed loss a negative or failed answer is asked again
-    while time allows, with room for the server's kernel to resend a lost SYN."""
+    """Dial-back of one port, started at once. The server's answer is final (its probe made several tries,
+    reach.prober.SCHEDULE); a request that got no answer at all is made again while time allows, and a busy
+    server is asked again after the second it asks for."""
     host = server.address(family) or server.spec.host
     http_port = server.spec.http_port
     result = PortResult(port=spec.port, protocol=spec.transport, reason="no-server")
     if http_port is None:
         return result
-    for attempt in range(DIALBACK_ATTEMPTS):
-        lossy = ctx.rtt.recovered > 0 or attempt > 0
+    for _attempt in range(DIALBACK_ATTEMPTS):
         left = ctx.budget.left()
         if left < 0.4:
             break
-        new = await dialback.probe(host, http_port, spec.port, spec.transport,
-                                   server_wait=partial(_server_wait, ctx, spec, lossy), http_timeout=left - 0.02,
-                                   copies=copies if spec.transport == "tcp" else 1)
+        new = await dialback.probe(host, http_port, spec.port, spec.transport, server_wait=partial(_server_wait, ctx),
+                                   http_timeout=left - 0.02, copies=copies if spec.transport == "tcp" else 1)
         if result.reachable is None or new.reachable is not None:
             result = new
         if result.reason in ("rate-limited", "server-busy") and ctx.budget.left() > RETRY_AFTER_S + 0.6:
             await asyncio.sleep(RETRY_AFTER_S)  # the service asks to come back shortly (Retry-After: 1)
             continue
-        if result.reachable is True or result.reason not in ("no-mapping-or-filtered", "no-server"):
+        if result.reason != "no-server":
             break
-        if result.reachable is False and (ctx.rtt.recovered == 0 or attempt >= 1):
-            break  # a negative answer is asked once more only when loss was seen
     return result
 
 
@@ -103,7 +100,7 @@ async def public_endpoint(port: int, family: Family, stun: SockAddr, ctx: Contex
     except OSError:
         return None
     try:
-        reply = await sock.request(stun, deadline=ctx.budget.negative_from_now())
+        reply = await probes.request(sock, stun, ctx)
     finally:
         sock.close()
     if reply is not None and reply.source == stun and reply.mapped is not None:

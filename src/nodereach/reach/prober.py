@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import socket
 import time
 from dataclasses import dataclass
@@ -67,46 +68,121 @@ def syns(seconds: float) -> int:
     return 1 + (seconds > 1.0) + (seconds > 3.0)
 
 
+SCHEDULE = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+"""When a probe's tries go out, as fractions of its deadline T: fresh SYNs (TCP) or datagrams (UDP) spread over
+the first half, the second half left for the last one's answer (the client derives T from its RTT). Each try
+is an independent chance: under 10% loss each way (19% per round trip) six miss a reachable port with
+probability 5e-5, where one SYN and the kernel's own retransmission a second later would take > 1 s and still
+miss it 3.6% of the time."""
+
+
 def tcp_min_budget(timeout: float, ipv6: bool = False) -> int:
     """Bytes the cheapest TCP probe may cost: every SYN the deadline allows, or one SYN + ACK + FIN + ACK."""
     extra = 20 if ipv6 else 0
     return max(syns(timeout) * (TCP_SYN_BYTES + extra), TCP_SYN_BYTES + extra + 3 * (TCP_SEGMENT_OVERHEAD + extra))
 
 
+def tcp_tries(timeout: float, budget: int, ipv6: bool = False) -> int:
+    """Fresh connection attempts the byte budget allows within `timeout`: each costs the SYNs the kernel sends
+    while it lives (retransmissions after 1 s included), and the one that connects also ACK, FIN and last ACK."""
+    extra = 20 if ipv6 else 0
+    cost = 3 * (TCP_SEGMENT_OVERHEAD + extra)
+    for tries, at in enumerate(SCHEDULE):
+        cost += syns(timeout * (1.0 - at)) * (TCP_SYN_BYTES + extra)
+        if cost > budget:
+            return tries
+    return len(SCHEDULE)
+
+
+@dataclass(slots=True)
+class _Attempt:
+    sock: socket.socket
+    started: float
+
+
+def _syn_bytes(attempts: list[_Attempt], now: float, extra: int) -> int:
+    return sum(syns(now - a.started) for a in attempts) * (TCP_SYN_BYTES + extra)
+
+
+async def _first_connection(host: str, port: int, source: str | None, span: float, tries: int,
+                            attempts: list[_Attempt]) -> tuple[_Attempt | None, str, float]:
+    """Fresh connection attempts at SCHEDULE[i] x span until one connects or is answered (refused, reset,
+    unreachable), at most `span` seconds: (the deciding attempt or None, reason, when). Every attempt made is
+    appended to `attempts` (the caller closes them and counts their SYNs)."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    deadline = start + span
+    running: dict[asyncio.Future[None], _Attempt] = {}
+    try:
+        while True:
+            now = time.monotonic()
+            if len(attempts) < tries and now >= start + SCHEDULE[len(attempts)] * span:
+                try:
+                    sock = make_socket(host, socket.SOCK_STREAM, source)
+                except OSError:
+                    return None, "error", now
+                attempt = _Attempt(sock, now)
+                attempts.append(attempt)
+                running[asyncio.ensure_future(loop.sock_connect(sock, (host, port)))] = attempt
+                continue
+            if now >= deadline:
+                return None, "timeout", now
+            if not running and len(attempts) >= tries:
+                return None, "error", now  # every attempt failed locally: nothing learned
+            wake = deadline if len(attempts) >= tries else min(deadline, start + SCHEDULE[len(attempts)] * span)
+            if not running:
+                await asyncio.sleep(max(0.0, wake - now))
+                continue
+            done, _ = await asyncio.wait(running, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                attempt = running.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    return attempt, "ok", time.monotonic()
+                reason = reason_for(exc)
+                if reason != "error":  # the target (or a router on the way) answered: refused, reset, unreachable
+                    return attempt, reason, time.monotonic()
+    finally:
+        for fut in running:
+            fut.cancel()
+
+
 async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | None, timeout: float,  # noqa: ASYNC109
                     budget: int) -> ProbeOutcome:
     """A completed handshake proves the port open; an echoed token proves it is nodereach's listener.
 
-    Byte accounting (on-wire, headers included): the SYNs sent, then on success our ACK, FIN and last ACK
-    (+ the token segment). The deadline is shortened so that SYN retransmissions fit the budget.
+    Fresh connection attempts go out on SCHEDULE (as many as the byte budget allows), the first answer of any
+    decides. Byte accounting (on-wire, headers included): every SYN sent (the kernel's retransmissions too),
+    then on success our ACK, FIN and last ACK (+ the token segment). The deadline is shortened so that at least
+    one attempt with its SYN retransmissions fits the budget.
     """
     loop = asyncio.get_running_loop()
-    extra = 20 if _family(host) == socket.AF_INET6 else 0
-    while timeout > 1.0 and tcp_min_budget(timeout, bool(extra)) > budget:
+    ipv6 = _family(host) == socket.AF_INET6
+    extra = 20 if ipv6 else 0
+    while timeout > 1.0 and tcp_tries(timeout, budget, ipv6) == 0:
         timeout = 1.0 if timeout <= 3.0 else 3.0
-    if tcp_min_budget(timeout, bool(extra)) > budget:
+    tries = tcp_tries(timeout, budget, ipv6)
+    if tries == 0:
         return ProbeOutcome(None, "error", source=source)
+    attempts: list[_Attempt] = []
     try:
-        sock = make_socket(host, socket.SOCK_STREAM, source)
-    except OSError:
-        return ProbeOutcome(None, "error", bytes_sent=0, source=source)
-    src = source
-    start = time.monotonic()
-    try:
-        try:
-            async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, (host, port))
-        except (OSError, TimeoutError) as exc:
-            reason = reason_for(exc)
-            elapsed = time.monotonic() - start
+        winner, reason, at = await _first_connection(host, port, source, timeout, tries, attempts)
+        syn_bytes = _syn_bytes(attempts, at, extra)
+        if winner is None or reason != "ok":
+            if reason == "error" and not attempts:
+                return ProbeOutcome(None, "error", source=source)
             # A RST or ICMP error came back: its delay is a round trip too (a timeout has none).
-            rtt_ms = None if reason == "timeout" else elapsed * 1000
-            return ProbeOutcome(False, reason, rtt_ms=rtt_ms, source=src,
-                                bytes_sent=syns(elapsed) * (TCP_SYN_BYTES + extra))
-        rtt = time.monotonic() - start
+            rtt_ms = (at - winner.started) * 1000 if winner is not None else None
+            return ProbeOutcome(None if reason == "error" else False, reason, rtt_ms=rtt_ms, source=source,
+                                bytes_sent=syn_bytes)
+        sock = winner.sock
+        rtt = at - winner.started
         src = sock.getsockname()[0]
-        sent = syns(rtt) * (TCP_SYN_BYTES + extra) + 3 * (TCP_SEGMENT_OVERHEAD + extra)
+        sent = syn_bytes + 3 * (TCP_SEGMENT_OVERHEAD + extra)
         outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=sent)
+        for other in attempts:  # the others stop now (their SYNs are counted above)
+            if other is not winner:
+                other.sock.close()
         msg = codec.probe(token) if token else b""
         if not token or sent + len(msg) + TCP_SEGMENT_OVERHEAD + extra > budget:
             if token:
@@ -114,8 +190,8 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
             return outcome
         outcome.bytes_sent += len(msg) + TCP_SEGMENT_OVERHEAD + extra
         # Wait for the echo a few RTTs (the node's own listener never answers: do not wait long for it).
-        remaining = timeout - rtt
-        wait = min(remaining, max(0.3, 8 * rtt))
+        remaining = timeout - (at - attempts[0].started)
+        wait = min(max(remaining, 0.1), max(0.3, 8 * rtt))
         decoder = codec.StreamDecoder()
         try:
             async with asyncio.timeout(wait):
@@ -135,7 +211,8 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
             outcome.reason = "unverified"
             return outcome
     finally:
-        sock.close()
+        for attempt in attempts:
+            attempt.sock.close()
 
 
 class _UdpProbe(asyncio.DatagramProtocol):
@@ -167,7 +244,7 @@ async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, t
     loop = asyncio.get_running_loop()
     msg = codec.probe(token)
     size = len(msg) + UDP_OVERHEAD + (20 if _family(host) == socket.AF_INET6 else 0)
-    max_sends = min(4, budget // size)
+    max_sends = min(len(SCHEDULE), budget // size)
     if max_sends < 1:
         return ProbeOutcome(None, "error", source=source)
     try:
@@ -181,8 +258,9 @@ async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, t
     start = time.monotonic()
     last_send = start
     try:
-        # Retransmit schedule: 0, T/8, T/4+, T/2 (exponential), all within the deadline.
-        gaps = [timeout / 8, timeout / 8, timeout / 4][: max_sends - 1]
+        # Sends on SCHEDULE (fractions of T, all in its first half), as many as the budget allows.
+        at = [start + f * timeout for f in SCHEDULE[:max_sends]]
+        gaps = [b - a for a, b in itertools.pairwise(at)]
         deadline = start + timeout
         for gap in [*gaps, None]:
             last_send = time.monotonic()
