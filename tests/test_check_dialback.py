@@ -29,7 +29,7 @@ def test_to_port_result(result: DialBackResult, expected: tuple[bool | None, str
 
 
 async def test_probe_against_the_service() -> None:
-    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2",
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",),
                                          limits=LimitsConfig(address_burst=100, network_burst=100)))
     http_port = (await svc.start(["127.0.0.1"], 0))[0][1]
     try:

@@ -145,7 +145,7 @@ async def test_port_held_by_node_is_detected() -> None:
 
 async def test_server_by_host_name() -> None:
     """A host name (here from /etc/hosts: no DNS traffic) is resolved once and the probe uses its family."""
-    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2"))
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",)))
     port = (await svc.start(["127.0.0.1"], 0))[0][1]
     try:
         r = await probe_port(f"localhost:{port}", free_port(), "udp", timeout=2)
@@ -215,7 +215,7 @@ async def test_oversized_answer_is_bounded() -> None:
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 async def test_dial_back_copies_and_deadline_from_handshake(protocol: str) -> None:
     """The check's entry: two probes of one listener at once; the deadline callback sees the handshake time."""
-    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2",
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",),
                                          limits=LimitsConfig(address_burst=100, network_burst=100)))
     http_port = (await svc.start(["127.0.0.1"], 0))[0][1]
     seen: list[float] = []

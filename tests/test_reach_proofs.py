@@ -31,7 +31,7 @@ INFOHASH = bytes.fromhex("d2474e86c95b19b8bcfdb92bc12c9d44667cfa36")
 
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
-    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2", limits=LOOSE, probe_timeout=1.0,
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",), limits=LOOSE, probe_timeout=1.0,
                                          proof_timeout=2.0))
     bound = await svc.start(["127.0.0.1"], 0)
     try:

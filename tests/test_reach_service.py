@@ -32,7 +32,7 @@ async def running(config: DialbackConfig) -> AsyncIterator[tuple[DialbackService
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[DialbackService, str]]:
-    async with running(DialbackConfig(alt_address="127.0.0.2", limits=LOOSE, probe_timeout=1.0)) as s:
+    async with running(DialbackConfig(alt_addresses=("127.0.0.2",), limits=LOOSE, probe_timeout=1.0)) as s:
         yield s
 
 
@@ -119,6 +119,7 @@ async def test_probe_source_is_alt_address(server: tuple[DialbackService, str]) 
         conn, peer = node.accept()
         conn.close()
     assert status == 200 and doc["source"] == "127.0.0.2" and peer[0] == "127.0.0.2"
+    assert doc["second_address"] is True
 
 
 @pytest.mark.parametrize("field", ["address", "host", "ip", "target", "Address"])
@@ -167,7 +168,7 @@ async def test_refused_port_via_client(server: tuple[DialbackService, str]) -> N
 
 async def test_rate_limit_per_address() -> None:
     limits = replace(LimitsConfig(), address_burst=5, address_rate=0.01)
-    async with running(DialbackConfig(alt_address="127.0.0.2", limits=limits)) as (_, addr):
+    async with running(DialbackConfig(alt_addresses=("127.0.0.2",), limits=limits)) as (_, addr):
         port = free_port()
         codes = [(await post(f"http://{addr}", {"port": port, "protocol": "tcp"}))[0] for _ in range(12)]
         assert codes[:5] == [200] * 5 and set(codes[5:]) == {429}
@@ -305,7 +306,7 @@ async def test_ipv6_requester_is_probed_over_ipv6() -> None:
     except OSError:
         pytest.skip("no ::1 on this host")
     # The alt address is IPv4: an IPv6 requester is probed from the IPv6 address the request reached.
-    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2", limits=LOOSE))
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",), limits=LOOSE))
     port = (await svc.start(["::1"], 0))[0][1]
     try:
         server = f"[::1]:{port}"
@@ -317,6 +318,88 @@ async def test_ipv6_requester_is_probed_over_ipv6() -> None:
                                                         json={"port": free_port(), "protocol": "tcp"}) as resp:
             doc = await resp.json()
         assert doc["source"] == "::1" and doc["reason"] == "refused"
+        assert doc["second_address"] is False  # the weaker answer: from the address the request went to
+    finally:
+        await svc.close()
+
+
+def _require_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this host")
+
+
+async def test_default_listens_on_both_families_each_request_probed_over_its_own() -> None:
+    """No address given: 0.0.0.0 and :: (IPV6_V6ONLY, else the second bind of one port would fail), an IPv4
+    requester seen as IPv4 (not ::ffff:...), probed from the IPv4 second address; an IPv6 one over IPv6."""
+    _require_ipv6_loopback()
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",), limits=LOOSE, probe_timeout=1.0))
+    bound = await svc.start([], 0)
+    port = bound[0][1]
+    try:
+        assert sorted(bound) == [("0.0.0.0", port), ("::", port)]
+        async with aiohttp.ClientSession() as s:
+            for host, seen in (("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")):
+                async with s.get(f"http://{host}:{port}/v1/address") as r:
+                    assert (await r.json())["address"] == seen
+            async with s.get(f"http://127.0.0.1:{port}/v1/info") as r:
+                info = await r.json()
+        assert info["families"] == [4, 6]
+        assert info["http"] == [{"family": 4, "address": "0.0.0.0", "port": port},
+                                {"family": 6, "address": "::", "port": port}]
+        assert info["dialback"]["families"] == [{"family": 4, "second_address": "127.0.0.2"},
+                                                {"family": 6, "second_address": None}]
+        for host, family, source, second in (("127.0.0.1", socket.AF_INET, "127.0.0.2", True),
+                                             ("::1", socket.AF_INET6, "::1", False)):
+            with socket.socket(family) as node:
+                node.bind((host, 0))
+                node.listen(4)
+                url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+                status, doc = await post(url, {"port": node.getsockname()[1], "protocol": "tcp"})
+                conn, peer = node.accept()
+                conn.close()
+            assert status == 200 and doc["reachable"] is True and doc["address"] == host
+            assert (doc["source"], peer[0], doc["second_address"]) == (source, source, second)
+    finally:
+        await svc.close()
+
+
+async def test_request_to_the_second_address_is_not_probed_from_it() -> None:
+    """A request that reached the second address itself (a wildcard listener) gets a probe from that same
+    address: the answer says so (second_address false), never claims a second address it did not use."""
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",), limits=LOOSE, probe_timeout=1.0))
+    port = (await svc.start(["0.0.0.0"], 0))[0][1]
+    try:
+        with socket.socket() as node:
+            node.bind(("127.0.0.1", 0))
+            node.listen(4)
+            status, doc = await post(f"http://127.0.0.2:{port}", {"port": node.getsockname()[1], "protocol": "tcp"})
+        assert status == 200 and (doc["source"], doc["second_address"]) == ("127.0.0.2", False)
+    finally:
+        await svc.close()
+
+
+async def test_ipv6_request_budget_counts_its_longer_headers() -> None:
+    """The amplification budget follows the request's family: 3 x 20 bytes more IP header for an IPv6
+    requester (its SYN, ACK and request segment), as the probe's own IPv6 packets are counted 20 bytes more."""
+    _require_ipv6_loopback()
+    svc = DialbackService(DialbackConfig(limits=LOOSE, probe_timeout=0.5))
+    port = (await svc.start(["127.0.0.1", "::1"], 0))[0][1]
+    try:
+        budgets = {}
+        for host in ("127.0.0.1", "[::1]"):
+            body = b'{"port":40001,"protocol":"udp"}'
+            raw = (b"POST /v1/probe HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            reader, writer = await asyncio.open_connection(host.strip("[]"), port)
+            writer.write(raw)
+            await writer.drain()
+            resp = await asyncio.wait_for(reader.read(4096), 5)
+            writer.close()
+            budgets[host] = __import__("json").loads(resp.split(b"\r\n\r\n", 1)[1])["request_bytes"]
+        assert budgets["[::1]"] - budgets["127.0.0.1"] == 60
     finally:
         await svc.close()
 

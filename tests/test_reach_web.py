@@ -36,7 +36,7 @@ def _require_browser() -> None:
 @pytest.fixture
 async def site() -> AsyncIterator[str]:
     limits = LimitsConfig(address_burst=100, network_burst=100)
-    svc = DialbackService(DialbackConfig(alt_address="127.0.0.2", limits=limits, probe_timeout=1.0))
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",), limits=limits, probe_timeout=1.0))
     bound = await svc.start(["127.0.0.1"], 0)
     try:
         yield f"http://127.0.0.1:{bound[0][1]}"
@@ -118,3 +118,41 @@ async def test_page_served_with_security_headers(site: str) -> None:
         assert r.status == 200 and "script-src 'self'" in r.headers["Content-Security-Policy"]
         assert "Is my node reachable?" in await r.text()
     await asyncio.sleep(0)
+
+
+async def test_page_over_ipv6(page: object) -> None:
+    """The page reached at [::1]: the visitor's IPv6 address is tested over IPv6; the server has no second
+    IPv6 address, so a Yes says it is weaker; advice speaks of the router's IPv6 firewall, not port forwards."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this host")
+    limits = LimitsConfig(address_burst=100, network_burst=100)
+    svc = DialbackService(DialbackConfig(alt_addresses=("127.0.0.2",), limits=limits, probe_timeout=1.0))
+    port = (await svc.start(["127.0.0.1", "::1"], 0))[0][1]
+    pg = page
+    try:
+        await pg.goto(f"http://[::1]:{port}/")  # type: ignore[attr-defined]
+        await pg.wait_for_selector("#my-address:text-is('::1')", timeout=5000)  # type: ignore[attr-defined]
+        with socket.socket(socket.AF_INET6) as node:
+            node.bind(("::1", 0))
+            node.listen(8)
+            node_port = node.getsockname()[1]
+            cls, verdict, advice = await check(pg, node_port, "tcp")
+            facts = await pg.inner_text("#facts")  # type: ignore[attr-defined]
+        assert cls == "reachable" and verdict.startswith("Yes")
+        assert "::1" in facts and "no second IPv6 address" in facts and "weaker" in facts
+        hint = await pg.inner_text("#cli-hint")  # type: ignore[attr-defined]
+        assert hint == f"nodereach check --server ::1 --port {node_port}/tcp"  # no brackets for a shell to glob
+
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            closed = s.getsockname()[1]
+        cls, verdict, advice = await check(pg, closed, "tcp")
+        assert cls == "unreachable" and "connection refused" in await pg.inner_text("#facts")  # type: ignore[attr-defined]
+        assert any("IPv6 firewall" in a for a in advice) and not any("port forward" in a for a in advice)
+        assert any(":: (all IPv6 interfaces)" in a for a in advice)
+        assert pg.errors == []  # type: ignore[attr-defined]
+    finally:
+        await svc.close()

@@ -20,11 +20,13 @@ from reach_helpers import free_port, full_backlog_listener
 
 
 def stun_binding(host: str, port: int, timeout: float = 1.0) -> StunMessage | None:
-    """One raw RFC 5389 Binding request; the parsed answer or None."""
+    """One raw RFC 5389 Binding request; the parsed answer or None. The socket is connected: an answer from
+    any other address than the one asked is dropped, as a NAT or firewall on a real client's path would."""
     txid = os.urandom(12)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + txid, (host, port))
+        s.connect((host, port))
+        s.send(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + txid)
         try:
             data = s.recv(2048)
         except (TimeoutError, ConnectionRefusedError):
@@ -109,6 +111,7 @@ def test_full_stack_stun_dialback_metrics(serve_full: Serve) -> None:
                             .encode())
     doc = json.loads(body)
     assert status == 200 and doc["reachable"] is True and doc["source"] == "127.0.0.2"
+    assert doc["second_address"] is True
     status, body = http(s.url + "/metrics")
     text = body.decode()
     assert 'nodereach_probes_total{outcome="ok",protocol="tcp"} 1.0' in text
@@ -214,3 +217,47 @@ def test_config_file_and_dual_stack(tmp_path) -> None:  # type: ignore[no-untype
         assert [e["rfc5780"] for e in info["stun"]["endpoints"]] == [True, False]  # alt pairs with IPv4 only
     finally:
         assert s.stop()[0] == 0
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+            s6.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_dual_stack_by_default() -> None:
+    """`nodereach serve` with no address: STUN and HTTP on both families, every address of the host; each
+    STUN answer leaves from the address it was sent to (127.0.0.2 is not the route's source for 127.0.0.1)."""
+    if not _has_ipv6_loopback():
+        pytest.skip("no ::1 on this host")
+    s = Serve()
+    try:
+        s.wait_ready()
+        for host in ("127.0.0.1", "127.0.0.2", "::1"):
+            msg = stun_binding(host, s.stun)
+            assert msg is not None, f"no STUN answer from {host}"
+            assert msg.xor_mapped_address is not None  # the client's source: the route's, 127.0.0.1 on lo
+            assert msg.xor_mapped_address[0] == ("::1" if ":" in host else "127.0.0.1")
+        for url, seen in ((s.url, "127.0.0.1"), (f"http://[::1]:{s.http}", "::1")):
+            status, body = http(url + "/v1/address")
+            assert status == 200 and json.loads(body)["address"] == seen
+        info = json.loads(http(s.url + "/v1/info")[1])
+        assert info["families"] == [4, 6]
+        assert [(e["family"], e["address"], e["port"], e["rfc5780"]) for e in info["stun"]["endpoints"]] == \
+            [(4, "0.0.0.0", s.stun, False), (6, "::", s.stun, False)]
+        assert {(e["family"], e["address"]) for e in info["http"]} == {(4, "0.0.0.0"), (6, "::")}
+        assert info["dialback"]["families"] == [{"family": 4, "second_address": None},
+                                                {"family": 6, "second_address": None}]
+    finally:
+        assert s.stop()[0] == 0
+
+
+def test_alt_address_not_on_this_host_is_one_clear_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "nodereach.cli", "serve", "--address", "127.0.0.1",
+                           "--alt-address", "198.51.100.77", "--no-stun", "--http-port", "0"],
+                          capture_output=True, timeout=20)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "--alt-address 198.51.100.77" in err and "Traceback" not in err

@@ -14,7 +14,7 @@ from nodereach.reach.limits import LimitsConfig
 from nodereach.reach.service import DialbackConfig
 from nodereach.serve import config as cm
 
-FLAGS: dict[str, object] = {"addresses": [], "alt_address": None, "stun_port": None, "alt_port": None,
+FLAGS: dict[str, object] = {"addresses": [], "alt_addresses": [], "stun_port": None, "alt_port": None,
                             "http_port": None, "no_stun": False, "no_dialback": False, "log_json": False,
                             "trusted_proxies": []}
 
@@ -24,9 +24,9 @@ def build(data: dict[str, object], **flags: object) -> cm.ServeConfig:
 
 
 def test_defaults_are_the_well_known_ports() -> None:
-    cfg = build({}, addresses=["203.0.113.10"], alt_address="203.0.113.11")
+    cfg = build({}, addresses=["203.0.113.10"], alt_addresses=["203.0.113.11"])
     assert (cfg.stun_port, cfg.alt_port, cfg.http_port) == (3478, 3479, 3480)
-    assert cfg.run_stun and cfg.run_dialback and cfg.dialback.alt_address == "203.0.113.11"
+    assert cfg.run_stun and cfg.run_dialback and cfg.dialback.alt_addresses == ("203.0.113.11",)
     assert 25 in cfg.dialback.limits.refused_ports and 30303 not in cfg.dialback.limits.refused_ports
 
 
@@ -70,8 +70,17 @@ rate_per_s = 10.0
     ({"dialback": {"probe_timeout": 0}}, {}, "key dialback.probe_timeout: expected float > 0"),
     ({"dialback": {"max_in_flight": -1}}, {}, "key dialback.max_in_flight: expected int >= 0"),
     ({}, {"addresses": ["example.org"]}, "not an IP address"),
-    ({}, {"addresses": ["203.0.113.10"], "alt_address": "203.0.113.10"}, "must differ"),
-    ({}, {"addresses": ["2001:db8::1"], "alt_address": "203.0.113.11"}, "same IP family"),
+    ({}, {"addresses": ["203.0.113.10"], "alt_addresses": ["203.0.113.10"]}, "must differ"),
+    ({}, {"addresses": ["2001:db8::1"], "alt_addresses": ["2001:DB8:0::1"]}, "must differ"),  # compared canonical
+    ({}, {"addresses": ["2001:db8::1"], "alt_addresses": ["203.0.113.11"]}, "same IP family"),
+    ({}, {"alt_addresses": ["203.0.113.11"]}, "needs an --address of the same IP family"),
+    ({}, {"addresses": ["0.0.0.0"], "alt_addresses": ["203.0.113.11"]}, "not a wildcard"),
+    ({}, {"addresses": ["203.0.113.10", "203.0.113.12"]}, "--address given twice for IPv4"),
+    ({}, {"addresses": ["203.0.113.10"], "alt_addresses": ["203.0.113.11", "203.0.113.12"]}, "given twice"),
+    ({}, {"addresses": ["::ffff:203.0.113.10"]}, "IPv4-mapped"),
+    ({"alt_address": "203.0.113.11", "alt_addresses": ["203.0.113.11"]}, {"addresses": ["203.0.113.10"]},
+     "both alt_address and alt_addresses"),
+    ({"alt_addresses": "203.0.113.11"}, {}, "^serve.toml: key alt_addresses: expected array, got str$"),
     ({}, {"http_port": 70000}, "out of range"),
     ({}, {"trusted_proxies": ["nope"]}, "trusted proxy"),
     ({}, {"refused_ports": "1-x"}, "refused ports '1-x'"),
@@ -116,3 +125,35 @@ def test_cli_reports_config_error_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and f"{path}: key dialback.address_burst: expected float, got str" in lines[0]
+
+
+def test_dual_stack_by_default_and_one_second_address_per_family() -> None:
+    cfg = build({})
+    assert cfg.addresses == [] and cfg.listen == ["0.0.0.0", "::"]  # no --address: both families, every address
+    cfg = build({}, addresses=["203.0.113.10", "2001:DB8:203::10"],
+                alt_addresses=["2001:db8:203:0::11", "203.0.113.11"])
+    assert cfg.listen == ["203.0.113.10", "2001:db8:203::10"]  # canonical text (RFC 5952)
+    assert (cfg.alt_for(4), cfg.alt_for(6)) == ("203.0.113.11", "2001:db8:203::11")
+    assert cfg.dialback.alt_addresses == ("2001:db8:203::11", "203.0.113.11")
+    cfg = build({}, addresses=["203.0.113.10", "2001:db8:203::10"], alt_addresses=["2001:db8:203::11"])
+    assert (cfg.alt_for(4), cfg.alt_for(6)) == (None, "2001:db8:203::11")  # RFC 5780 over IPv6 only
+
+
+def test_config_file_keys_for_both_families(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text('addresses = ["203.0.113.10", "2001:db8:203::10"]\n'
+                    'alt_addresses = ["203.0.113.11", "2001:db8:203::11"]\n')
+    cfg = cm.build(cm.load(path), **FLAGS)  # type: ignore[arg-type]
+    assert cfg.alt_addresses == ["203.0.113.11", "2001:db8:203::11"]
+    path.write_text('addresses = ["203.0.113.10"]\nalt_address = "203.0.113.11"\n')  # the one-string key of before
+    assert cm.build(cm.load(path), **FLAGS).alt_addresses == ["203.0.113.11"]  # type: ignore[arg-type]
+    # flags replace the file's list as a whole (as --address does)
+    flags = {**FLAGS, "addresses": ["2001:db8::1"], "alt_addresses": ["2001:db8::2"]}
+    assert cm.build(cm.load(path), **flags).alt_addresses == ["2001:db8::2"]  # type: ignore[arg-type]
+
+
+def test_cli_takes_an_alt_address_per_family(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", "--address", "203.0.113.10", "--alt-address", "203.0.113.11",
+                                      "--alt-address", "2001:db8::11"])
+    assert result.exit_code == 2
+    assert "--alt-address 2001:db8::11 needs an --address of the same IP family (IPv6)" in result.output

@@ -103,9 +103,12 @@ def watch(
 # --- serve -------------------------------------------------------------------------------------------
 @app.command()
 def serve(
-    address: Annotated[list[str], typer.Option("--address", "-a", help="address to serve on "
-                                               "(primary; repeat for IPv4 and IPv6)")] = [],  # noqa: B006
-    alt_address: Annotated[str | None, typer.Option(help="second address: enables full RFC 5780 STUN")] = None,
+    address: Annotated[list[str], typer.Option("--address", "-a", help="address to serve on (primary; repeat "
+                                               "for IPv4 and IPv6; default: every address of both "
+                                               "families)")] = [],  # noqa: B006
+    alt_address: Annotated[list[str], typer.Option(help="second address of a family (repeat for IPv4 and IPv6): "
+                                                   "full RFC 5780 STUN over that family, dial-back probes "
+                                                   "from it")] = [],  # noqa: B006
     config: Annotated[Path | None, typer.Option(help="TOML config file (flags override it)")] = None,
     stun_port: Annotated[int | None, typer.Option(help="primary STUN port (default 3478)")] = None,
     alt_port: Annotated[int | None, typer.Option(help="second STUN port (default 3479)")] = None,
@@ -121,7 +124,7 @@ def serve(
     """Run the network's helper servers: RFC 5780 STUN, dial-back checks, web page, metrics."""
     from nodereach.serve.command import run_serve
 
-    _run(run_serve, addresses=address, alt_address=alt_address, config=config, stun_port=stun_port,
+    _run(run_serve, addresses=address, alt_addresses=alt_address, config=config, stun_port=stun_port,
          alt_port=alt_port, http_port=http_port, no_stun=no_stun, no_dialback=no_dialback,
          log_json=log_json, trusted_proxies=trusted_proxy, refused_ports=refused_ports)
 

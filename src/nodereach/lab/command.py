@@ -149,7 +149,7 @@ def run_up(scenario: str, home_router: bool, delay_ms: float, loss: float) -> No
     print(f"IPv6 truth: {_ipv6_cell(t.ipv6)}" + (f" (client's own address {t.ipv6.client_address})"
                                                   if t.ipv6 is not None and t.ipv6.translation != "none" else ""))
     print(f"try: nodereach lab exec server -- nodereach serve --address {A.SERVER_IP} --alt-address "
-          f"{A.SERVER_ALT_IP} &")
+          f"{A.SERVER_ALT_IP} --address {A.SERVER_IP6} --alt-address {A.SERVER_ALT_IP6} &")
     print(f"     nodereach lab exec client -- nodereach check --server {A.SERVER_IP}")
     print("     nodereach lab down")
 

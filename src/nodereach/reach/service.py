@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -21,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nodereach import __version__
-from nodereach.net import IPAddress, Transport, is_ip, parse_ip, unmap
+from nodereach.net import FAMILIES, Family, IPAddress, Transport, family_of, is_ip, parse_ip, unmap, wildcard
 from nodereach.p2p.exchange import PROOF_PROTOCOLS, TRANSPORT, ProofProtocol
 from nodereach.reach import codec, prober, proofs
 from nodereach.reach.guard import ConnectionGuard
@@ -33,6 +34,8 @@ log = logging.getLogger("nodereach.reach")
 API_VERSION = 1
 MAX_BODY = 1024
 FORBIDDEN_FIELDS = ("address", "host", "ip", "target", "addr", "hostname", "to", "destination")
+FAMILY_MISSING = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
+"""Errors binding a wildcard of a family this kernel or container does not have (IPv6 switched off)."""
 
 
 @dataclass
@@ -40,8 +43,9 @@ class DialbackConfig:
     probe_timeout: float = 2.0
     """Upper bound of one probe; a request may ask for less (timeout_ms)."""
     min_probe_timeout: float = 0.2
-    alt_address: str | None = None
-    """Probe from this address (a different IP than the API's) when the target has its family."""
+    alt_addresses: tuple[str, ...] = ()
+    """The server's second address per family (at most one each): a probe over that family leaves from it,
+    not from the address the request reached, so state the request created never lets the probe in."""
     trusted_proxies: tuple[str, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     refused_ports_spec: str = DEFAULT_REFUSED_PORTS
@@ -100,13 +104,16 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 REQUESTER_TCP_BYTES = 60 + 52 + 52
 """The requester's own SYN, ACK and the header of the segment carrying the request (IPv4; FIN not counted)."""
+IPV6_EXTRA = 20
+"""An IPv6 header is 20 bytes longer than an IPv4 one (per packet, on both sides of the budget)."""
 
 
-def _request_bytes(request: web.Request, body_len: int) -> int:
+def _request_bytes(request: web.Request, body_len: int, family: Family) -> int:
     """On-wire bytes the requester sent for this request: the budget a probe may not exceed (no amplification).
     Counted like the probe: IP/TCP headers included."""
     line = len(request.method) + len(request.raw_path) + 11
-    return REQUESTER_TCP_BYTES + line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2 + body_len
+    headers = REQUESTER_TCP_BYTES + (3 * IPV6_EXTRA if family == 6 else 0)
+    return headers + line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2 + body_len
 
 
 class DialbackService:
@@ -126,6 +133,8 @@ class DialbackService:
         self._idle = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.AbstractServer] = []
+        self.bound: list[tuple[str, int]] = []
+        """The HTTP sockets listening: (address, port), one or more per family."""
         self._static = _load_static() if self.config.web and self.config.probes else {}
         self.metrics.tracked.labels("address").set_function(lambda: self.limiter.tracked_addresses)
         self.metrics.tracked.labels("network").set_function(lambda: self.limiter.tracked_networks)
@@ -219,9 +228,9 @@ class DialbackService:
             if req.timeout_ms is not None:
                 timeout = max(cfg.min_probe_timeout, min(timeout, req.timeout_ms / 1000))
             token = bytes.fromhex(req.token) if req.token else None
-            budget = _request_bytes(request, len(body))
+            budget = _request_bytes(request, len(body), family_of(target))
             sockname = request.transport.get_extra_info("sockname") if request.transport else None
-            source = self._source_for(target, sockname[0] if sockname else None)
+            source, second = self._source_for(target, sockname[0] if sockname else None)
             host = str(target)
             start = time.perf_counter()
             task = asyncio.ensure_future(self._probe(req, spec, host, token, source, timeout, budget))
@@ -240,13 +249,14 @@ class DialbackService:
             self.metrics.proofs.labels(check.protocol, "ok" if check.ok else "failed").inc()
         log.info("probe", extra={"event": "probe", "client": host, "port": req.port, "protocol": req.protocol,
                                  "reachable": outcome.reachable, "reason": outcome.reason,
-                                 "rtt_ms": outcome.rtt_ms, "verified": outcome.verified,
+                                 "rtt_ms": outcome.rtt_ms, "verified": outcome.verified, "source": outcome.source,
+                                 "second_address": second,
                                  "proof": None if check is None else check.protocol,
                                  "proof_ok": None if check is None else check.ok})
         return _json({"address": host, "port": req.port, "protocol": req.protocol,
                       "reachable": outcome.reachable, "reason": outcome.reason,
                       "rtt_ms": None if outcome.rtt_ms is None else round(outcome.rtt_ms, 3),
-                      "verified": outcome.verified, "source": outcome.source,
+                      "verified": outcome.verified, "source": outcome.source, "second_address": second,
                       "duration_ms": round(elapsed * 1000, 3), "bytes_sent": outcome.bytes_sent,
                       "request_bytes": budget, "protocol_check": None if check is None else {
                           "protocol": check.protocol, "ok": check.ok, "detail": check.detail,
@@ -263,20 +273,23 @@ class DialbackService:
         return await prober.probe_udp(host, req.port, token=token or secrets.token_bytes(16), source=source,
                                       timeout=timeout, budget=budget, expect_echo=token is not None), None
 
-    def _source_for(self, target: IPAddress, local: str | None) -> str | None:
-        """Probe from the alt address when it has the target's family, else from the address the request
-        reached (a new ephemeral port), so holes the request opened do not make the port look open."""
-        alt = self.config.alt_address
-        if alt and parse_ip(alt).version == target.version:
-            return alt
+    def _source_for(self, target: IPAddress, local: str | None) -> tuple[str | None, bool]:
+        """Where a probe to `target` leaves from, and whether that is a second address (not the one the request
+        reached). The second address of the target's family when the server has one: no state the request
+        created (not even address-dependent filtering) can let the probe in. Else the address the request
+        reached, on a fresh ephemeral port: port-dependent state still cannot, but an address-dependent
+        filter would, so the answer is weaker (`second_address: false`)."""
+        loc: IPAddress | None = None
         if local:
-            try:
+            with contextlib.suppress(ValueError):
                 loc = unmap(parse_ip(local))
-            except ValueError:
-                return None
-            if loc.version == target.version and not loc.is_unspecified:
-                return str(loc)
-        return None
+        for alt in self.config.alt_addresses:
+            alt_ip = parse_ip(alt)
+            if alt_ip.version == target.version and alt_ip != loc:
+                return alt, True
+        if loc is not None and loc.version == target.version and not loc.is_unspecified:
+            return str(loc), False
+        return None, False
 
     async def handle_address(self, request: web.Request) -> web.Response:
         target = self._client(request)
@@ -286,12 +299,16 @@ class DialbackService:
 
     async def handle_info(self, request: web.Request) -> web.Response:
         cfg = self.config
+        http = [{"family": family_of(host), "address": host, "port": port} for host, port in self.bound]
+        families = sorted({family_of(host) for host, _ in self.bound})
         dialback = None if not cfg.probes else {
             "protocols": ["tcp", "udp"], "probe_timeout_ms": int(cfg.probe_timeout * 1000),
-            "refused_ports": cfg.refused_ports_spec, "alt_address": cfg.alt_address is not None,
+            "refused_ports": cfg.refused_ports_spec, "alt_address": bool(cfg.alt_addresses),
+            "families": [{"family": f, "second_address": next((a for a in cfg.alt_addresses if family_of(a) == f),
+                                                               None)} for f in families],
             "proofs": list(PROOF_PROTOCOLS), "proof_timeout_ms": int(cfg.proof_timeout * 1000)}
-        return _json({"service": "nodereach", "version": __version__, "api": API_VERSION, "dialback": dialback,
-                      **self.info_extra})
+        return _json({"service": "nodereach", "version": __version__, "api": API_VERSION, "families": families,
+                      "http": http, "dialback": dialback, **self.info_extra})
 
     async def handle_health(self, request: web.Request) -> web.Response:
         if self.closing:
@@ -317,7 +334,8 @@ class DialbackService:
 
     # --- life cycle ----------------------------------------------------------------------------------
     async def start(self, addresses: list[str], port: int) -> list[tuple[str, int]]:
-        """Listen on each address (empty: all IPv4 and IPv6). Returns the bound (host, port) pairs."""
+        """Listen on each address; none given: on 0.0.0.0 and on :: (IPV6_V6ONLY, so each socket's family is
+        its requests' family), skipping a family the kernel does not have. Returns the bound (host, port)."""
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, keepalive_timeout=15)
         await self._runner.setup()
         server = self._runner.server
@@ -326,11 +344,18 @@ class DialbackService:
         if self.config.probes:
             loop.run_in_executor(None, _warm_proof_imports)
         bound: list[tuple[str, int]] = []
-        hosts: list[str | None] = list(addresses) or [None]
+        hosts = list(addresses) or [wildcard(f) for f in FAMILIES]
         try:
             for host in hosts:
-                srv = await loop.create_server(self.guard.factory(server), host=host, port=port,
-                                               reuse_address=True, backlog=1024)
+                try:
+                    srv = await loop.create_server(self.guard.factory(server), host=host, port=port,
+                                                   reuse_address=True, backlog=1024)
+                except OSError as exc:
+                    if addresses or exc.errno not in FAMILY_MISSING:
+                        raise
+                    log.warning("IPv%d not available: not serving it", family_of(host),
+                                extra={"event": "family-missing", "error": str(exc)})
+                    continue
                 self._servers.append(srv)
                 for sock in srv.sockets:
                     name = sock.getsockname()
@@ -340,6 +365,7 @@ class DialbackService:
         except OSError as exc:
             await self.close()
             raise exc
+        self.bound = bound
         return bound
 
     async def drain(self) -> None:

@@ -1,6 +1,8 @@
 """`nodereach serve`: STUN (RFC 5780 with --alt-address), dial-back API + web page, /metrics, /healthz.
 
-One process, any combination. SIGTERM/SIGINT drain: listeners close, probes in flight finish and are answered,
+Dual-stack: with no --address every part listens on 0.0.0.0 and on :: (IPv6-only sockets next to IPv4 ones,
+so a request's family is its socket's); each family may have its own primary and second address. One
+process, any combination. SIGTERM/SIGINT drain: listeners close, probes in flight finish and are answered,
 then everything stops (bounded by the drain timeout).
 """
 
@@ -13,24 +15,25 @@ import errno
 import inspect
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
 from nodereach import __version__
 from nodereach.errors import EnvironmentProblem, NodereachError
-from nodereach.net import family_of
+from nodereach.net import family_of, socket_family
 from nodereach.reach.metrics import Metrics, StatsCollector
-from nodereach.reach.service import DialbackService
+from nodereach.reach.service import FAMILY_MISSING, DialbackService
 from nodereach.serve import config as config_mod
 from nodereach.serve import logs
 
 log = logging.getLogger("nodereach.serve")
 
 
-def run_serve(*, addresses: list[str], alt_address: str | None, config: Path | None, stun_port: int | None,
+def run_serve(*, addresses: list[str], alt_addresses: list[str], config: Path | None, stun_port: int | None,
               alt_port: int | None, http_port: int | None, no_stun: bool, no_dialback: bool, log_json: bool,
               trusted_proxies: list[str], refused_ports: str | None = None) -> None:
-    cfg = config_mod.build(config_mod.load(config), addresses=addresses, alt_address=alt_address,
+    cfg = config_mod.build(config_mod.load(config), addresses=addresses, alt_addresses=alt_addresses,
                            stun_port=stun_port, alt_port=alt_port, http_port=http_port, no_stun=no_stun,
                            no_dialback=no_dialback, log_json=log_json, trusted_proxies=trusted_proxies,
                            refused_ports=refused_ports)
@@ -46,6 +49,20 @@ def run_serve(*, addresses: list[str], alt_address: str | None, config: Path | N
         runner.run(serve(cfg))
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _check_sources(cfg: config_mod.ServeConfig) -> None:
+    """Each second address must be the host's own: dial-back probes bind to it. Said once at start, not as an
+    `error` in every probe's answer."""
+    if not cfg.run_dialback:
+        return
+    for alt in cfg.alt_addresses:
+        with socket.socket(socket_family(family_of(alt)), socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((alt, 0))
+            except OSError as exc:
+                raise EnvironmentProblem(f"dial-back probes cannot leave from --alt-address {alt}: {exc.strerror}",
+                                         "is the address configured on this host? (ip addr show)") from None
 
 
 def _already_stopping() -> None:
@@ -65,7 +82,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 
 
 class StunGroup:
-    """One STUN server per primary address (IPv4 and IPv6); the alt address pairs with its own family."""
+    """One STUN server per primary address (IPv4 and IPv6; by default 0.0.0.0 and ::); each family's second
+    address pairs with that family's primary (RFC 5780 over that family)."""
 
     def __init__(self, cfg: config_mod.ServeConfig) -> None:
         self.cfg = cfg
@@ -74,6 +92,7 @@ class StunGroup:
 
     async def start(self) -> None:
         try:
+            from nodereach.stun.errors import StunError
             from nodereach.stun.server import StunServer, StunServerConfig
         except ImportError as exc:
             raise EnvironmentProblem(f"the STUN server is not available in this build ({exc})",
@@ -83,11 +102,9 @@ class StunGroup:
         if unknown:
             raise NodereachError(f"unknown [stun] option(s): {', '.join(sorted(unknown))}",
                                  f"known: {', '.join(sorted(known))}")
-        primaries = self.cfg.addresses or ["0.0.0.0"]
-        for address in primaries:
-            alt = self.cfg.alt_address
-            if alt and family_of(alt) != family_of(address):
-                alt = None
+        for address in self.cfg.listen:
+            family = family_of(address)
+            alt = self.cfg.alt_for(family)
             kwargs: dict[str, Any] = {"address": address, "port": self.cfg.stun_port}
             if alt:
                 kwargs.update(alt_address=alt, alt_port=self.cfg.alt_port)
@@ -95,10 +112,20 @@ class StunGroup:
                 kwargs["alt_port"] = self.cfg.alt_port
             kwargs.update(self.cfg.stun_options)
             server = StunServer(StunServerConfig(**kwargs))
-            await server.start()
+            try:
+                await server.start()
+            except StunError as exc:
+                cause = exc.__cause__
+                if self.cfg.addresses or not isinstance(cause, OSError) or cause.errno not in FAMILY_MISSING:
+                    raise
+                log.warning("IPv%d not available: no STUN over it", family, extra={"event": "family-missing",
+                                                                                  "error": str(cause)})
+                continue
             self.servers.append(server)
-            self.endpoints.append({"address": address, "port": self.cfg.stun_port, "alt_address": alt,
-                                   "alt_port": self.cfg.alt_port if alt else None, "rfc5780": bool(alt)})
+            primary = server.addresses["primary"]
+            self.endpoints.append({"family": family, "address": address, "port": primary[1], "alt_address": alt,
+                                   "alt_port": server.addresses["alt_port"][1] if alt else None,
+                                   "rfc5780": bool(alt)})
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -134,11 +161,13 @@ async def serve(cfg: config_mod.ServeConfig, *, ready: asyncio.Event | None = No
     service = DialbackService(dataclasses.replace(cfg.dialback, probes=cfg.run_dialback, web=cfg.run_dialback),
                               metrics, info)
     try:
+        _check_sources(cfg)
         if cfg.run_stun:
             await stun.start()
             metrics.add_collector(StatsCollector("nodereach_stun", stun.stats))
             info["stun"] = {"endpoints": stun.endpoints, "rfc5780": any(e["rfc5780"] for e in stun.endpoints)}
         bound = await service.start(cfg.addresses, cfg.http_port)
+        info["families"] = sorted({family_of(h) for h, _ in bound} | {e["family"] for e in stun.endpoints})
     except OSError as exc:
         await stun.close()
         hint = "another process holds the port (is a second nodereach serve running?)" \

@@ -1,7 +1,8 @@
 """`nodereach serve` configuration: a TOML file, then command-line flags on top (flags win).
 
-    addresses = ["203.0.113.10"]          # primary addresses (IPv4 and/or IPv6)
-    alt_address = "203.0.113.11"          # second public IP: full RFC 5780 STUN, probes from a second IP
+    addresses = ["203.0.113.10", "2001:db8:203::10"]      # one primary per family; none: 0.0.0.0 and ::
+    alt_addresses = ["203.0.113.11", "2001:db8:203::11"]  # a second IP per family: full RFC 5780 STUN over
+                                                          # it, dial-back probes of that family from it
     stun_port = 3478
     alt_port = 3479
     http_port = 3480
@@ -40,7 +41,7 @@ import msgspec
 
 from nodereach import defaults, tomlconfig
 from nodereach.errors import UsageError
-from nodereach.net import family_of, is_ip
+from nodereach.net import FAMILIES, Family, canonical, family_of, parse_ip, wildcard
 from nodereach.reach.limits import DEFAULT_REFUSED_PORTS, LimitsConfig, parse_networks, parse_port_ranges
 from nodereach.reach.service import DialbackConfig
 
@@ -84,7 +85,9 @@ class ServeFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The config file as written (the module docstring shows every key)."""
 
     addresses: list[str] = []
+    alt_addresses: list[str] = []
     alt_address: str | None = None
+    """The one-string key from before dual-stack: one more second address."""
     stun_port: Port = defaults.STUN_PORT
     alt_port: Port = defaults.STUN_ALT_PORT
     http_port: Port = defaults.HTTP_PORT
@@ -101,7 +104,9 @@ class ServeFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 @dataclass
 class ServeConfig:
     addresses: list[str] = field(default_factory=list)
-    alt_address: str | None = None
+    """Primary addresses, at most one per family (canonical text); empty: every address of both families."""
+    alt_addresses: list[str] = field(default_factory=list)
+    """Second addresses, at most one per family, each paired with the primary of its family."""
     stun_port: int = defaults.STUN_PORT
     alt_port: int = defaults.STUN_ALT_PORT
     http_port: int = defaults.HTTP_PORT
@@ -113,6 +118,14 @@ class ServeConfig:
     dialback: DialbackConfig = field(default_factory=DialbackConfig)
     stun_options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def listen(self) -> list[str]:
+        """The primaries to bind: the given ones, or both families' wildcards (dual-stack by default)."""
+        return list(self.addresses) or [wildcard(f) for f in FAMILIES]
+
+    def alt_for(self, family: Family) -> str | None:
+        return next((a for a in self.alt_addresses if family_of(a) == family), None)
+
 
 def load(path: Path | None) -> ServeFile:
     """The file, typed and checked (UsageError naming the file and the key); defaults without a file."""
@@ -123,13 +136,16 @@ def parse(data: dict[str, Any], source: str = "config") -> ServeFile:
     return tomlconfig.convert(data, ServeFile, source)
 
 
-def build(file: ServeFile, *, addresses: list[str], alt_address: str | None, stun_port: int | None,
+def build(file: ServeFile, *, addresses: list[str], alt_addresses: list[str], stun_port: int | None,
           alt_port: int | None, http_port: int | None, no_stun: bool, no_dialback: bool, log_json: bool,
           trusted_proxies: list[str], refused_ports: str | None = None) -> ServeConfig:
     """Merge the file and the flags (flags that were given win), then check what spans several keys."""
+    if file.alt_address is not None and file.alt_addresses:
+        raise UsageError("the config file has both alt_address and alt_addresses", "keep alt_addresses (a list)")
+    file_alts = file.alt_addresses or ([file.alt_address] if file.alt_address is not None else [])
     cfg = ServeConfig(
-        addresses=list(addresses or file.addresses),
-        alt_address=alt_address or file.alt_address,
+        addresses=_addresses(addresses or file.addresses, "--address"),
+        alt_addresses=_addresses(alt_addresses or file_alts, "--alt-address"),
         stun_port=stun_port if stun_port is not None else file.stun_port,
         alt_port=alt_port if alt_port is not None else file.alt_port,
         http_port=http_port if http_port is not None else file.http_port,
@@ -140,18 +156,22 @@ def build(file: ServeFile, *, addresses: list[str], alt_address: str | None, stu
         trusted_proxies=list(trusted_proxies or file.trusted_proxies),
         stun_options=dict(file.stun),
     )
-    for a in [*cfg.addresses, *([cfg.alt_address] if cfg.alt_address else [])]:
-        if not is_ip(a):
-            raise UsageError(f"{a!r} is not an IP address", "serve binds to literal addresses")
-    if cfg.alt_address and cfg.alt_address in cfg.addresses:
-        raise UsageError("--alt-address must differ from --address", "RFC 5780 needs two distinct IPs")
-    if cfg.alt_address and not any(family_of(a) == family_of(cfg.alt_address) for a in cfg.addresses):
-        raise UsageError("--alt-address needs an --address of the same IP family")
+    for alt in cfg.alt_addresses:
+        family = family_of(alt)
+        primary = next((a for a in cfg.addresses if family_of(a) == family), None)
+        if primary is None:
+            raise UsageError(f"--alt-address {alt} needs an --address of the same IP family (IPv{family})",
+                             "RFC 5780 pairs each second address with the primary address of its family")
+        if alt == primary:
+            raise UsageError("--alt-address must differ from --address", "RFC 5780 needs two distinct IPs")
+        if parse_ip(primary).is_unspecified or parse_ip(alt).is_unspecified:
+            raise UsageError(f"--alt-address needs the host's own addresses, not a wildcard ({primary}, {alt})",
+                             "RFC 5780 tells clients both addresses (OTHER-ADDRESS, RESPONSE-ORIGIN)")
     for name in ("stun_port", "alt_port", "http_port"):  # flags (the file's are checked on load)
         value = getattr(cfg, name)
         if not 0 <= value <= 65535:
             raise UsageError(f"{name.replace('_', '-')} {value} out of range", "ports are 0..65535")
-    if cfg.run_stun and cfg.alt_address and cfg.stun_port == cfg.alt_port and cfg.stun_port != 0:
+    if cfg.run_stun and cfg.alt_addresses and cfg.stun_port == cfg.alt_port and cfg.stun_port != 0:
         raise UsageError("--stun-port and --alt-port must differ for RFC 5780")
     try:
         parse_networks(cfg.trusted_proxies)
@@ -168,5 +188,23 @@ def _dialback(table: DialbackTable, cfg: ServeConfig, refused_ports: str | None)
     except ValueError as exc:
         raise UsageError(f"refused ports {spec!r}: {exc}", "use ranges like 0-79,81-442,444-1023") from None
     limits = LimitsConfig(refused_ports=refused, **{k: getattr(table, k) for k in LIMIT_KEYS})
-    return DialbackConfig(alt_address=cfg.alt_address, trusted_proxies=tuple(cfg.trusted_proxies), limits=limits,
-                          refused_ports_spec=spec, **{k: getattr(table, k) for k in DIALBACK_KEYS})
+    return DialbackConfig(alt_addresses=tuple(cfg.alt_addresses), trusted_proxies=tuple(cfg.trusted_proxies),
+                          limits=limits, refused_ports_spec=spec, **{k: getattr(table, k) for k in DIALBACK_KEYS})
+
+
+def _addresses(values: list[str], flag: str) -> list[str]:
+    """Literal IP addresses in canonical text (RFC 5952), at most one per family."""
+    out: list[str] = []
+    for value in values:
+        try:
+            address = canonical(value)
+        except ValueError:
+            raise UsageError(f"{value!r} is not an IP address", "serve binds to literal addresses") from None
+        if parse_ip(value).version == 6 and family_of(address) == 4:
+            raise UsageError(f"{value!r} is an IPv4-mapped address", f"give {flag} {address}")
+        twin = next((a for a in out if family_of(a) == family_of(address)), None)
+        if twin is not None:
+            raise UsageError(f"{flag} given twice for IPv{family_of(address)} ({twin}, {address})",
+                             f"give one {flag} per IP family")
+        out.append(address)
+    return out

@@ -11,10 +11,13 @@ function el(tag, text, cls) {
   return node;
 }
 
-// `nodereach check --server HOST` finds STUN (3478) and this service (3480) from the host name alone.
+// `nodereach check --server HOST` finds STUN (3478) and this service (3480) from the host name alone. An IPv6
+// literal comes as "[2001:db8::1]": shown bare (check takes it so, and a shell would glob the brackets).
 function serverHost() {
-  return location.hostname || "this-server";
+  return (location.hostname || "this-server").replace(/^\[(.*)\]$/, "$1");
 }
+
+const isIpv6 = (address) => address.includes(":");
 
 // Advice for a node operator, by protocol and outcome. Each entry: [title, detail].
 function advise(r) {
@@ -23,6 +26,11 @@ function advise(r) {
   const fw = r.protocol === "tcp"
     ? `sudo nft add rule inet filter input tcp dport ${r.port} accept   (or: sudo ufw allow ${p})`
     : `sudo nft add rule inet filter input udp dport ${r.port} accept   (or: sudo ufw allow ${p})`;
+  const v6 = isIpv6(r.address);
+  // IPv6 has no NAT to forward through: the home router's IPv6 firewall drops unsolicited inbound (RFC 6092).
+  const ipv6Firewall = ["Allow the port in your router's IPv6 firewall",
+    "Home routers drop inbound IPv6 connections by default. Add a rule (often called \"IPv6 firewall\" or " +
+    `"pinhole") allowing ${p} to ${r.address}.`];
   if (r.reachable === true) {
     return [
       ["Nothing to fix", `Peers on the internet can open ${p} at ${r.address}.`],
@@ -34,9 +42,9 @@ function advise(r) {
   if (r.reason === "refused") {
     return [
       ["Start the node or fix its listen address",
-        `Your address answered, but nothing accepts ${p}. Is the node running? Does it listen on 0.0.0.0 ` +
-        "(all interfaces) rather than 127.0.0.1?"],
-      ["Forward the port on your router",
+        `Your address answered, but nothing accepts ${p}. Is the node running? Does it listen on ` +
+        (v6 ? ":: (all IPv6 interfaces) rather than ::1 or IPv4 only?" : "0.0.0.0 (all interfaces) rather than 127.0.0.1?")],
+      v6 ? ipv6Firewall : ["Forward the port on your router",
         `If the node runs behind a home router, the router itself refused: add a port forward (destination NAT) ` +
         `for ${p} to the node's LAN address.`],
       ["Run the full diagnosis on the node", check],
@@ -48,7 +56,15 @@ function advise(r) {
         "The probe datagram was sent, but a node does not answer unknown datagrams, so silence does not tell " +
         "whether it arrived. Run nodereach on the node's machine: it listens on the port and proves receipt."],
       ["Run the full diagnosis on the node", check],
-      ["If the node is behind a router", `Forward ${p} to the node's LAN address and allow it in the host firewall: ${fw}`],
+      v6 ? ipv6Firewall : ["If the node is behind a router",
+        `Forward ${p} to the node's LAN address and allow it in the host firewall: ${fw}`],
+    ];
+  }
+  if (v6) {
+    return [
+      ipv6Firewall,
+      ["Open the host firewall", fw],
+      ["Run the full diagnosis on the node", check],
     ];
   }
   return [
@@ -90,6 +106,12 @@ function show(r) {
   facts.replaceChildren();
   const rows = [["Address tested", r.address], ["Result", REASONS[r.reason] || r.reason],
                 ["Round trip", r.rtt_ms == null ? "–" : `${r.rtt_ms.toFixed(1)} ms`]];
+  if (r.reachable === true && r.second_address === false) {
+    // No second address of this family on the server: the probe came from the address the request went to.
+    rows.push(["Probe source", "the address you contacted (this server has no second " +
+      `${isIpv6(r.address) ? "IPv6" : "IPv4"} address): a firewall that admits anything from an address you ` +
+      "contacted would let it in, so a Yes here is weaker"]);
+  }
   for (const [k, v] of rows) { facts.append(el("dt", k), el("dd", v)); }
   const list = $("advice");
   list.replaceChildren();
