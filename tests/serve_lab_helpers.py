@@ -20,6 +20,9 @@ from nodereach.reach.client import DialBackResult, probe_port
 
 SERVER = A.SERVER_IP
 URL = f"http://{A.SERVER_IP}:3480"
+URL6 = f"http://[{A.SERVER_IP6}]:3480"
+IPV6_PAIR = ("--address", A.SERVER_IP6, "--alt-address", A.SERVER_ALT_IP6)
+"""Add to serving(): RFC 5780 and dial-back over IPv6 too, from the server's second IPv6 address."""
 
 
 def http(url: str, data: bytes | None = None, timeout: float = 5.0,
@@ -35,9 +38,10 @@ def http(url: str, data: bytes | None = None, timeout: float = 5.0,
 
 
 def http_in(lab: Lab, host: str, path: str, body: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, Any] | str]:
+            headers: dict[str, str] | None = None, timeout: float = 5.0, url: str = URL,
+            ) -> tuple[int, dict[str, Any] | str]:
     data = None if body is None else json.dumps(body).encode()
-    status, raw = lab.call_in(host, http, URL + path, data, timeout, headers)
+    status, raw = lab.call_in(host, http, url + path, data, timeout, headers)
     try:
         return status, json.loads(raw)
     except ValueError:
@@ -59,11 +63,12 @@ def wait_ready(lab: Lab, proc: subprocess.Popen[Any], log: Path, deadline: float
 
 
 @contextmanager
-def serving(lab: Lab, tmp: Path, *extra: str) -> Iterator[subprocess.Popen[Any]]:
-    """`nodereach serve --address 203.0.113.10 --alt-address 203.0.113.11` (default ports) in `server`."""
+def serving(lab: Lab, tmp: Path, *extra: str, ipv4_pair: bool = True) -> Iterator[subprocess.Popen[Any]]:
+    """`nodereach serve --address 203.0.113.10 --alt-address 203.0.113.11` (default ports) in `server`;
+    `ipv4_pair=False` leaves those out (with no `--address` in `extra`: serve's dual-stack default)."""
     log = tmp / "serve.log"
-    argv = [sys.executable, "-m", "nodereach.cli", "serve", "--address", A.SERVER_IP, "--alt-address",
-            A.SERVER_ALT_IP, "--log-json", *extra]
+    pair = ["--address", A.SERVER_IP, "--alt-address", A.SERVER_ALT_IP] if ipv4_pair else []
+    argv = [sys.executable, "-m", "nodereach.cli", "serve", *pair, "--log-json", *extra]
     with log.open("wb") as fh:
         proc = lab.spawn("server", argv, stdout=fh, stderr=fh)
     try:

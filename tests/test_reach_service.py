@@ -120,6 +120,8 @@ async def test_probe_source_is_alt_address(server: tuple[DialbackService, str]) 
         conn.close()
     assert status == 200 and doc["source"] == "127.0.0.2" and peer[0] == "127.0.0.2"
     assert doc["second_address"] is True
+    r = await probe_port(addr, free_port(), "tcp", timeout=2)
+    assert (r.reachable, r.source, r.second_address) == (True, "127.0.0.2", True)
 
 
 @pytest.mark.parametrize("field", ["address", "host", "ip", "target", "Address"])
@@ -312,6 +314,7 @@ async def test_ipv6_requester_is_probed_over_ipv6() -> None:
         server = f"[::1]:{port}"
         r = await probe_port(server, free_port(), "tcp", timeout=2)
         assert (r.reachable, r.reason, r.observed_address) == (True, "ok", "::1")
+        assert (r.source, r.second_address) == ("::1", False)  # the client hands the server's word on
         r = await probe_port(server, free_port(socket.SOCK_DGRAM), "udp", timeout=2)
         assert (r.reachable, r.reason, r.received) == (True, "ok", True)
         async with aiohttp.ClientSession() as s, s.post(f"http://{server}/v1/probe",

@@ -157,3 +157,10 @@ def test_cli_takes_an_alt_address_per_family(tmp_path: Path) -> None:
                                       "--alt-address", "2001:db8::11"])
     assert result.exit_code == 2
     assert "--alt-address 2001:db8::11 needs an --address of the same IP family (IPv6)" in result.output
+
+
+def test_shipped_example_config_is_valid_and_dual_stack() -> None:
+    path = Path(__file__).resolve().parent.parent / "deploy" / "serve.example.toml"
+    cfg = build(cm.load(path))
+    assert cfg.listen == ["203.0.113.10", "2001:db8:203::10"]
+    assert (cfg.alt_for(4), cfg.alt_for(6)) == ("203.0.113.11", "2001:db8:203::11")

@@ -49,6 +49,12 @@ class DialBackResult:
     detail: str | None = None
     protocol_check: ProtocolCheck | None = None
     """The node's own answer when a protocol proof was asked (`proof=`), else None."""
+    source: str | None = None
+    """The address the server's probe came from."""
+    second_address: bool | None = None
+    """True: the probe came from the server's second address of this family, so nothing the request opened
+    let it in. False: from the address the request went to (the server has no second one of this family): an
+    address-dependent filter would have let it in, so a `reachable` is weaker. None: the server did not say."""
 
 
 PROOF_PAD_TO = 900
@@ -385,6 +391,9 @@ def _best(answers: list[tuple[int | None, dict[str, Any]]]) -> tuple[int | None,
 def _combine(result: DialBackResult, doc: dict[str, Any], listener: _Listener | None) -> DialBackResult:
     """Merge the server's view with what our own listener saw."""
     result.observed_address = doc.get("address") if isinstance(doc.get("address"), str) else None
+    result.source = str(doc["source"])[:64] if isinstance(doc.get("source"), str) else None
+    second = doc.get("second_address")
+    result.second_address = second if isinstance(second, bool) else None
     rtt = doc.get("rtt_ms")
     result.rtt_ms = float(rtt) if isinstance(rtt, int | float) else None
     server_reachable = doc.get("reachable")
