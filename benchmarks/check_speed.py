@@ -4,6 +4,8 @@ coturn's turnutils_natdiscovery on the same scenario in the same run, each answe
     .venv/bin/python benchmarks/check_speed.py [--scenario port-restricted] [--runs 3] [--delay-ms 25]
     .venv/bin/python benchmarks/check_speed.py --lossy          # 100 ms RTT, 10% loss each way, 10 runs,
                                                                 # one TCP and one UDP --port
+    .venv/bin/python benchmarks/check_speed.py --node --nodereach-only   # with real monerod in the client:
+                                                                # --port 18080/tcp --node monero (issue 10)
 
 The subscriber link gets `delay_ms` one way (25 ms -> 50 ms RTT) and `--loss` percent loss per direction.
 `--lossy` is the target of issue 9: a check with `--port 30303/tcp --port 30303/udp` at 100 ms RTT and 10%
@@ -58,11 +60,13 @@ def norm(text: str) -> str:
     return re.sub(r"[^a-z]", "", text.lower())
 
 
-def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",),
+def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",), node: str | None = None,
                   ) -> tuple[float, str, bool, dict[str, Any]]:
     argv = [str(BIN / "nodereach"), "check", "--json", "--server", A.SERVER_IP]
     for proto in protocols:
         argv += ["--port", f"{port}/{proto}"]
+    if node is not None:
+        argv += ["--node", node]
     took, r = timed(lab, argv)
     doc = json.loads(r.stdout)
     t = lab.truth
@@ -71,11 +75,38 @@ def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",),
           and nat["mapping"] == t.mapping and nat["filtering"] == (t.filtering if t.filtering != "no-nat"
                                                                     else "endpoint-independent"))
     ports = " ".join(f"{p['protocol']}={p['reachable']}/{p['reason']}" for p in doc["ports"])
-    # Conclusive: every port has an answer (the lab's ports are not forwarded: reachable False), no timeout.
-    ok = ok and all(p["reachable"] is t.unsolicited_inbound and p["reason"] != "timeout" for p in doc["ports"])
+    # Conclusive: every port has an answer (the lab's ports are not forwarded: the path is closed), no timeout.
+    # check/2: the network's answer is `path_open` (`reachable` also needs a program listening).
+    ok = ok and all(p.get("path_open", p["reachable"]) is t.unsolicited_inbound and p["path_open"] is not None
+                    for p in doc["ports"])
+    if node is not None:
+        block = doc.get("node") or {}
+        ok = ok and block.get("rpc_error") is None and block.get("software") is not None
+        answer_node = (f" node={block.get('software')} in={block.get('peers', {}).get('inbound')} "
+                       f"listening={[x['address'] for x in block.get('listening', [])]}")
+    else:
+        answer_node = ""
     answer = (f"layers={nat['layers']} cgnat={nat['cgnat']} mapping={nat['mapping']} "
-              f"filtering={nat['filtering']} {port} {ports}")
+              f"filtering={nat['filtering']} {port} {ports}{answer_node}")
     return took, answer, ok, doc
+
+
+def start_monerod(lab: Lab) -> None:
+    """Real monerod (regtest, RPC on the client's loopback, no UPnP) for --node; waits until its RPC answers."""
+    import tempfile
+
+    data = tempfile.mkdtemp(prefix="nodereach-bench-monerod-")
+    lab.spawn("client", ["monerod", "--regtest", "--fixed-difficulty", "1", "--non-interactive", "--no-igd",
+                         "--no-zmq", "--rpc-ssl", "disabled", "--data-dir", data, "--p2p-bind-port", "18080",
+                         "--rpc-bind-ip", "127.0.0.1", "--rpc-bind-port", "18081", "--log-level", "0"],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    body = '{"jsonrpc":"2.0","id":"0","method":"get_info"}'
+    while lab.exec("client", ["curl", "-sf", "--max-time", "1", "-d", body, "http://127.0.0.1:18081/json_rpc"],
+                   check=False).returncode:
+        if time.monotonic() > deadline:
+            raise SystemExit("monerod did not start")
+        time.sleep(0.2)
 
 
 def run_pystun3(lab: Lab, expected: str) -> tuple[float, str, bool]:
@@ -119,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lossy", action="store_true",
                     help="issue 9's target: --delay-ms 50 --loss 10 --tcp --runs 10 --nodereach-only")
     ap.add_argument("--nodereach-only", action="store_true", help="skip the peer tools (quick A/B runs)")
+    ap.add_argument("--node", action="store_true", help="real monerod in the client: --port 18080/tcp --node monero")
     args = ap.parse_args(argv)
     if args.lossy:
         args.delay_ms, args.loss, args.tcp, args.runs, args.nodereach_only = 50.0, 10.0, True, 10, True
@@ -136,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             time.sleep(0.05)
         lab.start_coturn(rfc5780=True)
+        if args.node:
+            start_monerod(lab)
         print(f"scenario {args.scenario}: ground truth {lab.truth.mapping} mapping, {lab.truth.filtering} "
               f"filtering, {lab.truth.layers} NAT layer(s), CGNAT {lab.truth.cgnat}; RTT {2 * args.delay_ms:.0f} ms, "
               f"loss {args.loss:g}% per direction")
@@ -143,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         probe_times: list[float] = []
         answer, ok, conclusive = "", True, 0
         for _ in range(runs):
-            took, answer, good, doc = run_nodereach(lab, 30303, protocols)
+            if args.node:
+                took, answer, good, doc = run_nodereach(lab, 18080, ("tcp",), node="monero")
+            else:
+                took, answer, good, doc = run_nodereach(lab, 30303, protocols)
             times.append(took)
             probe_times.append(doc["duration_s"])
             ok = ok and good

@@ -52,6 +52,9 @@ class Net:
     truth: GroundTruth
     forwarded: bool = False
     home_router: bool = False
+    listener: str = "nodereach"
+    """Who takes the dial-back on the client: `nodereach` (nothing of the node listens, as in the lab tests)
+    or `node` (the node listens: check/2 then calls an open path reachable)."""
 
     @property
     def local_ip(self) -> str:
@@ -106,7 +109,7 @@ class Net:
         blocked = spec.port in t.filtered_ports or (spec.transport == "udp" and t.udp_blocked)
         ok = (t.unsolicited_inbound or self.forwarded) and not blocked
         result = PortResult(port=spec.port, protocol=spec.transport, reachable=ok,
-                            reason="ok" if ok else "no-mapping-or-filtered", listener="nodereach",
+                            reason="ok" if ok else "no-mapping-or-filtered", listener=self.listener,  # type: ignore[arg-type]
                             rtt_ms=RTT * 1000 if ok else None)
         endpoint = None
         if spec.transport == "udp" and not t.udp_blocked:
@@ -125,10 +128,10 @@ class Net:
 
 
 def observations(scenario: str, *, ports: tuple[PortSpec, ...] = PORTS, forwarded: bool = False,
-                 home_router: bool = False) -> Observations:
+                 home_router: bool = False, listener: str = "nodereach") -> Observations:
     """A clean run of check in `scenario` (nothing lost, every probe finished)."""
     truth = get_scenario(scenario).truth(home_router=home_router)
-    net = Net(truth, forwarded, home_router)
+    net = Net(truth, forwarded, home_router, listener)
     t1 = net.reply(M_PORT, PRIMARY)
     r2, r3 = net.reply(M_PORT, ALT_IP), net.reply(M_PORT, ALT_BOTH)
     tcp_ports = sorted({*WELL_KNOWN_TCP, *(p.port for p in ports if p.transport == "tcp"), CONTROL_PORT})

@@ -58,16 +58,28 @@ def judge(scenario: str, obs: Observations, **kw: Any) -> dict[str, Any]:
 def test_every_scenario_clean(scenario: str) -> None:
     doc = judge(scenario, observations(scenario))
     assert doc["servers"][0]["kind"] == "nodereach"
-    assert doc["schema"] == "nodereach.check/1"
+    assert doc["schema"] == "nodereach.check/2"
 
 
 @pytest.mark.parametrize("scenario", ["full-cone", "port-restricted", "symmetric", "restricted-cone", "cgnat"])
 def test_forwarded_ports(scenario: str) -> None:
-    doc = judge(scenario, observations(scenario, forwarded=True), forwarded=True)
+    doc = judge(scenario, observations(scenario, forwarded=True, listener="node"), forwarded=True, listening=True)
     assert doc["verdict"] == "reachable" and doc["advice"] == [] and doc["causes"] == []
+    assert all(p["path_open"] is True for p in doc["ports"])
 
 
-@pytest.mark.parametrize(("scenario", "advice"), [("port-restricted", ["port-forward", "dmz", "nodereach-open"]),
+@pytest.mark.parametrize("scenario", ["full-cone", "port-restricted"])
+def test_forwarded_but_nothing_listening(scenario: str) -> None:
+    """check/2: the path is open, nothing takes the traffic: unreachable, and only the node is to blame."""
+    doc = report_doc(observations(scenario, forwarded=True))
+    assert_matches_truth(_Truth(get_scenario(scenario).truth()), doc, forwarded=True)  # type: ignore[arg-type]
+    assert [(p["reachable"], p["path_open"], p["reason"]) for p in doc["ports"]] == \
+        [(False, True, "nothing-listening")] * 2
+    assert doc["causes"] == ["nothing-listening"] and [a["code"] for a in doc["advice"]] == ["start-node"]
+
+
+@pytest.mark.parametrize(("scenario", "advice"), [("port-restricted", ["port-forward", "dmz", "nodereach-open",
+                                                                       "start-node"]),
                                                   ("cgnat", None)])
 def test_home_router(scenario: str, advice: list[str] | None) -> None:
     doc = judge(scenario, observations(scenario, home_router=True), home_router=True)
@@ -161,7 +173,7 @@ def test_udp_filter_before_the_provider_hides_the_path_but_tcp_sees_it() -> None
 
 
 def test_one_port_unanswered_is_timeout_and_the_other_decides() -> None:
-    obs = observations("full-cone", forwarded=True)
+    obs = observations("full-cone", forwarded=True, listener="node")
     fam = v4(obs)
     doc = report_doc(with_v4(obs, ports=(fam.ports[0], PortProbe(fam.ports[1].spec, None))))
     assert [(p["protocol"], p["reachable"], p["reason"]) for p in doc["ports"]] == [("udp", True, "ok"),

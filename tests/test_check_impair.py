@@ -32,8 +32,8 @@ def test_forwarded_port_reachable_under_delay_and_loss(lab) -> None:  # type: ig
     net.forward(30303, "udp")
     net.forward(30303, "tcp")
     code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, "--timeout", "10", *PORTS, timeout=40)
-    assert_matches_truth(net, doc, forwarded=True)
-    assert code == 0 and doc["verdict"] == "reachable"
+    assert_matches_truth(net, doc, forwarded=True)  # path_open on every port (nothing listens: check/2)
+    assert code == 1 and doc["verdict"] == "unreachable" and all(p["path_open"] for p in doc["ports"])
 
 
 def test_short_timeout_keeps_what_it_learned(lab) -> None:  # type: ignore[no-untyped-def]
@@ -48,5 +48,5 @@ def test_short_timeout_keeps_what_it_learned(lab) -> None:  # type: ignore[no-un
     assert doc["udp"]["outbound"] in (True, None)
     assert doc["nat"]["mapping"] in (net.truth.mapping, "unknown")
     port = doc["ports"][0]  # either answered in time (a true negative) or left unknown with the reason
-    assert (port["reachable"], port["reason"]) in ((False, "no-mapping-or-filtered"), (None, "timeout"),
-                                                   (None, "no-server"))
+    assert (port["reachable"], port["reason"]) == (False, "nothing-listening")  # nothing listens (check/2)
+    assert port["path_open"] in (False, None)

@@ -60,10 +60,12 @@ SCENARIOS = ["open", "open-firewalled", "full-cone", "restricted-cone", "port-re
 NO_PORTMAP_FIX = {"port-forward", "dmz", "nodereach-open"}
 
 
-def assert_matches_truth(lab: Lab, doc: dict[str, Any], *, forwarded: bool = False) -> None:
+def assert_matches_truth(lab: Lab, doc: dict[str, Any], *, forwarded: bool = False, ports: bool = True,
+                         listening: bool = False) -> None:
+    """`listening`: the node listens on its ports (else nodereach listened itself, as in most lab tests)."""
     truth = lab.truth
     nat = doc["nat"]
-    assert doc["schema"] == "nodereach.check/1"
+    assert doc["schema"] == "nodereach.check/2"
     assert nat["present"] is truth.nat_present
     assert nat["layers"] == truth.layers
     assert nat["cgnat"] is truth.cgnat
@@ -86,14 +88,31 @@ def assert_matches_truth(lab: Lab, doc: dict[str, Any], *, forwarded: bool = Fal
     hops = [h["address"] for h in nat["hops"]]
     for private_hop in truth.private_hops:
         assert private_hop in hops
-    reachable = truth.unsolicited_inbound or forwarded
+    if not ports:
+        return
+    path = truth.unsolicited_inbound or forwarded
     if truth.filtered_ports:
-        reachable = False
+        path = False
     for p in doc["ports"]:
-        want = reachable and not (truth.udp_blocked and p["protocol"] == "udp")
-        assert p["reachable"] is want, p
-        assert p["listener"] == "nodereach"
-    assert doc["verdict"] == ("reachable" if reachable else "unreachable")
+        want = path and not (truth.udp_blocked and p["protocol"] == "udp")
+        # check/2: nothing of the node listens in these tests (nodereach listened itself), so no port is
+        # reachable; the network's truth is in path_open.
+        assert p["path_open"] is want, p
+        if listening:
+            assert (p["reachable"], p["listener"]) == (want, "node"), p
+        else:
+            assert (p["reachable"], p["reason"], p["listener"]) == (False, "nothing-listening", "nodereach"), p
+    assert doc["verdict"] == ("reachable" if listening and path else "unreachable")
+    if listening:
+        return
+    if doc.get("node") is not None:  # the CLI's node stage (the conclude table tests have none)
+        problems = [x["code"] for x in doc["node"]["problems"]]
+        assert problems.count("nothing-listening") == len(doc["ports"]), problems
+
+
+def path_is_open(lab: Lab) -> bool:
+    """Would unsolicited traffic to the node's ports reach the client (no forward)?"""
+    return lab.truth.unsolicited_inbound and not lab.truth.filtered_ports
 
 
 def assert_advice_fits(lab: Lab, doc: dict[str, Any]) -> None:
@@ -105,6 +124,13 @@ def assert_advice_fits(lab: Lab, doc: dict[str, Any]) -> None:
         assert codes == []
         return
     assert codes, "an unreachable node must get advice"
+    nothing = any(p["reason"] == "nothing-listening" for p in doc["ports"])
+    if nothing:
+        assert "start-node" in codes  # always said, after the network's remedies
+    if path_is_open(lab) and nothing:
+        assert codes == ["start-node"] and "nat" not in doc["causes"]  # the network is fine: only the node
+        assert "network path is open" in doc["advice"][0]["detail"]
+        return
     if truth.cgnat:
         assert codes[0] == "ask-provider-public-ipv4"
         assert not NO_PORTMAP_FIX & set(codes), codes  # forwarding/UPnP cannot help behind CGNAT
@@ -146,11 +172,25 @@ def test_forwarded_port_is_reachable(lab, scenario: str) -> None:  # type: ignor
     ensure_serve(net)
     net.forward(30303, "udp")
     net.forward(30303, "tcp")
-    code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, *PORTS)
-    assert_matches_truth(net, doc, forwarded=True)
-    assert [(p["protocol"], p["reachable"], p["reason"]) for p in doc["ports"]] == [("udp", True, "ok"),
-                                                                                   ("tcp", True, "ok")]
-    assert code == 0 and doc["verdict"] == "reachable" and doc["advice"] == []
+    node = net.spawn("client", [sys.executable, "-c", NODE_LISTENER, "tcp", "30303"], stdout=subprocess.PIPE,
+                     text=True)  # the node listens on TCP only
+    try:
+        assert node.stdout is not None and node.stdout.readline().strip() == "ready"
+        code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, *PORTS)
+    finally:
+        node.kill()
+        node.wait(5)
+    assert_matches_truth(net, doc, forwarded=True, ports=False)
+    by_proto = {p["protocol"]: p for p in doc["ports"]}
+    assert (by_proto["tcp"]["reachable"], by_proto["tcp"]["path_open"], by_proto["tcp"]["listener"]) == \
+        (True, True, "node")
+    # Nothing on UDP: not reachable, though the forward lets the path through (check/2)
+    assert (by_proto["udp"]["reachable"], by_proto["udp"]["path_open"], by_proto["udp"]["reason"]) == \
+        (False, True, "nothing-listening")
+    # The verdict follows the port where the node listens; the empty one is a node problem.
+    assert code == 0 and doc["verdict"] == "reachable"
+    assert [(x["code"], "30303/udp" in x["detail"]) for x in doc["node"]["problems"]] == [("nothing-listening", True)]
+    assert [(x["port"], x["protocol"], x["address"]) for x in doc["node"]["listening"]] == [(30303, "tcp", "0.0.0.0")]
 
 
 def test_cgnat_layers_say_whose_nat(lab) -> None:  # type: ignore[no-untyped-def]

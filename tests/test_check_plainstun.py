@@ -44,7 +44,9 @@ def test_mapping_from_plain_servers(private_lab, tmp_path: Path, scenario: str, 
     assert nat["present"] is True and nat["layers"] == 1 and nat["cgnat"] is False
     assert nat["filtering"] == "unknown" and nat["unknown_reasons"]["filtering"]
     assert [s["kind"] for s in doc["servers"]] == ["stun", "stun"] and all(s["answered"] for s in doc["servers"])
-    assert doc["ports"][0]["reachable"] is None and doc["ports"][0]["reason"] == "no-server"
+    # check/2: nothing listens on 30303/udp (not reachable); no dial-back server, so the path is untested
+    assert doc["ports"][0]["reachable"] is False and doc["ports"][0]["reason"] == "nothing-listening"
+    assert doc["ports"][0]["path_open"] is None
     assert "untested" in doc["causes"] and doc["advice"][-1]["code"] == "get-nodereach-server"
     assert any("dial-back" in u for u in doc["untested"])
     assert code == 1

@@ -19,8 +19,8 @@ def _doc(*, present: bool | None = True, layers: int | None = 1, cgnat: bool = F
          mapping: str = "endpoint-independent", filtering: str = "address-and-port-dependent",
          udp: bool | None = True, ports: tuple[int, ...] = (), causes: tuple[str, ...] = (),
          extra: str = "") -> bytes:
-    """A check document as `nodereach check --json` prints it (schema nodereach.check/1), plus `extra` fields."""
-    return (f'{{"schema": "nodereach.check/1", "duration_s": 0.91, "verdict": "unreachable", '
+    """A check document as `nodereach check --json` prints it (schema nodereach.check/2), plus `extra` fields."""
+    return (f'{{"schema": "nodereach.check/2", "duration_s": 0.91, "verdict": "unreachable", '
             f'"nat": {{"present": {_j(present)}, "layers": {_j(layers)}, "cgnat": {_j(cgnat)}, '
             f'"mapping": "{mapping}", "filtering": "{filtering}", "hops": []}}, '
             f'"udp": {{"outbound": {_j(udp)}, "blocked_ports": {list(ports)}}}, '
@@ -112,8 +112,8 @@ def test_decode_rejects_what_is_not_a_check_document() -> None:
     from nodereach.lab.checkview import CheckOutputError
 
     for bad in (b"", b"not json", b"{}", b'{"schema": "other/1", "verdict": "reachable"}',
-                b'{"schema": "nodereach.check/1", "verdict": "maybe"}',
-                b'{"schema": "nodereach.check/1", "verdict": "reachable", "nat": {"mapping": "weird"}}',
+                b'{"schema": "nodereach.check/2", "verdict": "maybe"}',
+                b'{"schema": "nodereach.check/2", "verdict": "reachable", "nat": {"mapping": "weird"}}',
                 b"[" * 2_000_000):
         with pytest.raises(CheckOutputError):
             decode_check(bad)

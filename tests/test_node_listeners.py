@@ -71,10 +71,15 @@ def test_wrong_interface_names_both_addresses():
 
 
 def test_container_views():
-    seen = ContainerView(programs_elsewhere=((77, "geth"),), runtime="containerd-shim")
+    seen = ContainerView(programs_elsewhere=((77, "geth", frozenset({T30303, U30303})),), runtime="containerd-shim")
     p = L.judge(T30303, 4, ARRIVAL, [], seen)
     assert p is not None and p.code == "container-port-not-published" and "geth (pid 77)" in p.detail
     assert "-p 30303:30303/tcp" in p.detail
+    # a node program in another namespace without any container runtime (a lab, a VPN namespace): not claimed
+    no_runtime = L.judge(T30303, 4, ARRIVAL, [], ContainerView(programs_elsewhere=((77, "geth", frozenset({T30303})),)))
+    assert no_runtime is not None and no_runtime.code == "nothing-listening"
+    other_port = L.judge(PortSpec(8333, "tcp"), 4, ARRIVAL, [], seen)
+    assert other_port is not None and other_port.code == "nothing-listening"
     runtime_only = L.judge(T30303, 4, ARRIVAL, [], ContainerView(runtime="conmon"))
     assert runtime_only is not None and runtime_only.code == "nothing-listening" and "conmon" in runtime_only.detail
     assert L.judge(T30303, 4, ARRIVAL, [], ContainerView(published=frozenset({T30303}))) is None
@@ -91,9 +96,9 @@ def test_container_view_from_processes():
         ProcessInfo(21, "geth", ("geth",), other_netns=False),
         ProcessInfo(22, "bash", ("bash",), other_netns=True),
     ]
-    view = L.container_view(procs, ["geth"])
+    view = L.container_view(procs, {"geth": frozenset({T30303})})
     assert view.published == {U30303, PortSpec(9000, "tcp")}
-    assert view.programs_elsewhere == ((20, "geth"),)
+    assert view.programs_elsewhere == ((20, "geth", frozenset({T30303})),)
     assert view.runtime == "docker-proxy"
 
 

@@ -16,7 +16,7 @@ def test_cli_help_lists_commands() -> None:
 def test_report_round_trips_and_has_schema() -> None:
     report = Report(verdict="unreachable", causes=["cgnat"])
     doc = json.loads(to_json(report))
-    assert doc["schema"] == SCHEMA == "nodereach.check/1"
+    assert doc["schema"] == SCHEMA == "nodereach.check/2"
     assert doc["nat"]["mapping"] == "unknown"
     assert from_json(to_json(report)) == report
     assert "Report" in json.dumps(json_schema())

@@ -49,19 +49,25 @@ def check(
                                               "(STUN + dial-back); repeatable")] = [],  # noqa: B006
     port: Annotated[list[str], typer.Option("--port", "-p", help="node port to test from outside, "
                                             "e.g. 30303/tcp; repeatable")] = [],  # noqa: B006
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON document (nodereach.check/1)")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON document (nodereach.check/2)")] = False,
     timeout: Annotated[float, typer.Option(help="upper bound on the whole run, seconds")] = 5.0,
     lifetime: Annotated[bool, typer.Option("--lifetime", help="also measure the UDP binding lifetime "
                                            "(slow, bounded by --lifetime-max)")] = False,
     lifetime_max: Annotated[float, typer.Option(help="longest binding lifetime to probe, seconds")] = 120.0,
     config: Annotated[Path | None, typer.Option(help="TOML file with servers and ports")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="the node to read over its RPC: KIND[=URL|SOCKET] "
+                                             "(bitcoin, ethereum, beacon, kubo, monero, lnd, transmission, "
+                                             "syncthing), auto (default: detect a known node on this host) or "
+                                             "none")] = None,
 ) -> None:
-    """Find out why peers cannot reach this node, and say what to do. Exit: 0 reachable, 1 unreachable,
-    2 usage/environment error, 3 no connectivity."""
+    """Find out why peers cannot reach this node, and say what to do. A port is reachable only when a program
+    listens on it and peers' first packets reach it. With no --port, the ports of the known node programs
+    listening here are tested. Exit: 0 reachable, 1 unreachable, 2 usage/environment error, 3 no
+    connectivity."""
     from nodereach.diagnose.command import check_command
 
     code = _run(check_command, servers=server, ports=port, json_out=json_out, timeout=timeout,
-                lifetime=lifetime, lifetime_max=lifetime_max, config=config)
+                lifetime=lifetime, lifetime_max=lifetime_max, config=config, node=node)
     raise typer.Exit(code)
 
 

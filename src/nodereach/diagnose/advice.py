@@ -24,6 +24,9 @@ from nodereach.diagnose.rules import (
 from nodereach.net import TRANSPORTS, address_kind
 
 RESTRICTIVE = ("address-dependent", "address-and-port-dependent")
+NOT_LISTENING = ("refused", "nothing-listening", "loopback-only", "wrong-interface", "ipv6-only", "ipv4-only",
+                 "container-port-not-published")
+"""Port reasons that mean the traffic arrived and no program of the node took it."""
 
 CAUSES: dict[str, str] = {
     "no-connectivity": "no server answered over UDP or TCP",
@@ -85,13 +88,20 @@ def decide(report: Report, requested: Sequence[PortSpec] | None = None, dialback
     blocked = sorted({*report.udp.blocked_ports, *report.tcp.blocked_ports})
     node_port_numbers = {p.port for p in ports}
     port_results = [p for p in report.ports if p.reachable is not None]
+    # check/2: the verdict follows the ports where the node listens; ports with nothing listening are listed
+    # (reason nothing-listening, with path_open) but do not decide it while another port has a listener.
+    listened = [p for p in port_results if p.reason != "nothing-listening"]
+    if listened:
+        port_results = listened
+    # Blame the network (NAT, firewall) only where its path was closed or could not be told open.
+    network_blocked = any(p.reachable is False and p.path_open is not True for p in port_results)
     if port_results:
         verdict: Verdict = "reachable" if all(p.reachable for p in port_results) else "unreachable"
     else:
         verdict = _infer_verdict(report, udp_ok, tcp_ok)
     if blocked and (verdict == "unreachable" or node_port_numbers & set(blocked)):
         causes.append("port-filtered")
-    if verdict == "unreachable":
+    if verdict == "unreachable" and (network_blocked or not port_results):
         if nat.cgnat:
             causes.append("cgnat")
         elif nat.present and (nat.layers or 0) >= 2:
@@ -104,9 +114,10 @@ def decide(report: Report, requested: Sequence[PortSpec] | None = None, dialback
             causes.append("firewall")
         if any(p.reachable is False for p in report.ports):
             causes.append("port-unreachable")
-        if any(p.reachable is False and p.reason in ("refused", "nothing-listening") for p in report.ports):
-            causes.append("nothing-listening")
-    if not dialback and not port_results:
+    if verdict == "unreachable" and any(p.reachable is False and p.reason in NOT_LISTENING for p in report.ports):
+        causes.append("nothing-listening")
+    # Untested: no dial-back answered for any port (a port known to have no listener is still untested).
+    if not dialback and not any(p.listener is not None for p in port_results):
         causes.append("untested")
     advice = _advice(report, verdict, causes, ports, blocked)
     return Decision(verdict, causes, advice)
@@ -218,9 +229,16 @@ def _advice(report: Report, verdict: Verdict, causes: list[str], ports: list[Por
                                  "only make outbound connections over IPv4 (or reach peers through a relay/VPN "
                                  "with a public address)."))
     if verdict == "unreachable" and "nothing-listening" in causes:
+        empty = [p for p in report.ports if p.reachable is False and p.reason in NOT_LISTENING]
+        opened = [f"{p.port}/{p.protocol}" for p in empty if p.path_open]
+        path = (f" The network path is open: nodereach's test traffic to {', '.join(opened)} reached this machine "
+                "from outside." if opened else "")
         out.append(Advice(code="start-node", title="Make the node listen on its port",
-                          detail="The connection reached this machine but nothing accepted it: start the node, "
-                                 "and make it listen on all addresses (0.0.0.0), not only 127.0.0.1."))
+                          detail="No program of the node takes the traffic on " +
+                                 ", ".join(f"{p.port}/{p.protocol} ({p.reason})" for p in empty) +
+                                 ": start the node, and make it listen on all addresses (0.0.0.0 and ::), not "
+                                 "only 127.0.0.1 or one interface; a node in a container needs its ports "
+                                 f"published.{path}"))
     if "untested" in causes:
         out.append(Advice(code="get-nodereach-server", title="Test inbound reachability with a nodereach server",
                           detail="Public STUN servers cannot test whether peers reach your ports, nor the NAT's "

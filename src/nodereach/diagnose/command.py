@@ -80,6 +80,8 @@ class CheckFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Plain STUN servers (no nodereach dial-back there)."""
     ports: list[str] = []
     timeout: Annotated[float, msgspec.Meta(ge=0.5, le=300)] | None = None
+    node: str | None = None
+    """The node to read: `KIND[=URL|SOCKET]`, `auto` or `none` (as --node)."""
 
 
 class _SharedFile(msgspec.Struct, frozen=True):
@@ -95,7 +97,7 @@ def load_config(path: Path) -> CheckFile:
 
 
 def build_options(servers: list[str], ports: list[str], timeout: float, lifetime: bool, lifetime_max: float,
-                  config: Path | None) -> CheckOptions:
+                  config: Path | None, node: str | None = None) -> CheckOptions:
     if not 0.5 <= timeout <= 300:
         raise UsageError(f"--timeout {timeout} out of range", "use 0.5 .. 300 seconds")
     if lifetime and not 1 <= lifetime_max <= 3600:
@@ -115,16 +117,29 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
                 port_specs.append(p)
     if not servers and cfg.timeout is not None and timeout == 5.0:
         timeout = cfg.timeout
+    from nodereach.node.view import NodeChoice, pick_ports_now
+
+    try:
+        choice = NodeChoice.parse(node if node is not None else cfg.node)
+    except ValueError as exc:
+        raise UsageError(f"bad --node: {exc}", "e.g. --node monero, --node ethereum=/path/to/geth.ipc, "
+                                               "--node bitcoin=http://127.0.0.1:8332, --node none") from None
+    pick = host = None
+    if not port_specs:
+        # No --port: the node's P2P ports from the known programs listening on this host.
+        pick, host = pick_ports_now()
+        port_specs = list(pick.ports)
     return CheckOptions(servers=specs, ports=port_specs, timeout=timeout, lifetime=lifetime,
-                        lifetime_max=lifetime_max, builtin_servers=builtin)
+                        lifetime_max=lifetime_max, builtin_servers=builtin, node=choice, port_pick=pick,
+                        host_scan=host)
 
 
 def check_command(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,
-                  lifetime_max: float, config: Path | None) -> int:
+                  lifetime_max: float, config: Path | None, node: str | None = None) -> int:
     """Entry point for the CLI: returns the exit code (0 reachable, 1 unreachable, 3 no connectivity)."""
     from nodereach.diagnose.engine import run_check
 
-    opts = build_options(servers, ports, timeout, lifetime, lifetime_max, config)
+    opts = build_options(servers, ports, timeout, lifetime, lifetime_max, config, node)
     # Plain asyncio: the check is a few dozen packets, and pyroute2's async netlink needs it.
     if json_out:
         report = asyncio.run(run_check(opts))

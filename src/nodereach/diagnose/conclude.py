@@ -25,6 +25,7 @@ from nodereach.diagnose.model import (
     ServerKind,
     ServerUsed,
 )
+from nodereach.diagnose.node import apply_node
 from nodereach.diagnose.observations import FamilyObservations, LocalView, Observations, ServerAnswer
 from nodereach.diagnose.probes import usable
 from nodereach.diagnose.stunio import Reply
@@ -57,6 +58,7 @@ def conclude(obs: Observations) -> Report:
         if v4 is not None and not v4.servers and v6 is not None and v6.servers:
             rep.udp.outbound, rep.tcp.outbound = rep.udp.ipv6, rep.tcp.ipv6
             rep.notes.append("IPv6 only: NAT behaviour, filters and inbound reachability are tested over IPv4")
+        apply_node(obs, rep)
         d = decide(rep, obs.options.ports, dialback=False)
         rep.verdict, rep.causes, rep.advice = d.verdict, d.causes, d.advice
     rep.notes.extend(obs.errors)
@@ -324,5 +326,6 @@ def _family4(obs: Observations, fam: FamilyObservations, rep: Report) -> None:
                             "configured; use --server with a nodereach server")
     if ans.other is None and ans.t1 is not None:
         rep.untested.append("filtering behaviour: no RFC 5780 server (two addresses) among the servers")
+    apply_node(obs, rep)
     decision = decide(rep, obs.options.ports, dialback=has_dialback and (not rep.ports or dial_ok))
     rep.verdict, rep.causes, rep.advice = decision.verdict, decision.causes, decision.advice

@@ -5,7 +5,7 @@ and the retry under observed loss are the check's (engine), passed in here. Neve
 
 from __future__ import annotations
 
-from nodereach.diagnose.model import PortResult
+from nodereach.diagnose.model import PortResult, ProtocolCheckResult
 from nodereach.net import Transport
 from nodereach.reach.client import DialBackResult, ServerWait, dial_back
 
@@ -15,8 +15,11 @@ def to_port_result(r: DialBackResult) -> PortResult:
     reason = r.reason
     if r.listener == "nodereach" and r.reachable is False and reason == "timeout":
         reason = "no-mapping-or-filtered"
+    check = r.protocol_check
     return PortResult(port=r.port, protocol=r.protocol, reachable=r.reachable, reason=reason,
-                      listener=r.listener, rtt_ms=r.rtt_ms)
+                      listener=r.listener, rtt_ms=r.rtt_ms,
+                      protocol_check=ProtocolCheckResult(protocol=str(check.protocol), ok=check.ok,
+                                                         detail=check.detail) if check is not None else None)
 
 
 async def probe(host: str, http_port: int, port: int, protocol: Transport, *,

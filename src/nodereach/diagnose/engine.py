@@ -48,6 +48,9 @@ __all__ = ["Budget", "Check", "CheckOptions", "Progress", "run_check"]
 T = TypeVar("T")
 
 RESOLVE_MAX_S = 1.5
+NODE_BUDGET_S = 0.8
+"""The node stage's bound (host scan + one RPC read on this host): a node RPC that hangs costs this much of
+a run that targets < 1 s, never more."""
 LIFETIME_MARGIN_S = 2.0
 """--lifetime runs past --timeout (it takes about --lifetime-max): this much on top."""
 
@@ -164,6 +167,7 @@ class _Run:
         self.others_done = asyncio.Event()
         """Every probe but the gateway's is done: the gateway probe gets no more time than its own bound."""
         self.lifetime: asyncio.Task[LifetimeObservation] | None = None
+        self.node: asyncio.Task[Any] | None = None
 
     async def observe(self) -> Observations:
         budget = self.ctx.budget
@@ -216,6 +220,13 @@ class _Run:
 
     async def _schedule(self) -> None:
         budget = self.ctx.budget
+        if self.opts.node is not None:
+            # The node's own view (listeners here, its RPC) in parallel with everything else: local work only.
+            from nodereach.node.view import observe
+
+            self.node = self._start(observe(self.opts.ports, self.opts.node, budget_s=NODE_BUDGET_S,
+                                            secrets=self.opts.node_secrets, pick=self.opts.port_pick,
+                                            host=self.opts.host_scan), "node", "listeners and the node's RPC")
         self.progress("servers", "running", "resolving")
         self.resolved = await resolve_servers(self.opts.servers, min(RESOLVE_MAX_S, budget.left()))
         usable = [s for s in self.resolved if s.addresses]
@@ -303,5 +314,5 @@ class _Run:
             families[6] = FamilyObservations(6, v6.servers, binding=tuple(ServerAnswer(s, None) for s in v6.servers))
         return Observations(options=self.opts, servers=self.resolved, families=families, local=local,
                             portmap=_value(self.portmap), lifetime=_value(self.lifetime), timed_out=timed_out,
-                            errors=tuple(self.errors))
+                            errors=tuple(self.errors), node=_value(self.node))
 

@@ -1,4 +1,8 @@
-"""The check report: one typed model, rendered to the terminal and to JSON (schema `nodereach.check/1`).
+"""The check report: one typed model, rendered to the terminal and to JSON (schema `nodereach.check/2`).
+
+check/2 (issue 10): a port is `reachable` only when a program listens there and peers' first packets reach
+it; `path_open` carries the network path test alone (true also when nodereach had to listen itself, which
+is then `reachable: false, reason: nothing-listening`); the `node` block is the node's own view.
 
 Field names and values are a public contract (docs/check-schema.md). Add fields freely; never rename or
 change the meaning of one without bumping SCHEMA.
@@ -11,8 +15,9 @@ from typing import Any, Literal
 import msgspec
 
 from nodereach.net import Transport
+from nodereach.node.model import NodeReport
 
-SCHEMA = "nodereach.check/1"
+SCHEMA = "nodereach.check/2"
 
 Behaviour = Literal["endpoint-independent", "address-dependent", "address-and-port-dependent", "unknown"]
 Mapping = Literal[
@@ -97,6 +102,17 @@ class PortResult(msgspec.Struct, kw_only=True):
     rtt_ms: float | None = None
     public_endpoint: str | None = None
     """UDP: the `ip:port` the NAT gives the node's port (measured after the dial-back), when it was free."""
+    path_open: bool | None = None
+    """Did the dial-back's first packets get through the network to this host (to the node, or to nodereach's
+    own listener when nothing listened)? None: not tested, or not observable (UDP to a node's own socket)."""
+    protocol_check: ProtocolCheckResult | None = None
+    """The node answered the first exchange of its own protocol from outside (when the check asked for one)."""
+
+
+class ProtocolCheckResult(msgspec.Struct, kw_only=True):
+    protocol: str
+    ok: bool
+    detail: str = ""
 
 
 class PortmapProtocol(msgspec.Struct, kw_only=True):
@@ -144,6 +160,9 @@ class Report(msgspec.Struct, kw_only=True):
     servers: list[ServerUsed] = msgspec.field(default_factory=list)
     notes: list[str] = msgspec.field(default_factory=list)
     untested: list[str] = msgspec.field(default_factory=list)
+    node: NodeReport | None = None
+    """The node's own view: who listens on its ports here, what its RPC says, what it advertises (None: not
+    read, e.g. `--node none`)."""
     """What could not be tested in this run and why (e.g. no nodereach server: no dial-back, no filtering)."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nodereach.diagnose.model import PortmapProtocol, PortResult
 from nodereach.diagnose.netinfo import NetInfo
@@ -20,6 +21,9 @@ from nodereach.diagnose.options import CheckOptions, ResolvedServer
 from nodereach.diagnose.portfilter import PortPath
 from nodereach.diagnose.stunio import Reply
 from nodereach.net import Family, PortSpec, SockAddr
+
+if TYPE_CHECKING:
+    from nodereach.node.view import NodeObservation
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,9 @@ class Observations:
     """The run hit its time limit: what had not answered by then is unknown."""
     errors: tuple[str, ...] = ()
     """Probes that failed inside nodereach (a bug, not the network): their results are unknown."""
+    node: NodeObservation | None = None
+    """The node stage (nodereach.node.view): listeners on the tested ports, the node's RPC; None when the
+    options asked for no node stage."""
 
     def family(self, family: Family) -> FamilyObservations | None:
         return self.families.get(family)

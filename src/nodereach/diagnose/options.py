@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nodereach import defaults
 from nodereach.net import Family, PortSpec, ResolveError, SockAddr, family_of, resolve
+
+if TYPE_CHECKING:
+    from nodereach.node.catalog import PortPick
+    from nodereach.node.reader import Secrets
+    from nodereach.node.view import HostScan, NodeChoice
 
 Progress = Callable[[str, str, str], None]
 """progress(step, state, detail): state is running | done | failed | skipped."""
@@ -47,6 +53,14 @@ class CheckOptions:
     builtin_servers: bool = False
     """The servers are nodereach's built-in public STUN list (no --server, no config): the report says what
     plain STUN servers cannot test."""
+    node: NodeChoice | None = None
+    """The node stage (nodereach.node): read the node named with --node, detect one (auto), or None: no
+    node stage at all (the report's `node` is null and ports keep the path semantics)."""
+    port_pick: PortPick | None = None
+    """With no --port: how `ports` were chosen from the programs listening here."""
+    host_scan: HostScan | None = None
+    """The host scan made to pick the ports (reused by the node stage instead of scanning twice)."""
+    node_secrets: Secrets | None = None
 
     def __post_init__(self) -> None:
         # Any sequence in (a caller's lists), a tuple kept: the options of a run never change under it.

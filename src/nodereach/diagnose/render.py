@@ -70,6 +70,39 @@ def path_drawing(rep: Report) -> str:
     return " ──▶ ".join(parts)
 
 
+def node_panel(rep: Report) -> Panel:
+    """The node block: software, version, peers in/out, listens on, advertises, problems with the settings."""
+    node = rep.node
+    assert node is not None
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    if node.software:
+        t.add_row("software", f"{node.software} {node.version or ''}".strip())
+    if node.rpc:
+        t.add_row("RPC", node.rpc if not node.rpc_error else f"{node.rpc}: [red]{node.rpc_error}[/]")
+    if node.peers.inbound is not None or node.peers.outbound is not None:
+        t.add_row("peers", f"in {node.peers.inbound if node.peers.inbound is not None else '?'}   "
+                           f"out {node.peers.outbound if node.peers.outbound is not None else '?'}")
+    if node.reachability:
+        t.add_row("its own verdict", node.reachability)
+    listens = [f"{x.address}:{x.port}/{x.protocol}" if ":" not in x.address else f"[{x.address}]:{x.port}/{x.protocol}"
+               for x in node.listening]
+    t.add_row("listens on", ", ".join(listens) or "[red]nothing on the tested ports[/]")
+    if node.advertised:
+        t.add_row("advertises", ", ".join(
+            f"{a.address or '(no address)'}{':' + str(a.port) if a.port is not None else ''}/{a.protocol or '?'} "
+            f"[dim]({a.source})[/]" for a in node.advertised[:8]))
+    if node.maps_ports is not None and node.maps_ports.enabled is not None:
+        t.add_row("maps its ports", f"{_yn(node.maps_ports.enabled)} [dim]({node.maps_ports.setting})[/]")
+    if node.ports_picked:
+        t.add_row("ports tested", node.ports_picked)
+    for p in node.problems:
+        fix = f"\n[cyan]{chr(10).join(p.settings)}[/]" if p.settings else ""
+        t.add_row(f"[red]{p.code}[/]", f"{p.detail}{fix}")
+    return Panel(t, title="the node", title_align="left", border_style="magenta")
+
+
 def render_report(rep: Report, console: Console | None = None) -> None:
     console = console or Console()
     colour = {"reachable": "green", "unreachable": "red", "no-connectivity": "red"}[rep.verdict]
@@ -96,13 +129,16 @@ def render_report(rep: Report, console: Console | None = None) -> None:
         summary.add_row("behaviour", f"mapping {nat.mapping}, filtering {nat.filtering}, port preservation "
                                      f"{_yn(nat.port_preservation)}, hairpinning {_yn(nat.hairpinning)}")
     for p in rep.ports:
+        path = "" if p.path_open is None or p.reachable else f"  (network path {_yn(p.path_open, 'open', 'closed')})"
         summary.add_row(f"port {p.port}/{p.protocol}", f"{_yn(p.reachable, 'reachable', 'not reachable')} "
-                                                       f"[dim]{p.reason or ''}[/]")
+                                                       f"[dim]{p.reason or ''}[/]{path}")
     pm = rep.portmap
     summary.add_row("port mapping", "  ".join(f"{n} {_yn(v.available)}" for n, v in
                                               (("PCP", pm.pcp), ("NAT-PMP", pm.natpmp), ("UPnP", pm.upnp))))
     summary.add_row("path", Text(path_drawing(rep)))
     console.print(Panel(summary, title=f"nodereach check ({rep.duration_s:.2f} s)", border_style=colour))
+    if rep.node is not None:
+        console.print(node_panel(rep))
     for i, a in enumerate(rep.advice, 1):
         body: list[Text | str] = [a.detail]
         for target, snippet in a.commands.items():

@@ -1,6 +1,6 @@
 """The fields of `nodereach check --json` the lab judges, as a typed view decoded with msgspec.
 
-The check's JSON document (schema `nodereach.check/1`, docs/check-schema.md) is the public contract between
+The check's JSON document (schema `nodereach.check/2`, docs/check-schema.md) is the public contract between
 the check and everything that reads it; the lab reads it like any other consumer, so `lab/` never imports
 `diagnose/`. Only the fields the demo compares with the ground truth are declared; unknown fields are
 ignored (the schema only ever adds fields within a version), and the IPv6 fields the check does not emit yet

@@ -109,8 +109,10 @@ class ContainerView:
     published: frozenset[PortSpec] = frozenset()
     """Host ports a userland proxy (docker-proxy, rootlessport) forwards into a container (from its command
     line, readable by any user)."""
-    programs_elsewhere: tuple[tuple[int, str], ...] = ()
-    """(pid, name) of node programs running in another network namespace (a container), where visible."""
+    programs_elsewhere: tuple[tuple[int, str, frozenset[PortSpec]], ...] = ()
+    """(pid, name, its default P2P ports) of node programs running in another network namespace, where
+    visible. Counted as a container only while a container runtime runs too (a lab's or a VPN's namespace
+    is not a container)."""
     runtime: str = ""
     """A container runtime seen running (`containerd-shim`, `conmon`, `docker-proxy`, ...), else empty."""
 
@@ -260,8 +262,9 @@ def judge(spec: PortSpec, family: Family, arrival: str | None, listeners: Sequen
     if not mine:
         if spec in containers.published:
             return None  # the runtime's proxy would show as a listener; published through DNAT we cannot read
-        if containers.programs_elsewhere:
-            names = ", ".join(f"{n} (pid {p})" for p, n in containers.programs_elsewhere)
+        inside = [(p, n) for p, n, ports in containers.programs_elsewhere if spec in ports]
+        if inside and containers.runtime:
+            names = ", ".join(f"{n} (pid {p})" for p, n in inside)
             return ListenerProblem(
                 "container-port-not-published", spec, family,
                 f"nothing on this host listens on {spec}; {names} runs in another network namespace (a "
@@ -347,20 +350,22 @@ RUNTIME_PROCESSES = ("containerd-shim", "containerd-shim-runc-v2", "conmon", "do
                      "slirp4netns", "pasta")
 
 
-def container_view(processes: Sequence[ProcessInfo], node_programs: Iterable[str] = ()) -> ContainerView:
+def container_view(processes: Sequence[ProcessInfo],
+                   node_programs: Mapping[str, frozenset[PortSpec]] | None = None) -> ContainerView:
     """Published ports from userland proxies' command lines (docker-proxy `-proto tcp -host-port 30303`),
-    node programs in other network namespaces, and whether a runtime runs at all. Pure."""
+    node programs (process name -> default ports) in other network namespaces, and whether a container
+    runtime runs at all. Pure."""
     published: set[PortSpec] = set()
     runtime = ""
-    programs = set(node_programs)
-    elsewhere: list[tuple[int, str]] = []
+    programs = node_programs or {}
+    elsewhere: list[tuple[int, str, frozenset[PortSpec]]] = []
     for p in processes:
         if any(p.name.startswith(r[:15]) for r in RUNTIME_PROCESSES):
             runtime = runtime or p.name
         if p.name == "docker-proxy":
             published.update(_docker_proxy_port(p.argv))
         if p.other_netns and p.name in programs:
-            elsewhere.append((p.pid, p.name))
+            elsewhere.append((p.pid, p.name, programs[p.name]))
     return ContainerView(frozenset(published), tuple(elsewhere), runtime)
 
 

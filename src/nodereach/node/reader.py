@@ -21,12 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from nodereach.node.adapters.base import NodeError, NodeStatus
-from nodereach.node.adapters.rpcio import Conn, Target
 from nodereach.node.catalog import ADAPTER_KINDS, PROGRAMS, AdapterKind, by_kind, identify
 from nodereach.node.listeners import Listener, ProcessInfo
+
+if TYPE_CHECKING:
+    from nodereach.node.adapters.rpcio import Conn, Target
 
 MAX_SECRET_FILE = 64 * 1024
 
@@ -157,6 +160,8 @@ def _syncthing_key(homes: Sequence[Path], secrets: Secrets) -> str | None:
 def connect(kind: AdapterKind, target: Target, deadline: float, *, owner_uid: int | None = None,
             secrets: Secrets = Secrets()) -> Conn:
     """A `Conn` for `kind` with the credentials that software uses, found for the node's user."""
+    from nodereach.node.adapters.rpcio import Conn
+
     homes = _homes(owner_uid)
     headers: dict[str, str] = {}
     ctx: ssl.SSLContext | None = None
@@ -180,6 +185,8 @@ def connect(kind: AdapterKind, target: Target, deadline: float, *, owner_uid: in
 
 
 def default_target(kind: AdapterKind) -> Target:
+    from nodereach.node.adapters.rpcio import Target
+
     return Target.parse(by_kind(kind)[0].rpc)
 
 
@@ -197,6 +204,8 @@ async def read_node(spec: NodeSpec, *, budget_s: float = 1.0, owner_uid: int | N
     """Read one node within `budget_s`; never raises (a failure is `NodeReading.error`)."""
     assert spec.kind is not None, "detect() first"
     kind = spec.kind
+    from nodereach.node.adapters.rpcio import Target  # h11 is imported only when a node is read
+
     start = time.monotonic()
     how = how or ("named with --node" if spec.where else f"--node {kind}: its default RPC endpoint")
     try:
@@ -250,7 +259,7 @@ def detect(processes: Sequence[ProcessInfo], listeners: Sequence[Listener]) -> l
     for prog in PROGRAMS:
         if prog.kind in kinds:
             continue
-        port = Target.parse(prog.rpc).port
+        port = urlsplit(prog.rpc).port
         if port in rpc_ports and prog.kind not in ("lnd",):  # 8080 is too common to guess lnd from
             kinds.add(prog.kind)
             out.append(Detected(NodeSpec(prog.kind), f"something listens on {port}, the default RPC port of "

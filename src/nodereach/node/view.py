@@ -90,7 +90,7 @@ async def observe(ports: Sequence[PortSpec], choice: NodeChoice, *, budget_s: fl
         names = tuple(dict.fromkeys(f.program.name for f in programs))
         from nodereach.node.catalog import PROGRAMS
 
-        containers = container_view(host.processes, {n for p in PROGRAMS for n in p.processes})
+        containers = container_view(host.processes, {n: frozenset(p.ports) for p in PROGRAMS for n in p.processes})
         detected: tuple[Detected, ...] = ()
         reading: NodeReading | None = None
         left = max(0.05, budget_s - (time.monotonic() - start))
