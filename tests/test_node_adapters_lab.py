@@ -105,3 +105,25 @@ def test_syncthing_status_connections_and_api_key(lab, node_daemons):
     assert {str(p) for p in st.p2p_ports} == {"22000/tcp", "22000/udp"}
     assert st.mapping is not None and st.mapping.enabled is False
     assert f"device:{inside.device_id}" in st.peer_ids
+
+
+def test_open_refuses_a_port_the_node_maps_itself(lab, node_daemons):
+    """Transmission with port-forwarding-enabled maps its peer port itself: `open` must not map it again."""
+    import sys
+    from pathlib import Path
+
+    net = lab("port-restricted", home_router=True)  # miniupnpd: Transmission really maps its port there
+    node = node_daemons.transmission(net, "client", port_forwarding=True)
+    # With port forwarding on, Transmission runs UPnP discovery in its session thread: its RPC stalls for
+    # seconds while no router answers (measured: up to 3 s, repeatedly). Wait until it answers promptly.
+    deadline = time.monotonic() + 30
+    while True:
+        started = time.monotonic()
+        node.rpc("session-get", timeout=10)
+        if time.monotonic() - started < 0.3 or time.monotonic() > deadline:
+            break
+    nodereach = str(Path(sys.executable).parent / "nodereach")
+    r = net.exec("client", [nodereach, "open", "51413/tcp", "--once", "--timeout", "3"], check=False, timeout=30)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Transmission maps 51413/tcp on the router itself (port-forwarding-enabled)" in r.stderr
+    assert "Keep one" in r.stderr and "Traceback" not in r.stderr

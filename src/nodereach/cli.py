@@ -145,13 +145,15 @@ def open_(
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines for supervisors")] = False,
     server: Annotated[str | None, typer.Option(help="nodereach server to verify the mapping from outside")] = None,
     timeout: Annotated[float, typer.Option(help="deadline for discovery and each request, seconds")] = 3.0,
+    node: Annotated[str | None, typer.Option("--node", help="the node whose own port mapping to respect: "
+                                             "KIND[=URL|SOCKET], auto (default) or none")] = None,
 ) -> None:
     """Ask the router to forward the node's ports (PCP > NAT-PMP > UPnP) and keep the mappings alive.
-    Last resort: fixing the NAT or forwarding by hand is safer."""
+    Last resort: fixing the NAT or forwarding by hand is safer. Refuses ports the node maps itself."""
     from nodereach.portmap.command import run_open
 
     raise typer.Exit(_run(run_open, ports=ports, method=method, lease=lease, once=once, json_out=json_out,
-                          server=server, timeout=timeout))
+                          server=server, timeout=timeout, node=node))
 
 
 @app.command()

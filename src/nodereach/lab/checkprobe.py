@@ -71,7 +71,8 @@ def check_probe(lab: Lab) -> Finding:
     "first advice", "IPv6 found" and the check's own time."""
     view = run_check(lab)
     facts = judge(lab.truth, view)
-    ports = ", ".join(f"{p.protocol} {'yes' if p.reachable else 'no' if p.reachable is False else '?'}"
+    # The demo's client runs no node, so a port is never `reachable` (check/2); the path is the lab's truth.
+    ports = ", ".join(f"{p.protocol} path {'open' if p.path_open else 'closed' if p.path_open is False else '?'}"
                       for p in view.ports)
     return Finding(facts=facts, columns=(
         (FOUND, found_text(view)),

@@ -50,6 +50,8 @@ class PortView(msgspec.Struct, kw_only=True, frozen=True):
     port: int
     protocol: Literal["tcp", "udp"]
     reachable: bool | None = None
+    path_open: bool | None = None
+    """check/2: the network path alone (the lab's truth); `reachable` also needs a program listening."""
     family: Literal[4, 6] | None = None
     """Added with per-family ports (issue 11); absent: the IPv4 test of a schema-1 document."""
 

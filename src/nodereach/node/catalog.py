@@ -74,7 +74,7 @@ PROGRAMS: tuple[Program, ...] = (
     Program("lnd", "lnd", ("lnd",), (PortSpec(9735, "tcp"),), "https://127.0.0.1:8080/", (8080, 10009),
             doc="https://docs.lightning.engineering/lightning-network-tools/lnd/lnd.conf"),
     Program("Transmission", "transmission", ("transmission-da", "transmission-daemon"), _both(51413),
-            "http://127.0.0.1:9091/transmission/rpc", (9091,),
+            "http://127.0.0.1:9091/", (9091,),
             doc="https://github.com/transmission/transmission/blob/main/docs/Editing-Configuration-Files.md"),
     Program("Syncthing", "syncthing", ("syncthing",), _both(22000), "http://127.0.0.1:8384/", (8384, 21027),
             doc="https://docs.syncthing.net/users/firewall.html"),

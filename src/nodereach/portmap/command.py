@@ -173,14 +173,26 @@ async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease
 
 
 def run_open(ports: list[str], method: str | None, lease: int, once: bool, json_out: bool, server: str | None,
-             timeout: float) -> int:
-    """Map the ports and keep them alive in the foreground (Ctrl-C / SIGTERM deletes them)."""
+             timeout: float, node: str | None = None) -> int:
+    """Map the ports and keep them alive in the foreground (Ctrl-C / SIGTERM deletes them). Refuses ports the
+    node maps itself (read from its RPC: `--node`, auto-detected by default, `--node none` to skip)."""
     wanted = parse_ports(ports)
     forced = parse_method(method)
     if lease < 0:
         raise UsageError("--lease must be positive")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
+    from nodereach.net import PortSpec
+    from nodereach.node.view import NodeChoice, node_mapping_clash
+
+    try:
+        choice = NodeChoice.parse(node)
+    except ValueError as exc:
+        raise UsageError(f"bad --node: {exc}") from None
+    clash = asyncio.run(node_mapping_clash([PortSpec(p, t) for p, t in wanted], choice,
+                                           budget_s=max(1.0, min(2.0, timeout))))
+    if clash is not None:
+        raise UsageError(clash)
     return asyncio.run(_open(wanted, forced, lease, once, Printer(json_out), server, timeout))
 
 
