@@ -266,31 +266,3 @@ def detect(processes: Sequence[ProcessInfo], listeners: Sequence[Listener]) -> l
                                 f"{prog.name}"))
     return out
 
-
-class NodeAdapter:
-    """One node read again and again (the watcher's seam): `read()` gives the report's node block."""
-
-    def __init__(self, spec: NodeSpec, *, budget_s: float = 2.0, secrets: Secrets | None = None) -> None:
-        if spec.kind is None:
-            raise ValueError("name the node's kind (--node KIND[=URL])")
-        self.spec = spec
-        self.budget_s = budget_s
-        self.secrets = secrets or Secrets()
-
-    async def read(self) -> Any:
-        """The node's `NodeReport` (software, version, peers, advertised); NodeError with the reason if its RPC
-        cannot be read."""
-        from nodereach.node.model import NodeAdvertised, NodePeers, NodeReport
-
-        reading = await read_node(self.spec, budget_s=self.budget_s, secrets=self.secrets)
-        if reading.status is None:
-            raise NodeError(reading.error or "the node's RPC could not be read")
-        st = reading.status
-        return NodeReport(software=st.software, version=st.version,
-                          peers=NodePeers(inbound=st.inbound, outbound=st.outbound),
-                          advertised=[NodeAdvertised(address=a.address, port=a.port, protocol=a.protocol,
-                                                     source=a.source) for a in st.advertised],
-                          rpc=reading.endpoint, reachability=st.reachability, notes=list(st.notes))
-
-    async def close(self) -> None:
-        return None
