@@ -231,3 +231,33 @@ async def test_dual_stack_default_answers_from_every_address(lab: Callable[..., 
             assert status == 200 and isinstance(doc, dict)
             assert (doc["address"], doc["source"], doc["second_address"]) == (A.CLIENT_IP6, source, False)
             assert doc["reachable"] is False and doc["reason"] == "timeout"  # the firewall drops it (APD)
+
+
+def _post_from(source: str, port: int) -> tuple[int, str]:
+    """POST /v1/probe over IPv6 from one of the client's addresses: (status, error code or reason)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(A.SERVER_IP6, 3480, timeout=5, source_address=(source, 0))
+    try:
+        conn.request("POST", "/v1/probe", json.dumps({"port": port, "protocol": "tcp", "timeout_ms": 300}),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        doc = json.loads(r.read())
+        return r.status, str(doc.get("error") or doc.get("reason"))
+    finally:
+        conn.close()
+
+
+async def test_ipv6_requests_share_their_slash_56_limit(private_lab: Callable[..., Lab], tmp_path: Path) -> None:
+    """Rotating IPv6 addresses (a subscriber has a whole prefix) does not escape the limits: the network
+    bucket counts every address of the /56, as the /24 does for IPv4."""
+    net = private_lab("ipv6-open")
+    sources = [f"2001:db8:1:1::{n:x}" for n in range(0x20, 0x25)]
+    for source in sources:
+        net.exec("client", ["ip", "-6", "addr", "add", f"{source}/64", "dev", "eth0", "nodad"])
+    config = tmp_path / "serve.toml"
+    config.write_text("[dialback]\naddress_burst = 10\nnetwork_burst = 3\nnetwork_rate = 0.01\n")
+    with serving(net, tmp_path, *IPV6_PAIR, "--config", str(config)):
+        answers = [net.call_in("client", _post_from, source, 40000 + i) for i, source in enumerate(sources)]
+    assert [status for status, _ in answers] == [200, 200, 200, 429, 429], answers
+    assert [code for _, code in answers[3:]] == ["rate-limited-network"] * 2
