@@ -127,3 +127,27 @@ def test_node_stage_with_real_monerod(lab, node_daemons):
     assert [p.code for p in rep.problems] == ["nothing-listening"]  # 18080/udp: monerod is TCP only
     assert rep.software == "monerod" and rep.rpc.startswith("http://127.0.0.1:18081 (monerod runs (pid")
     assert ob.elapsed_s < 2.0
+
+
+def test_human_report_has_the_node_panel():
+    from rich.console import Console
+
+    from nodereach.diagnose.model import PortResult, Report
+    from nodereach.diagnose.render import render_report
+
+    st = status(kind="ethereum", software="geth", version="1.14.8", inbound=0, outbound=7,
+                advertised=(Advertised("192.168.1.10", 30303, "tcp", "enode", "ip", 4, False, "tcp"),),
+                mapping=PortMapping(True, "--nat"))
+    spec = PortSpec(30303, "tcp")
+    ob = NodeObservation((spec,), (Listener("tcp", "0.0.0.0", 30303, 4, True, pid=9, process="geth"),),
+                         reading=NodeReading("ethereum", "/root/.ethereum/geth.ipc", "geth runs (pid 9)", st))
+    rep = Report(verdict="unreachable", ports=[PortResult(port=30303, protocol="tcp", reachable=False,
+                                                          path_open=False, reason="no-mapping-or-filtered")])
+    rep.node, _ = node_report(ob, families=[4], arrival=ARRIVAL, public={4: "198.51.100.2"})
+    console = Console(width=200, record=True)
+    render_report(rep, console)
+    text = console.export_text()
+    assert "the node" in text and "geth 1.14.8" in text and "in 0   out 7" in text
+    assert "0.0.0.0:30303/tcp" in text and "192.168.1.10:30303/tcp (enode)" in text
+    assert "advertises-private-address" in text and "--nat extip:198.51.100.2" in text
+    assert "network path closed" in text
