@@ -8,8 +8,9 @@ network path alone is `path_open`.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
-from nodereach.diagnose.model import Report
+from nodereach.diagnose.model import PortResult, Report
 from nodereach.diagnose.observations import Observations
 from nodereach.net import Endpoint, Family, PortSpec
 
@@ -28,8 +29,11 @@ def apply_node(obs: Observations, rep: Report) -> None:
     from nodereach.node.listeners import assess
     from nodereach.node.report import node_report
 
-    families: list[Family] = [4]  # the node's ports are tested over IPv4 (IPv6 dial-back is issue 11)
-    arrival: dict[Family, str | None] = {4: rep.local.address}
+    # Each port entry is judged for its own family (ports carry `family` once they are tested per family,
+    # issue 11; until then they are IPv4). IPv6 traffic arrives on the host's global address: not known here,
+    # so a v6 listener bound to one address is not called the wrong interface.
+    families: list[Family] = sorted({_family(p) for p in rep.ports} or {4})
+    arrival: dict[Family, str | None] = {4: rep.local.address, 6: None}
     public: dict[Family, str] = {}
     if rep.public.ipv4:
         public[4] = rep.public.ipv4
@@ -40,7 +44,10 @@ def apply_node(obs: Observations, rep: Report) -> None:
     endpoints: dict[PortSpec, Endpoint] = {}
     for p in rep.ports:
         spec = PortSpec(p.port, p.protocol)
-        out = port_outcome(p.reachable, p.reason, p.listener, assessed.get(spec))
+        pl = assessed.get(spec)
+        if pl is not None:
+            pl = replace(pl, problems=tuple(q for q in pl.problems if q.family == _family(p)))
+        out = port_outcome(p.reachable, p.reason, p.listener, pl)
         p.reachable, p.path_open, p.reason = out.reachable, out.path_open, out.reason
         path_open[spec] = out.path_open
         if p.public_endpoint:
@@ -48,3 +55,8 @@ def apply_node(obs: Observations, rep: Report) -> None:
                 endpoints[spec] = Endpoint.parse(p.public_endpoint)
     rep.node, _ = node_report(node, families=families, arrival=arrival, public=public, endpoints=endpoints,
                               path_open=path_open)
+
+
+def _family(p: PortResult) -> Family:
+    fam = getattr(p, "family", None)
+    return 6 if fam == 6 else 4
