@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nodereach.portmap import pcp
 from nodereach.portmap.base import Slot
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.http import ForbiddenUrl, parse_soap
+from nodereach.portmap.http import ForbiddenUrl, SoapFault, parse_soap
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
 from nodereach.portmap.ssdp import Found, _accept
@@ -398,6 +400,21 @@ def test_soap_parser_hostile() -> None:
              '</detail></s:Fault></s:Body></s:Envelope>')
     with pytest.raises(PortmapError, match="718"):
         parse_soap("AddPortMapping", 500, fault)
+
+
+@given(st.text(max_size=12))
+def test_soap_fault_code_from_a_hostile_router_is_a_number_or_none(code: str) -> None:
+    """`'²'.isdigit()` is true and int('²') raises: any errorCode text gives a SoapFault, never a crash."""
+    from xml.sax.saxutils import escape
+
+    body = ('<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><detail><UPnPError>'
+            f"<errorCode>{escape(code)}</errorCode></UPnPError></detail></s:Fault></s:Body></s:Envelope>")
+    try:
+        parse_soap("AddPortMapping", 500, body)
+    except SoapFault as fault:
+        assert fault.code is None or (isinstance(fault.code, int) and str(fault.code) in code)
+    except MalformedMessage:
+        pass  # text XML cannot carry (control characters): not a SOAP reply at all
 
 
 class _H(dict):  # CaseInsensitiveDict stand-in for _accept

@@ -168,7 +168,7 @@ class PortSpec:
     def parse_many(cls, text: str) -> list[PortSpec]:
         """`30303/tcp`, `30303/udp`, or `30303` (both transports). ValueError with the reason otherwise."""
         port_s, _, proto = text.strip().lower().partition("/")
-        if not port_s.isdigit():
+        if not (port_s.isascii() and port_s.isdigit()):
             raise ValueError(f"bad port {text!r}: use PORT/tcp or PORT/udp, e.g. 30303/tcp")
         if proto and not is_transport(proto):
             raise ValueError(f"bad protocol in {text!r}: use tcp or udp")
@@ -204,7 +204,7 @@ class Endpoint:
     def parse(cls, text: str) -> Endpoint:
         """`1.2.3.4:5`, `[2001:db8::1]:5`; ValueError otherwise."""
         host, sep, port_s = text.strip().rpartition(":")
-        if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        if not sep or not (port_s.isascii() and port_s.isdigit()) or not 0 <= int(port_s) <= 65535:
             raise ValueError(f"not an endpoint (ip:port): {text!r}")
         if ":" in host and not host.startswith("["):
             raise ValueError(f"an IPv6 endpoint needs brackets: {text!r}")

@@ -127,7 +127,7 @@ def exists(name: str) -> bool:
 
 def namespace_pids(name: str) -> list[int]:
     proc = run(["ip", "netns", "pids", name], check=False, timeout=10)
-    return [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
+    return [int(tok) for tok in proc.stdout.split() if (tok.isascii() and tok.isdigit())]
 
 
 def pid_alive(pid: int) -> bool:

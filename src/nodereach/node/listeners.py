@@ -200,7 +200,7 @@ def socket_owners(inodes: Iterable[int], proc: Path = Path("/proc")) -> dict[int
         return found
     budget = MAX_FD_SCAN
     with contextlib.suppress(OSError):
-        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+        pids = [int(p) for p in os.listdir(proc) if (p.isascii() and p.isdigit())]
         for pid in pids:
             fd_dir = proc / str(pid) / "fd"
             try:
@@ -327,7 +327,7 @@ def list_processes(proc: Path = Path("/proc"), limit: int = 100_000) -> list[Pro
     out: list[ProcessInfo] = []
     with contextlib.suppress(OSError):
         for entry in os.listdir(proc)[:limit]:
-            if not entry.isdigit():
+            if not (entry.isascii() and entry.isdigit()):
                 continue
             pid = int(entry)
             name = process_name(pid, proc)
@@ -378,7 +378,7 @@ def _docker_proxy_port(argv: Sequence[str]) -> list[PortSpec]:
         name, eq, value = arg.lstrip("-").partition("=")
         flags[name] = value if eq else next(it, "")
     proto, port = flags.get("proto", ""), flags.get("host-port", "")
-    if proto in ("tcp", "udp") and port.isdigit() and 0 < int(port) < 65536:
+    if proto in ("tcp", "udp") and (port.isascii() and port.isdigit()) and 0 < int(port) < 65536:
         return [PortSpec(int(port), proto)]  # type: ignore[arg-type]
     return []
 

@@ -103,7 +103,8 @@ def parse_soap(action: str, status: int, body: str) -> dict[str, str]:
                     code_text = (sub.text or "").strip()
                 elif _local(sub.tag) == "errorDescription":
                     desc = (sub.text or "").strip()
-            code = int(code_text) if code_text and code_text.isdigit() and len(code_text) < 6 else None
+            digits = code_text is not None and code_text.isascii() and code_text.isdigit() and len(code_text) < 6
+            code = int(code_text) if digits and code_text else None
             raise SoapFault(action, code, (desc or "no description")[:200])
     if status != 200:
         raise MalformedMessage(f"UPnP {action}: HTTP {status} without a SOAP fault")

@@ -223,7 +223,7 @@ class UpnpClient:
             # read the raw reply, not the library's parse, and accept NewExternalPort from stacks that reuse
             # the in argument's name (the lab measured [aupnp] returning {} for miniupnpd's reply).
             raw = out.get("NewReservedPort") or out.get("NewExternalPort") or ""
-            if not raw.isdigit() or not 0 < int(raw) < 65536:
+            if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
                 raise MalformedMessage(f"UPnP AddAnyPortMapping returned no usable port ({raw[:20]!r})")
             return await self._verified(slot, int(raw), lifetime)
         assert last is not None
@@ -254,7 +254,7 @@ class UpnpClient:
                                f"not to this host ({self.gw.local_address}:{slot.internal_port}): refusing it",
                                "the router is misbehaving; forward the port by hand")
         lease = entry.get("NewLeaseDuration", "")
-        granted = int(lease) if lease.isdigit() and int(lease) < 2**32 else lifetime
+        granted = int(lease) if (lease.isascii() and lease.isdigit()) and int(lease) < 2**32 else lifetime
         if granted == 0 and lifetime:
             granted = 0  # a permanent mapping (IGDv1): we delete it on exit
         address = await self.external_address()

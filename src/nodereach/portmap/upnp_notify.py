@@ -37,7 +37,7 @@ def parse_boot_id(value: object) -> int | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
     number = int(text)
     return number if number < 2**31 else None

@@ -176,7 +176,7 @@ def parse_metrics(text: str | None) -> tuple[str, int] | None:
     if t.lower() in ("off", "none", "no", "false", ""):
         return None
     hint = "use --metrics HOST:PORT (e.g. 127.0.0.1:3481), [::1]:3481, a port alone, or off"
-    if t.isdigit():
+    if t.isascii() and t.isdigit():
         host, port_s = DEFAULT_METRICS_HOST, t
     elif t.startswith("["):
         host, sep, rest = t[1:].partition("]")
@@ -187,7 +187,8 @@ def parse_metrics(text: str | None) -> tuple[str, int] | None:
         host, sep, port_s = t.rpartition(":")
         if not sep or not host or ":" in host or any(c.isspace() or c in "/@" for c in host):
             raise UsageError(f"bad --metrics {text!r}", hint)
-    if not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+    # isascii: str.isdigit() alone also accepts digits such as '²' that int() refuses
+    if not (port_s.isascii() and port_s.isdigit()) or not 1 <= int(port_s) <= 65535:
         raise UsageError(f"bad port in --metrics {text!r}", hint)
     return host, int(port_s)
 
