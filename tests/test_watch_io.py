@@ -285,8 +285,11 @@ class FakeMapper:
     """What KeptMappings needs of PortMapper; scripted."""
 
     fail_starts = 0
+    tried: list[str | None] = []
 
     def __init__(self, ports: list[tuple[int, str]], **kw: Any) -> None:
+        self.method = kw.get("method")
+        FakeMapper.tried.append(self.method)
         self.listeners: list[Any] = []
         self.live = [LiveMapping("tcp", 30303, "198.51.100.2", 30303, "pcp", 120)]
         self.closed = False
@@ -296,6 +299,10 @@ class FakeMapper:
         return self.live
 
     async def start(self) -> list[LiveMapping]:
+        if self.method is not None:  # a router with UPnP only: PCP and NAT-PMP are tried first and refused
+            from nodereach.portmap.errors import NotAvailable
+
+            raise NotAvailable(f"the gateway offers no {self.method}")
         if FakeMapper.fail_starts:
             FakeMapper.fail_starts -= 1
             from nodereach.portmap.errors import NotAvailable
@@ -321,6 +328,7 @@ class FakeMapper:
 
 async def test_kept_mappings_translates_the_keepers_reports() -> None:
     FakeMapper.fail_starts = 2
+    FakeMapper.tried = []
     seen: list[MappingObservation] = []
     errors: list[str] = []
     waits: list[float] = []
@@ -335,6 +343,7 @@ async def test_kept_mappings_translates_the_keepers_reports() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert waits == [30, 60]
+    assert FakeMapper.tried == ["pcp", "natpmp", None] * 3  # UPnP's heavy stack only after PCP and NAT-PMP
     assert [(o.present, o.external, o.lifetime_s, o.error is not None) for o in seen] == [
         (False, None, None, True), (False, None, None, True),          # two failed starts
         (True, "198.51.100.2:30303", 120, False),                      # mapped

@@ -29,7 +29,6 @@ from nodereach.net import PortSpec, is_ip
 from nodereach.watch import policy as P
 from nodereach.watch.exporter import DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT
 from nodereach.watch.hooks import DEFAULT_TIMEOUT_S
-from nodereach.watch.mapping import DEFAULT_LEASE_S
 from nodereach.watch.probes import ServerAddr
 
 CHEAP_BUILTIN_SERVERS = 2
@@ -72,7 +71,7 @@ class WatchOptions:
     on_change: str | None = None
     webhook: str | None = None
     hook_timeout: float = DEFAULT_TIMEOUT_S
-    lease: int = DEFAULT_LEASE_S
+    lease: int = P.DEFAULT_LEASE_S
 
     @property
     def builtin_servers(self) -> bool:
@@ -144,7 +143,7 @@ def build(flags: Settings, config: Path | None = None) -> WatchOptions:
         keep_mapped=keep, metrics=parse_metrics(s.metrics), on_change=_command(s.on_change),
         webhook=parse_webhook(s.webhook),
         hook_timeout=_range("hook-timeout", s.hook_timeout, DEFAULT_TIMEOUT_S, 0.5, 300.0),
-        lease=int(_range("lease", s.lease, DEFAULT_LEASE_S, 30, 86400)))
+        lease=int(_range("lease", s.lease, P.DEFAULT_LEASE_S, 30, 86400)))
 
 
 def _stun_servers(texts: tuple[str, ...]) -> tuple[ServerAddr, ...]:

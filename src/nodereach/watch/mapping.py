@@ -2,7 +2,12 @@
 
 The keeper maps, renews and re-creates; this adapter only turns what it reports into `MappingObservation`s.
 If no gateway offers a mapping the watcher keeps running and tries again with backoff (30 s doubling to
-15 min): one `mapping-failed` event, one error count per attempt. On stop the mappings are deleted, as
+15 min): one `mapping-failed` event, one error count per attempt.
+
+The gateway is asked for PCP first, then NAT-PMP, and only then with the keeper's full parallel probe (which
+includes UPnP): the UPnP client stack (aiohttp, async-upnp-client) costs ~20 MiB of resident memory, which a
+watcher on a PCP or NAT-PMP router never needs to load. It costs a few seconds once, at start-up, on a router
+that answers neither (most answer at once with an ICMP error). On stop the mappings are deleted, as
 `open` does (their leases are the backstop if the gateway cannot be told).
 """
 
@@ -12,13 +17,16 @@ import time
 from collections.abc import Awaitable, Callable
 
 from nodereach.net import Transport
+from nodereach.portmap.base import Method
 from nodereach.portmap.errors import PortmapError
 from nodereach.portmap.keeper import Event, LiveMapping, PortMapper
 from nodereach.watch.model import ErrorKind, MappingObservation
+from nodereach.watch.policy import DEFAULT_LEASE_S
 
+START_ORDER: tuple[Method | None, ...] = ("pcp", "natpmp", None)
+"""None: the keeper's own choice after probing every method in parallel (UPnP included)."""
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 900.0
-DEFAULT_LEASE_S = 3600
 
 
 def external_text(m: LiveMapping) -> str:
@@ -47,17 +55,14 @@ class KeptMappings:
         """Map, keep, retry; until cancelled (then the mappings are deleted)."""
         failures = 0
         while True:
-            mapper = self.make_mapper(self.ports, lease=self.lease, timeout=self.timeout)
-            try:
-                live = await mapper.start()
-            except (PortmapError, OSError) as exc:
+            started = await self._start()
+            if isinstance(started, str):
                 failures += 1
-                why = getattr(exc, "message", None) or str(exc)
                 for port, proto in self.ports:
-                    self._observe(port, proto, False, error=why)
-                await mapper.close()
+                    self._observe(port, proto, False, error=started)
                 await self.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** (failures - 1)))
                 continue
+            mapper, live = started
             failures = 0
             self.mapper = mapper
             for m in live:
@@ -68,6 +73,18 @@ class KeptMappings:
             finally:
                 self.mapper = None
                 await mapper.close()
+
+    async def _start(self) -> tuple[PortMapper, list[LiveMapping]] | str:
+        """A started keeper and its mappings, or why none could be started (the last, fullest reason)."""
+        why = "no gateway"
+        for method in START_ORDER:
+            mapper = self.make_mapper(self.ports, method=method, lease=self.lease, timeout=self.timeout)
+            try:
+                return mapper, await mapper.start()
+            except (PortmapError, OSError) as exc:
+                why = getattr(exc, "message", None) or str(exc)
+                await mapper.close()
+        return why
 
     def _on_event(self, ev: Event) -> None:
         if ev.kind in ("mapped", "renewed", "port-changed") and ev.endpoint is not None:

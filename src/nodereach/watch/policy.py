@@ -45,6 +45,8 @@ def server_backoff_cap(interval: float) -> float:
     than one interval)."""
     return max(interval, min(BACKOFF_INTERVALS * interval, DEFAULT_SERVER_BACKOFF_MAX_S))
 DEFAULT_CHECK_TIMEOUT_S = 5.0
+DEFAULT_LEASE_S = 3600
+"""--keep-mapped asks for an hour, as `nodereach open` does; the keeper renews at half of what is granted."""
 
 
 @dataclass(frozen=True, slots=True)
