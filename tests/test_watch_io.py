@@ -103,8 +103,9 @@ def test_config_accepts_checks_spelling_at_top_level_beside_a_check_table(tmp_pa
 
 @pytest.mark.parametrize(("text", "message"), [
     ("interval = 0.1", "interval 0.1 is out of range"),
-    ("intervall = 60", "unknown field"),
-    ("keep-mapped = 1", "Expected `bool.*at `\\$.keep-mapped`"),
+    ("intervall = 60", "unknown key intervall .*known keys.*interval"),
+    ("keep-mapped = 1", "key keep-mapped: expected bool, got int"),
+    ("[watch]\ninterval = \"60\"", r"\[watch\]: key interval: expected float, got str"),
     ('port = ["30303/sctp"]', "bad protocol"),
     ("keep-mapped = true", "--keep-mapped needs the node's ports"),
     ('webhook = "ftp://x"', "bad --webhook"),

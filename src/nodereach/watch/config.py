@@ -16,7 +16,6 @@ confirm-interval, check-interval, grace, inbound-zero-after, check-timeout, hook
 
 from __future__ import annotations
 
-import tomllib
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from nodereach import tomlconfig
 from nodereach.errors import UsageError
 from nodereach.net import PortSpec, is_ip
 from nodereach.watch import policy as P
@@ -79,19 +79,18 @@ class WatchOptions:
 
 
 def load_file(path: Path) -> Settings:
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    section: Any = data.get("watch", {k: v for k, v in data.items() if not isinstance(v, dict)})
-    try:
-        return msgspec.convert(section, Settings)
-    except msgspec.ValidationError as exc:
-        raise UsageError(f"config {path}: {exc}", "keys: " + ", ".join(Settings.__struct_encode_fields__)) from None
+    """The [watch] table (or the top level without other tables: a file shared with `check` keeps its own
+    [check] table), strict types, unknown keys refused (nodereach.tomlconfig)."""
+    data = tomlconfig.read(path)
+    if "watch" in data:
+        section: Any = data["watch"]
+        where = f"{path} [watch]"
+    else:
+        section = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        where = str(path)
+    if not isinstance(section, dict):
+        raise UsageError(f"{path}: `watch` must be a table", "write [watch] above the keys")
+    return tomlconfig.convert(section, Settings, where)
 
 
 def merge(flags: Settings, file: Settings | None) -> Settings:
