@@ -295,7 +295,9 @@ class _Run:
         if dialer is not None and self.opts.ports:
             copies = ports.dialback_copies(self.opts.ports)
             self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
-            run.ports = [(p, self._start(ports.port_probe(dialer, family, p, copies, ctx))) for p in self.opts.ports]
+            hold = self.opts.hold_free_ports
+            run.ports = [(p, self._start(ports.port_probe(dialer, family, p, copies, ctx, listen=hold)))
+                         for p in self.opts.ports]
             done = self._start(asyncio.wait([t for _, t in run.ports]))
             done.add_done_callback(partial(self._finished, "ports", "dial-back"))
         run.hairpin = self._start(probes.hairpin(m_sock, f_sock, asyncio.shield(run.binding[0]),

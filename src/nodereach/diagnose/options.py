@@ -61,6 +61,10 @@ class CheckOptions:
     host_scan: HostScan | None = None
     """The host scan made to pick the ports (reused by the node stage instead of scanning twice)."""
     node_secrets: Secrets | None = None
+    hold_free_ports: bool = True
+    """May the check listen on a node port nothing holds, to prove the path to it (and learn a free UDP
+    port's public endpoint)? `nodereach watch` says no: it checks beside a node that may be restarting, and
+    a node that cannot bind its own port because the check holds it for a second would fail to start."""
 
     def __post_init__(self) -> None:
         # Any sequence in (a caller's lists), a tuple kept: the options of a run never change under it.

@@ -65,10 +65,12 @@ def _server_wait(ctx: Context, handshake_s: float) -> float:
     return min(wait, max(0.2, ctx.budget.left() - 2 * rtt - 0.05))
 
 
-async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context) -> PortResult:
+async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context, *,
+                    listen: bool = True) -> PortResult:
     """Dial-back of one port, started at once. The server's answer is final (its probe made several tries,
     reach.prober.SCHEDULE); a request that got no answer at all is made again while time allows, and a busy
-    server is asked again after the second it asks for."""
+    server is asked again after the second it asks for. `listen=False`: never listen on the port when nothing
+    holds it (CheckOptions.hold_free_ports)."""
     host = server.address(family) or server.spec.host
     http_port = server.spec.http_port
     result = PortResult(port=spec.port, protocol=spec.transport, reason="no-server")
@@ -79,7 +81,8 @@ async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copi
         if left < 0.4:
             break
         new = await dialback.probe(host, http_port, spec.port, spec.transport, server_wait=partial(_server_wait, ctx),
-                                   http_timeout=left - 0.02, copies=copies if spec.transport == "tcp" else 1)
+                                   http_timeout=left - 0.02, copies=copies if spec.transport == "tcp" else 1,
+                                   listen=listen)
         if result.reachable is None or new.reachable is not None:
             result = new
         if result.reason in ("rate-limited", "server-busy") and ctx.budget.left() > RETRY_AFTER_S + 0.6:
@@ -108,9 +111,11 @@ async def public_endpoint(port: int, family: Family, stun: SockAddr, ctx: Contex
     return None
 
 
-async def port_probe(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context) -> PortProbe:
-    """One node port from outside; for a free UDP port also the public endpoint the NAT gives it."""
-    result = await dial_back(server, family, spec, copies, ctx)
+async def port_probe(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context, *,
+                     listen: bool = True) -> PortProbe:
+    """One node port from outside; for a free UDP port also the public endpoint the NAT gives it (only when
+    the check may hold free ports: `listen`)."""
+    result = await dial_back(server, family, spec, copies, ctx, listen=listen)
     stun = server.stun(family)
     endpoint = None
     if spec.transport == "udp" and result.listener == "nodereach" and stun is not None:
