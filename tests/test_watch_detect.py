@@ -253,9 +253,10 @@ def test_check_after_a_declared_change_is_trusted() -> None:
     state, _, _ = run(state, check(0, "reachable"), listening(10, True))
     state, kinds, _ = run(state, listening(60, False), listening(65, False), listening(70, False))
     assert kinds == ["listener-gone"] and schedule.check_due(state, T0 + 70, P)
-    state, kinds, _ = run(state, check(72, "unreachable", reachable=False))
-    assert kinds == ["reachability-changed", "port-unreachable"]
-    assert not state.check_trusted
+    st = detect.on_check(state, check(72, "unreachable", reachable=False), P)
+    assert [c.kind for c in st.changes] == ["reachability-changed", "port-unreachable"]
+    assert "nothing-listening" in st.changes[1].message  # the watcher knows why: nothing holds the port
+    assert not st.state.check_trusted
 
 
 def test_min_gap_between_triggered_checks() -> None:

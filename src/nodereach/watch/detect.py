@@ -361,8 +361,11 @@ def on_check(state: WatchState, obs: CheckObservation, policy: Policy, jitter_u:
         reach[pr.key] = fact
         if declared is None:
             continue
-        why = f" ({pr.reason})" if pr.reason else ""
         k = pr.key
+        listening = state.listeners.get((k.port, k.protocol))
+        reason = "nothing-listening" if not pr.reachable and listening is not None and listening.known \
+            and listening.declared is False else pr.reason  # the watcher knows why: no program holds the port
+        why = f" ({reason})" if reason else ""
         if not declared.after:
             out.change("port-unreachable", "port", declared.before, False,
                        f"{k} is not reachable from outside{why}", port=k.port, protocol=k.protocol, family=k.family)

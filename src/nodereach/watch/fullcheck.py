@@ -2,13 +2,15 @@
 `check --server ... --port ...` would build) and reduce its report to a `CheckObservation`.
 
 A check that reached no server says nothing about the node (the watcher's own line may be down, or the
-servers): its verdict is None and it changes nothing. A port where nodereach itself had to listen (nothing of
-the node did) is not reachable: peers' first packets would reach no program of the node (reason
-`nothing-listening`, the check's own code); when that holds for every tested port the node is `unreachable`.
+servers): its verdict is None and it changes nothing. The watcher's checks never listen on a port nothing
+holds (CheckOptions.hold_free_ports=False): a node starting that second must get its port. A port where
+nodereach did listen (a report from elsewhere) is not reachable: peers' first packets would reach no program
+of the node (reason `nothing-listening`); when no tested port is reachable the node is `unreachable`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nodereach.diagnose.model import Report
@@ -20,7 +22,9 @@ async def run_full_check(servers: list[str], ports: list[str], timeout: float) -
     from nodereach.diagnose.command import build_options
     from nodereach.diagnose.engine import run_check
 
-    return await run_check(build_options(servers, ports, timeout, False, 120.0, None))
+    opts = build_options(servers, ports, timeout, False, 120.0, None)
+    # Never hold a free node port: the watcher checks beside a node that may be starting this very second.
+    return await run_check(dataclasses.replace(opts, hold_free_ports=False))
 
 
 def observe_report(report: Report, *, mono: float, wall: float) -> CheckObservation:
