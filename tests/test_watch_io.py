@@ -9,7 +9,7 @@ import socket
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
@@ -286,7 +286,7 @@ class FakeMapper:
     """What KeptMappings needs of PortMapper; scripted."""
 
     fail_starts = 0
-    tried: list[str | None] = []
+    tried: ClassVar[list[str | None]] = []
 
     def __init__(self, ports: list[tuple[int, str]], **kw: Any) -> None:
         self.method = kw.get("method")
