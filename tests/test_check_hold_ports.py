@@ -49,7 +49,7 @@ def test_check_leaves_a_free_port_free() -> None:
             [result] = report.ports
             assert result.listener == listener, (hold, result)
             if hold:
-                assert result.reachable is True  # the check listened and the server reached it
+                assert result.path_open is True  # the check listened and the server reached its listener
             else:
                 assert result.reachable is False and taken == []  # nobody listens; the port was never held
     finally:
