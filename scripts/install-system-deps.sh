@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab, the tests and the demo need, only those that are missing.
 set -euo pipefail
+# prometheus-blackbox-exporter: the peer tool of benchmarks/watch_cost.py.
 PKGS=(nftables iptables conntrack iproute2 miniupnpd miniupnpc natpmpc coturn chromium python3-venv procps prometheus
-      monero transmission-daemon syncthing wireguard-go wireguard-tools nodejs)
+      prometheus-blackbox-exporter monero transmission-daemon syncthing wireguard-go wireguard-tools nodejs)
 # Units that Debian starts on install. Their daemons run only inside lab namespaces, started by the tests'
 # fixtures (node software: tests/node_fixtures.py); on the host they are stopped and masked, so nothing
 # listens on the host's own network. syncthing@.service is a template, started only when enabled for a user.
-QUIET_UNITS=(prometheus.service transmission-daemon.service syncthing@root.service)
+QUIET_UNITS=(prometheus.service prometheus-blackbox-exporter.service transmission-daemon.service
+             syncthing@root.service)
 
 quiet_units() {
   [ "$(id -u)" -eq 0 ] || return 0
