@@ -1,16 +1,20 @@
 """STUN Binding throughput: nodereach's server vs coturn --stun-only, same load generator, same run.
 
-    .venv/bin/python benchmarks/stun_server.py [--seconds 3] [--workers 2]
+    .venv/bin/python benchmarks/stun_server.py [--seconds 3] [--workers 2] [--request fingerprint]
 
 Every server listens on 127.0.0.1 (free port); the load generator is a separate process (bounded by
 --seconds and --max-requests) keeping a window of requests in flight on several sockets, and counts
 matching replies. Reported: replies/s per server and the ratio to coturn single-threaded (`-m 0`).
+`--request plain` (default) sends a bare 20-byte Binding request, which nodereach answers on its fast path
+without parsing; `--request fingerprint` adds FINGERPRINT (28 bytes), which every server must parse and
+verify: nodereach's full path (parser, attribute table, encoder).
 Then the memory of the rate limiter holding 100k distinct source addresses (simulated in the limiter).
 """
 
 from __future__ import annotations
 
 import argparse
+import binascii
 import contextlib
 import gc
 import json
@@ -27,10 +31,15 @@ import tracemalloc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = bytes.fromhex("000100002112a442") + b"nodereachben"
+_WITH_FP = bytes.fromhex("000100082112a442") + b"nodereachben"
+REQUESTS = {"plain": REQ,
+            "fingerprint": _WITH_FP + bytes.fromhex("80280004")
+            + (binascii.crc32(_WITH_FP) ^ 0x5354554E).to_bytes(4, "big")}
 
 
 # --- load generator (runs as its own process) ----------------------------------------------------------
-def load(host: str, port: int, seconds: float, max_requests: int, sockets: int = 4, window: int = 64) -> dict:
+def load(host: str, port: int, seconds: float, max_requests: int, sockets: int = 4, window: int = 64,
+         req: bytes = REQ) -> dict:
     """Keep `window` requests in flight per socket; a silent 20 ms means loss: refill the window."""
     socks = []
     for _ in range(sockets):
@@ -52,7 +61,7 @@ def load(host: str, port: int, seconds: float, max_requests: int, sockets: int =
             n = window - outstanding[fd]
             for _ in range(n):
                 try:
-                    s.send(REQ)
+                    s.send(req)
                 except BlockingIOError:
                     break
                 sent += 1
@@ -83,9 +92,9 @@ def load(host: str, port: int, seconds: float, max_requests: int, sockets: int =
     return {"sent": sent, "received": received, "seconds": elapsed, "rate": received / elapsed}
 
 
-def run_load(port: int, seconds: float, max_requests: int) -> dict:
+def run_load(port: int, seconds: float, max_requests: int, request: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--load", str(port), "--seconds", str(seconds),
-                          "--max-requests", str(max_requests)], capture_output=True, text=True,
+                          "--max-requests", str(max_requests), "--request", request], capture_output=True, text=True,
                          timeout=seconds + 30, check=True)
     return json.loads(out.stdout)
 
@@ -167,13 +176,14 @@ def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(name: str, starter, seconds: float, max_requests: int) -> dict:  # type: ignore[no-untyped-def]
+def measure(name: str, starter, seconds: float, max_requests: int,  # type: ignore[no-untyped-def]
+            request: str = "plain") -> dict:
     port = free_port()
     procs = starter(port)
     try:
         wait_ready(port, procs[0])
         cpu0 = cpu_seconds(procs)
-        result = run_load(port, seconds, max_requests)
+        result = run_load(port, seconds, max_requests, request)
         cpu = cpu_seconds(procs) - cpu0
     finally:
         stop(procs)
@@ -227,10 +237,12 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=2_000_000, help="cap on requests per server")
     p.add_argument("--workers", type=int, default=2, help="SO_REUSEPORT workers for the multi-process row")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best run per server is kept")
+    p.add_argument("--request", choices=sorted(REQUESTS), default="plain",
+                   help="plain: 20-byte request (nodereach's fast path); fingerprint: 28 bytes, parsed by all")
     p.add_argument("--load", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.load:
-        print(json.dumps(load("127.0.0.1", a.load, a.seconds, a.max_requests)))
+        print(json.dumps(load("127.0.0.1", a.load, a.seconds, a.max_requests, req=REQUESTS[a.request])))
         return
     if shutil.which("turnserver") is None:
         sys.exit("coturn (turnserver) is needed for the comparison: apt-get install coturn")
@@ -240,7 +252,8 @@ def main() -> None:
     except ImportError:
         have_uvloop = False
     print(f"STUN Binding replies/s on loopback, {os.cpu_count()} cores, one load process, {a.seconds:.0f}s per "
-          f"run, {a.rounds} interleaved rounds (best kept: other work on the machine only slows runs down)\n")
+          f"run, {a.rounds} interleaved rounds (best kept: other work on the machine only slows runs down), "
+          f"{a.request} requests of {len(REQUESTS[a.request])} bytes\n")
     tmp = tempfile.mkdtemp(prefix="nr-bench-")
     ncpu = os.cpu_count() or 1
     servers = [("coturn1", "coturn --stun-only, single thread (-m 0)", lambda port: start_coturn(port, 0, tmp)),
@@ -255,7 +268,7 @@ def main() -> None:
         for rnd in range(a.rounds):
             print(f"round {rnd + 1}")
             for key, name, starter in servers:
-                r = measure(name, starter, a.seconds, a.max_requests)
+                r = measure(name, starter, a.seconds, a.max_requests, a.request)
                 if key not in best or r["rate"] > best[key]["rate"]:
                     best[key] = r
                 eff = f"{key}_cpu"

@@ -18,7 +18,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from nodereach.stun import attributes as A
 from nodereach.stun.errors import StunParseError
@@ -35,7 +35,6 @@ MAX_MESSAGE_SIZE = HEADER_SIZE + 0xFFFF
 FINGERPRINT_XOR = 0x5354554E
 
 _HEADER = struct.Struct("!HH")
-_COMPUTED = frozenset({A.MESSAGE_INTEGRITY, A.MESSAGE_INTEGRITY_SHA256, A.FINGERPRINT})
 _ATTR = struct.Struct("!HH")
 
 
@@ -91,68 +90,78 @@ class StunMessage:
         self.attributes.append((attr_type, value))
         return self
 
-    # --- typed views (the values were validated at parse time, so these do not raise on parsed input) ---
-    def _address(self, attr_type: int) -> A.Address | None:
-        v = self.get(attr_type)
-        return None if v is None else A.decode_address(v)
+    # --- typed views: decoded by the attribute's table row (validated at parse time, so they do not raise) ---
+    def value(self, attr_type: int) -> object:
+        """The first attribute of this type decoded by its row in attributes.SPECS, else the older types that
+        mean the same (attributes.LINEAGE: RFC 3489 servers); raw bytes for an unknown type; None if absent.
+        Parsed messages were validated by the same rows, so this does not raise for them."""
+        readers = A.READERS.get(attr_type)
+        if readers is None:
+            return self.get(attr_type)
+        attributes = self.attributes
+        for code, decode, xor in readers:
+            for t, v in attributes:
+                if t == code:
+                    if not xor:
+                        return decode(v, b"")
+                    if not self.legacy:  # no magic cookie, no XOR: an RFC 3489 message's XOR value means nothing
+                        return decode(v, self.key)
+                    break
+        return None
 
     @property
     def xor_mapped_address(self) -> A.Address | None:
-        for attr_type in (A.XOR_MAPPED_ADDRESS, A.XOR_MAPPED_ADDRESS_OLD):
-            v = self.get(attr_type)
-            if v is not None and not self.legacy:
-                return A.decode_xor_address(v, self.key)
+        """XOR-MAPPED-ADDRESS (or its pre-RFC 5389 code 0x8020) only: None says an RFC 3489 server answered."""
+        if self.legacy:
+            return None
+        for code, decode, xor in A.READERS[A.XOR_MAPPED_ADDRESS]:
+            if xor and (v := self.get(code)) is not None:
+                return cast("A.Address", decode(v, self.key))
         return None
 
     @property
     def mapped_address(self) -> A.Address | None:
         """XOR-MAPPED-ADDRESS when present (NAT-proof), else the legacy MAPPED-ADDRESS."""
-        return self.xor_mapped_address or self._address(A.MAPPED_ADDRESS)
+        return cast("A.Address | None", self.value(A.XOR_MAPPED_ADDRESS))
 
     @property
     def other_address(self) -> A.Address | None:
         """RFC 5780 OTHER-ADDRESS, else RFC 3489 CHANGED-ADDRESS."""
-        return self._address(A.OTHER_ADDRESS) or self._address(A.CHANGED_ADDRESS)
+        return cast("A.Address | None", self.value(A.OTHER_ADDRESS))
 
     @property
     def response_origin(self) -> A.Address | None:
         """RFC 5780 RESPONSE-ORIGIN, else RFC 3489 SOURCE-ADDRESS."""
-        return self._address(A.RESPONSE_ORIGIN) or self._address(A.SOURCE_ADDRESS)
+        return cast("A.Address | None", self.value(A.RESPONSE_ORIGIN))
 
     @property
     def alternate_server(self) -> A.Address | None:
-        return self._address(A.ALTERNATE_SERVER)
+        return cast("A.Address | None", self.value(A.ALTERNATE_SERVER))
 
     @property
     def error_code(self) -> tuple[int, str] | None:
-        v = self.get(A.ERROR_CODE)
-        return None if v is None else A.decode_error_code(v)
+        return cast("tuple[int, str] | None", self.value(A.ERROR_CODE))
 
     @property
     def unknown_attributes(self) -> tuple[int, ...]:
-        v = self.get(A.UNKNOWN_ATTRIBUTES)
-        return () if v is None else A.decode_unknown_attributes(v)
+        return cast("tuple[int, ...] | None", self.value(A.UNKNOWN_ATTRIBUTES)) or ()
 
     @property
     def software(self) -> str | None:
-        v = self.get(A.SOFTWARE)
-        return None if v is None else A.decode_text(v)
+        return cast("str | None", self.value(A.SOFTWARE))
 
     @property
     def username(self) -> str | None:
-        v = self.get(A.USERNAME)
-        return None if v is None else A.decode_text(v, A.MAX_USERNAME)
+        return cast("str | None", self.value(A.USERNAME))
 
     @property
     def change_request(self) -> tuple[bool, bool]:
         """(change_ip, change_port); (False, False) when absent."""
-        v = self.get(A.CHANGE_REQUEST)
-        return (False, False) if v is None else A.decode_change_request(v)
+        return cast("tuple[bool, bool] | None", self.value(A.CHANGE_REQUEST)) or (False, False)
 
     @property
     def response_port(self) -> int | None:
-        v = self.get(A.RESPONSE_PORT)
-        return None if v is None else A.decode_response_port(v)
+        return cast("int | None", self.value(A.RESPONSE_PORT))
 
     # --- integrity and fingerprint, checked against the bytes as received ---
     def check_fingerprint(self) -> bool | None:
@@ -216,6 +225,7 @@ def parse_message(data: bytes | bytearray | memoryview) -> StunMessage:
     legacy = data[4:8] != A.MAGIC_COOKIE_BYTES
     key = data[4:20]
     tid = key if legacy else data[8:20]
+    checks = A.CHECKS.get
     attrs: list[tuple[int, bytes]] = []
     offsets: dict[int, int] = {}
     unknown: list[int] = []
@@ -231,7 +241,9 @@ def parse_message(data: bytes | bytearray | memoryview) -> StunMessage:
         if A.FINGERPRINT in offsets:
             raise StunParseError("attribute after FINGERPRINT")
         value = data[pos + 4:end]
-        A.validate(attr_type, value, key)
+        check = checks(attr_type)
+        if check is not None:  # a known type: its table row validates the value
+            check(value, key)
         if attr_type == A.FINGERPRINT:
             offsets[attr_type] = pos
             attrs.append((attr_type, value))
@@ -242,7 +254,7 @@ def parse_message(data: bytes | bytearray | memoryview) -> StunMessage:
             after_integrity = True
         elif not after_integrity:  # RFC 8489 14.5: attributes after integrity (but FINGERPRINT) are ignored
             attrs.append((attr_type, value))
-            if attr_type < 0x8000 and attr_type not in A.NAMES and attr_type not in unknown:
+            if attr_type < 0x8000 and attr_type not in A.SPECS and attr_type not in unknown:
                 unknown.append(attr_type)
         pos = end + (-attr_len % 4)
     if pos != n:
@@ -269,7 +281,7 @@ def encode_message(
     pad_table = bytes([pad_byte]) * 3
     parts: list[bytes] = []
     for attr_type, value in msg.attributes:
-        if attr_type in _COMPUTED:
+        if attr_type in A.COMPUTED:
             continue
         if len(value) > 0xFFFF:
             raise ValueError("attribute value too long")
