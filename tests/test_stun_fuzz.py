@@ -155,12 +155,44 @@ def test_server_decision_never_raises(data: bytes) -> None:
                 assert dest[0] == source[0]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=80), max_size=5))
-def test_client_ignores_hostile_datagrams(datagrams: list[bytes]) -> None:
-    from nodereach.stun.client import StunClient
+def _answer(cls: int, fingerprint: bool) -> bytes:
+    msg = StunMessage(0x001, cls, bytes(12))
+    msg.add(A.XOR_MAPPED_ADDRESS, A.encode_xor_address(("198.51.100.1", 9), msg.key))
+    return encode_message(msg, fingerprint=fingerprint)
 
+
+_ANSWERS = [_answer(SUCCESS, False), _answer(SUCCESS, True), _answer(ERROR, False), _answer(REQUEST, False)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.binary(max_size=80), st.sampled_from(_ANSWERS)), st.booleans(),
+                          st.sampled_from([("127.0.0.1", 1),
+                                           ("127.0.0.2", 2)])), max_size=6))
+def test_client_ignores_hostile_datagrams(datagrams: list[tuple[bytes, bool, tuple[str, int]]]) -> None:
+    """Datagrams while a transaction waits (some carrying its id): each is counted as stray or malformed,
+    or completes the transaction with a reply that passed its rules; nothing raises."""
+    import asyncio
+
+    from nodereach.stun.client import StunClient, _Pending
+    from nodereach.stun.message import binding_request
+    from nodereach.stun.transaction import BindingReply, BindingTransaction, Rfc8489Retransmit
+
+    server = ("127.0.0.1", 1)
     c = StunClient()
-    for d in datagrams:
-        c._on_datagram(d, ("127.0.0.1", 1))
-    assert c.stats.stray + c.stats.malformed == len(datagrams)
+    loop = asyncio.new_event_loop()
+    try:
+        data = encode_message(binding_request())
+        txn = BindingTransaction(data, server, timer=Rfc8489Retransmit().timer(), accept=frozenset({server}))
+        txn.start(c.clock())
+        future: asyncio.Future[BindingReply] = loop.create_future()
+        c._pending[txn.key] = _Pending(txn, future)
+        for d, ours, source in datagrams:
+            if ours and len(d) >= 20:
+                d = d[:4] + txn.key + d[20:]
+            c._on_datagram(d, source)
+        assert c.stats.stray + c.stats.malformed + future.done() == len(datagrams)
+        if future.done():
+            reply = future.result()
+            assert reply.source == server and reply.message.key == txn.key
+    finally:
+        loop.close()

@@ -15,8 +15,9 @@ import pytest
 
 from nodereach.lab import Lab
 from nodereach.lab import addresses as LA
-from nodereach.stun.client import Retransmit, StunClient
+from nodereach.stun.client import StunClient
 from nodereach.stun.errors import StunTimeout
+from nodereach.stun.transaction import Rfc8489Retransmit
 
 pytestmark = pytest.mark.lab
 
@@ -138,7 +139,7 @@ async def test_client_against_coturn_through_nat(lab: Callable[..., Lab]) -> Non
             assert seen is not None, out
 
         async def probe() -> tuple[object, ...]:
-            async with StunClient(local=("0.0.0.0", 0), retransmit=Retransmit(rto=0.1, rc=3, rm=4)) as c:
+            async with StunClient(local=("0.0.0.0", 0), retransmit=Rfc8489Retransmit(rto=0.1, rc=3, rm=4)) as c:
                 r = await c.binding((LA.COTURN_IP, 3478), timeout=2)
                 try:
                     changed = await c.binding((LA.COTURN_IP, 3478), change_ip=True, change_port=True, timeout=1)

@@ -1,25 +1,30 @@
-"""The check's view of STUN over UDP: nodereach.stun.client.StunClient in shared-RTT mode.
+"""The check's view of STUN: nodereach.stun.client in shared-RTT mode, errors as values.
 
-The diagnosis needs, beyond a plain client: one RTT and loss estimate across all its sockets (SharedRtt, so
-negative answers cost a few RTTs and as many tries as the measured loss requires), deadlines that tighten as
-the RTT becomes known, replies kept with their source address (classification decides which source is
-acceptable), a reply or None instead of exceptions, and the Binding requests and answers that arrive
-unsolicited (hairpinning, binding lifetime). StunSocket adapts StunClient to that; the transaction and
-retransmission logic lives in the client only.
+The diagnosis needs, beyond a plain client: one RTT and loss estimate across all its sockets (SharedRtt via
+SharedRttRetransmit, so negative answers cost a few RTTs and as many tries as the measured loss requires),
+deadlines that tighten as the RTT becomes known, replies kept with their source address (classification
+decides which source is acceptable), a reply or None instead of exceptions (an error response is a reply
+with `error` set), and the Binding requests and answers that arrive unsolicited (hairpinning, binding
+lifetime). StunSocket adapts StunClient to that; the transaction and retransmission logic is
+nodereach.stun.transaction, the one TCP helper nodereach.stun.client.tcp_binding.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from nodereach.stun import client as stun_client
 from nodereach.stun import message as M
 from nodereach.stun.client import StunClient
-from nodereach.stun.errors import StunError, StunErrorResponse, StunParseError
-from nodereach.stun.framing import StreamDecoder
+from nodereach.stun.errors import (
+    StunConnectionError,
+    StunError,
+    StunErrorResponse,
+    StunParseError,
+    StunTimeout,
+)
 from nodereach.stun.message import StunMessage
 from nodereach.stun.rtt import (  # noqa: F401  (re-exported for the check)
     BACKOFF,
@@ -32,19 +37,11 @@ from nodereach.stun.rtt import (  # noqa: F401  (re-exported for the check)
     tries_for_loss,
     wait_for_tries,
 )
+from nodereach.stun.transaction import BindingReply, SharedRttRetransmit
 
 Addr = tuple[str, int]
-
-
-@dataclass
-class Reply:
-    source: Addr
-    mapped: Addr | None
-    other_address: Addr | None
-    response_origin: Addr | None
-    error: tuple[int, str] | None
-    rtt: float
-    retransmitted: bool
+Reply = BindingReply
+"""The one STUN reply type (the check's modules still import it by this name)."""
 
 
 class SocketStats:
@@ -74,7 +71,8 @@ class StunSocket:
         self.rtt = rtt
         self.family = family
         self.bind = bind or (("::" if family == socket.AF_INET6 else "0.0.0.0"), 0)
-        self.client = StunClient(local=self.bind, shared_rtt=rtt, on_unsolicited=self._unsolicited)
+        self.client = StunClient(local=self.bind, retransmit=SharedRttRetransmit(rtt),
+                                 on_unsolicited=self._unsolicited)
         self.stats = SocketStats(self.client)
         self.requests_seen: dict[bytes, Addr] = {}
         self.responses_seen: dict[bytes, Addr] = {}
@@ -89,7 +87,7 @@ class StunSocket:
 
     @property
     def transport(self) -> asyncio.DatagramTransport | None:
-        return self.client._transport
+        return self.client._transport  # still read by the check (is the socket open?)
 
     @property
     def local(self) -> Addr:
@@ -107,61 +105,35 @@ class StunSocket:
             self.request_event.set()
 
     def send_raw(self, data: bytes, dest: Addr) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, dest)
+        self.client.send_raw(data, dest)
 
     async def request(self, dest: Addr, *, deadline: Callable[[], float], change_ip: bool = False,
                       change_port: bool = False, response_port: int | None = None,
-                      transaction_id: bytes | None = None) -> Reply | None:
+                      transaction_id: bytes | None = None) -> BindingReply | None:
         """A Binding transaction to `dest` until a reply (from any source, which the caller judges) or
         `deadline()` (time.monotonic(), re-read after every wait); None if nothing usable came."""
         try:
-            r = await self.client.binding(dest, change_ip=change_ip, change_port=change_port,
-                                          response_port=response_port, deadline=deadline, any_source=True,
-                                          transaction_id=transaction_id)
+            return await self.client.binding(dest, change_ip=change_ip, change_port=change_port,
+                                             response_port=response_port, deadline=deadline, any_source=True,
+                                             transaction_id=transaction_id)
         except StunErrorResponse as exc:
-            return Reply(source=dest, mapped=None, other_address=None, response_origin=None,
-                         error=(exc.code, exc.reason), rtt=0.0, retransmitted=False)
-        except StunError:  # timeout, closed, unsendable, or a reply whose attributes do not parse
+            return exc.reply
+        except StunError:  # timeout, closed, unsendable
             return None
-        return Reply(source=r.source, mapped=r.mapped, other_address=r.other_address,
-                     response_origin=r.response_origin, error=None, rtt=r.rtt, retransmitted=r.attempts > 1)
 
 
-async def tcp_binding(dest: Addr, *, deadline: float) -> tuple[Reply | None, str | None]:
-    """One Binding request over TCP (RFC 8489 framing): proves outbound TCP and gives the TCP mapping."""
-    start = time.monotonic()
-    timeout = deadline - start
-    if timeout <= 0:
-        return None, "no time left"
-    writer: asyncio.StreamWriter | None = None
+async def tcp_binding(dest: Addr, *, deadline: float) -> tuple[BindingReply | None, str | None]:
+    """One Binding request over TCP (nodereach.stun.client.tcp_binding): proves outbound TCP and gives the
+    TCP mapping; (reply, None) or (None, why not)."""
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(dest[0], dest[1])
-            connected = time.monotonic()
-            msg = M.binding_request()
-            writer.write(M.encode_message(msg, fingerprint=True))
-            decoder = StreamDecoder()
-            while True:
-                chunk = await reader.read(4096)
-                if not chunk:
-                    return None, "connection closed without a STUN reply"
-                for raw in decoder.feed(chunk):
-                    reply = M.parse_message(raw)
-                    if reply.transaction_id == msg.transaction_id and reply.cls in (M.SUCCESS, M.ERROR):
-                        return Reply(source=dest, mapped=reply.mapped_address, other_address=reply.other_address,
-                                     response_origin=reply.response_origin, error=reply.error_code,
-                                     rtt=connected - start, retransmitted=False), None
-                if decoder.pending > 4096:
-                    return None, "oversized reply"
-    except TimeoutError:
+        return await stun_client.tcp_binding(dest, deadline=deadline), None
+    except StunErrorResponse as exc:
+        return exc.reply, None
+    except StunTimeout:
         return None, "timeout"
-    except ConnectionRefusedError:
-        return None, "refused"
+    except StunConnectionError as exc:
+        return None, exc.reason
     except StunParseError:
         return None, "garbage reply (not STUN)"
-    except OSError as exc:
-        return None, exc.strerror or str(exc)
-    finally:
-        if writer is not None:
-            writer.close()
+    except StunError as exc:
+        return None, exc.message

@@ -1,8 +1,13 @@
-"""Typed STUN errors: one for bad bytes, one for no answer, one for an error response."""
+"""Typed STUN errors: bad bytes, no answer, a failed TCP connection, an error response."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nodereach.errors import NodereachError
+
+if TYPE_CHECKING:
+    from nodereach.stun.transaction import BindingReply
 
 
 class StunError(NodereachError):
@@ -17,11 +22,21 @@ class StunTimeout(StunError):
     """No acceptable reply before the deadline (after all retransmissions)."""
 
 
+class StunConnectionError(StunError):
+    """A TCP connection to a STUN server failed: refused, reset, unreachable, closed without a reply."""
+
+    def __init__(self, message: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.reason = reason
+        """Short, for a report: "refused", the OS error text, "connection closed without a STUN reply"."""
+
+
 class StunErrorResponse(StunError):
-    """The server answered with an error response (ERROR-CODE)."""
+    """The server answered with an error response (ERROR-CODE); `reply` is that answer as a BindingReply
+    (source, rtt, ...) for a caller that keeps error responses as values."""
 
     def __init__(self, code: int, reason: str, unknown: tuple[int, ...] = (),
-                 alternate: tuple[str, int] | None = None) -> None:
+                 alternate: tuple[str, int] | None = None, reply: BindingReply | None = None) -> None:
         super().__init__(f"STUN error {code} {reason}".strip())
         self.code = code
         self.reason = reason
@@ -29,3 +44,4 @@ class StunErrorResponse(StunError):
         """UNKNOWN-ATTRIBUTES of a 420."""
         self.alternate = alternate
         """ALTERNATE-SERVER of a 300 (Try Alternate)."""
+        self.reply = reply

@@ -114,3 +114,30 @@ class SharedRtt:
         rto = self.rto
         wait = rto * rtos if rtos is not None else wait_for_tries(rto, self.tries_for_negative())
         return wait if self.srtt is None else max(0.12, wait)
+
+
+class PerServerRtt:
+    """RFC 8489 adaptive mode (`Rfc8489Retransmit(adaptive=True)`): one RFC 6298 SRTT/RTTVAR per server IP,
+    sampled only from replies to first transmissions (Karn's rule). Unlike SharedRtt, which pools every
+    transaction of a diagnosis into one estimate and tracks loss, each server here keeps its own."""
+
+    __slots__ = ("_estimates",)
+
+    def __init__(self) -> None:
+        self._estimates: dict[str, tuple[float, float]] = {}
+        """server IP -> (srtt, rttvar)"""
+
+    def sample(self, server: str, rtt: float) -> None:
+        est = self._estimates.get(server)
+        if est is None:
+            self._estimates[server] = (rtt, rtt / 2)
+            return
+        srtt, rttvar = est
+        self._estimates[server] = (0.875 * srtt + 0.125 * rtt, 0.75 * rttvar + 0.25 * abs(srtt - rtt))
+
+    def rto(self, server: str, min_rto: float, max_rto: float) -> float | None:
+        """SRTT + 4 RTTVAR clamped to [min_rto, max_rto]; None before the server's first sample."""
+        est = self._estimates.get(server)
+        if est is None:
+            return None
+        return min(max(est[0] + 4 * est[1], min_rto), max_rto)

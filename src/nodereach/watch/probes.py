@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 
 from nodereach.net import Endpoint, Family, ResolveError, family_of, resolve, socket_family, wildcard
-from nodereach.stun.client import Retransmit, StunClient
+from nodereach.stun.client import StunClient
 from nodereach.stun.errors import StunError, StunTimeout
+from nodereach.stun.transaction import Rfc8489Retransmit
 from nodereach.watch.model import StunAnswer
 
-RETRANSMIT = Retransmit(rto=0.5, rc=3, rm=4)
+RETRANSMIT = Rfc8489Retransmit(rto=0.5, rc=3, rm=4)
 """Three sends (0, 0.5 s, 1.5 s), the last waited for 2 s: one lost packet never fails a probe."""
 PROBE_TIMEOUT_S = 4.0
 RESOLVE_EVERY_S = 600.0
@@ -44,7 +45,7 @@ class _Resolved:
 
 class StunProber:
     def __init__(self, servers: list[ServerAddr], *, timeout: float = PROBE_TIMEOUT_S,
-                 retransmit: Retransmit = RETRANSMIT, families: tuple[Family, ...] = (4, 6)) -> None:
+                 retransmit: Rfc8489Retransmit = RETRANSMIT, families: tuple[Family, ...] = (4, 6)) -> None:
         self.servers = {s.label: s for s in servers}
         self.timeout = timeout
         self.retransmit = retransmit
