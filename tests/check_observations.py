@@ -29,10 +29,10 @@ from nodereach.diagnose.observations import (
 )
 from nodereach.diagnose.options import CheckOptions, ResolvedServer, ServerSpec
 from nodereach.diagnose.portfilter import CONTROL_PORT, WELL_KNOWN_TCP, PortPath
-from nodereach.diagnose.stunio import Reply
 from nodereach.lab import addresses as A
 from nodereach.lab.scenarios import GroundTruth, get_scenario
 from nodereach.net import PortSpec, SockAddr
+from nodereach.stun.transaction import BindingReply
 
 PRIMARY: SockAddr = (A.SERVER_IP, 3478)
 ALT_IP: SockAddr = (A.SERVER_ALT_IP, 3478)
@@ -84,13 +84,13 @@ class Net:
         return source == asked
 
     def reply(self, local_port: int, sent_to: SockAddr, source: SockAddr | None = None, *,
-              other: bool = True) -> Reply | None:
+              other: bool = True) -> BindingReply | None:
         """The server's answer as the socket sees it, or None where UDP or a filter drops it."""
         src = source or sent_to
         if self.truth.udp_blocked or not self.passes(src, sent_to):
             return None
-        return Reply(source=src, mapped=self.mapped(local_port, sent_to), other_address=ALT_BOTH if other else None,
-                     response_origin=src, error=None, rtt=RTT, retransmitted=False)
+        return BindingReply(source=src, mapped=self.mapped(local_port, sent_to),
+                            other_address=ALT_BOTH if other else None, response_origin=src, rtt=RTT)
 
     def hops(self, transport: str) -> tuple[str | None, ...]:
         path = (*self.truth.private_hops, A.INET_SUBSCRIBER_GW, A.SERVER_IP)
@@ -139,8 +139,8 @@ def observations(scenario: str, *, ports: tuple[PortSpec, ...] = PORTS, forwarde
         if any(p.transport == "udp" for p in ports) else []
     paths = tuple([PortPath(p, "tcp", net.port_state(p, "tcp")) for p in tcp_ports]
                   + [PortPath(p, "udp", net.port_state(p, "udp")) for p in udp_ports])
-    tcp_reply = Reply(source=PRIMARY, mapped=(truth.client_public_ip if truth.nat_present else net.local_ip, 45000),
-                      other_address=ALT_BOTH, response_origin=PRIMARY, error=None, rtt=RTT, retransmitted=False)
+    tcp_mapped = (truth.client_public_ip if truth.nat_present else net.local_ip, 45000)
+    tcp_reply = BindingReply(PRIMARY, mapped=tcp_mapped, other_address=ALT_BOTH, response_origin=PRIMARY, rtt=RTT)
     plain = net.reply(F_PORT, PRIMARY)
     v4 = FamilyObservations(
         4, (SERVER,), local_port=M_PORT, binding=(ServerAnswer(SERVER, t1),),

@@ -27,9 +27,9 @@ from nodereach.diagnose.observations import (
     TcpTest,
 )
 from nodereach.diagnose.options import CheckOptions, ResolvedServer, ServerSpec
-from nodereach.diagnose.stunio import Reply
 from nodereach.lab import addresses as A
 from nodereach.lab.scenarios import SCENARIOS, GroundTruth, get_scenario
+from nodereach.stun.transaction import BindingReply
 from test_check_lab import assert_advice_fits, assert_matches_truth
 
 
@@ -134,7 +134,7 @@ def _tcp_test_lost(obs: Observations) -> Observations:
 def _retransmitted(obs: Observations) -> Observations:
     """Every STUN answer came only after a retransmission."""
     fam = v4(obs)
-    binding = tuple(replace(a, reply=replace(a.reply, retransmitted=True)) if a.reply else a for a in fam.binding)
+    binding = tuple(replace(a, reply=replace(a.reply, attempts=2)) if a.reply else a for a in fam.binding)
     return with_v4(obs, binding=binding)
 
 
@@ -212,8 +212,8 @@ def test_change_request_refused_leaves_filtering_unknown() -> None:
     obs = observations("port-restricted")
     ft = v4(obs).filtering
     assert ft is not None
-    refused = Reply(source=PRIMARY, mapped=None, other_address=None, response_origin=None,
-                    error=(420, "Unknown Attribute"), rtt=0.1, retransmitted=False)
+    refused = BindingReply(source=PRIMARY, mapped=None, other_address=None, response_origin=None, rtt=0.1,
+                           error=(420, "Unknown Attribute"))
     doc = report_doc(with_v4(obs, filtering=replace(ft, change_ip_and_port=refused)))
     assert doc["nat"]["filtering"] == "unknown"
     assert "420" in doc["nat"]["unknown_reasons"]["filtering"]
@@ -298,8 +298,8 @@ def test_ipv6_only_server() -> None:
 
 def test_ipv6_next_to_ipv4() -> None:
     six = ResolvedServer(ServerSpec("2001:db8::10"), ("2001:db8::10",))
-    mapped = Reply(source=("2001:db8::10", 3478), mapped=("2001:db8::50", 40000), other_address=None,
-                   response_origin=None, error=None, rtt=0.1, retransmitted=False)
+    mapped = BindingReply(source=("2001:db8::10", 3478), mapped=("2001:db8::50", 40000), other_address=None,
+                          response_origin=None, rtt=0.1)
     obs = observations("port-restricted")
     obs = replace(obs, families={**obs.families, 6: FamilyObservations(
         6, (six,), binding=(ServerAnswer(six, mapped),), tcp=TcpTest(None, "timeout"))})

@@ -13,6 +13,7 @@ from nodereach.stun import attributes as A
 from nodereach.stun.client import StunClient, tcp_binding
 from nodereach.stun.errors import StunConnectionError, StunError, StunErrorResponse, StunParseError, StunTimeout
 from nodereach.stun.message import BINDING, SUCCESS, StunMessage, encode_message, parse_message
+from nodereach.stun.rtt import SharedRtt
 from nodereach.stun.server import StunServer, StunServerConfig
 from nodereach.stun.transaction import Rfc8489Retransmit, SharedRttRetransmit
 
@@ -271,8 +272,6 @@ async def test_reply_with_bad_fingerprint_is_dropped() -> None:
 
 async def test_shared_rtt_across_clients_and_any_source(server: StunServer) -> None:
     """One SharedRtt for two sockets; CHANGE-REQUEST at once (no OTHER-ADDRESS yet), reply kept with its source."""
-    from nodereach.stun.rtt import SharedRtt
-
     primary = server.addresses["primary"]
     rtt = SharedRtt()
     async with StunClient(local=("127.0.0.1", 0), retransmit=SharedRttRetransmit(rtt)) as a, \
@@ -285,8 +284,6 @@ async def test_shared_rtt_across_clients_and_any_source(server: StunServer) -> N
 
 
 async def test_shared_rtt_retransmits_until_deadline_and_counts_loss() -> None:
-    from nodereach.stun.rtt import SharedRtt
-
     proto, transport = await _responder(drop=2)
     addr = transport.get_extra_info("sockname")[:2]
     rtt = SharedRtt()
@@ -396,7 +393,7 @@ async def test_check_adapter_keeps_error_replies_and_reasons() -> None:
     probe.close()
     assert await stunio.tcp_binding(addr, deadline=time.monotonic() + 2) == (None, "refused")
     async with StunServer(StunServerConfig("127.0.0.1", port=0)) as basic:
-        sock = await stunio.StunSocket(stunio.SharedRtt(), bind=("127.0.0.1", 0)).open()
+        sock = await stunio.StunSocket(SharedRtt(), bind=("127.0.0.1", 0)).open()
         try:
             refused = await sock.request(basic.addresses["primary"], deadline=lambda: time.monotonic() + 2,
                                          change_ip=True)

@@ -28,8 +28,8 @@ from nodereach.diagnose.model import (
 from nodereach.diagnose.node import apply_node
 from nodereach.diagnose.observations import FamilyObservations, LocalView, Observations, ServerAnswer
 from nodereach.diagnose.probes import usable
-from nodereach.diagnose.stunio import Reply
 from nodereach.net import SockAddr, is_public
+from nodereach.stun.transaction import BindingReply
 
 BUILTIN_NOTE = ("using the built-in public STUN servers: mapping and public address only. For inbound reachability "
                 "and filtering, point check at a nodereach server (`--server HOST`), or run one with "
@@ -106,7 +106,7 @@ def _ipv6(v6: FamilyObservations | None, rep: Report) -> None:
         rep.public.ipv6 = mapped[0]
 
 
-def _change_result(reply: Reply | None, expected: SockAddr | None) -> tuple[bool | None, str | None]:
+def _change_result(reply: BindingReply | None, expected: SockAddr | None) -> tuple[bool | None, str | None]:
     """True: the reply came from where the CHANGE-REQUEST asked; False: nothing came; None: cannot tell."""
     if expected is None:
         return None, "server announced no alternate address (not an RFC 5780 server)"
@@ -140,7 +140,7 @@ def _port_results(obs: Observations, fam: FamilyObservations) -> list[PortResult
     return [PortResult(port=p.port, protocol=p.transport, reason="no-server") for p in obs.options.ports]
 
 
-def _server_used(i: int, answer: ServerAnswer, tcp_reply: Reply | None, dial_ok: bool) -> ServerUsed:
+def _server_used(i: int, answer: ServerAnswer, tcp_reply: BindingReply | None, dial_ok: bool) -> ServerUsed:
     r = answer.reply
     via_tcp = tcp_reply if i == 0 else None
     kind: ServerKind = "stun-rfc5780" if any(x is not None and x.other_address for x in (r, via_tcp)) else "stun"
@@ -169,13 +169,13 @@ def _foreign(source: SockAddr) -> str:
 class _Answers:
     """The replies the conclusions hinge on, judged once."""
 
-    t1: Reply | None
+    t1: BindingReply | None
     """The primary's test I, if usable."""
     t1_reason: str | None
     """Why test I does not count although something came (a reply from another address)."""
-    any_udp: Reply | None
+    any_udp: BindingReply | None
     """The first usable test I of any server."""
-    tcp_reply: Reply | None
+    tcp_reply: BindingReply | None
     tcp_ok: bool
     other: SockAddr | None
     """The primary's OTHER-ADDRESS (RFC 5780 server), from test I."""

@@ -39,9 +39,10 @@ from nodereach.diagnose.observations import (
     TcpTest,
 )
 from nodereach.diagnose.options import CheckOptions, Progress, ResolvedServer, ServerRoles, resolve_servers, roles
-from nodereach.diagnose.stunio import Reply, StunSocket
+from nodereach.diagnose.stunio import StunSocket
 from nodereach.net import Family, PortSpec, socket_family
 from nodereach.stun.rtt import SharedRtt
+from nodereach.stun.transaction import BindingReply
 
 __all__ = ["Budget", "Check", "CheckOptions", "Progress", "run_check"]
 
@@ -110,7 +111,7 @@ class _Family4:
     local_port: int | None = None
     binding: list[asyncio.Task[ServerAnswer]] = field(default_factory=list)
     mapping: asyncio.Task[MappingTests | None] | None = None
-    plain: asyncio.Task[Reply | None] | None = None
+    plain: asyncio.Task[BindingReply | None] | None = None
     filtering: asyncio.Task[FilteringTests] | None = None
     tcp: asyncio.Task[TcpTest] | None = None
     path: asyncio.Task[PathTrace] | None = None

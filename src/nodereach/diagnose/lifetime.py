@@ -13,7 +13,8 @@ import time
 
 from nodereach.diagnose.budget import Context
 from nodereach.diagnose.observations import LifetimeObservation
-from nodereach.diagnose.stunio import Addr, StunSocket
+from nodereach.diagnose.stunio import StunSocket
+from nodereach.net import SockAddr
 from nodereach.stun import message as M
 from nodereach.stun.rtt import SharedRtt
 
@@ -26,7 +27,7 @@ def intervals(lifetime_max: float) -> list[float]:
     return out
 
 
-async def _one(server: Addr, wait: float, rtt: SharedRtt) -> bool | None:
+async def _one(server: SockAddr, wait: float, rtt: SharedRtt) -> bool | None:
     """True: binding alive after `wait`; False: gone; None: could not test (no mapping, server refused)."""
     x = await StunSocket(rtt).open()
     y = await StunSocket(rtt).open()
@@ -55,7 +56,7 @@ async def _one(server: Addr, wait: float, rtt: SharedRtt) -> bool | None:
         y.close()
 
 
-async def measure(server: Addr, lifetime_max: float, rtt: SharedRtt) -> tuple[float | None, str]:
+async def measure(server: SockAddr, lifetime_max: float, rtt: SharedRtt) -> tuple[float | None, str]:
     """(lifetime lower bound in seconds, explanation)."""
     waits = intervals(lifetime_max)
     results = await asyncio.gather(*(_one(server, w, rtt) for w in waits))
@@ -73,7 +74,7 @@ async def measure(server: Addr, lifetime_max: float, rtt: SharedRtt) -> tuple[fl
     return best, f"binding alive after {best:g} s, gone after {min(later_dead):g} s"
 
 
-async def probe(server: Addr, lifetime_max: float, ctx: Context) -> LifetimeObservation:
+async def probe(server: SockAddr, lifetime_max: float, ctx: Context) -> LifetimeObservation:
     """The binding lifetime toward `server` once an RTT is known (its deadlines derive from it)."""
     await ctx.first_rtt()
     value, why = await measure(server, lifetime_max, ctx.rtt)

@@ -19,8 +19,8 @@ from nodereach.diagnose.model import PortmapProtocol, PortResult
 from nodereach.diagnose.netinfo import NetInfo
 from nodereach.diagnose.options import CheckOptions, ResolvedServer
 from nodereach.diagnose.portfilter import PortPath
-from nodereach.diagnose.stunio import Reply
 from nodereach.net import Family, PortSpec, SockAddr
+from nodereach.stun.transaction import BindingReply
 
 if TYPE_CHECKING:
     from nodereach.node.view import NodeObservation
@@ -31,7 +31,7 @@ class ServerAnswer:
     """RFC 5780 test I (a plain Binding request) from the mapping socket to one server."""
 
     server: ResolvedServer
-    reply: Reply | None
+    reply: BindingReply | None
     """The reply, or None if nothing usable came (or it came from another address: see `foreign_source`)."""
     foreign_source: SockAddr | None = None
     """A reply came, but from this address instead of the server's: spoofed, stray or misconfigured, never
@@ -56,16 +56,16 @@ class FilteringTests:
     """RFC 5780 §4.4 from a socket of its own (the mapping tests would open holes toward the alternate
     address): a plain request, then CHANGE-REQUEST (IP and port) and (port only)."""
 
-    plain: Reply | None
-    change_ip_and_port: Reply | None
-    change_port: Reply | None
+    plain: BindingReply | None
+    change_ip_and_port: BindingReply | None
+    change_port: BindingReply | None
 
 
 @dataclass(frozen=True, slots=True)
 class TcpTest:
     """A STUN Binding over TCP to the primary: outbound TCP works (or was refused: the path works too)."""
 
-    reply: Reply | None
+    reply: BindingReply | None
     reason: str | None
     """Why there is no reply: `refused`, `timeout`, ..."""
 

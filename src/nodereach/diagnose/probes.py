@@ -25,9 +25,10 @@ from nodereach.diagnose.observations import (
     TcpTest,
 )
 from nodereach.diagnose.options import ResolvedServer
-from nodereach.diagnose.stunio import Reply, StunSocket, tcp_binding
+from nodereach.diagnose.stunio import StunSocket, tcp_binding
 from nodereach.net import Family, SockAddr, socket_family
 from nodereach.stun import message as M
+from nodereach.stun.transaction import BindingReply
 
 TRACE_MAX_TTL = 8
 """TTL-limited probes go this far: a home NAT, a second NAT or CGNAT, and the first public routers."""
@@ -38,14 +39,14 @@ HAIRPIN_RTOS = 2
 
 
 async def request(sock: StunSocket, dest: SockAddr, ctx: Context, *, change_ip: bool = False,
-                  change_port: bool = False) -> Reply | None:
+                  change_port: bool = False) -> BindingReply | None:
     """One question to a STUN server, asked until the loss seen so far makes its silence a "no" (< 1e-4 chance
     of a wrong one): a first transaction; if an RTO passes without its answer, more, SRTT/2 apart, each its own
     transaction (so an answer says which try it answers, and is an RTT sample), as many as the loss evidence
     asks for (Context.tries). The first answer wins; the deadline (Budget.negative) follows the estimate."""
     start = time.monotonic()
     deadline = partial(ctx.budget.negative, start)
-    asked: list[tuple[float, asyncio.Task[Reply | None]]] = []
+    asked: list[tuple[float, asyncio.Task[BindingReply | None]]] = []
     next_at = start
     try:
         while True:
@@ -83,13 +84,13 @@ async def test1(sock: StunSocket, server: ResolvedServer, family: Family, ctx: C
     if dest is None:
         return ServerAnswer(server, None)
     reply = await request(sock, dest, ctx)
-    garbage = sock.stats.garbage.get(dest, 0)
+    garbage = sock.garbage.get(dest, 0)
     if reply is not None and reply.source != dest:
         return ServerAnswer(server, None, foreign_source=reply.source, garbage=garbage)
     return ServerAnswer(server, reply, garbage=garbage)
 
 
-def usable(reply: Reply | None) -> Reply | None:
+def usable(reply: BindingReply | None) -> BindingReply | None:
     """A success reply with a mapped address, else None."""
     return reply if reply is not None and reply.error is None and reply.mapped is not None else None
 
@@ -109,7 +110,7 @@ async def mapping_tests(sock: StunSocket, dest: SockAddr, first: Awaitable[Serve
     return MappingTests(other, t2, t3)
 
 
-async def filtering_tests(sock: StunSocket, dest: SockAddr, plain: Awaitable[Reply | None],
+async def filtering_tests(sock: StunSocket, dest: SockAddr, plain: Awaitable[BindingReply | None],
                           ctx: Context) -> FilteringTests:
     """RFC 5780 §4.4 CHANGE-REQUEST tests, sent together with the socket's plain request (`plain`, started by
     the caller so that hairpinning can aim at its public endpoint as soon as it is known)."""
@@ -119,8 +120,8 @@ async def filtering_tests(sock: StunSocket, dest: SockAddr, plain: Awaitable[Rep
 
 
 async def tcp_test(dest: SockAddr, ctx: Context) -> TcpTest:
-    """STUN over TCP. Its handshake time seeds the RTT estimate until a STUN reply over UDP gives a real one
-    (a handshake may hide a SYN retransmission)."""
+    """STUN over TCP. Its round trip (request to reply on the open connection) seeds the RTT estimate until a
+    STUN reply over UDP gives a real one (TCP may have hidden a retransmission)."""
     reply, reason = await tcp_binding(dest, deadline=ctx.budget.end - 0.05)
     if reply is not None:
         ctx.rtt.add(reply.rtt, provisional=True)
@@ -139,7 +140,7 @@ async def path_trace(dest: SockAddr, tcp_dest: SockAddr | None, ctx: Context) ->
 
 
 async def hairpin(m_sock: StunSocket, f_sock: StunSocket, first: Awaitable[ServerAnswer],
-                  plain: Awaitable[Reply | None], ctx: Context) -> Hairpin:
+                  plain: Awaitable[BindingReply | None], ctx: Context) -> Hairpin:
     """RFC 5780 §4.5: a Binding request from the mapping socket to the filtering socket's public endpoint;
     the NAT hairpins if it arrives. Needs both sockets mapped (test I and the filtering socket's first reply)."""
     answer, reply = await asyncio.gather(first, plain)

@@ -52,33 +52,35 @@ class BindingReply:
     other_address: Address | None
     """OTHER-ADDRESS / CHANGED-ADDRESS: present only if the server runs RFC 5780 (3489) tests."""
     response_origin: Address | None
-    error: tuple[int, str] | None
-    """(code, reason) of an error response ((0, "") if it lacks ERROR-CODE), None for a success response."""
     rtt: float
     """Seconds from the last transmission to the reply."""
-    attempts: int
-    """Transmissions sent (1: answered at the first)."""
-    local: Address
+    error: tuple[int, str] | None = None
+    """(code, reason) of an error response ((0, "") if it lacks ERROR-CODE), None for a success response."""
+    attempts: int = 1
+    """Transmissions sent (1: answered at the first; more: evidence of loss, and no RTT sample)."""
+    local: Address = ("", 0)
     """The local address the reply arrived at."""
-    legacy: bool
+    legacy: bool = False
     """A success response without XOR-MAPPED-ADDRESS (an RFC 3489 server)."""
-    software: str | None
-    message: StunMessage = field(repr=False, compare=False)
+    software: str | None = None
+    message: StunMessage | None = field(default=None, repr=False, compare=False)
+    """The message as received (None for a reply built by hand, as the check's table tests do)."""
 
     @classmethod
     def of(cls, msg: StunMessage, source: Address, local: Address, rtt: float, attempts: int) -> BindingReply:
         error = (msg.error_code or (0, "")) if msg.cls == ERROR else None
         return cls(source=source, mapped=msg.mapped_address, other_address=msg.other_address,
-                   response_origin=msg.response_origin, error=error, rtt=rtt, attempts=attempts, local=local,
+                   response_origin=msg.response_origin, rtt=rtt, error=error, attempts=attempts, local=local,
                    legacy=error is None and msg.xor_mapped_address is None, software=msg.software, message=msg)
 
     def raise_for_error(self) -> BindingReply:
-        """This reply, or StunErrorResponse (code, reason, UNKNOWN-ATTRIBUTES, ALTERNATE-SERVER) if the server
-        answered with an error."""
+        """This reply, or StunErrorResponse (code, reason, UNKNOWN-ATTRIBUTES, ALTERNATE-SERVER, and this reply)
+        if the server answered with an error."""
         if self.error is not None:
             code, reason = self.error
-            raise StunErrorResponse(code, reason, self.message.unknown_attributes, self.message.alternate_server,
-                                    reply=self)
+            msg = self.message
+            raise StunErrorResponse(code, reason, msg.unknown_attributes if msg else (),
+                                    msg.alternate_server if msg else None, reply=self)
         return self
 
 
