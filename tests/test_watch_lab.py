@@ -56,9 +56,7 @@ def restart_router_losing_mappings(net: Lab, upnp_only: bool) -> None:
     net.start_miniupnpd(upnp=True, natpmp=False)
 
 
-@pytest.mark.parametrize("gateway", ["pcp", pytest.param("upnp-only", marks=pytest.mark.xfail(
-    strict=True, reason="the keeper notices a UPnP gateway's restart only at its next poll (up to 30 s, restored "
-    "21 s after the router answered in one run); the portmap keeper work brings it under 5 s"))])
+@pytest.mark.parametrize("gateway", ["pcp", "upnp-only"])
 async def test_router_restart_mapping_lost_and_restored_within_5s(lab: Callable[..., Lab], tmp_path: Path,
                                                                   gateway: str) -> None:
     net = lab("port-restricted", home_router=True)
