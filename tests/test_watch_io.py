@@ -380,3 +380,32 @@ def test_report_where_nodereach_listened_is_not_reachable() -> None:
         ServerUsed(address="203.0.113.10:3478", kind="stun", answered=False, reason="timeout")])
     obs = observe_report(silent, mono=1.0, wall=2.0)
     assert obs.verdict is None and "timeout" in (obs.error or "")  # could not tell: changes nothing
+
+
+async def test_a_keeper_that_fails_is_reported_and_started_again() -> None:
+    class Crashing(FakeMapper):
+        runs = 0
+
+        async def run(self) -> None:
+            Crashing.runs += 1
+            if Crashing.runs == 1:
+                raise RuntimeError("driver bug")
+            await asyncio.Event().wait()
+
+    FakeMapper.fail_starts = 0
+    seen: list[MappingObservation] = []
+    errors: list[str] = []
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+
+    kept = KeptMappings([(30303, "tcp")], seen.append, errors.append, sleep=sleep, make_mapper=Crashing)  # type: ignore[arg-type]
+    task = asyncio.create_task(kept.run())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert Crashing.runs == 2 and waits == [30] and errors == ["mapping"]
+    assert [(o.present, o.error is not None) for o in seen] == [(True, False), (False, True), (True, False)]
+    assert "driver bug" in (seen[1].error or "")

@@ -13,6 +13,7 @@ that answers neither (most answer at once with an ICMP error). On stop the mappi
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -70,9 +71,15 @@ class KeptMappings:
             mapper.on_event(self._on_event)
             try:
                 await mapper.run()
+            except Exception as exc:  # a keeper that fails must not end the keeping: report, start over
+                failures += 1
+                self.error("mapping")
+                for port, proto in self.ports:
+                    self._observe(port, proto, False, error=f"the keeper stopped ({type(exc).__name__}: {exc})")
             finally:
                 self.mapper = None
                 await mapper.close()
+            await self.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** (max(failures, 1) - 1)))
 
     async def _start(self) -> tuple[PortMapper, list[LiveMapping]] | str:
         """A started keeper and its mappings, or why none could be started (the last, fullest reason)."""
@@ -83,6 +90,9 @@ class KeptMappings:
                 return mapper, await mapper.start()
             except (PortmapError, OSError) as exc:
                 why = getattr(exc, "message", None) or str(exc)
+            except Exception as exc:  # a driver's bug is one failed attempt, never the end of the keeping
+                why = f"the keeper failed ({type(exc).__name__}: {exc})"
+            with contextlib.suppress(Exception):
                 await mapper.close()
         return why
 
