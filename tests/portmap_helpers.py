@@ -9,6 +9,7 @@ import time
 
 from nodereach.lab import Lab, registry
 from nodereach.lab import addresses as A
+from nodereach.lab.rules import MINIUPNPD_CHAIN6, TABLE6
 
 
 def udp_inbound(lab: Lab, external: tuple[str, int], internal_port: int, wait: float = 1.5) -> bool:
@@ -75,10 +76,13 @@ def wait_inbound(lab: Lab, protocol: str, external: tuple[str, int], internal_po
 
 
 def restart_miniupnpd_losing_state(lab: Lab) -> None:
-    """Stop miniupnpd, drop its lease file (else it restores the mappings), start it again."""
+    """Stop miniupnpd, drop its lease file (else it restores the mappings) and, in IPv6 scenarios, its pinhole
+    rules (miniupnpd finds them in the firewall after a restart; a rebooted router has none), start it again."""
     lab.stop_miniupnpd()
     with contextlib.suppress(FileNotFoundError):
         (registry.REGISTRY_DIR / f"{lab.id}-miniupnpd.leases").unlink()
+    if lab.truth.ipv6 is not None:
+        lab.exec("router", ["nft", "flush", "chain", "inet", TABLE6, MINIUPNPD_CHAIN6], check=False)
     lab.start_miniupnpd()
 
 

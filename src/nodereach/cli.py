@@ -143,17 +143,21 @@ def open_(
     lease: Annotated[int, typer.Option(help="requested lease, seconds")] = 3600,
     once: Annotated[bool, typer.Option("--once", help="map, print and exit (leases still expire)")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines for supervisors")] = False,
-    server: Annotated[str | None, typer.Option(help="nodereach server to verify the mapping from outside")] = None,
+    server: Annotated[list[str], typer.Option(help="nodereach server to verify each mapping from outside, over "
+                                              "the mapping's family; repeat for one per family")] = [],  # noqa: B006
     timeout: Annotated[float, typer.Option(help="deadline for discovery and each request, seconds")] = 3.0,
+    family: Annotated[str | None, typer.Option(help="4 (port mappings), 6 (IPv6 firewall pinholes) or both; "
+                                               "default: every family this host has")] = None,
     node: Annotated[str | None, typer.Option("--node", help="the node whose own port mapping to respect: "
                                              "KIND[=URL|SOCKET], auto (default) or none")] = None,
 ) -> None:
-    """Ask the router to forward the node's ports (PCP > NAT-PMP > UPnP) and keep the mappings alive.
-    Last resort: fixing the NAT or forwarding by hand is safer. Refuses ports the node maps itself."""
+    """Ask the router to forward the node's ports (PCP > NAT-PMP > UPnP) and to open IPv6 pinholes for them
+    (PCP > UPnP IGD v2), and keep them alive. Last resort: fixing the NAT or forwarding by hand is safer.
+    Refuses ports the node maps itself."""
     from nodereach.portmap.command import run_open
 
     raise typer.Exit(_run(run_open, ports=ports, method=method, lease=lease, once=once, json_out=json_out,
-                          server=server, timeout=timeout, node=node))
+                          server=server, timeout=timeout, family=family, node=node))
 
 
 @app.command()
@@ -163,8 +167,9 @@ def mappings(
     json_out: Annotated[bool, typer.Option("--json")] = False,
     timeout: Annotated[float, typer.Option(help="deadline, seconds")] = 3.0,
 ) -> None:
-    """List the port mappings on the gateway (UPnP lists all; PCP/NAT-PMP only nodereach's own), or delete."""
-    from nodereach.portmap.command import run_mappings
+    """List the port mappings on the gateway (UPnP lists all; PCP/NAT-PMP only nodereach's own) and the IPv6
+    pinholes nodereach opened, or delete."""
+    from nodereach.portmap.mappings_command import run_mappings
 
     raise typer.Exit(_run(run_mappings, delete=delete, method=method, json_out=json_out, timeout=timeout))
 

@@ -10,6 +10,8 @@ from nodereach.net import Transport, is_public
 
 Method = Literal["pcp", "natpmp", "upnp"]
 METHODS: tuple[Method, ...] = ("pcp", "natpmp", "upnp")
+METHODS6: tuple[Method, ...] = ("pcp", "upnp")
+"""IPv6 pinholes: PCP MAP for the host's own address, UPnP WANIPv6FirewallControl. NAT-PMP is IPv4 only."""
 
 
 @dataclass(slots=True)
@@ -22,6 +24,8 @@ class Grant:
     external_address: str | None
     lifetime: int
     """Seconds; 0 means permanent (UPnP routers that only accept permanent leases)."""
+    pinhole_id: int | None = None
+    """UPnP IPv6 pinholes: the UniqueID AddPinhole returned (renewals and the delete name it)."""
 
 
 @dataclass(slots=True)

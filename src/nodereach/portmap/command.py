@@ -8,16 +8,16 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nodereach.errors import UsageError
-from nodereach.net import PortSpec, Transport
+from nodereach.net import Family, PortSpec, ResolveError, Transport, resolve
 from nodereach.portmap import state
 from nodereach.portmap.base import METHODS, Method, is_unroutable
-from nodereach.portmap.errors import NotAvailable, PortmapError
-from nodereach.portmap.gateway import find_gateway_async
+from nodereach.portmap.errors import PortmapError
+from nodereach.portmap.gateway import host_families
 from nodereach.portmap.keeper import Event, LiveMapping, PortMapper
-from nodereach.portmap.probe import probe_all
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
@@ -49,6 +49,20 @@ def parse_method(method: str | None) -> Method | None:
     raise UsageError(f"unknown method {method!r}", "use pcp, natpmp or upnp")
 
 
+def parse_family(family: str | None) -> tuple[Family, ...] | None:
+    """`4`, `6` or `both`; None: every family the host has (decided when it runs)."""
+    if family is None:
+        return None
+    text = family.strip().lower().removeprefix("ipv")
+    if text == "4":
+        return (4,)
+    if text == "6":
+        return (6,)
+    if text == "both":
+        return (4, 6)
+    raise UsageError(f"unknown family {family!r}", "use --family 4, 6 or both")
+
+
 class Printer:
     """Human lines or JSON lines (`nodereach.open/1`), one per event, flushed at once for supervisors."""
 
@@ -62,7 +76,7 @@ class Printer:
             if endpoint is not None:
                 doc.update(protocol=endpoint.protocol, internal_port=endpoint.internal_port,
                            external_address=endpoint.external_address, external_port=endpoint.external_port,
-                           method=endpoint.method, lifetime=endpoint.lifetime)
+                           method=endpoint.method, lifetime=endpoint.lifetime, family=endpoint.family)
             doc.update(extra)
             sys.stdout.write(json.dumps(doc) + "\n")
         else:
@@ -77,7 +91,7 @@ class Printer:
 
 
 def _record(mapper: PortMapper) -> None:
-    """Keep the on-disk record in step (PCP nonces, for `nodereach mappings --delete` after --once)."""
+    """Keep the on-disk record in step (PCP nonces, UPnP pinhole ids, for `nodereach mappings`)."""
     if mapper.driver is None or mapper.gateway is None:
         return
     now = time.time()
@@ -89,15 +103,34 @@ def _record(mapper: PortMapper) -> None:
             continue
         live.append(state.Record(mapper.driver.method, mapper.driver.gateway, g.protocol, g.internal_port,
                                  g.external_port, g.external_address, st.slot.nonce.hex(),
-                                 now + g.lifetime if g.lifetime else 0))
+                                 now + g.lifetime if g.lifetime else 0, mapper.family, g.pinhole_id))
     for st in gone:
         state.remove(mapper.driver.method, mapper.driver.gateway, st.slot.protocol, st.slot.internal_port)
     if live:
         state.upsert(live)
 
 
-async def _verify(printer: Printer, server: str, endpoints: list[LiveMapping], wait: float) -> bool | None:
-    """Dial back from the server; True all reachable, False any unreachable, None when it could not tell."""
+def _recorder(mapper: PortMapper) -> Callable[[Event], None]:
+    return lambda _ev: _record(mapper)
+
+
+async def _server_for(servers: list[str], family: Family) -> str | None:
+    """The first --server that has an address of `family`, as HOST:PORT for that address."""
+    from nodereach.reach.client import parse_server
+
+    for server in servers:
+        host, http_port = parse_server(server)
+        try:
+            address = (await resolve(host, http_port, family=family, transport="tcp", timeout=2.0))[0]
+        except ResolveError:  # no address of this family (or a literal of the other one): the next server
+            continue
+        return f"[{address}]:{http_port}" if ":" in address else f"{address}:{http_port}"
+    return None
+
+
+async def _verify(printer: Printer, servers: list[str], endpoints: list[LiveMapping], wait: float) -> bool | None:
+    """Dial back from a server over each mapping's family; True all reachable, False any unreachable, None when
+    it could not tell."""
     try:
         from nodereach.reach.client import probe_port
     except ImportError:
@@ -106,16 +139,25 @@ async def _verify(printer: Printer, server: str, endpoints: list[LiveMapping], w
         return None
     verdicts: list[bool | None] = []
     for ep in endpoints:
+        server = await _server_for(servers, ep.family)
+        if server is None:
+            printer.emit("unverified", f"{ep}: no --server with an IPv{ep.family} address (give --server once per "
+                         "family, or a name with both A and AAAA records)", ep, verified=None)
+            verdicts.append(None)
+            continue
         if ep.external_port != ep.internal_port:
             printer.emit("unverified", f"{ep}: external port differs from the internal one; the dial-back service "
                          "tests the same port number", ep, verified=None)
             verdicts.append(None)
             continue
-        result = await probe_port(server, ep.internal_port, ep.protocol, timeout=max(wait, 2.0))
+        # IPv6: ask from the pinhole's own address, so the server dials back the address the pinhole is for
+        local = ep.external_address if ep.family == 6 else None
+        result = await probe_port(server, ep.internal_port, ep.protocol, timeout=max(wait, 2.0), local_address=local)
         if result.reachable:
             printer.emit("verified", f"{ep}: reachable from {server} ({result.reason})", ep, verified=True)
         elif result.reachable is False:
-            printer.emit("not-reachable", f"{ep}: the gateway accepted the mapping but {server} cannot reach the "
+            what = "mapping" if ep.family == 4 else "pinhole"
+            printer.emit("not-reachable", f"{ep}: the gateway accepted the {what} but {server} cannot reach the "
                          f"node through it ({result.reason})", ep, verified=False)
         else:
             printer.emit("unverified", f"{ep}: could not verify from {server} ({result.reason})", ep, verified=None)
@@ -125,30 +167,70 @@ async def _verify(printer: Printer, server: str, endpoints: list[LiveMapping], w
     return True if verdicts and all(verdicts) else None
 
 
+async def _start_all(mappers: dict[Family, PortMapper], printer: Printer,
+                     ) -> tuple[dict[Family, list[LiveMapping]], dict[Family, PortmapError]]:
+    """Start every family's keeper at once. A family that fails is reported (the same message a lone failure
+    would raise) and the others go on; nothing started at all raises."""
+    outcomes = await asyncio.gather(*(m.start() for m in mappers.values()), return_exceptions=True)
+    started: dict[Family, list[LiveMapping]] = {}
+    failed: dict[Family, PortmapError] = {}
+    unexpected: BaseException | None = None
+    for (family, mapper), outcome in zip(mappers.items(), outcomes, strict=True):
+        if isinstance(outcome, PortmapError):
+            failed[family] = outcome
+        elif isinstance(outcome, OSError):
+            failed[family] = PortmapError(f"IPv{family}: {outcome}")
+        elif isinstance(outcome, BaseException):
+            unexpected = unexpected or outcome
+        else:
+            started[family] = outcome
+            continue
+        await mapper.close()
+    if unexpected is not None:
+        for family in started:
+            await mappers[family].close()
+        raise unexpected
+    if not started:
+        if len(failed) == 1:
+            raise next(iter(failed.values()))
+        first = next(iter(failed.values()))
+        raise PortmapError("; ".join(f"IPv{f}: {e.message}" for f, e in failed.items()), first.hint)
+    for family, exc in failed.items():
+        hint = f" ({exc.hint})" if exc.hint else ""
+        printer.emit("error", f"IPv{family}: {exc.message}{hint}", family=family)
+    return started, failed
+
+
 async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease: int, once: bool,
-                printer: Printer, server: str | None, wait: float) -> int:
+                printer: Printer, servers: list[str], wait: float, families: tuple[Family, ...] | None) -> int:
+    if families is None:
+        families = await host_families()
+        if not families:
+            raise PortmapError("this host has neither an IPv4 default gateway nor a global IPv6 address",
+                               "connect to a network first")
     # Ask for the external ports of the last run first: peers that learned them keep finding the node.
     preferred: dict[tuple[Transport, int], int] = {}
     for rec in state.load_all():
-        if (rec.internal_port, rec.protocol) in ports:
+        if rec.family == 4 and (rec.internal_port, rec.protocol) in ports:
             preferred[("tcp" if rec.protocol == "tcp" else "udp", rec.internal_port)] = rec.external_port
-    mapper = PortMapper(ports, method=method, lease=lease, timeout=wait, preferred=preferred)
-    mapper.on_event(printer.event)
-    mapper.on_event(lambda _ev: _record(mapper))
+    mappers: dict[Family, PortMapper] = {
+        f: PortMapper(ports, method=method, lease=lease, timeout=wait, preferred=preferred if f == 4 else None,
+                      family=f) for f in families}
+    for mapper in mappers.values():
+        mapper.on_event(printer.event)
+        mapper.on_event(_recorder(mapper))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        try:
-            endpoints = await mapper.start()
-        except BaseException:
-            await mapper.close()
-            raise
-        code = EXIT_UNREACHABLE if mapper.nat_in_front or is_unroutable(mapper.external_address) else EXIT_OK
-        if server:
-            verdict = await _verify(printer, server, endpoints, wait)
+        started, failed = await _start_all(mappers, printer)
+        running = [mappers[f] for f in started]
+        unreachable = any(m.nat_in_front or is_unroutable(m.external_address) for m in running)
+        code = EXIT_UNREACHABLE if failed or unreachable else EXIT_OK
+        if servers:
+            verdict = await _verify(printer, servers, [ep for f in started for ep in started[f]], wait)
             if verdict is False:
                 code = EXIT_UNREACHABLE
         else:
@@ -157,14 +239,17 @@ async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease
             printer.emit("exit", "leaving the mappings in place until their leases expire "
                          "(`nodereach mappings --delete PORT/PROTO` removes them)")
             return code
-        keep = asyncio.create_task(mapper.run())
+        keepers = [asyncio.create_task(m.run(), name=f"nodereach-keeper-ipv{m.family}") for m in running]
         waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({keep, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        keep.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keep
+        await asyncio.wait({*keepers, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        for task in keepers:
+            task.cancel()
+        for task in keepers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         waiter.cancel()
-        await mapper.close()
+        for mapper in running:
+            await mapper.close()
         return code
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,12 +257,15 @@ async def _open(ports: list[tuple[int, Transport]], method: Method | None, lease
                 loop.remove_signal_handler(sig)
 
 
-def run_open(ports: list[str], method: str | None, lease: int, once: bool, json_out: bool, server: str | None,
-             timeout: float, node: str | None = None) -> int:
-    """Map the ports and keep them alive in the foreground (Ctrl-C / SIGTERM deletes them). Refuses ports the
-    node maps itself (read from its RPC: `--node`, auto-detected by default, `--node none` to skip)."""
+def run_open(ports: list[str], method: str | None, lease: int, once: bool, json_out: bool,
+             server: list[str] | str | None, timeout: float, family: str | None = None,
+             node: str | None = None) -> int:
+    """Map the ports (IPv4) and open pinholes (IPv6) and keep them alive in the foreground (Ctrl-C / SIGTERM
+    deletes them). Refuses ports the node maps itself (read from its RPC: `--node`, auto-detected by default,
+    `--node none` to skip)."""
     wanted = parse_ports(ports)
     forced = parse_method(method)
+    families = parse_family(family)
     if lease < 0:
         raise UsageError("--lease must be positive")
     if timeout <= 0:
@@ -193,103 +281,5 @@ def run_open(ports: list[str], method: str | None, lease: int, once: bool, json_
                                            budget_s=max(1.0, min(2.0, timeout))))
     if clash is not None:
         raise UsageError(clash)
-    return asyncio.run(_open(wanted, forced, lease, once, Printer(json_out), server, timeout))
-
-
-# --- mappings ------------------------------------------------------------------------------------------
-async def _mappings(delete: list[tuple[int, Transport]], method: Method | None, printer: Printer,
-                    wait: float) -> int:
-    gw = await find_gateway_async()
-    methods = (method,) if method else METHODS
-    probes, drivers = await probe_all(gw, wait, methods)
-    if not drivers:
-        reasons = ", ".join(f"{m}: {probes[m].reason}" for m in methods)
-        raise NotAvailable(f"the gateway {gw.address} offers no port mapping ({reasons})",
-                           "nothing to list; `nodereach check` says what else can make the node reachable")
-    rows: list[dict[str, Any]] = []
-    records = [r for r in state.load() if r.gateway == gw.address and r.method in ("pcp", "natpmp")]
-    recorded = {(r.protocol, r.external_port) for r in records}
-    upnp = drivers.get("upnp")
-    if upnp is not None:
-        from nodereach.portmap.upnp_client import UpnpClient  # loaded already: probe_all made the driver
-
-        assert isinstance(upnp, UpnpClient)
-        for entry in await upnp.list_mappings():
-            row = {"method": "upnp", "protocol": entry.get("NewProtocol", "").lower(),
-                   "external_port": _int(entry.get("NewExternalPort")),
-                   "internal_client": entry.get("NewInternalClient"),
-                   "internal_port": _int(entry.get("NewInternalPort")),
-                   "lease": _int(entry.get("NewLeaseDuration")),
-                   "description": entry.get("NewPortMappingDescription", "")[:80],
-                   "own": entry.get("NewInternalClient") == gw.local_address}
-            desc = str(row["description"])
-            if desc.startswith(("PCP ", "NAT-PMP")):
-                row["method"] = "pcp" if desc.startswith("PCP") else "natpmp"  # made through the other door
-            if (row["protocol"], row["external_port"]) not in recorded:
-                rows.append(row)
-    for rec in records:
-        if rec.method in drivers or upnp is not None:
-            rows.append({"method": rec.method, "protocol": rec.protocol, "external_port": rec.external_port,
-                         "internal_client": gw.local_address, "internal_port": rec.internal_port,
-                         "lease": max(0, int(rec.expires - time.time())), "description": "nodereach",
-                         "own": True, "recorded": True})
-    if delete:
-        return await _delete(delete, rows, drivers, gw.address, printer)
-    if printer.json_out:
-        sys.stdout.write(json.dumps({"schema": "nodereach.mappings/1", "gateway": gw.address,
-                                     "protocols": {k: v.available for k, v in probes.items()},
-                                     "mappings": rows}) + "\n")
-        return EXIT_OK
-    avail = ", ".join(f"{k} {'yes' if v.available else 'no'}" for k, v in probes.items())
-    sys.stdout.write(f"gateway {gw.address} ({avail})\n")
-    if not rows:
-        sys.stdout.write("no mappings found (PCP/NAT-PMP cannot list mappings other hosts made)\n")
-    for r in rows:
-        mine = " (this host)" if r["own"] else ""
-        sys.stdout.write(f"  {r['method']:<6} {r['external_port']}/{r['protocol']} -> {r['internal_client']}:"
-                         f"{r['internal_port']}  lease {r['lease'] or 'permanent'}  {r['description']}{mine}\n")
-    return EXIT_OK
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 11 else None
-
-
-async def _delete(delete: list[tuple[int, Transport]], rows: list[dict[str, Any]], drivers: dict[str, Any],
-                  gateway: str, printer: Printer) -> int:
-    from nodereach.portmap.base import Grant, Slot
-
-    failed = 0
-    for port, proto in delete:
-        matched = [r for r in rows if r["protocol"] == proto and (r["external_port"] == port
-                                                                  or (r["own"] and r["internal_port"] == port))]
-        if not matched:
-            printer.emit("error", f"no mapping {port}/{proto} found on the gateway")
-            failed += 1
-            continue
-        for r in matched:
-            try:
-                if not r.get("recorded"):
-                    if "upnp" not in drivers:
-                        raise PortmapError("only UPnP can delete mappings nodereach did not record")
-                    await drivers["upnp"].delete(proto, r["external_port"])
-                else:
-                    rec = next(x for x in state.load() if x.method == r["method"] and x.protocol == proto
-                               and x.internal_port == r["internal_port"] and x.gateway == gateway)
-                    slot = Slot(proto, rec.internal_port, bytes.fromhex(rec.nonce),
-                                Grant(proto, rec.internal_port, rec.external_port, rec.external_address, 0))
-                    if r["method"] not in drivers:
-                        raise PortmapError(f"{r['method']} does not answer on the gateway")
-                    await drivers[r["method"]].unmap(slot)
-                    state.remove(rec.method, rec.gateway, proto, rec.internal_port)
-                printer.emit("deleted", f"deleted {r['external_port']}/{proto} ({r['method']})")
-            except (PortmapError, StopIteration, ValueError) as exc:
-                printer.emit("error", f"deleting {r['external_port']}/{proto}: {getattr(exc, 'message', exc)}")
-                failed += 1
-    return EXIT_UNREACHABLE if failed else EXIT_OK
-
-
-def run_mappings(delete: list[str], method: str | None, json_out: bool, timeout: float) -> int:
-    """List the gateway's mappings (UPnP: all; PCP/NAT-PMP: the ones nodereach recorded), or delete some."""
-    wanted = parse_ports(delete) if delete else []
-    return asyncio.run(_mappings(wanted, parse_method(method), Printer(json_out), timeout))
+    servers = [server] if isinstance(server, str) else list(server or [])
+    return asyncio.run(_open(wanted, forced, lease, once, Printer(json_out), servers, timeout, families))

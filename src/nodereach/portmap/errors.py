@@ -44,3 +44,7 @@ class GatewayRestarted(PortmapError):
 
 class NotAvailable(PortmapError):
     """No port-mapping protocol answered (or the forced one did not)."""
+
+
+class NotOffered(NotAvailable):
+    """The gateway answers but does not offer what is needed (no IPv6 firewall control, pinholes refused)."""

@@ -43,17 +43,21 @@ def check_url(url: str, allowed_host: str) -> None:
 class GuardedRequester(UpnpRequester):
     """UpnpRequester that talks only to `allowed_host`, caps bodies and never follows redirects."""
 
-    def __init__(self, allowed_host: str, *, timeout: float, max_body: int = MAX_BODY) -> None:
+    def __init__(self, allowed_host: str, *, timeout: float, max_body: int = MAX_BODY,
+                 local_address: str | None = None) -> None:
         self.allowed_host = allowed_host
         self.timeout = timeout
         self.max_body = max_body
+        self.local_address = local_address
+        """Bind our end of each connection to this address (None: the kernel's choice)."""
 
     async def async_http_request(self, http_request: HttpRequest) -> HttpResponse:
         check_url(http_request.url, self.allowed_host)
         timeout = aiohttp.ClientTimeout(total=http_request.timeout or self.timeout)
         try:
+            connector = aiohttp.TCPConnector(local_addr=(self.local_address, 0)) if self.local_address else None
             async with asyncio.timeout(http_request.timeout or self.timeout), aiohttp.ClientSession(
-                    timeout=timeout) as session, session.request(
+                    timeout=timeout, connector=connector) as session, session.request(
                     http_request.method, http_request.url, headers=dict(http_request.headers or {}),
                     data=http_request.body, allow_redirects=False,
                     max_line_size=8190, max_field_size=8190) as resp:

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from nodereach.net import Transport
+from nodereach.net import Family, Transport
 from nodereach.portmap import pcp
-from nodereach.portmap.base import METHODS, Driver, Grant, Method, Slot, is_unroutable
+from nodereach.portmap.base import METHODS, METHODS6, Driver, Grant, Method, Slot, is_unroutable
 from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.errors import NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway, find_gateway_async
@@ -53,13 +53,17 @@ class LiveMapping:
     external_port: int
     method: Method
     lifetime: int
+    family: Family = 4
+    """6: an IPv6 pinhole (the external address is the host's own, the port is not translated)."""
 
     @property
     def external(self) -> tuple[str | None, int]:
         return self.external_address, self.external_port
 
     def __str__(self) -> str:
-        return f"{self.external_address or '?'}:{self.external_port}/{self.protocol}"
+        address = self.external_address or "?"
+        return f"[{address}]:{self.external_port}/{self.protocol}" if ":" in address else \
+            f"{address}:{self.external_port}/{self.protocol}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,7 @@ class PortMapper:
     def __init__(self, ports: list[tuple[int, Transport]], *, method: Method | None = None, lease: int = 3600,
                  gateway: str | None = None, timeout: float = 3.0, poll_interval: float | None = None,
                  preferred: dict[tuple[Transport, int], int] | None = None, clock: Clock = REAL_CLOCK,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, family: Family = 4) -> None:
         if not ports:
             raise ValueError("no ports to map")
         self.requested = ports
@@ -98,6 +102,8 @@ class PortMapper:
         self.poll_interval = poll_interval if poll_interval is not None else min(30.0, self.lease / 4)
         self.clock = clock
         self.rng = rng or random.Random()
+        self.family: Family = family
+        """4: port mappings on the NAT; 6: pinholes in the router's IPv6 firewall for this host's address."""
         self.gateway: Gateway | None = None
         self.driver: Driver | None = None
         self.probes: dict[str, MethodAvailability] = {}
@@ -145,7 +151,7 @@ class PortMapper:
         if g is None or self.driver is None:
             return None
         return LiveMapping(g.protocol, g.internal_port, g.external_address, g.external_port, self.driver.method,
-                        g.lifetime)
+                           g.lifetime, self.family)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self, driver: Driver | None = None) -> list[LiveMapping]:
@@ -158,8 +164,11 @@ class PortMapper:
             drivers: dict[str, Driver] = {driver.method: driver}
             methods: tuple[Method, ...] = (driver.method,)
         else:
-            self.gateway = await find_gateway_async(self.gateway_address)
-            methods = (self.method,) if self.method else METHODS
+            if self.family == 6 and self.method == "natpmp":
+                raise PortmapError("NAT-PMP cannot open IPv6 pinholes (RFC 6886 is IPv4 only)",
+                                   "use --method pcp or upnp with --family 6, or --family 4")
+            self.gateway = await find_gateway_async(self.gateway_address, self.family)
+            methods = (self.method,) if self.method else (METHODS if self.family == 4 else METHODS6)
             self.probes, drivers = await probe_all(self.gateway, self.timeout, methods)
         if not drivers:
             raise NotAvailable(self._nothing_message(methods), self._nothing_hint())
@@ -189,19 +198,25 @@ class PortMapper:
             await self._check_layers()
             return self.endpoints
         await self._raise_if_nat_in_front(reported, "; ".join(errors))
-        raise PortmapError("no port-mapping protocol could map the ports: " + "; ".join(errors),
-                           hint or "forward the ports by hand on the router, or run `nodereach check`")
+        what = "port-mapping protocol could map the ports" if self.family == 4 else \
+            "protocol could open IPv6 pinholes for the ports"
+        raise PortmapError(f"no {what}: " + "; ".join(errors), hint or (
+            "forward the ports by hand on the router, or run `nodereach check`" if self.family == 4 else
+            "allow inbound to the ports in the router's IPv6 firewall by hand, or run `nodereach check`"))
 
     def _nothing_message(self, methods: tuple[Method, ...]) -> str:
         parts = [f"{m}: {self.probes[m].reason}" for m in methods]
         assert self.gateway is not None
-        return f"the gateway {self.gateway.address} offers no port mapping ({', '.join(parts)})"
+        what = "port mapping" if self.family == 4 else "IPv6 pinholes"
+        return f"the gateway {self.gateway.address} offers no {what} ({', '.join(parts)})"
 
     def _nothing_hint(self) -> str:
+        by_hand = "forward the port by hand" if self.family == 4 else \
+            "allow inbound to the port in the router's IPv6 firewall by hand"
         if self.method:
-            return "try without --method, enable that protocol on the router, or forward the port by hand"
-        return ("enable UPnP or NAT-PMP/PCP on the router or forward the port by hand; "
-                "`nodereach check` says whether that would help")
+            return f"try without --method, enable that protocol on the router, or {by_hand}"
+        protocols = "UPnP or NAT-PMP/PCP" if self.family == 4 else "UPnP (IGD v2) or PCP"
+        return f"enable {protocols} on the router or {by_hand}; `nodereach check` says whether that would help"
 
     async def _create(self, st: _State, *, first: bool = False, again: bool = False) -> None:
         assert self.driver is not None
@@ -243,7 +258,11 @@ class PortMapper:
             self._check_reachability()
 
     def _check_reachability(self) -> None:
-        if is_unroutable(self.external_address):
+        if is_unroutable(self.external_address) and self.family == 6:
+            self.nat_in_front = True
+            self._emit("unreachable", f"the pinholes are for {self.external_address}, which is not a global IPv6 "
+                       "address: peers on the internet cannot reach it through them; run `nodereach check`")
+        elif is_unroutable(self.external_address):
             self.nat_in_front = True
             self._emit("unreachable", f"the gateway's external address {self.external_address} is private or "
                        "carrier-grade NAT: another NAT sits in front of it, so this mapping cannot make the node "
@@ -447,7 +466,8 @@ class PortMapping:
 @contextlib.asynccontextmanager
 async def open_port(port: int, protocol: Transport = "tcp", *, method: Method | None = None, lease: int = 3600,
                     gateway: str | None = None, timeout: float = 3.0,  # noqa: ASYNC109
-                    poll_interval: float | None = None, clock: Clock = REAL_CLOCK) -> AsyncIterator[PortMapping]:
+                    poll_interval: float | None = None, clock: Clock = REAL_CLOCK,
+                    family: Family = 4) -> AsyncIterator[PortMapping]:
     """Map `port` on the gateway for the duration of the block, keeping it alive; deleted on exit.
 
         async with open_port(30303, "tcp") as mapping:
@@ -455,7 +475,7 @@ async def open_port(port: int, protocol: Transport = "tcp", *, method: Method | 
             async for change in mapping.changes(): ...
     """
     mapper = PortMapper([(port, protocol)], method=method, lease=lease, gateway=gateway, timeout=timeout,
-                        poll_interval=poll_interval, clock=clock)
+                        poll_interval=poll_interval, clock=clock, family=family)
     try:
         await mapper.start()
         task = asyncio.create_task(mapper.run(), name=f"nodereach-keepalive-{port}/{protocol}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nodereach.net import Transport
 from nodereach.portmap import pcp
-from nodereach.portmap.announce import listen_for
+from nodereach.portmap.announce import listen, listen_for
 from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
 from nodereach.portmap.clock import REAL_CLOCK, Clock
 from nodereach.portmap.epoch import EpochTracker
+from nodereach.portmap.errors import PortmapError, ResultCodeError
+from nodereach.portmap.multicast import Joined
 from nodereach.portmap.udp import exchange
 
 
@@ -17,8 +19,15 @@ class PcpClient:
     method: Method = "pcp"
 
     def __init__(self, gateway: str, *, timeout: float, port: int = pcp.PORT,
-                 clock: Clock = REAL_CLOCK) -> None:
+                 clock: Clock = REAL_CLOCK, local_address: str | None = None) -> None:
         self.gateway = gateway
+        self.local_address = local_address
+        """Our end, when it must be one address (an IPv6 pinhole for the host's stable global address)."""
+        self.pinhole_closer: Callable[[Transport, int], Awaitable[None]] | None = None
+        """IPv6: another way to close a pinhole when the PCP delete is refused (UPnP, see unmap)."""
+        self.ipv4_sibling: tuple[str, str] | None = None
+        """IPv6 driver on a dual-stack LAN: (IPv4 gateway, our IPv4 address) of the same router, whose
+        224.0.0.1 announcements count too: miniupnpd 2.3.1 sends its start-up ANNOUNCE there only (measured)."""
         self.port = port
         self.timeout = timeout
         self.clock = clock
@@ -40,7 +49,7 @@ class PcpClient:
             return resp if resp.opcode == pcp.OP_ANNOUNCE or resp.result_code == pcp.UNSUPP_VERSION else None
 
         resp = await exchange(self.gateway, self.port, pcp.encode_announce, parse, wait=self.timeout,
-                              what="PCP ANNOUNCE")
+                              local=self.local_address, what="PCP ANNOUNCE")
         pcp.raise_for_result(resp)
         self._observe(resp)
         return resp.epoch
@@ -57,7 +66,8 @@ class PcpClient:
             resp = pcp.decode_response(data)
             return resp if pcp.matches(holder["req"], resp) else None
 
-        resp = await exchange(self.gateway, self.port, build, parse, wait=self.timeout, what=what)
+        resp = await exchange(self.gateway, self.port, build, parse, wait=self.timeout, local=self.local_address,
+                              what=what)
         self._observe(resp)
         pcp.raise_for_result(resp)
         return resp
@@ -82,7 +92,24 @@ class PcpClient:
             return pcp.MapRequest(nonce=slot.nonce, protocol=slot.protocol, internal_port=slot.internal_port,
                                   lifetime=0, client_address=local, suggested_external_port=ext)
 
-        await self._request(make, f"PCP delete {slot.internal_port}/{slot.protocol}")
+        try:
+            await self._request(make, f"PCP delete {slot.internal_port}/{slot.protocol}")
+        except ResultCodeError as exc:
+            if exc.code != pcp.NOT_AUTHORIZED or ":" not in self.gateway:
+                raise
+            # miniupnpd 2.3.1 (nftables) refuses to delete an IPv6 pinhole it has renewed: its renewal re-adds
+            # the rule with an empty description (netfilter_nft/nftpinhole.c, update_pinhole()), and the delete
+            # compares that description with "PCP MAP <nonce>" (pcpserver.c, DeletePCPMap()). Measured in the
+            # lab. The same router's UPnP IPv6 firewall control closes it by UniqueID instead.
+            failed = PortmapError(f"{exc.message}: the router would not close the IPv6 pinhole it renewed (a "
+                                  "known miniupnpd fault), and closing it through UPnP failed too",
+                                  "it closes by itself when its lease ends")
+            if self.pinhole_closer is None:
+                raise failed from exc
+            try:
+                await self.pinhole_closer(slot.protocol, slot.internal_port)
+            except PortmapError as other:
+                raise failed from other
 
     async def peer(self, nonce: bytes, protocol: Transport, internal_port: int, remote: tuple[str, int],
                    lifetime: int) -> Grant:
@@ -113,9 +140,15 @@ class PcpClient:
         return self.last_external
 
     async def watch(self, nudge: Callable[[], None]) -> Listener | None:
-        """PCP ANNOUNCE and NAT-PMP address notices go to 224.0.0.1:5350 (miniupnpd sends one PCP ANNOUNCE
-        as it starts, measured in the lab)."""
-        return await listen_for(self.gateway, self.port, nudge)
+        """PCP ANNOUNCE goes to 224.0.0.1:5350 or ff02::1 port 5350 (RFC 6887 §14.1.3); miniupnpd sends one
+        as it starts, to 224.0.0.1 only (measured in the lab), so an IPv6 driver listens there too."""
+        joined = [t for t in [await listen_for(self.gateway, self.port, nudge)] if t is not None]
+        if self.ipv4_sibling is not None:
+            gateway4, local4 = self.ipv4_sibling
+            extra = await listen(gateway4, local4, nudge)
+            if extra is not None:
+                joined.append(extra)
+        return Joined(joined) if joined else None
 
     async def close(self) -> None:
         return None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nodereach.net import Transport
 from nodereach.portmap.base import METHODS, Driver, Method
 from nodereach.portmap.errors import (
     GatewayTimeout,
     MalformedMessage,
     NotAvailable,
+    NotOffered,
     PortmapError,
     ResultCodeError,
     UnsupportedVersion,
@@ -34,6 +38,8 @@ class MethodAvailability:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, GatewayTimeout):
         return "timeout"
+    if isinstance(exc, NotOffered):
+        return "not-offered"
     if isinstance(exc, NotAvailable):
         return "port-unreachable"
     if isinstance(exc, UnsupportedVersion):
@@ -65,17 +71,60 @@ async def _probe_upnp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Dri
     return MethodAvailability(True, address, "ok", detail=client.service.service_type), client
 
 
+async def _probe_pcp6(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
+    """PCP to the IPv6 gateway, from our stable global address (the one its pinholes will be for)."""
+    client = PcpClient(gw.address, timeout=wait, local_address=gw.local_address)
+    await client.announce()
+    client.pinhole_closer = _upnp_closer(gw, wait)  # replaced by probe_all when UPnP was probed too
+    with contextlib.suppress(PortmapError):
+        gw4 = await find_gateway_async(family=4)
+        if gw4.interface_index == gw.interface_index:
+            client.ipv4_sibling = (gw4.address, gw4.local_address)  # same LAN, most likely the same router
+    return MethodAvailability(True, gw.local_address, "ok"), client
+
+
+def _upnp_closer(gw: Gateway, wait: float) -> Callable[[Transport, int], Awaitable[None]]:
+    """Close a pinhole through the gateway's UPnP IPv6 firewall control, found when needed (PcpClient.unmap)."""
+
+    async def close(protocol: Transport, port: int) -> None:
+        from nodereach.portmap.upnp_pinhole import UpnpPinholeClient
+
+        await (await UpnpPinholeClient.discover(gw, wait=wait)).close_matching(protocol, port)
+
+    return close
+
+
+async def _probe_upnp6(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
+    from nodereach.portmap.upnp_pinhole import UpnpPinholeClient  # aiohttp + async-upnp-client
+
+    client = await UpnpPinholeClient.discover(gw, wait=wait)
+    enabled, allowed = await client.firewall_status()
+    if enabled and not allowed:
+        raise NotOffered("UPnP: the router's IPv6 firewall does not allow inbound pinholes "
+                           "(GetFirewallStatus: InboundPinholeAllowed 0)",
+                           "allow UPnP IPv6 pinholes in the router's settings, or open the port by hand")
+    detail = client.service.service_type + ("" if enabled else " (firewall off: no pinhole needed)")
+    return MethodAvailability(True, client.internal_client, "ok", detail=detail), client
+
+
 PROBES = {"pcp": _probe_pcp, "natpmp": _probe_natpmp, "upnp": _probe_upnp}
+PROBES6 = {"pcp": _probe_pcp6, "upnp": _probe_upnp6}
+"""IPv6 gateways: what opens a pinhole in the router's firewall."""
 
 
 async def probe_all(gw: Gateway, wait: float, methods: tuple[Method, ...] = METHODS,
                     ) -> tuple[dict[str, MethodAvailability], dict[str, Driver]]:
     """Run the probes concurrently; each is bounded by `wait` (UPnP: SSDP + description + one action)."""
 
+    v6 = ":" in gw.address
+    probes = PROBES6 if v6 else PROBES
+    skipped = [m for m in methods if m not in probes]  # NAT-PMP over IPv6: RFC 6886 is IPv4 only
+    methods = tuple(m for m in methods if m in probes)
+
     async def one(name: str) -> tuple[MethodAvailability, Driver | None]:
         try:
             async with asyncio.timeout(wait * (3 if name == "upnp" else 1) + 0.5):
-                return await PROBES[name](gw, wait)
+                return await probes[name](gw, wait)
         except PortmapError as exc:
             return MethodAvailability(False, None, _reason(exc), exc.message), None
         except TimeoutError:
@@ -86,10 +135,18 @@ async def probe_all(gw: Gateway, wait: float, methods: tuple[Method, ...] = METH
     outcomes = await asyncio.gather(*(one(m) for m in methods))
     results: dict[str, MethodAvailability] = {m: MethodAvailability(None, None, "not-probed") for m in METHODS}
     drivers: dict[str, Driver] = {}
+    for name in [*skipped, *(["natpmp"] if v6 else [])]:
+        results[name] = MethodAvailability(False, None, "ipv4-only", f"{name}: IPv4 only (RFC 6886)")
     for name, (result, driver) in zip(methods, outcomes, strict=True):
         results[name] = result
         if driver is not None:
             drivers[name] = driver
+    pcp_driver, upnp_driver = drivers.get("pcp"), drivers.get("upnp")
+    if v6 and isinstance(pcp_driver, PcpClient) and upnp_driver is not None:
+        from nodereach.portmap.upnp_pinhole import UpnpPinholeClient  # loaded already: it made upnp_driver
+
+        if isinstance(upnp_driver, UpnpPinholeClient):
+            pcp_driver.pinhole_closer = upnp_driver.close_matching  # see PcpClient.unmap
     pcp, natpmp = results["pcp"], results["natpmp"]
     if pcp.available and pcp.external_address is None and natpmp.available:
         pcp.external_address = natpmp.external_address  # same daemon on the same port answers both

@@ -107,12 +107,21 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
             others.append(found)
             first_other.set()
 
-    listeners = [SsdpSearchListener(callback=on_reply, source=(gw.local_address, 0), search_target=st, timeout=2)
+    v6 = ":" in gw.local_address
+    if v6 and gw.interface_index is None:
+        raise GatewayTimeout("UPnP: no interface for an IPv6 SSDP search")
+    # IPv6: M-SEARCH to ff02::c on the interface toward the gateway, from our global address (miniupnpd
+    # answers with a LOCATION on its global address, measured in the lab), and unicast to the gateway.
+    source: tuple[str, int] | tuple[str, int, int, int] = (
+        (gw.local_address, 0, 0, gw.interface_index or 0) if v6 else (gw.local_address, 0))
+    unicast: tuple[str, int] | tuple[str, int, int, int] = (
+        (gw.address.split("%", 1)[0], SSDP_PORT, 0, gw.interface_index or 0) if v6 else (gw.address, SSDP_PORT))
+    listeners = [SsdpSearchListener(callback=on_reply, source=source, search_target=st, timeout=2)
                  for st in SEARCH_TARGETS]
     started: list[SsdpSearchListener] = []
     group = None
     try:
-        if ":" not in gw.local_address:
+        if not v6:
             group = await _listen_group(gw.local_address, on_reply)
         for lst in listeners:
             await lst.async_start()
@@ -123,7 +132,7 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
                 with contextlib.suppress(OSError):
                     lst.async_search()
                 with contextlib.suppress(OSError):
-                    lst.async_search(override_target=(gw.address, SSDP_PORT))
+                    lst.async_search(override_target=unicast)
 
         send()
         resend = loop.call_later(min(0.5, wait / 3), send)

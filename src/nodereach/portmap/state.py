@@ -1,7 +1,8 @@
 """A small record of the mappings nodereach made, so `nodereach mappings` can list and delete them later.
 
-PCP needs the mapping's nonce to delete it (another nonce is refused), and PCP/NAT-PMP cannot list
-mappings, so `open --once` leaves this record behind. Expired entries are dropped on every write.
+PCP needs the mapping's nonce to delete it (another nonce is refused), PCP/NAT-PMP cannot list mappings and
+UPnP cannot list IPv6 pinholes, so `open` keeps this record (and `open --once` leaves it behind). Expired
+entries are dropped on every write; a file written by an older nodereach reads as IPv4 records.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class Record:
     nonce: str
     expires: float
     """Unix time; 0 for permanent (UPnP routers that refuse leases)."""
+    family: int = 4
+    """6: an IPv6 pinhole in the router's firewall (external address = this host's own)."""
+    pinhole_id: int | None = None
+    """UPnP IPv6 pinholes: the UniqueID to delete it by. UPnP cannot list pinholes, so this record is the only
+    place `nodereach mappings` learns about them."""
 
 
 def state_path() -> Path:
@@ -39,7 +45,8 @@ def load_all() -> list[Record]:
     """Every record, expired ones included (their external ports are still the best first guess)."""
     try:
         raw = json.loads(state_path().read_text()[:1_000_000])
-        return [Record(**r) for r in raw if isinstance(r, dict)]
+        fields = set(Record.__dataclass_fields__)
+        return [Record(**{k: v for k, v in r.items() if k in fields}) for r in raw if isinstance(r, dict)]
     except (OSError, ValueError, TypeError):
         return []
 

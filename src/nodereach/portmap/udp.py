@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from nodereach.net import canonical
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable, PortmapError
 
 T = TypeVar("T")
@@ -26,8 +27,8 @@ class _Proto(asyncio.DatagramProtocol):
         self.peer = peer
         self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(maxsize=64)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if (addr[0], addr[1]) != self.peer:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        if (str(addr[0]).split("%", 1)[0], addr[1]) != self.peer:  # IPv6 link-local sources carry %scope
             return
         if not self.queue.full():
             self.queue.put_nowait(data[:MAX_DATAGRAM + 1])
@@ -38,16 +39,18 @@ class _Proto(asyncio.DatagramProtocol):
 
 
 async def exchange(gateway: str, port: int, build: Callable[[str], bytes], parse: Callable[[bytes], T | None], *,
-                   wait: float, what: str, initial_rto: float = INITIAL_RTO) -> T:
+                   wait: float, what: str, initial_rto: float = INITIAL_RTO, local: str | None = None) -> T:
     """Send build(local_address) until parse() accepts a reply or the deadline passes.
 
     parse returns None for a reply that is not ours (ignored) and raises MalformedMessage for garbage,
     which is also ignored while waiting: a hostile neighbour cannot make us give up before the deadline.
+    `local` binds our end (the address a PCP pinhole is for, when the kernel would pick another source).
     """
     loop = asyncio.get_running_loop()
     try:
-        transport, proto = await loop.create_datagram_endpoint(lambda: _Proto((gateway, port)),
-                                                               remote_addr=(gateway, port))
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: _Proto((canonical(gateway.split("%", 1)[0]), port)), remote_addr=(gateway, port),
+            local_addr=(local, 0) if local else None)
     except OSError as exc:  # no route (link down, address gone): a gateway problem, not a crash
         raise PortmapError(f"{what}: cannot reach {gateway}:{port}: {exc.strerror or exc}") from exc
     try:

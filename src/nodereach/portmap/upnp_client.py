@@ -89,6 +89,41 @@ def stable_ports(local: str, protocol: str, internal_port: int, count: int = 4) 
     return ports
 
 
+async def load_device(gw: Gateway, found: Found, *, wait: float, local_address: str | None = None) -> UpnpDevice:
+    """The device description at found.location, fetched only from found.host (which must be on the LAN).
+    `local_address` binds our end of every HTTP connection (IPv6 pinholes: the caller must be the pinhole's
+    internal client)."""
+    if not gw.on_link(found.host):
+        raise ForbiddenUrl(f"UPnP device {found.host} is not on the local network: refused")
+    check_url(found.location, found.host)
+    requester = GuardedRequester(found.host, timeout=wait, local_address=local_address)
+    try:
+        async with asyncio.timeout(wait * 2):
+            return await UpnpFactory(requester, non_strict=True).async_create_device(found.location)
+    except ForbiddenUrl:
+        raise
+    except (UpnpError, TimeoutError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise PortmapError(f"UPnP: unusable device description at {found.location}: "
+                           f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+async def soap_call(service: UpnpService, requester: GuardedRequester, host: str, action: str, request_s: float,
+                    **kwargs: Any) -> dict[str, str]:
+    """Raw SOAP action: request built by async-upnp-client, reply parsed here (bounded, defusedxml)."""
+    if not service.has_action(action):
+        raise PortmapError(f"UPnP: the gateway does not offer {action}")
+    try:
+        request = service.action(action).create_request(request_timeout=request_s, **kwargs)
+    except Exception as exc:  # voluptuous/ValueError from a lying SCPD's argument types
+        raise PortmapError(f"UPnP: cannot build {action}: {str(exc)[:200]}") from exc
+    check_url(request.url, host)
+    try:
+        response = await requester.async_http_request(request)
+    except UpnpError as exc:
+        raise PortmapError(f"UPnP {action}: {str(exc)[:200]}") from exc
+    return parse_soap(action, response.status_code, response.body or "")
+
+
 class UpnpClient:
     method: Method = "upnp"
 
@@ -112,18 +147,7 @@ class UpnpClient:
     @classmethod
     async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> UpnpClient:
         """Load the description at found.location (only from found.host, which must be on the LAN)."""
-        if not gw.on_link(found.host):
-            raise ForbiddenUrl(f"UPnP device {found.host} is not on the local network: refused")
-        check_url(found.location, found.host)
-        requester = GuardedRequester(found.host, timeout=wait)
-        try:
-            async with asyncio.timeout(wait * 2):
-                device = await UpnpFactory(requester, non_strict=True).async_create_device(found.location)
-        except ForbiddenUrl:
-            raise
-        except (UpnpError, TimeoutError, ValueError, KeyError, AttributeError, TypeError) as exc:
-            raise PortmapError(f"UPnP: unusable device description at {found.location}: "
-                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        device = await load_device(gw, found, wait=wait)
         for stype in SERVICE_TYPES:
             for svc in device.all_services:
                 if svc.service_type == stype:
@@ -147,18 +171,7 @@ class UpnpClient:
 
     async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
         """Raw SOAP action: request built by the library, reply parsed here (bounded, defusedxml)."""
-        if not self.service.has_action(action):
-            raise PortmapError(f"UPnP: the gateway does not offer {action}")
-        try:
-            request = self.service.action(action).create_request(request_timeout=self.timeout, **kwargs)
-        except Exception as exc:  # voluptuous/ValueError from a lying SCPD's argument types
-            raise PortmapError(f"UPnP: cannot build {action}: {str(exc)[:200]}") from exc
-        check_url(request.url, self.found.host)
-        try:
-            response = await self.requester.async_http_request(request)
-        except UpnpError as exc:
-            raise PortmapError(f"UPnP {action}: {str(exc)[:200]}") from exc
-        return parse_soap(action, response.status_code, response.body or "")
+        return await soap_call(self.service, self.requester, self.found.host, action, self.timeout, **kwargs)
 
     async def external_address(self) -> str | None:
         out = await self.call("GetExternalIPAddress")

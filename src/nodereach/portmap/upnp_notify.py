@@ -9,8 +9,9 @@ a restart within one second keeps it: the byebye before it still tells), repeate
 the periodic refresh every `notify_interval` with the same BOOTID.
 
 Like PCP ANNOUNCE, anyone on the LAN can send these: a NOTIFY is only a hint that makes the keeper look
-now (at a bounded rate), never a fact. Only datagrams from the gateway's own address, naming one of the
-gateway's own device UUIDs, count.
+now (at a bounded rate), never a fact. Only datagrams from the gateway's own address (over IPv6 also a
+link-local one: miniupnpd sends its ff02::c NOTIFYs from there), naming one of the gateway's own device
+UUIDs, count.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any
 
 from async_upnp_client.ssdp import decode_ssdp_packet
 
-from nodereach.portmap.multicast import listen_group
+from nodereach.portmap.multicast import from_gateway, listen_group
 
 SSDP_GROUP = "239.255.255.250"
+SSDP_GROUP6 = "ff02::c"
 SSDP_PORT = 1900
 MAX_DATAGRAM = 2048
 QUIET_S = 20.0
@@ -99,7 +101,8 @@ class _Proto(asyncio.DatagramProtocol):
         self.now = now
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if addr[0] != self.gateway or len(data) > MAX_DATAGRAM or not data.startswith(b"NOTIFY * HTTP/1."):
+        if len(data) > MAX_DATAGRAM or not data.startswith(b"NOTIFY * HTTP/1.") \
+                or not from_gateway(str(addr[0]), self.gateway):
             return
         try:
             _line, headers = decode_ssdp_packet(data, None, (str(addr[0]), int(addr[1])))
@@ -118,10 +121,9 @@ async def listen(gateway: str, local_address: str, uuids: Iterable[str], boot_id
                  nudge: Callable[[], None]) -> asyncio.DatagramTransport | None:
     """Join 239.255.255.250 on the LAN interface; nudge() when the gateway's NOTIFYs say it (re)started.
 
-    None when the group cannot be joined (port 1900 held without SO_REUSEPORT, IPv6-only LAN): the
-    keeper's regular checks still run."""
-    if ":" in local_address:
-        return None
+    IPv6: ff02::c, where the gateway's NOTIFYs come from its link-local address. None when the group cannot
+    be joined (port 1900 held without SO_REUSEPORT): the keeper's regular checks still run."""
     tracker = BootTracker(boot_id=boot_id)
     wanted = frozenset(u.lower() for u in uuids)
-    return await listen_group(SSDP_GROUP, SSDP_PORT, local_address, lambda: _Proto(gateway, wanted, tracker, nudge))
+    group = SSDP_GROUP6 if ":" in local_address else SSDP_GROUP
+    return await listen_group(group, SSDP_PORT, local_address, lambda: _Proto(gateway, wanted, tracker, nudge))

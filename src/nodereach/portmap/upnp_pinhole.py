@@ -1,0 +1,233 @@
+"""IPv6 pinholes through UPnP IGD v2's WANIPv6FirewallControl:1: AddPinhole, UpdatePinhole, DeletePinhole,
+CheckPinholeWorking, GetFirewallStatus, GetOutboundPinholeTimeout.
+
+A pinhole opens the router's IPv6 firewall for inbound traffic to one address and port of this host; there
+is no translation, so the "external" endpoint is the host's own global address and the same port. UPnP has
+no action that lists pinholes: `nodereach mappings` lists the ones the state file recorded.
+
+References:
+- [6FC] UPnP WANIPv6FirewallControl:1 Service (2010), §2.4 (actions) and §2.5 (error codes):
+  https://upnp.org/specs/gw/UPnP-gw-WANIPv6FirewallControl-v1-Service.pdf
+- [miniupnpd] miniupnpd 2.3.1 (Debian's, the lab's router), miniupnpd/upnpsoap.c, functions AddPinhole,
+  UpdatePinhole, CheckPinholeWorking, PinholeVerification:
+  https://github.com/miniupnp/miniupnp/blob/miniupnpd_2_3_1/miniupnpd/upnpsoap.c
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from async_upnp_client.client import UpnpDevice, UpnpService
+
+from nodereach.net import Transport, canonical
+from nodereach.portmap import upnp_notify
+from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
+from nodereach.portmap.errors import MalformedMessage, NotOffered, PortmapError
+from nodereach.portmap.gateway import Gateway
+from nodereach.portmap.http import GuardedRequester, SoapFault, check_url
+from nodereach.portmap.ssdp import Found, search_igd
+from nodereach.portmap.upnp_client import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, load_device, soap_call
+
+SERVICE_TYPE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
+PROTOCOL_NUMBERS: dict[Transport, int] = {"tcp": 6, "udp": 17}
+MAX_LEASE = 86400
+"""[6FC] §2.3.5: LeaseTime is 1..86400 seconds (miniupnpd answers 402 outside)."""
+
+# [6FC] §2.5 action error codes, named as the spec names them.
+ERR_PINHOLE_SPACE_EXHAUSTED = 701
+ERR_FIREWALL_DISABLED = 702
+ERR_INBOUND_PINHOLE_NOT_ALLOWED = 703
+ERR_NO_SUCH_ENTRY = 704
+ERR_PROTOCOL_NOT_SUPPORTED = 705
+ERR_INTERNAL_PORT_WILDCARDING = 706
+ERR_PROTOCOL_WILDCARDING = 707
+ERR_WILDCARD_SRC_IP = 708
+ERR_NO_TRAFFIC = 709
+"""CheckPinholeWorking: the pinhole exists but has carried no packet yet ([6FC] NoTrafficReceived)."""
+ERR_ACTION_FAILED = 501
+
+GONE = (ERR_NO_SUCH_ENTRY, ERR_INVALID_ARGS)
+"""A pinhole that is no longer there. [6FC] says 704; miniupnpd 2.3.1 answers 402 to UpdatePinhole,
+CheckPinholeWorking and DeletePinhole for a UniqueID it does not know (measured in the lab), so 402 for an id
+we got from it means the same."""
+
+
+def pinhole_error(fault: SoapFault, port: int, protocol: str) -> PortmapError:
+    """What a refused AddPinhole means for the operator, with what to do next."""
+    what = f"UPnP: the gateway refused an IPv6 pinhole for {port}/{protocol}"
+    by_hand = "or allow inbound to the port in the router's IPv6 firewall by hand"
+    if fault.code == ERR_NOT_AUTHORIZED:
+        return PortmapError(f"{what}: not authorized (error 606); routers only let a host open pinholes to its "
+                            "own address, from that address, for ports 1024 and up",
+                            f"run nodereach on the node's own host and use a port >= 1024, {by_hand}")
+    if fault.code == ERR_INBOUND_PINHOLE_NOT_ALLOWED:
+        return PortmapError(f"{what}: the router does not allow inbound pinholes (error 703)",
+                            f"allow UPnP IPv6 pinholes in the router's settings, {by_hand}")
+    if fault.code == ERR_FIREWALL_DISABLED:
+        return PortmapError(f"{what}: the router's IPv6 firewall is off (error 702), so inbound IPv6 needs no "
+                            "pinhole", "check reachability with `nodereach check`")
+    if fault.code == ERR_PINHOLE_SPACE_EXHAUSTED:
+        return PortmapError(f"{what}: the router has no room for more pinholes (error 701)",
+                            f"remove unused pinholes (`nodereach mappings`), {by_hand}")
+    if fault.code == ERR_PROTOCOL_NOT_SUPPORTED:
+        return PortmapError(f"{what}: the router does not support {protocol.upper()} pinholes (error 705)", by_hand)
+    return PortmapError(f"{what}: error {fault.code} ({fault.description})", f"retry later, {by_hand}")
+
+
+class UpnpPinholeClient:
+    """Driver for IPv6 pinholes over UPnP. Every SOAP call leaves from the host's stable global address (the
+    pinhole's internal client), over the description's IPv6 URL."""
+
+    method: Method = "upnp"
+
+    def __init__(self, gw: Gateway, found: Found, device: UpnpDevice, service: UpnpService, *,
+                 timeout: float) -> None:
+        self.gateway = found.host
+        self.gw = gw
+        self.found = found
+        self.device = device
+        self.service = service
+        self.requester = typing.cast(GuardedRequester, service.requester)
+        self.timeout = timeout
+        # miniupnpd 2.3.1 compares InternalClient with the caller's address as text (PinholeVerification():
+        # strcmp() of inet_ntop(client) and the argument; 606 otherwise: measured in the lab, an expanded or
+        # upper-case form of the same address is refused; later versions compare the binary addresses).
+        # inet_ntop's form is RFC 5952's canonical one, which canonical() gives.
+        self.internal_client = canonical(gw.local_address)
+
+    @classmethod
+    async def discover(cls, gw: Gateway, *, wait: float) -> UpnpPinholeClient:
+        """SSDP over IPv6 (ff02::c and unicast), then the description over IPv6 from the host that answered."""
+        found = await search_igd(gw, wait=wait)
+        return await cls.from_location(gw, found, wait=wait)
+
+    @classmethod
+    async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> UpnpPinholeClient:
+        if ":" not in found.host:
+            # SOAP over IPv4 comes from an IPv4 address: AddPinhole is then always refused (606)
+            raise NotOffered(f"UPnP: the gateway's description is at an IPv4 URL ({found.location}); IPv6 "
+                               "pinholes need it over IPv6")
+        device = await load_device(gw, found, wait=wait, local_address=gw.local_address)
+        for svc in device.all_services:
+            if svc.service_type == SERVICE_TYPE:
+                check_url(svc.control_url, found.host)
+                return cls(gw, found, device, svc, timeout=wait)
+        raise NotOffered(f"UPnP: {found.location} offers no IPv6 firewall control (WANIPv6FirewallControl:1)",
+                           "allow inbound to the port in the router's IPv6 firewall by hand")
+
+    async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
+        return await soap_call(self.service, self.requester, self.found.host, action, self.timeout, **kwargs)
+
+    async def firewall_status(self) -> tuple[bool, bool]:
+        """(firewall enabled, inbound pinholes allowed): GetFirewallStatus ([6FC] §2.4.1)."""
+        out = await self.call("GetFirewallStatus")
+        return out.get("FirewallEnabled") == "1", out.get("InboundPinholeAllowed") == "1"
+
+    async def outbound_timeout(self, protocol: Transport, port: int) -> int | None:
+        """How long the firewall keeps state for outbound traffic from `port` (GetOutboundPinholeTimeout,
+        optional in [6FC]); None when the router does not say (miniupnpd 2.3.1 always answers 501)."""
+        try:
+            out = await self.call("GetOutboundPinholeTimeout", RemoteHost="", RemotePort=0,
+                                  InternalClient=self.internal_client, InternalPort=port,
+                                  Protocol=PROTOCOL_NUMBERS[protocol])
+        except SoapFault:
+            return None
+        raw = out.get("OutboundPinholeTimeout", "")
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
+
+    @staticmethod
+    def _unique_id(out: dict[str, str]) -> int:
+        raw = out.get("UniqueID", "")
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > 65535:  # "²".isdigit() is true
+            raise MalformedMessage(f"UPnP AddPinhole returned no usable UniqueID ({raw[:20]!r})")
+        return int(raw)
+
+    async def map(self, slot: Slot, external_port: int, lifetime: int) -> Grant:
+        """Open (or renew: UpdatePinhole on the UniqueID we hold) a pinhole to our address and slot's port.
+        `external_port` is ignored: a pinhole does not translate."""
+        lease = max(1, min(int(lifetime), MAX_LEASE))
+        if slot.grant is not None and slot.grant.pinhole_id is not None:
+            try:
+                await self.call("UpdatePinhole", UniqueID=slot.grant.pinhole_id, NewLeaseTime=lease)
+                return self._grant(slot, lease, slot.grant.pinhole_id)
+            except SoapFault as fault:
+                if fault.code not in GONE:
+                    raise pinhole_error(fault, slot.internal_port, slot.protocol) from fault
+                # gone (router restarted): open it again below
+        try:
+            # RemoteHost "" and RemotePort 0 are the wildcards ([6FC] §2.4.2): any peer may connect in.
+            out = await self.call("AddPinhole", RemoteHost="", RemotePort=0, InternalClient=self.internal_client,
+                                  InternalPort=slot.internal_port, Protocol=PROTOCOL_NUMBERS[slot.protocol],
+                                  LeaseTime=lease)
+        except SoapFault as fault:
+            raise pinhole_error(fault, slot.internal_port, slot.protocol) from fault
+        return self._grant(slot, lease, self._unique_id(out))
+
+    def _grant(self, slot: Slot, lease: int, unique_id: int) -> Grant:
+        return Grant(slot.protocol, slot.internal_port, slot.internal_port, self.internal_client, lease,
+                     pinhole_id=unique_id)
+
+    async def unmap(self, slot: Slot) -> None:
+        if slot.grant is None or slot.grant.pinhole_id is None:
+            return
+        await self.delete(slot.grant.pinhole_id)
+
+    async def delete(self, unique_id: int) -> None:
+        try:
+            await self.call("DeletePinhole", UniqueID=unique_id)
+        except SoapFault as fault:
+            if fault.code not in GONE:
+                raise
+
+    async def close_matching(self, protocol: Transport, port: int) -> None:
+        """Close the pinhole to our address and `port` whoever opened it: AddPinhole with the same arguments
+        returns the existing pinhole's UniqueID ([6FC] §2.4.2: it extends it instead of adding one), which
+        DeletePinhole then closes. The way out when PCP will not delete (PcpClient.unmap)."""
+        try:
+            out = await self.call("AddPinhole", RemoteHost="", RemotePort=0, InternalClient=self.internal_client,
+                                  InternalPort=port, Protocol=PROTOCOL_NUMBERS[protocol], LeaseTime=1)
+        except SoapFault as fault:
+            raise pinhole_error(fault, port, protocol) from fault
+        await self.delete(self._unique_id(out))
+
+    async def alive(self, unique_id: int, lease: int) -> bool:
+        """Is the pinhole still there? CheckPinholeWorking (no side effect) where offered, else UpdatePinhole."""
+        try:
+            if self.service.has_action("CheckPinholeWorking"):
+                await self.call("CheckPinholeWorking", UniqueID=unique_id)
+            else:
+                await self.call("UpdatePinhole", UniqueID=unique_id, NewLeaseTime=max(1, min(lease, MAX_LEASE)))
+        except SoapFault as fault:
+            if fault.code == ERR_NO_TRAFFIC:
+                return True  # there, it just has not carried a packet yet
+            if fault.code in GONE:
+                return False
+            raise
+        return True
+
+    async def poll(self, slots: list[Slot]) -> Poll:
+        poll = Poll(external_address=self.internal_client)
+        held = [s for s in slots if s.grant is not None and s.grant.pinhole_id is not None]
+        for slot in held:
+            assert slot.grant is not None and slot.grant.pinhole_id is not None
+            if not await self.alive(slot.grant.pinhole_id, slot.grant.lifetime):
+                poll.missing.append((slot.protocol, slot.grant.external_port))
+        poll.restarted = bool(held) and len(poll.missing) == len(held)
+        return poll
+
+    async def external_address(self) -> str | None:
+        return self.internal_client
+
+    @property
+    def uuids(self) -> list[str]:
+        return [d.udn for d in self.device.all_devices if d.udn]
+
+    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
+        """The gateway's NOTIFYs on ff02::c (from its link-local address): a restart re-opens at once."""
+        return await upnp_notify.listen(self.found.host, self.gw.local_address, self.uuids, self.found.boot_id,
+                                        nudge)
+
+    async def close(self) -> None:
+        return None
