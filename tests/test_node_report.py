@@ -151,3 +151,19 @@ def test_human_report_has_the_node_panel():
     assert "0.0.0.0:30303/tcp" in text and "192.168.1.10:30303/tcp (enode)" in text
     assert "advertises-private-address" in text and "--nat extip:198.51.100.2" in text
     assert "network path closed" in text
+
+
+def test_nodereachs_own_dialback_listener_is_not_the_node():
+    """The node stage scans beside the probes: a socket it saw on a port where nodereach listened for the
+    dial-back itself is nodereach's own, never reported as the node listening."""
+    import dataclasses
+
+    from check_observations import PORTS, observations
+    from nodereach.diagnose.conclude import conclude
+
+    obs = observations("open")
+    own = tuple(Listener(p.transport, "0.0.0.0", p.port, 4, True) for p in PORTS)
+    rep = conclude(dataclasses.replace(obs, node=NodeObservation(PORTS, own)))
+    assert rep.node is not None and rep.node.listening == []
+    assert [p.code for p in rep.node.problems] == ["nothing-listening"] * len(PORTS)
+    assert all((p.reachable, p.path_open, p.reason) == (False, True, "nothing-listening") for p in rep.ports)

@@ -222,12 +222,8 @@ class _Run:
     async def _schedule(self) -> None:
         budget = self.ctx.budget
         if self.opts.node is not None:
-            # The node's own view (listeners here, its RPC) in parallel with everything else: local work only.
-            from nodereach.node.view import observe
-
-            self.node = self._start(observe(self.opts.ports, self.opts.node, budget_s=NODE_BUDGET_S,
-                                            secrets=self.opts.node_secrets, pick=self.opts.port_pick,
-                                            host=self.opts.host_scan), "node", "listeners and the node's RPC")
+            # The node's own view (listeners here, its RPC) in parallel with the probes: local work only.
+            self.node = self._start(self._node_stage(), "node", "listeners and the node's RPC")
         self.progress("servers", "running", "resolving")
         self.resolved = await resolve_servers(self.opts.servers, min(RESOLVE_MAX_S, budget.left()))
         usable = [s for s in self.resolved if s.addresses]
@@ -264,6 +260,16 @@ class _Run:
         if self.opts.lifetime and stun is not None:
             self.lifetime = self._start(lifetime.probe(stun, self.opts.lifetime_max, self.ctx), "lifetime",
                                         f"up to {self.opts.lifetime_max:g} s")
+
+    async def _node_stage(self) -> Any:
+        """Started once the first RTT sample is in (bounded wait): its CPU work (a /proc walk, the adapter's
+        imports) then does not delay the first replies, whose times set every later deadline."""
+        from nodereach.node.view import observe
+
+        await self.ctx.first_rtt()
+        assert self.opts.node is not None
+        return await observe(self.opts.ports, self.opts.node, budget_s=NODE_BUDGET_S,
+                             secrets=self.opts.node_secrets, pick=self.opts.port_pick, host=self.opts.host_scan)
 
     def _start_ipv6(self, v6: ServerRoles) -> None:
         if not v6.servers:

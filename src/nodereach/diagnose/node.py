@@ -39,6 +39,12 @@ def apply_node(obs: Observations, rep: Report) -> None:
         public[4] = rep.public.ipv4
     if rep.public.ipv6:
         public[6] = rep.public.ipv6
+    # Where nodereach listened for the dial-back itself, nothing else held the port: a socket the scan saw
+    # there is nodereach's own (the scan runs beside the probes).
+    ours = {PortSpec(p.port, p.protocol) for p in rep.ports if p.listener == "nodereach"}
+    if ours:
+        node = replace(node, listeners=tuple(lst for lst in node.listeners
+                                             if PortSpec(lst.port, lst.transport) not in ours))
     assessed = {pl.spec: pl for pl in assess(node.ports, families, arrival, node.listeners, node.containers)}
     path_open: dict[PortSpec, bool | None] = {}
     endpoints: dict[PortSpec, Endpoint] = {}

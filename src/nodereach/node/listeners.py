@@ -314,6 +314,8 @@ class ProcessInfo:
     argv: tuple[str, ...] = ()
     other_netns: bool | None = None
     """True when its network namespace differs from ours (None: not visible to this user)."""
+    uid: int | None = None
+    """The user it runs as (whose home holds its RPC credentials: Bitcoin Core's cookie, lnd's macaroon)."""
 
 
 def list_processes(proc: Path = Path("/proc"), limit: int = 100_000) -> list[ProcessInfo]:
@@ -342,7 +344,11 @@ def list_processes(proc: Path = Path("/proc"), limit: int = 100_000) -> list[Pro
                 netns: bool | None = os.readlink(proc / entry / "ns" / "net") != mine if mine else None
             except OSError:
                 netns = None
-            out.append(ProcessInfo(pid, name, argv, netns))
+            try:
+                uid: int | None = os.stat(proc / entry).st_uid
+            except OSError:
+                uid = None
+            out.append(ProcessInfo(pid, name, argv, netns, uid))
     return out
 
 

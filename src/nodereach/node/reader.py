@@ -254,7 +254,7 @@ def detect(processes: Sequence[ProcessInfo], listeners: Sequence[Listener]) -> l
             continue
         kinds.add(prog.kind)
         out.append(Detected(NodeSpec(prog.kind), f"{prog.name} runs (pid {proc.pid}); its default RPC {prog.rpc}",
-                            uid_of.get(proc.pid)))
+                            proc.uid if proc.uid is not None else uid_of.get(proc.pid)))
     rpc_ports = {(lst.port) for lst in listeners if lst.transport == "tcp" and (lst.loopback or lst.wildcard)}
     for prog in PROGRAMS:
         if prog.kind in kinds:

@@ -11,11 +11,15 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from nodereach.net import PortSpec
-from nodereach.node.catalog import PortPick, find_programs, pick_ports
+from nodereach.node.catalog import PROGRAMS, PortPick, find_programs, pick_ports
 from nodereach.node.listeners import ContainerView, Listener, ProcessInfo, container_view, list_processes, scan
 from nodereach.node.reader import Detected, NodeReading, NodeSpec, Secrets, detect, read_node
+
+RPC_PORTS = tuple(dict.fromkeys(PortSpec(urlsplit(p.rpc).port or 80, "tcp") for p in PROGRAMS))
+"""Default RPC ports of the known software: a listener there names a node to read (detection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +87,13 @@ async def observe(ports: Sequence[PortSpec], choice: NodeChoice, *, budget_s: fl
     secrets = secrets or Secrets()
     try:
         if host is None:
-            host = await asyncio.to_thread(scan_host, None)
+            # Only the tested ports: naming their owners stops as soon as those sockets are found, and the
+            # processes (names, namespaces, users) come from /proc/PID without reading every fd of the host.
+            host = await asyncio.to_thread(scan_host, [*ports, *RPC_PORTS])
         wanted = set(ports)
         listeners = tuple(lst for lst in host.listeners if PortSpec(lst.port, lst.transport) in wanted)
         programs = find_programs(host.processes, host.listeners)
         names = tuple(dict.fromkeys(f.program.name for f in programs))
-        from nodereach.node.catalog import PROGRAMS
-
         containers = container_view(host.processes, {n: frozenset(p.ports) for p in PROGRAMS for n in p.processes})
         detected: tuple[Detected, ...] = ()
         reading: NodeReading | None = None
