@@ -370,3 +370,17 @@ def test_credentials_found_in_the_node_users_home(tmp_path):
     (mac / "readonly.macaroon").write_bytes(b"\x02mac")
     (tmp_path / ".lnd" / "tls.cert").write_text("cert")
     assert reader._lnd_files([tmp_path], Secrets()) == (b"\x02mac", str(tmp_path / ".lnd" / "tls.cert"))
+
+
+def test_config_file_names_the_node_credentials(tmp_path):
+    from nodereach.diagnose.command import build_options
+
+    key = tmp_path / "st.key"
+    key.write_text("abc123\n")
+    cfg = tmp_path / "check.toml"
+    cfg.write_text(f'servers = ["203.0.113.10"]\nports = ["8333/tcp"]\nnode = "bitcoin"\n'
+                   f'node_cookie_file = "/srv/btc/.cookie"\nnode_api_key_file = "{key}"\n')
+    opts = build_options([], [], 5.0, False, 120.0, cfg)
+    assert opts.node is not None and opts.node.spec == NodeSpec("bitcoin", None)
+    assert opts.node_secrets == Secrets(cookie_file="/srv/btc/.cookie", api_key="abc123")
+    assert "abc123" not in repr(opts.node_secrets)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -14,6 +14,9 @@ from nodereach.diagnose.model import EXIT_CODES, to_json
 from nodereach.diagnose.options import CheckOptions, ServerSpec
 from nodereach.errors import UsageError
 from nodereach.net import TRANSPORTS, PortSpec, Transport, is_transport
+
+if TYPE_CHECKING:
+    from nodereach.node.reader import Secrets
 
 BUILTIN_STUN_SERVERS = (
     "stun.l.google.com:19302",
@@ -82,6 +85,14 @@ class CheckFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     timeout: Annotated[float, msgspec.Meta(ge=0.5, le=300)] | None = None
     node: str | None = None
     """The node to read: `KIND[=URL|SOCKET]`, `auto` or `none` (as --node)."""
+    node_cookie_file: str | None = None
+    """Bitcoin Core's `.cookie` where it is not under the node user's ~/.bitcoin."""
+    node_macaroon_file: str | None = None
+    """lnd's (read-only) macaroon where it is not under ~/.lnd/data/chain/bitcoin/NET/."""
+    node_tls_cert_file: str | None = None
+    """lnd's `tls.cert` where it is not ~/.lnd/tls.cert."""
+    node_api_key_file: str | None = None
+    """A file holding Syncthing's API key (else read from its config.xml)."""
 
 
 class _SharedFile(msgspec.Struct, frozen=True):
@@ -131,7 +142,24 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
         port_specs = list(pick.ports)
     return CheckOptions(servers=specs, ports=port_specs, timeout=timeout, lifetime=lifetime,
                         lifetime_max=lifetime_max, builtin_servers=builtin, node=choice, port_pick=pick,
-                        host_scan=host)
+                        host_scan=host, node_secrets=_secrets(cfg))
+
+
+def _secrets(cfg: CheckFile) -> Secrets | None:
+    """Where the node's credentials are, from the config file (never on the command line: it shows in `ps`)."""
+    from nodereach.node.reader import Secrets
+
+    key: str | None = None
+    if cfg.node_api_key_file:
+        try:
+            key = Path(cfg.node_api_key_file).read_text(errors="replace").strip()[:256] or None
+        except OSError as exc:
+            raise UsageError(f"cannot read node_api_key_file {cfg.node_api_key_file}: {exc.strerror or exc}") \
+                from None
+    if not (cfg.node_cookie_file or cfg.node_macaroon_file or cfg.node_tls_cert_file or key):
+        return None
+    return Secrets(cookie_file=cfg.node_cookie_file, macaroon_file=cfg.node_macaroon_file,
+                   tls_cert_file=cfg.node_tls_cert_file, api_key=key)
 
 
 def check_command(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,
