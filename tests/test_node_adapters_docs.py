@@ -6,6 +6,7 @@ what a hostile or broken RPC costs: a bounded time and one clear reason, never a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,8 @@ from pathlib import Path
 import h11
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nodereach.net import PortSpec
 from nodereach.node.adapters import beacon, bitcoin, ethereum, kubo, lnd
@@ -384,3 +387,54 @@ def test_config_file_names_the_node_credentials(tmp_path):
     assert opts.node is not None and opts.node.spec == NodeSpec("bitcoin", None)
     assert opts.node_secrets == Secrets(cookie_file="/srv/btc/.cookie", api_key="abc123")
     assert "abc123" not in repr(opts.node_secrets)
+
+
+# --- any answer at all: a typed value or one NodeError, never another exception ----------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                    | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                        st.sampled_from(["version", "subversion", "connections_in", "localaddresses", "addrlocal",
+                                         "inbound", "enode", "enr", "ports", "listener", "network", "data",
+                                         "peer_id", "p2p_addresses", "meta", "count", "connected", "Addresses",
+                                         "Peers", "Direction", "uris", "peers", "status", "incoming",
+                                         "incoming_connections_count", "restricted", "peer-port", "torrents",
+                                         "isIncoming", "connections", "myID", "connectionServiceStatus",
+                                         "wanAddresses", "type", "reachability", "address", "port", "score"]),
+                        inner, max_size=6), max_leaves=12)
+
+
+def _status_of(kind: str, raw: bytes):
+    from nodereach.node.adapters import monero, syncthing, transmission
+    from nodereach.node.adapters.base import decode
+
+    if kind == "bitcoin":
+        net = decode(raw, bitcoin.NetworkInfo, "x")
+        return bitcoin.status_from(net, decode(raw, list[bitcoin.PeerInfo], "x"))  # type: ignore[arg-type]
+    if kind == "ethereum":
+        return ethereum.status_from(decode(raw, ethereum.NodeInfo, "x"), decode(raw, list[ethereum.Peer], "x"),  # type: ignore[arg-type]
+                                    None, "")
+    if kind == "beacon":
+        doc = decode(raw, beacon.IdentityDoc, "x")
+        return beacon.status_from(doc.data, 1, 0, "")  # type: ignore[attr-defined]
+    if kind == "kubo":
+        return kubo.status_from(decode(raw, kubo.Id, "x"), decode(raw, kubo.SwarmPeers, "x"),  # type: ignore[arg-type]
+                                decode(raw, kubo.AutoNat, "x"), None)  # type: ignore[arg-type]
+    if kind == "lnd":
+        return lnd.status_from(decode(raw, lnd.GetInfo, "x"), decode(raw, lnd.Peers, "x"))  # type: ignore[arg-type]
+    if kind == "monero":
+        return monero.status_from(decode(raw, monero.Info, "x"), decode(raw, monero.Connections, "x"))  # type: ignore[arg-type]
+    if kind == "transmission":
+        return transmission.status_from(decode(raw, transmission.Session, "x"),  # type: ignore[arg-type]
+                                        decode(raw, transmission.Torrents, "x"))  # type: ignore[arg-type]
+    return syncthing.status_from(decode(raw, syncthing.Status, "x"), decode(raw, syncthing.Connections, "x"),  # type: ignore[arg-type]
+                                 None, None)
+
+
+@pytest.mark.parametrize("kind", ["bitcoin", "ethereum", "beacon", "kubo", "lnd", "monero", "transmission",
+                                  "syncthing"])
+@given(value=JSON)
+def test_adapters_take_any_json(kind, value):
+    raw = json.dumps(value).encode()
+    with contextlib.suppress(NodeError):
+        _status_of(kind, raw)
