@@ -3,9 +3,10 @@
 Measures, inside the lab's client namespace:
   * in-process: probe of all three protocols (parallel) and one map per protocol with nodereach's drivers;
   * whole command: `nodereach open P --once --method M` vs `upnpc -i -e x -a ...` / `natpmpc -a ...`;
-  * recovery, per method, with `open`'s defaults (lease 3600 s, a check every 30 s): miniupnpd restarted
-    with its state lost; from the moment the router answers again (the lab's readiness check, every 50 ms)
-    to the keeper's re-created mapping and to inbound UDP flowing again (issue 12: within 5 s).
+  * recovery, per method (and for IPv6 pinholes: PCP, UPnP), with `open`'s defaults (lease 3600 s, a check
+    every 30 s): miniupnpd restarted with its state lost; from the moment the router answers again (the lab's
+    readiness check, every 50 ms) to the keeper's re-created mapping and to inbound UDP flowing again
+    (issue 12: within 5 s).
 Needs root. Bounded: ROUNDS rounds each (RECOVERY_ROUNDS for the restarts).
 Run with `--recovery-only` to skip the latency part.
 """
@@ -22,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from nodereach.lab import Lab
 from nodereach.lab import addresses as A
+from nodereach.lab import probe as P
+from nodereach.net import Family
 from nodereach.portmap import pcp
 from nodereach.portmap.base import Slot
 from nodereach.portmap.gateway import find_gateway_async
@@ -63,7 +66,17 @@ def timed(lab: Lab, argv: list[str]) -> float:
     return elapsed
 
 
-async def recovery(lab: Lab, method: str, port: int) -> tuple[float | None, float | None]:
+def _inbound6(lab: Lab, port: int, within: float) -> float | None:
+    """Seconds until unsolicited UDP from `peer` reaches the client's IPv6 address through the pinhole."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        lab.flush_conntrack()
+        if P.inbound_reaches(lab, "client", (A.CLIENT_IP6, port), "udp", src_host="peer", timeout=0.3):
+            return time.monotonic() - start
+    return None
+
+
+async def recovery(lab: Lab, method: str, port: int, family: Family = 4) -> tuple[float | None, float | None]:
     """(re-created, inbound flows) in seconds after the restarted router answers; None: not within 35 s."""
     import queue
     import threading
@@ -81,7 +94,7 @@ async def recovery(lab: Lab, method: str, port: int) -> tuple[float | None, floa
     restarting = threading.Event()
 
     async def keep() -> None:
-        async with open_port(port, "udp", method=method) as m:  # type: ignore[arg-type]
+        async with open_port(port, "udp", method=method, family=family) as m:  # type: ignore[arg-type]
             # re-created: `mapped` after a detected restart, `renewed` when an announcement's renew-all did it
             m.on_change(on_change)
             ready.put(m.endpoint)
@@ -95,7 +108,10 @@ async def recovery(lab: Lab, method: str, port: int) -> tuple[float | None, floa
         restarting.set()
         await asyncio.to_thread(restart_miniupnpd_losing_state, lab)
         answering = time.monotonic()
-        back = await asyncio.to_thread(wait_inbound, lab, "udp", (WAN, port), port, 35.0)
+        if family == 4:
+            back = await asyncio.to_thread(wait_inbound, lab, "udp", (WAN, port), port, 35.0)
+        else:
+            back = await asyncio.to_thread(_inbound6, lab, port, 35.0)
         # inbound can flow before the keeper's read-back (UPnP) ends and it reports: give it 5 s more
         await asyncio.to_thread(reported.wait, 5)
         after = [t for t in mapped if t >= stopped]
@@ -105,15 +121,17 @@ async def recovery(lab: Lab, method: str, port: int) -> tuple[float | None, floa
         await task
 
 
-def recovery_table(lab: Lab) -> None:
-    print("miniupnpd restart (state lost), open's defaults (lease 3600 s, check every 30 s); seconds after the "
-          "router answers again:")
-    for n, method in enumerate(("pcp", "natpmp", "upnp")):
+def recovery_table(lab: Lab, family: Family = 4) -> None:
+    what = "mappings" if family == 4 else "IPv6 pinholes (ipv6-firewalled)"
+    print(f"miniupnpd restart (state lost), {what}, open's defaults (lease 3600 s, check every 30 s); seconds "
+          "after the router answers again:")
+    methods = ("pcp", "natpmp", "upnp") if family == 4 else ("pcp", "upnp")
+    for n, method in enumerate(methods):
         created: list[float] = []
         flowing: list[float] = []
         missed = 0
         for r in range(RECOVERY_ROUNDS):
-            recreated, back = asyncio.run(recovery(lab, method, 32100 + 10 * n + r))
+            recreated, back = asyncio.run(recovery(lab, method, 32100 + 100 * (family == 6) + 10 * n + r, family))
             print(f"    {method} round {r + 1}: re-created {recreated}, inbound flows {back}", file=sys.stderr)
             if recreated is None or back is None:
                 missed += 1
@@ -126,14 +144,24 @@ def recovery_table(lab: Lab) -> None:
         print(f"  {method:<7} re-created median {statistics.median(created):6.2f} s (max {max(created):.2f}), "
               f"inbound flows median {statistics.median(flowing):6.2f} s (max {max(flowing):.2f}; polled every "
               f"~0.5 s), missed {missed}/{RECOVERY_ROUNDS}")
-    print("  (upnpc/natpmpc do not keep mappings: they never notice)")
+    if family == 4:
+        print("  (upnpc/natpmpc do not keep mappings: they never notice)")
+
+
+def recovery_tables() -> None:
+    with Lab("port-restricted", home_router=True) as lab:
+        lab.start_miniupnpd()
+        recovery_table(lab)
+    with Lab("ipv6-firewalled", home_router=True) as lab6:
+        lab6.start_miniupnpd()
+        recovery_table(lab6, family=6)
 
 
 def main() -> None:
+    if "--recovery-only" in sys.argv:
+        recovery_tables()
+        return
     with Lab("port-restricted", home_router=True) as lab:
-        if "--recovery-only" in sys.argv:
-            recovery_table(lab)
-            return
         res = asyncio.run(lab.run_async("client", in_process))
         print("in-process (nodereach drivers, lab LAN):")
         for k, v in res.items():
@@ -155,7 +183,7 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in cli.items()}
         print(f"  ratio nodereach/upnpc   {med['nodereach upnp'] / med['upnpc']:.2f}")
         print(f"  ratio nodereach/natpmpc {med['nodereach natpmp'] / med['natpmpc']:.2f}")
-        recovery_table(lab)
+    recovery_tables()
 
 
 if __name__ == "__main__":
