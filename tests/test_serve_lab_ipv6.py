@@ -21,19 +21,20 @@ import pytest
 from nodereach.lab import Lab
 from nodereach.lab import addresses as A
 from nodereach.reach.client import DialBackResult, probe_port
-from nodereach.stun.client import BindingResult, Retransmit, StunClient
+from nodereach.stun.client import StunClient
 from nodereach.stun.errors import StunTimeout
+from nodereach.stun.transaction import BindingReply, Rfc8489Retransmit
 from serve_lab_helpers import IPV6_PAIR, URL6, http, http_in, serving
 
 pytestmark = pytest.mark.lab
 
 PRIMARY6 = (A.SERVER_IP6, 3478)
-QUICK = Retransmit(rto=0.1, rc=3, rm=4)
+QUICK = Rfc8489Retransmit(rto=0.1, rc=3, rm=4)
 """Expected silence ends after 0.1 + 0.2 + 0.4 s (the lab's RTT is well under a millisecond)."""
 
 
 async def _binding(server: tuple[str, int], *, change_ip: bool = False, change_port: bool = False,
-                   client: StunClient | None = None) -> BindingResult | None:
+                   client: StunClient | None = None) -> BindingReply | None:
     """One Binding request from a fresh IPv6 socket (or `client`'s); None when no answer came."""
     own = client is None
     c = client or await StunClient(local=("::", 0), retransmit=QUICK).open()
