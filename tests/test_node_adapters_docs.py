@@ -85,9 +85,12 @@ def test_beacon_shapes():
     st_ = beacon.status_from(ident, int(count.data.connected), int(peers.meta.count),
                              "Lighthouse/v5.3.0-d6ba8c3/x86_64-linux")
     assert (st_.software, st_.version, st_.inbound, st_.outbound) == ("Lighthouse", "5.3.0-d6ba8c3", 2, 54)
-    assert {(a.address, a.port, a.protocol) for a in st_.advertised} == {("10.0.0.7", 9000, "tcp"),
-                                                                         ("10.0.0.7", 9001, "udp"),
-                                                                         ("10.0.0.7", 9000, "udp")}
+    # Advertised: the ENR (tcp, udp and quic from one record); the p2p_addresses are listen addresses.
+    assert {(a.address, a.port, a.protocol, a.source, a.quic) for a in st_.advertised} == {
+        ("10.0.0.7", 9000, "tcp", "enr", False), ("10.0.0.7", 9000, "udp", "enr", False),
+        ("10.0.0.7", 9001, "udp", "enr", True)}
+    assert st_.listen == ("/ip4/10.0.0.7/tcp/9000/p2p/16Uiu2HAmLyPv7Kdx7tqAnYbj6nEgnmwUbSEoJQzDXuCVqzNVQGtG",
+                          "/ip4/10.0.0.7/udp/9001/quic-v1/p2p/16Uiu2HAmLyPv7Kdx7tqAnYbj6nEgnmwUbSEoJQzDXuCVqzNVQGtG")
 
 
 def test_kubo_shapes():

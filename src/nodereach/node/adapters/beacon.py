@@ -73,9 +73,20 @@ def software_of(version: str) -> tuple[str, str | None]:
 
 
 def status_from(identity: Identity, connected: int | None, inbound: int | None, version: str) -> NodeStatus:
+    """What peers are told is the ENR (discv5 spreads it; `--enr-address` and friends set it), so the
+    advertised addresses come from it; `p2p_addresses` are where libp2p listens or was observed (often
+    `0.0.0.0` or a LAN address: normal there) and are reported as listen addresses."""
+    from nodereach.p2p.enr import decode_enr
+
     advertised: list[Advertised] = []
     notes: list[str] = []
     ports: list[PortSpec] = []
+    listen: list[str] = []
+    if identity.enr:
+        try:
+            advertised = decode_enr(identity.enr, verify=False).endpoints()
+        except P2PDecodeError as exc:
+            notes.append(f"identity.enr: {exc}")
     for source, addrs in (("p2p_addresses", identity.p2p_addresses), ("discovery_addresses",
                                                                        identity.discovery_addresses)):
         for text in addrs[:32]:
@@ -86,7 +97,10 @@ def status_from(identity: Identity, connected: int | None, inbound: int | None, 
                 continue
             if ep is None:
                 continue
-            advertised.append(ep)
+            if source == "p2p_addresses":
+                listen.append(text[:200])
+            elif not identity.enr:
+                advertised.append(ep)  # no ENR to read: the discovery addresses are what it announces
             if ep.port and PortSpec(ep.port, ep.protocol) not in ports:
                 ports.append(PortSpec(ep.port, ep.protocol))
     software, ver = software_of(version)
@@ -94,7 +108,8 @@ def status_from(identity: Identity, connected: int | None, inbound: int | None, 
     ids = tuple(x for x in (f"peer:{identity.peer_id}" if identity.peer_id else "",
                             identity.enr[:2048] if identity.enr.startswith("enr:") else "") if x)
     return NodeStatus(kind="beacon", software=software, version=ver, inbound=inbound, outbound=outbound,
-                      advertised=tuple(advertised), p2p_ports=tuple(ports), notes=tuple(notes), peer_ids=ids)
+                      listen=tuple(listen), advertised=tuple(advertised), p2p_ports=tuple(ports),
+                      notes=tuple(notes), peer_ids=ids)
 
 
 async def read(conn: Conn) -> NodeStatus:
