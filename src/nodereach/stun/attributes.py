@@ -294,12 +294,14 @@ CHECKS: dict[int, Callable[[bytes, bytes], object]] = {code: _make_check(spec) f
 """attr type -> validation (raises StunParseError); the parser looks every attribute up here."""
 
 
-def _readers(code: int) -> tuple[tuple[int, Callable[[bytes, bytes], object], bool], ...]:
+def _readers(code: int) -> tuple[tuple[int, Callable[[bytes, bytes], Any], bool], ...]:
     return tuple((c, SPECS[c].format.decode, SPECS[c].format is XOR_ADDRESS) for c in LINEAGE[code])
 
 
 READERS = {code: _readers(code) for code in SPECS}
 """attr type -> (type, decode, needs the cookie) for it and its older equivalents: what a typed view reads."""
+DECODERS: dict[int, Callable[[bytes, bytes], Any]] = {code: spec.format.decode for code, spec in SPECS.items()}
+"""attr type -> its format's decode (value, key), for a value already validated by the parser."""
 
 
 def is_comprehension_required(attr_type: int) -> bool:
