@@ -441,3 +441,22 @@ def test_adapters_take_any_json(kind, value):
     raw = json.dumps(value).encode()
     with contextlib.suppress(NodeError):
         _status_of(kind, raw)
+
+
+@pytest.mark.parametrize(("typ", "doc"), [
+    ("transmission.Session", {"peer-port": 70000}),
+    ("transmission.Session", {"peer-port": -1}),
+    ("bitcoin.NetworkInfo", {"version": 270000, "localaddresses": [{"address": "198.51.100.7", "port": -5}]}),
+    ("bitcoin.NetworkInfo", {"version": 270000, "connections_in": -1}),
+    ("ethereum.NodeInfo", {"ports": {"listener": 99999, "discovery": 30303}}),
+    ("monero.Info", {"status": "OK", "incoming_connections_count": -3}),
+    ("lnd.GetInfo", {"num_peers": -1}),
+])
+def test_out_of_range_numbers_are_malformed_answers(typ, doc):
+    from nodereach.node.adapters import monero, transmission
+    from nodereach.node.adapters.base import decode
+
+    modules = {"transmission": transmission, "bitcoin": bitcoin, "ethereum": ethereum, "monero": monero, "lnd": lnd}
+    module, name = typ.split(".")
+    with pytest.raises(NodeError, match="unexpected answer"):
+        decode(json.dumps(doc).encode(), getattr(modules[module], name), typ)

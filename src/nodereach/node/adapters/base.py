@@ -10,11 +10,17 @@ Every adapter turns its software's answers into one `NodeStatus`; anything it co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import msgspec
 
 from nodereach.net import PortSpec
 from nodereach.p2p.advertised import Advertised
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+"""A port number as a node's RPC reports it (0: off / none). Anything else is a malformed answer."""
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+"""A peer or connection count."""
 
 
 @dataclass(frozen=True, slots=True)

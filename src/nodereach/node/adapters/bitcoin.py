@@ -14,7 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import Family, PortSpec
-from nodereach.node.adapters.base import NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import Count, NodeStatus, Port, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
 from nodereach.p2p.addrs import bitcoin_local_address, split_host_port
 from nodereach.p2p.advertised import Advertised, host_kind
@@ -27,16 +27,16 @@ NATPMP_DEFAULT_ON = 290000
 
 class LocalAddress(msgspec.Struct):
     address: str
-    port: int
+    port: Port
     score: int = 0
 
 
 class NetworkInfo(msgspec.Struct):
     version: int = 0
     subversion: str = ""
-    connections: int | None = None
-    connections_in: int | None = None
-    connections_out: int | None = None
+    connections: Count | None = None
+    connections_in: Count | None = None
+    connections_out: Count | None = None
     localaddresses: list[LocalAddress] = msgspec.field(default_factory=list)
 
 
@@ -63,7 +63,7 @@ def status_from(net: NetworkInfo, peers: list[PeerInfo] | None) -> NodeStatus:
         except AddressError as exc:
             notes.append(f"localaddresses: {exc}")
     seen_local: dict[str, int] = {}
-    ports = {a.port for a in net.localaddresses}
+    ports = {a.port for a in net.localaddresses if a.port}
     if peers:
         for p in peers:
             if p.addrlocal and not p.inbound:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import NodeError, NodeStatus, Port, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
 from nodereach.p2p.advertised import Advertised
 from nodereach.p2p.errors import P2PDecodeError
@@ -20,8 +20,8 @@ DOC = "https://geth.ethereum.org/docs/interacting-with-geth/rpc/ns-admin"
 
 
 class Ports(msgspec.Struct):
-    discovery: int = 0
-    listener: int = 0
+    discovery: Port = 0
+    listener: Port = 0
 
 
 class NodeInfo(msgspec.Struct, rename="camel"):

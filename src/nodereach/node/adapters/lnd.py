@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import NodeStatus, decode
+from nodereach.node.adapters.base import Count, NodeStatus, decode
 from nodereach.node.adapters.rpcio import Conn
 from nodereach.p2p.addrs import parse_lnd_uri
 from nodereach.p2p.advertised import Advertised
@@ -22,7 +22,7 @@ DOC = "https://lightning.engineering/api-docs/api/lnd/lightning/get-info/"
 class GetInfo(msgspec.Struct):
     version: str = ""
     identity_pubkey: str = ""
-    num_peers: int | None = None
+    num_peers: Count | None = None
     uris: list[str] | None = None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from nodereach.node.adapters.base import NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import Count, NodeError, NodeStatus, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
 
 DOC = "https://docs.getmonero.org/rpc-library/monerod-rpc/"
@@ -21,8 +21,8 @@ class Info(msgspec.Struct):
     version: str = ""
     nettype: str = ""
     restricted: bool = False
-    incoming_connections_count: int | None = None
-    outgoing_connections_count: int | None = None
+    incoming_connections_count: Count | None = None
+    outgoing_connections_count: Count | None = None
 
 
 class Connection(msgspec.Struct):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from nodereach.net import PortSpec
-from nodereach.node.adapters.base import NodeError, NodeStatus, PortMapping, decode
+from nodereach.node.adapters.base import NodeError, NodeStatus, Port, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn, HttpResponse, check_status
 
 DOC = "https://github.com/transmission/transmission/blob/main/docs/rpc-spec.md"
@@ -19,7 +19,7 @@ SESSION_HEADER = "X-Transmission-Session-Id"
 
 
 class Session(msgspec.Struct, rename="kebab"):
-    peer_port: int | None = None
+    peer_port: Port | None = None
     port_forwarding_enabled: bool | None = None
     version: str | None = None
     rpc_version: int | None = None
