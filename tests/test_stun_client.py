@@ -15,7 +15,7 @@ from nodereach.stun.errors import StunConnectionError, StunError, StunErrorRespo
 from nodereach.stun.message import BINDING, SUCCESS, StunMessage, encode_message, parse_message
 from nodereach.stun.rtt import SharedRtt
 from nodereach.stun.server import StunServer, StunServerConfig
-from nodereach.stun.transaction import Rfc8489Retransmit, SharedRttRetransmit
+from nodereach.stun.transaction import BindingErrorResponse, Rfc8489Retransmit, SharedRttRetransmit
 
 FAST = Rfc8489Retransmit(rto=0.05, rc=3, rm=2)
 
@@ -356,7 +356,7 @@ async def test_tcp_binding_outcomes(behaviour: str) -> None:
     t0 = time.monotonic()
     try:
         if behaviour == "error":
-            with pytest.raises(StunErrorResponse) as info:
+            with pytest.raises(BindingErrorResponse) as info:
                 await tcp_binding(addr, deadline=t0 + 2)
             assert info.value.reply is not None and info.value.reply.error == (420, "Unknown Attribute")
             assert info.value.reply.source == addr

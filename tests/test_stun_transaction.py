@@ -24,6 +24,7 @@ from nodereach.stun.message import (
 )
 from nodereach.stun.rtt import BACKOFF, PerServerRtt, SharedRtt
 from nodereach.stun.transaction import (
+    BindingErrorResponse,
     BindingReply,
     BindingTransaction,
     GiveUp,
@@ -246,9 +247,9 @@ def test_error_response_from_the_destination_is_a_reply_value() -> None:
     reply = txn.receive(reply_to(REQUEST_BYTES, cls=ERROR, error=(420, "Unknown Attribute")), SERVER, 0.1)
     assert isinstance(reply, BindingReply) and reply.error == (420, "Unknown Attribute") and reply.mapped is None
     assert not reply.legacy
-    with pytest.raises(StunErrorResponse) as info:
+    with pytest.raises(BindingErrorResponse) as info:
         reply.raise_for_error()
-    assert info.value.code == 420 and info.value.reply is reply
+    assert info.value.code == 420 and info.value.reply is reply and isinstance(info.value, StunErrorResponse)
 
 
 def test_any_source_keeps_the_source() -> None:

@@ -19,10 +19,10 @@ from nodereach.net import SockAddr
 from nodereach.stun import client as stun_client
 from nodereach.stun import message as M
 from nodereach.stun.client import StunClient
-from nodereach.stun.errors import StunConnectionError, StunError, StunErrorResponse, StunParseError, StunTimeout
+from nodereach.stun.errors import StunConnectionError, StunError, StunParseError, StunTimeout
 from nodereach.stun.message import StunMessage
 from nodereach.stun.rtt import SharedRtt
-from nodereach.stun.transaction import BindingReply, SharedRttRetransmit
+from nodereach.stun.transaction import BindingErrorResponse, BindingReply, SharedRttRetransmit
 
 
 class StunSocket:
@@ -78,7 +78,7 @@ class StunSocket:
             return await self.client.binding(dest, change_ip=change_ip, change_port=change_port,
                                              response_port=response_port, deadline=deadline, any_source=True,
                                              transaction_id=transaction_id)
-        except StunErrorResponse as exc:
+        except BindingErrorResponse as exc:
             return exc.reply
         except StunError:  # timeout, closed, unsendable
             return None
@@ -89,7 +89,7 @@ async def tcp_binding(dest: SockAddr, *, deadline: float) -> tuple[BindingReply 
     (reply, None), an error response included, or (None, why not, as the report says it)."""
     try:
         return await stun_client.tcp_binding(dest, deadline=deadline), None
-    except StunErrorResponse as exc:
+    except BindingErrorResponse as exc:
         return exc.reply, None
     except StunTimeout:
         return None, "timeout"

@@ -7,10 +7,10 @@
         r2 = await c.binding(("203.0.113.10", 3478), change_ip=True, change_port=True, timeout=1.0)
     r3 = await tcp_binding(("203.0.113.10", 3478), local=("0.0.0.0", 30303))
 
-Errors: StunTimeout (no acceptable reply after all retransmissions or past the deadline), StunErrorResponse
-(the server sent an error response; `exc.reply` is that answer as a BindingReply with `error` set, for a
-caller that keeps error responses as values), StunError (bad use, e.g. a change request before
-OTHER-ADDRESS is known; a closed client).
+Errors: StunTimeout (no acceptable reply after all retransmissions or past the deadline),
+BindingErrorResponse (a StunErrorResponse: the server sent an error response; `exc.reply` is that answer as
+a BindingReply with `error` set, for a caller that keeps error responses as values), StunError (bad use,
+e.g. a change request before OTHER-ADDRESS is known; a closed client).
 
 This module only does I/O and bookkeeping: the retransmission schedules and the reply rules are the state
 machine in nodereach.stun.transaction, which StunClient drives (one coroutine per transaction; a datagram
@@ -189,7 +189,7 @@ class StunClient:
                       other: Address | None = None, reply_via: StunClient | None = None,
                       legacy: bool = False, deadline: Callable[[], float] | None = None,
                       any_source: bool = False, transaction_id: bytes | None = None) -> BindingReply:
-        """One Binding transaction and its (success) reply; StunErrorResponse carries an error reply.
+        """One Binding transaction and its (success) reply; BindingErrorResponse carries an error reply.
 
         change_ip/change_port: RFC 5780 CHANGE-REQUEST; the reply is then accepted only from the server's
         OTHER-ADDRESS ip and/or port (`other`, or learned from an earlier reply of this server).
@@ -323,7 +323,7 @@ async def tcp_binding(server: Address, *, local: Address | None = None, sock: so
     The reply's rtt is from the request to the reply on the established connection. local: bind this address
     first (SO_REUSEADDR + SO_REUSEPORT, so a node's own listening port can be used if the node's socket set
     SO_REUSEPORT too); sock: a caller's TCP socket, bound and not yet connected. A host name is resolved.
-    Raises StunTimeout, StunErrorResponse (with `.reply`), StunConnectionError (refused, reset, closed without
+    Raises StunTimeout, BindingErrorResponse (with `.reply`), StunConnectionError (refused, reset, closed without
     a reply: `.reason`), StunParseError (the server sent bytes that are not STUN, or a reply over max_reply
     bytes), StunError (cannot bind, cannot resolve).
     """

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from nodereach.errors import NodereachError
-
-if TYPE_CHECKING:
-    from nodereach.stun.transaction import BindingReply
 
 
 class StunError(NodereachError):
@@ -32,11 +27,11 @@ class StunConnectionError(StunError):
 
 
 class StunErrorResponse(StunError):
-    """The server answered with an error response (ERROR-CODE); `reply` is that answer as a BindingReply
-    (source, rtt, ...) for a caller that keeps error responses as values."""
+    """The server answered with an error response (ERROR-CODE). The STUN client raises its subclass
+    nodereach.stun.transaction.BindingErrorResponse, which also carries the answer as a value (`reply`)."""
 
     def __init__(self, code: int, reason: str, unknown: tuple[int, ...] = (),
-                 alternate: tuple[str, int] | None = None, reply: BindingReply | None = None) -> None:
+                 alternate: tuple[str, int] | None = None) -> None:
         super().__init__(f"STUN error {code} {reason}".strip())
         self.code = code
         self.reason = reason
@@ -44,4 +39,3 @@ class StunErrorResponse(StunError):
         """UNKNOWN-ATTRIBUTES of a 420."""
         self.alternate = alternate
         """ALTERNATE-SERVER of a 300 (Try Alternate)."""
-        self.reply = reply

@@ -74,14 +74,21 @@ class BindingReply:
                    legacy=error is None and msg.xor_mapped_address is None, software=msg.software, message=msg)
 
     def raise_for_error(self) -> BindingReply:
-        """This reply, or StunErrorResponse (code, reason, UNKNOWN-ATTRIBUTES, ALTERNATE-SERVER, and this reply)
-        if the server answered with an error."""
+        """This reply, or BindingErrorResponse if the server answered with an error."""
         if self.error is not None:
-            code, reason = self.error
-            msg = self.message
-            raise StunErrorResponse(code, reason, msg.unknown_attributes if msg else (),
-                                    msg.alternate_server if msg else None, reply=self)
+            raise BindingErrorResponse(self)
         return self
+
+
+class BindingErrorResponse(StunErrorResponse):
+    """An error response to a Binding request: StunErrorResponse (code, reason, UNKNOWN-ATTRIBUTES,
+    ALTERNATE-SERVER) that also carries the answer as a value, for a caller that keeps error responses."""
+
+    def __init__(self, reply: BindingReply) -> None:
+        code, reason = reply.error or (0, "")
+        msg = reply.message
+        super().__init__(code, reason, msg.unknown_attributes if msg else (), msg.alternate_server if msg else None)
+        self.reply = reply
 
 
 # --- events ------------------------------------------------------------------------------------------------
