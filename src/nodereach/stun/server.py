@@ -361,7 +361,8 @@ class StunServer:
                 if pending:
                     await asyncio.wait(pending, timeout=1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tcp_server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._tcp_server.wait_closed()
             self._tcp_server = None
 
     async def __aenter__(self) -> StunServer:
@@ -463,8 +464,11 @@ class StunServer:
         peer = writer.get_extra_info("peername")
         decoder = StreamDecoder()
         try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that arrives in the step its inner
+            # future completes (CPython gh-86296), and a stopping server would keep serving this connection.
             while True:
-                chunk = await asyncio.wait_for(reader.read(4096), self.config.tcp_idle_timeout)
+                async with asyncio.timeout(self.config.tcp_idle_timeout):
+                    chunk = await reader.read(4096)
                 if not chunk:
                     break
                 for frame in decoder.feed(chunk):
@@ -475,7 +479,8 @@ class StunServer:
                     if decision is not None:
                         writer.write(decision[0])
                         self.stats.replies += 1
-                await asyncio.wait_for(writer.drain(), self.config.tcp_idle_timeout)
+                async with asyncio.timeout(self.config.tcp_idle_timeout):
+                    await writer.drain()
         except StunParseError:
             self.stats.malformed += 1
         except (TimeoutError, OSError, asyncio.IncompleteReadError):

@@ -129,7 +129,8 @@ def command_deliver(command: str) -> Deliver:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)  # the whole group: `sh -c` may have started children
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 2.0)
+                async with asyncio.timeout(2.0):  # not wait_for: it can drop a cancel on 3.11 (gh-86296)
+                    await proc.wait()
             raise
         if proc.returncode != 0:
             raise HookFailed(f"`{command}` exited with {proc.returncode}")
