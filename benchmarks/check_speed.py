@@ -6,6 +6,12 @@ coturn's turnutils_natdiscovery on the same scenario in the same run, each answe
                                                                 # one TCP and one UDP --port
     .venv/bin/python benchmarks/check_speed.py --node --nodereach-only   # with real monerod in the client:
                                                                 # --port 18080/tcp --node monero (issue 10)
+    .venv/bin/python benchmarks/check_speed.py --dual-stack --scenario ipv6-firewalled --nodereach-only
+                                       # both families: serve with two addresses per family, check with
+                                       # --server 203.0.113.10 --server 2001:db8:203::10 (issue 11)
+    .venv/bin/python benchmarks/check_speed.py --nodereach-only --runs 10 --baseline /tmp/main
+                                       # before/after: every run alternates with the check of another source
+                                       # tree (`git archive main src | tar -x -C /tmp/main`) in the same lab
 
 The subscriber link gets `delay_ms` one way (25 ms -> 50 ms RTT) and `--loss` percent loss per direction.
 `--lossy` is the target of issue 9: a check with `--port 30303/tcp --port 30303/udp` at 100 ms RTT and 10%
@@ -37,6 +43,7 @@ from nodereach.lab import Lab
 from nodereach.lab import addresses as A
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
 
 TRUTH_WORDS = {
     # scenario -> (pystun3 / pynat wording, mapping, filtering)
@@ -46,6 +53,11 @@ TRUTH_WORDS = {
     "port-restricted": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
     "symmetric": ("Symmetric", "address-and-port-dependent", "address-and-port-dependent"),
     "cgnat": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
+    # dual-stack scenarios (IPv4 as `port-restricted` / `cgnat`): with --dual-stack
+    "ipv6-firewalled": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
+    "ipv6-open": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
+    "nptv6": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
+    "cgnat-ipv6": ("Port Restricted Cone", "endpoint-independent", "address-and-port-dependent"),
 }
 
 
@@ -61,8 +73,13 @@ def norm(text: str) -> str:
 
 
 def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",), node: str | None = None,
-                  ) -> tuple[float, str, bool, dict[str, Any]]:
-    argv = [str(BIN / "nodereach"), "check", "--json", "--server", A.SERVER_IP]
+                  dual_stack: bool = False, source: str | None = None) -> tuple[float, str, bool, dict[str, Any]]:
+    """One check; `source`: a source tree to run instead of this one (PYTHONPATH=source/src)."""
+    command = [str(BIN / "nodereach")] if source is None else \
+        ["env", f"PYTHONPATH={source}/src", sys.executable, "-m", "nodereach.cli"]
+    argv = [*command, "check", "--json", "--server", A.SERVER_IP]
+    if dual_stack:
+        argv += ["--server", A.SERVER_IP6]
     for proto in protocols:
         argv += ["--port", f"{port}/{proto}"]
     if node is not None:
@@ -74,11 +91,19 @@ def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",), no
     ok = (nat["present"] is t.nat_present and nat["layers"] == t.layers and nat["cgnat"] is t.cgnat
           and nat["mapping"] == t.mapping and nat["filtering"] == (t.filtering if t.filtering != "no-nat"
                                                                     else "endpoint-independent"))
-    ports = " ".join(f"{p['protocol']}={p['reachable']}/{p['reason']}" for p in doc["ports"])
+    ports = " ".join(f"{p['protocol']}{'/v6' if p.get('family') == 6 else ''}={p['reachable']}/{p['reason']}"
+                     for p in doc["ports"])
     # Conclusive: every port has an answer (the lab's ports are not forwarded: the path is closed), no timeout.
     # check/2: the network's answer is `path_open` (`reachable` also needs a program listening).
-    ok = ok and all(p.get("path_open", p["reachable"]) is t.unsolicited_inbound and p["path_open"] is not None
-                    for p in doc["ports"])
+    six = t.ipv6 if dual_stack else None
+    ok = ok and all(p.get("path_open", p["reachable"]) is
+                    (six.unsolicited_inbound if p.get("family") == 6 and six else t.unsolicited_inbound)
+                    and p["path_open"] is not None for p in doc["ports"])
+    if dual_stack:
+        found6 = doc.get("ipv6") or {}
+        ok = ok and (doc.get("reachability", {}).get("ipv6") == "untested" if six is None else
+                     (found6.get("translation"), found6.get("filtering"), doc["public"]["ipv6"]) ==
+                     (six.translation, six.filtering, six.public_address))
     if node is not None:
         block = doc.get("node") or {}
         ok = ok and block.get("rpc_error") is None and block.get("software") is not None
@@ -151,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="issue 9's target: --delay-ms 50 --loss 10 --tcp --runs 10 --nodereach-only")
     ap.add_argument("--nodereach-only", action="store_true", help="skip the peer tools (quick A/B runs)")
     ap.add_argument("--node", action="store_true", help="real monerod in the client: --port 18080/tcp --node monero")
+    ap.add_argument("--dual-stack", action="store_true", help="serve with two addresses per family, check with "
+                                                              "the IPv4 and the IPv6 server (issue 11)")
+    ap.add_argument("--baseline", metavar="TREE", help="alternate every run with the check of this source tree "
+                                                       "(before/after in one lab)")
     args = ap.parse_args(argv)
     if args.lossy:
         args.delay_ms, args.loss, args.tcp, args.runs, args.nodereach_only = 50.0, 10.0, True, 10, True
@@ -159,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     words, mapping, filtering = TRUTH_WORDS[args.scenario]
     rows: list[tuple[str, list[float], str, bool]] = []
     with Lab(args.scenario, delay_ms=args.delay_ms, loss=args.loss) as lab:
+        six = ["--address", A.SERVER_IP6, "--alt-address", A.SERVER_ALT_IP6] if args.dual_stack else []
         serve = lab.spawn("server", [str(BIN / "nodereach"), "serve", "--address", A.SERVER_IP, "--alt-address",
-                                     A.SERVER_ALT_IP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     A.SERVER_ALT_IP, *six], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP}/3480"], check=False).returncode:
             if time.monotonic() > deadline or serve.poll() is not None:
@@ -175,19 +205,33 @@ def main(argv: list[str] | None = None) -> int:
               f"loss {args.loss:g}% per direction")
         times: list[float] = []
         probe_times: list[float] = []
+        base_times: list[float] = []
+        base_probe: list[float] = []
         answer, ok, conclusive = "", True, 0
+        base_answer, base_ok = "", True
         for _ in range(runs):
-            if args.node:
-                took, answer, good, doc = run_nodereach(lab, 18080, ("tcp",), node="monero")
-            else:
-                took, answer, good, doc = run_nodereach(lab, 30303, protocols)
-            times.append(took)
-            probe_times.append(doc["duration_s"])
-            ok = ok and good
-            conclusive += good
-            if not good:
-                print(f"  inconclusive run ({doc['duration_s']:.2f} s): {answer}")
+            # With a baseline both trees start the same way (python -m nodereach.cli), this one first.
+            for tree in ([str(REPO), args.baseline] if args.baseline else [None]):
+                if args.node:
+                    took, text, good, doc = run_nodereach(lab, 18080, ("tcp",), node="monero", source=tree)
+                else:
+                    took, text, good, doc = run_nodereach(lab, 30303, protocols, dual_stack=args.dual_stack,
+                                                          source=tree)
+                if tree is not None and tree == args.baseline:
+                    base_times.append(took)
+                    base_probe.append(doc["duration_s"])
+                    base_answer, base_ok = text, base_ok and good
+                    continue
+                answer = text
+                times.append(took)
+                probe_times.append(doc["duration_s"])
+                ok = ok and good
+                conclusive += good
+                if not good:
+                    print(f"  inconclusive run ({doc['duration_s']:.2f} s): {answer}")
         rows.append((f"nodereach check ({len(protocols)} port{'s' if len(protocols) > 1 else ''})", times, answer, ok))
+        if args.baseline:
+            rows.append(("  baseline tree", base_times, base_answer, base_ok))
         peers: list[tuple[str, Any]] = [] if args.nodereach_only else [("pystun3 2.0", lambda: run_pystun3(lab, words))]
         if (BIN / "pynat").exists() and not args.nodereach_only:
             peers.append(("pynat 0.7", lambda: run_pynat(lab, words)))
@@ -208,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nnodereach in-process probing time (duration_s): median {statistics.median(probe_times):.2f} s, "
           f"min {min(probe_times):.2f} s, max {max(probe_times):.2f} s; process wall time adds interpreter start-up "
           f"and `ip netns exec`. Conclusive runs: {conclusive} of {runs}.")
+    if base_probe:
+        print(f"baseline tree {args.baseline}: probing median {statistics.median(base_probe):.2f} s, min "
+              f"{min(base_probe):.2f} s (runs alternated with this tree's in the same lab)")
     print("Why RFC 3489 tools can misread a port-restricted Linux NAT as symmetric: their CHANGE-REQUEST test runs "
           "on the same socket before the mapping test; the filtered reply from the alternate address leaves an "
           "UNREPLIED conntrack entry on the router that blocks the preserved port toward that address, so the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodereach.diagnose.advice import CAUSES, decide
+from nodereach.diagnose.advice import CAUSES, Inputs, decide
 from nodereach.diagnose.model import (
     Local,
     Nat,
@@ -28,7 +28,8 @@ def report(*, udp: bool | None = True, tcp: bool | None = True, present: bool | 
            portmap: Portmap | None = None, local: str = "192.168.1.10", gateway: str | None = "192.168.1.1",
            ipv6: str | None = None, blocked: list[int] | None = None) -> Report:
     return Report(
-        udp=Outbound(outbound=udp, blocked_ports=blocked or []), tcp=Outbound(outbound=tcp, ipv6=bool(ipv6)),
+        udp=Outbound(outbound=udp, blocked_ports=blocked or []),
+        tcp=Outbound(outbound=tcp, ipv6=True if ipv6 else None),
         public=Public(ipv4="198.51.100.2", ipv6=ipv6), local=Local(address=local, gateway=gateway),
         nat=Nat(present=present, layers=layers, cgnat=cgnat, mapping=mapping, filtering=filtering,  # type: ignore[arg-type]
                 layer_details=[NatLayer(index=1, owner="operator"),
@@ -66,9 +67,11 @@ SITUATIONS = [
     ("symmetric", report(mapping="address-and-port-dependent", ports=[unreach("udp")], portmap=NO_PORTMAP),
      "unreachable", ["nat", "symmetric-nat"], ["port-forward", "dmz"]),
     ("cgnat", report(layers=2, cgnat=True, ports=[unreach()], portmap=UPNP), "unreachable", ["cgnat"],
-     ["ask-provider-public-ipv4", "nothing-local"]),
+     ["ask-provider-public-ipv4", "tunnel", "nothing-local"]),
+    # IPv6 works, no IPv6 port tested: the firewall is assumed closed (filtering unknown): IPv6 with its rules,
+    # then an IPv6 pinhole as the last resort (it works behind CGNAT), and no tunnel.
     ("cgnat with ipv6", report(layers=2, cgnat=True, ports=[unreach()], ipv6="2001:db8::10"), "unreachable",
-     ["cgnat"], ["ask-provider-public-ipv4", "use-ipv6", "nothing-local"]),
+     ["cgnat", "ipv6-firewall"], ["ask-provider-public-ipv4", "use-ipv6", "nodereach-open", "nothing-local"]),
     ("double nat", report(layers=2, cgnat=False, ports=[unreach()], portmap=UPNP), "unreachable", ["double-nat"],
      ["remove-double-nat", "port-forward", "dmz"]),
     ("udp blocked", report(udp=False, ports=[unreach("udp")], portmap=NO_PORTMAP), "unreachable", ["udp-blocked"],
@@ -86,7 +89,7 @@ SITUATIONS = [
 
 @pytest.mark.parametrize(("name", "rep", "verdict", "causes", "codes"), SITUATIONS, ids=[s[0] for s in SITUATIONS])
 def test_situations(name: str, rep: Report, verdict: str, causes: list[str], codes: list[str]) -> None:
-    decision = decide(rep, [TCP])
+    decision = decide(rep, Inputs([TCP]))
     assert decision.verdict == verdict
     for cause in causes:
         assert cause in decision.causes
@@ -97,7 +100,7 @@ def test_situations(name: str, rep: Report, verdict: str, causes: list[str], cod
 
 
 def test_cgnat_never_suggests_forwarding_or_upnp() -> None:
-    decision = decide(report(layers=2, cgnat=True, ports=[unreach()], portmap=UPNP), [TCP])
+    decision = decide(report(layers=2, cgnat=True, ports=[unreach()], portmap=UPNP), Inputs([TCP]))
     text = " ".join(a.code + a.title for a in decision.advice)
     assert "port-forward" not in text and "nodereach-open" not in text and "dmz" not in text
     assert decision.advice[0].code == "ask-provider-public-ipv4"
@@ -106,7 +109,7 @@ def test_cgnat_never_suggests_forwarding_or_upnp() -> None:
 
 
 def test_port_forward_rules_filled_in() -> None:
-    decision = decide(report(ports=[unreach()], portmap=UPNP), [TCP, UDP])
+    decision = decide(report(ports=[unreach()], portmap=UPNP), Inputs([TCP, UDP]))
     fwd = next(a for a in decision.advice if a.code == "port-forward")
     assert set(fwd.commands) >= {"nftables", "iptables", "openwrt", "routeros"}
     for snippet in fwd.commands.values():
@@ -117,6 +120,6 @@ def test_port_forward_rules_filled_in() -> None:
 
 
 def test_untested_without_dialback_says_so() -> None:
-    decision = decide(report(), [], dialback=False)
+    decision = decide(report(), Inputs([], dialback={4: False}))
     assert "untested" in decision.causes
     assert decision.advice[-1].code == "get-nodereach-server"

@@ -296,15 +296,24 @@ def test_ipv6_only_server() -> None:
     assert any("IPv6 only" in n for n in doc["notes"])
 
 
-def test_ipv6_next_to_ipv4() -> None:
-    six = ResolvedServer(ServerSpec("2001:db8::10"), ("2001:db8::10",))
+def test_plain_stun_server_over_ipv6() -> None:
+    """An IPv6 STUN server without RFC 5780 or dial-back next to the IPv4 nodereach server: IPv6's address and
+    translation are measured, its filtering and ports are not (and the report says so)."""
+    six = ResolvedServer(ServerSpec("2001:db8::10", http_port=None), ("2001:db8::10",))
     mapped = BindingReply(source=("2001:db8::10", 3478), mapped=("2001:db8::50", 40000), other_address=None,
                           response_origin=None, rtt=0.1)
     obs = observations("port-restricted")
     obs = replace(obs, families={**obs.families, 6: FamilyObservations(
-        6, (six,), binding=(ServerAnswer(six, mapped),), tcp=TcpTest(None, "timeout"))})
-    doc = judge("port-restricted", obs)
+        6, (six,), source="2001:db8::50", local_port=40000, binding=(ServerAnswer(six, mapped),),
+        tcp=TcpTest(None, "timeout"))})
+    doc = report_doc(obs)
     assert (doc["public"]["ipv6"], doc["udp"]["ipv6"], doc["tcp"]["ipv6"]) == ("2001:db8::50", True, False)
+    assert (doc["ipv6"]["translation"], doc["ipv6"]["mapping"], doc["ipv6"]["filtering"]) == \
+        ("none", "no-nat", "unknown")
+    assert [(p["family"], p["reason"]) for p in doc["ports"] if p["family"] == 6] == [(6, "no-server")] * 2
+    assert any("IPv6 filtering: no RFC 5780 server" in u for u in doc["untested"])
+    assert doc["servers"][-1] == {"address": "[2001:db8::10]:3478", "kind": "stun", "answered": True, "family": 6,
+                                  "rtt_ms": 100.0, "reason": None}
 
 
 def test_lifetime_and_internal_errors_are_reported() -> None:

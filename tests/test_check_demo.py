@@ -29,7 +29,10 @@ def test_demo_facts_match_ground_truth() -> None:
         assert row.columns[REACHABLE].startswith("unreachable")
     assert rows[0].columns[ADVICE].startswith("Ask your provider for a public IPv4")
     assert rows[1].columns[ADVICE] == "Ask your provider to lift the filter"
-    # IPv6: until the check tests it, the facts say "not yet tested" instead of failing or passing
+    # IPv6 is tested: no IPv6 on the client says `untested` (a match), cgnat-ipv6's facts all match
+    assert [(f.name, f.status, f.found) for f in rows[0].facts if f.family == 6] == [("IPv6", "match", "untested")]
     six = [f for f in rows[2].facts if f.family == 6]
-    assert six and {f.status for f in six} in ({"untested"}, {"match"})
-    assert (rows[2].columns[FOUND6] == NOT_YET_TESTED) == (six[0].status == "untested")
+    assert [f.name for f in six] == ["IPv6 public address", "IPv6 translation", "IPv6 filtering"]
+    assert {f.status for f in six} == {"match"}
+    assert rows[2].columns[FOUND6] != NOT_YET_TESTED and "translation: none" in rows[2].columns[FOUND6]
+    assert "tcp/v6 path closed" in rows[2].columns[REACHABLE]

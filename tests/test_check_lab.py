@@ -25,21 +25,27 @@ PORTS = ["--port", "30303/udp", "--port", "30303/tcp"]
 _SERVERS: dict[str, subprocess.Popen[Any]] = {}
 
 
+SERVE_ARGS = ["serve", "--address", A.SERVER_IP, "--alt-address", A.SERVER_ALT_IP, "--address", A.SERVER_IP6,
+              "--alt-address", A.SERVER_ALT_IP6]
+"""Dual-stack, as the server host has both families in every scenario: RFC 5780 and the dial-back per family."""
+SERVERS = ["--server", A.SERVER_IP, "--server", A.SERVER_IP6]
+
+
 def ensure_serve(lab: Lab) -> None:
-    """One `nodereach serve` per lab (labs are shared across tests); wait until its HTTP port answers."""
+    """One dual-stack `nodereach serve` per lab (labs are shared across tests); wait until its HTTP port
+    answers over both families."""
     proc = _SERVERS.get(lab.id)
     if (proc is None or proc.poll() is not None) and not _port_open(lab):
-        proc = lab.spawn("server", [BIN, "serve", "--address", A.SERVER_IP, "--alt-address", A.SERVER_ALT_IP],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = lab.spawn("server", [BIN, *SERVE_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _SERVERS[lab.id] = proc
     deadline = time.monotonic() + 15
-    while not _port_open(lab):
-        assert time.monotonic() < deadline, "nodereach serve did not come up in the lab"
+    while not (_port_open(lab) and _port_open(lab, A.SERVER_IP6)):
+        assert time.monotonic() < deadline, "nodereach serve did not come up in the lab (over both families)"
         time.sleep(0.05)
 
 
-def _port_open(lab: Lab) -> bool:
-    r = lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP}/3480"], check=False, timeout=5)
+def _port_open(lab: Lab, address: str = A.SERVER_IP) -> bool:
+    r = lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{address}/3480"], check=False, timeout=5)
     return r.returncode == 0
 
 
@@ -54,15 +60,15 @@ def run_check(lab: Lab, *args: str, timeout: float = 30) -> tuple[int, dict[str,
     return r.returncode, doc, r.stderr, took
 
 
-EXIT = {"reachable": 0, "unreachable": 1, "no-connectivity": 3}
+EXIT = {"reachable": 0, "unreachable": 1, "no-connectivity": 3, "partly-reachable": 4}
 SCENARIOS = ["open", "open-firewalled", "full-cone", "restricted-cone", "port-restricted", "symmetric",
              "double-nat", "cgnat", "udp-blocked", "p2p-filtered"]
-NO_PORTMAP_FIX = {"port-forward", "dmz", "nodereach-open"}
 
 
 def assert_matches_truth(lab: Lab, doc: dict[str, Any], *, forwarded: bool = False, ports: bool = True,
-                         listening: bool = False) -> None:
-    """`listening`: the node listens on its ports (else nodereach listened itself, as in most lab tests)."""
+                         listening: bool = False, pinholes: bool = False) -> None:
+    """`listening`: the node listens on its ports over every family (else nodereach listened itself, as in most
+    lab tests); `forwarded`: the IPv4 ports are forwarded, `pinholes`: the IPv6 firewall lets them in."""
     truth = lab.truth
     nat = doc["nat"]
     assert doc["schema"] == "nodereach.check/2"
@@ -88,13 +94,17 @@ def assert_matches_truth(lab: Lab, doc: dict[str, Any], *, forwarded: bool = Fal
     hops = [h["address"] for h in nat["hops"]]
     for private_hop in truth.private_hops:
         assert private_hop in hops
+    assert_ipv6_matches_truth(lab, doc)
     if not ports:
         return
-    path = truth.unsolicited_inbound or forwarded
-    if truth.filtered_ports:
-        path = False
+    path4 = (truth.unsolicited_inbound or forwarded) and not truth.filtered_ports
+    path6 = truth.ipv6 is not None and (truth.ipv6.unsolicited_inbound or pinholes)
+    families = [p["family"] for p in doc["ports"]]
+    assert families == sorted(families), "IPv4 entries first, then IPv6"
+    assert set(families) == set(truth.families), doc["ports"]
     for p in doc["ports"]:
-        want = path and not (truth.udp_blocked and p["protocol"] == "udp")
+        path = path4 if p["family"] == 4 else path6
+        want = path and not (p["family"] == 4 and truth.udp_blocked and p["protocol"] == "udp")
         # check/2: nothing of the node listens in these tests (nodereach listened itself), so no port is
         # reachable; the network's truth is in path_open.
         assert p["path_open"] is want, p
@@ -102,26 +112,58 @@ def assert_matches_truth(lab: Lab, doc: dict[str, Any], *, forwarded: bool = Fal
             assert (p["reachable"], p["listener"]) == (want, "node"), p
         else:
             assert (p["reachable"], p["reason"], p["listener"]) == (False, "nothing-listening", "nodereach"), p
-    assert doc["verdict"] == ("reachable" if listening and path else "unreachable")
+    reach = {f: ("reachable" if listening and (path4 if f == 4 else path6) else "unreachable") for f in (4, 6)}
+    if truth.ipv6 is None:
+        reach[6] = "untested"
+    assert doc["reachability"] == {"ipv4": reach[4], "ipv6": reach[6]}
+    tested = [reach[f] for f in truth.families]
+    want_verdict = "reachable" if all(r == "reachable" for r in tested) else \
+        "partly-reachable" if "reachable" in tested else "unreachable"
+    assert doc["verdict"] == want_verdict
     if listening:
         return
     if doc.get("node") is not None:  # the CLI's node stage (the conclude table tests have none)
         problems = [x["code"] for x in doc["node"]["problems"]]
-        assert problems.count("nothing-listening") == len(doc["ports"]), problems
+        assert problems.count("nothing-listening") == len({(p["port"], p["protocol"]) for p in doc["ports"]}), \
+            problems
+
+
+def assert_ipv6_matches_truth(lab: Lab, doc: dict[str, Any]) -> None:
+    """The IPv6 half: untested (with the reason) where the client has none, else the address the servers see
+    (never a unique-local one), the translation and the firewall's filtering in RFC 4787 terms."""
+    v6 = lab.truth.ipv6
+    six = doc["ipv6"]
+    if v6 is None:
+        assert doc["reachability"]["ipv6"] == "untested"
+        assert doc["public"]["ipv6"] is None and six["translation"] == "unknown"
+        assert six["reason"] and "IPv6" in six["reason"], six
+        assert any(u.startswith("IPv6: ") for u in doc["untested"])
+        return
+    assert doc["public"]["ipv6"] == v6.public_address
+    assert six["address"] == v6.client_address
+    assert six["translation"] == v6.translation, six
+    assert six["mapping"] == v6.mapping, six
+    assert six["filtering"] == v6.filtering, six
+    assert (doc["udp"]["ipv6"], doc["tcp"]["ipv6"]) == (True, True)
+    assert six["reason"] is None
+    assert doc["reachability"]["ipv6"] in ("reachable", "unreachable")
 
 
 def path_is_open(lab: Lab) -> bool:
-    """Would unsolicited traffic to the node's ports reach the client (no forward)?"""
-    return lab.truth.unsolicited_inbound and not lab.truth.filtered_ports
+    """Would unsolicited traffic to the node's ports reach the client (no forward), over every family?"""
+    truth = lab.truth
+    return truth.unsolicited_inbound and not truth.filtered_ports and \
+        (truth.ipv6 is None or truth.ipv6.unsolicited_inbound)
 
 
-def assert_advice_fits(lab: Lab, doc: dict[str, Any]) -> None:
+def assert_advice_fits(lab: Lab, doc: dict[str, Any], *, pinholes: bool = False) -> None:
+    """`pinholes`: the IPv6 firewall lets the node's ports in."""
     truth = lab.truth
     codes = [a["code"] for a in doc["advice"]]
     for a in doc["advice"]:
         assert a["title"] and a["detail"]
     if doc["verdict"] == "reachable":
-        assert codes == []
+        assert set(codes) <= {"use-ipv6"}, codes  # at most: listen on IPv6 too
         return
     assert codes, "an unreachable node must get advice"
     nothing = any(p["reason"] == "nothing-listening" for p in doc["ports"])
@@ -131,12 +173,34 @@ def assert_advice_fits(lab: Lab, doc: dict[str, Any]) -> None:
         assert codes == ["start-node"] and "nat" not in doc["causes"]  # the network is fine: only the node
         assert "network path is open" in doc["advice"][0]["detail"]
         return
+    opener = next((a for a in doc["advice"] if a["code"] == "nodereach-open"), None)
+    if truth.ipv6 is not None:
+        # IPv6 works: "use IPv6" belongs to getting rid of the NAT, right after what only the provider can do.
+        provider = {"ask-provider-public-ipv4", "remove-double-nat", "ask-provider-lift-filter", "use-other-port"}
+        i = codes.index("use-ipv6")
+        assert set(codes[:i]) <= provider, codes
+        use = doc["advice"][i]
+        assert truth.ipv6.public_address in use["detail"]
+        if not truth.ipv6.unsolicited_inbound and not pinholes:
+            assert "ipv6-firewall" in doc["causes"]
+            assert {"nftables", "ip6tables", "openwrt", "routeros", "home-router"} <= set(use["commands"])
+            assert f"ip6 daddr {truth.ipv6.client_address} udp dport 30303 accept" in use["commands"]["nftables"]
+            # IPv6 pinholes: `--family 6` alone, or with the IPv4 mapping (every family, no --family)
+            assert opener is not None and "--family 4" not in opener["commands"]["shell"]
+            assert codes.index("nodereach-open") > codes.index("use-ipv6")
+        else:
+            assert "ipv6-firewall" not in doc["causes"] and "ip6tables" not in use["commands"]
+        assert "tunnel" not in codes
     if truth.cgnat:
         assert codes[0] == "ask-provider-public-ipv4"
-        assert not NO_PORTMAP_FIX & set(codes), codes  # forwarding/UPnP cannot help behind CGNAT
+        # forwarding/UPnP cannot help IPv4 behind CGNAT; an IPv6 pinhole can
+        assert not {"port-forward", "dmz"} & set(codes), codes
+        assert opener is None or "--family 6" in opener["commands"]["shell"]
         assert "nothing-local" in codes
         assert "30303" in doc["advice"][0]["commands"]["message"]
         assert "cgnat" in doc["causes"]
+        if truth.ipv6 is None:
+            assert codes[1] == "tunnel" and "tunnel-config" in doc["advice"][1]["commands"]["shell"]
     elif truth.layers == 2:
         assert codes[0] == "remove-double-nat" and "port-forward" in codes and "nodereach-open" not in codes
         assert "double-nat" in doc["causes"]
@@ -144,8 +208,8 @@ def assert_advice_fits(lab: Lab, doc: dict[str, Any]) -> None:
         assert codes[0] == "ask-provider-lift-filter"
         assert ("udp-blocked" if truth.udp_blocked else "port-filtered") in doc["causes"]
     elif truth.nat_present:
-        assert codes[0] == "port-forward"
-        fwd = doc["advice"][0]["commands"]
+        fwd = doc["advice"][codes.index("port-forward")]["commands"]
+        assert codes.index("port-forward") == (1 if truth.ipv6 is not None else 0)
         assert f"dnat to {A.CLIENT_IP}:30303" in fwd["nftables"] and "to-addresses=192.168.1.10" in fwd["routeros"]
         assert "nat" in doc["causes"]
     else:
@@ -158,7 +222,7 @@ def assert_advice_fits(lab: Lab, doc: dict[str, Any]) -> None:
 def test_check_reports_ground_truth(lab, scenario: str) -> None:  # type: ignore[no-untyped-def]
     net: Lab = lab(scenario)
     ensure_serve(net)
-    code, doc, _err, _took = run_check(net, "--server", A.SERVER_IP, *PORTS)
+    code, doc, _err, _took = run_check(net, *SERVERS, *PORTS)  # no IPv6 on the client here: IPv6 untested
     assert_matches_truth(net, doc)
     assert_advice_fits(net, doc)
     assert code == EXIT[doc["verdict"]]

@@ -46,7 +46,8 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 @app.command()
 def check(
     server: Annotated[list[str], typer.Option("--server", "-s", help="nodereach server HOST[:PORT] "
-                                              "(STUN + dial-back); repeatable")] = [],  # noqa: B006
+                                              "(STUN + dial-back); repeatable, e.g. once for its IPv4 and once "
+                                              "for its IPv6 address")] = [],  # noqa: B006
     port: Annotated[list[str], typer.Option("--port", "-p", help="node port to test from outside, "
                                             "e.g. 30303/tcp; repeatable")] = [],  # noqa: B006
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON document (nodereach.check/2)")] = False,
@@ -60,10 +61,11 @@ def check(
                                              "syncthing), auto (default: detect a known node on this host) or "
                                              "none")] = None,
 ) -> None:
-    """Find out why peers cannot reach this node, and say what to do. A port is reachable only when a program
-    listens on it and peers' first packets reach it. With no --port, the ports of the known node programs
-    listening here are tested. Exit: 0 reachable, 1 unreachable, 2 usage/environment error, 3 no
-    connectivity."""
+    """Find out why peers cannot reach this node, and say what to do, over IPv4 and IPv6 (give a server name
+    with both addresses, or --server once per family). A port is reachable only when a program listens on it
+    and peers' first packets reach it. With no --port, the ports of the known node programs listening here
+    are tested. Exit: 0 reachable, 1 unreachable, 2 usage/environment error, 3 no connectivity, 4 partly
+    reachable (over some of the address families that this host and the node have)."""
     from nodereach.diagnose.command import check_command
 
     code = _run(check_command, servers=server, ports=port, json_out=json_out, timeout=timeout,

@@ -6,10 +6,11 @@ turn them into the report's vocabulary. Keeping them pure lets every branch be t
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from nodereach.diagnose.model import Behaviour, Mapping
+from nodereach.diagnose.model import Behaviour, Mapping, Translation6
 from nodereach.net import SockAddr
 
 Addr = SockAddr
@@ -18,7 +19,7 @@ EIM: Final = "endpoint-independent"
 ADM: Final = "address-dependent"
 APDM: Final = "address-and-port-dependent"
 
-V = TypeVar("V", Mapping, Behaviour)
+V = TypeVar("V", Mapping, Behaviour, Translation6)
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,70 @@ def classify_hairpinning(sent: bool, received: bool, nat_present: bool | None,
     if not sent:
         return None, reason or "public endpoint unknown"
     return received, None
+
+
+@dataclass(frozen=True)
+class TranslationObservation:
+    """What tells whether this host's IPv6 address is translated on the way out: the source address the
+    kernel picks toward the server, the host's own addresses, the mapping socket's port, the address test I
+    saw, and the RFC 5780 mapping behaviour over IPv6."""
+
+    source: str | None
+    local_addresses: frozenset[str]
+    local_port: int | None
+    mapped: Addr | None
+    mapping: Mapping = "unknown"
+
+
+def _words(address: str) -> tuple[int, ...]:
+    raw = ipaddress.IPv6Address(address).packed
+    return tuple(int.from_bytes(raw[i:i + 2], "big") for i in range(0, 16, 2))
+
+
+def _ones_sum(words: tuple[int, ...]) -> int:
+    """One's complement sum of 16-bit words, 0xffff folded to 0 (the two zeros of one's complement)."""
+    total = sum(words)
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return 0 if total == 0xFFFF else total
+
+
+def prefix_translated(inside: str, outside: str) -> bool:
+    """Is `outside` `inside` with its prefix swapped as NPTv6 does? Either the interface identifier (low 64
+    bits) is kept (Linux's `snat ip6 prefix to` keeps it and fixes the checksums up), or the rewrite is RFC
+    6296's checksum-neutral one (§3.2: the prefix swap and one adjusted 16-bit word leave the one's complement
+    sum of the address unchanged, so transport checksums stay valid)."""
+    try:
+        a, b = _words(inside), _words(outside)
+    except ValueError:
+        return False
+    if a == b:
+        return False
+    return a[4:] == b[4:] or _ones_sum(a) == _ones_sum(b)
+
+
+def classify_translation(obs: TranslationObservation) -> Classification[Translation6]:
+    """`none` when the server saw the host's own address and port; `nptv6` when only the prefix changed
+    (interface identifier or RFC 6296 checksum neutrality kept, ports kept, one mapping for every
+    destination); `nat66` for any other rewrite; `unknown` without the facts to tell."""
+    if obs.mapped is None:
+        return Classification("unknown", "no IPv6 mapping observed (no STUN answer over IPv6)")
+    address, port = obs.mapped
+    port_kept = obs.local_port is None or port == obs.local_port
+    if address == obs.source or address in obs.local_addresses:
+        if port_kept:
+            return Classification("none")
+        return Classification("nat66", f"the address is kept but the port changed ({obs.local_port} -> {port}): "
+                                       "a port-translating NAT66")
+    if obs.source is None:
+        return Classification("unknown", f"the servers see {address}, but this host's own IPv6 source address "
+                                         "is unknown")
+    if not port_kept:
+        return Classification("nat66", f"{obs.source} is seen as {address} and the port changed "
+                                       f"({obs.local_port} -> {port}): a stateful NAT66")
+    if obs.mapping in (ADM, APDM):
+        return Classification("nat66", f"{obs.source} is seen as {address} with a new mapping per destination "
+                                       f"({obs.mapping}): a stateful NAT66")
+    if prefix_translated(obs.source, address):
+        return Classification("nptv6")
+    return Classification("nat66", f"{obs.source} is seen as {address}: more than the prefix was rewritten")

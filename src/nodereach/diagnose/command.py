@@ -164,7 +164,8 @@ def _secrets(cfg: CheckFile) -> Secrets | None:
 
 def check_command(servers: list[str], ports: list[str], json_out: bool, timeout: float, lifetime: bool,
                   lifetime_max: float, config: Path | None, node: str | None = None) -> int:
-    """Entry point for the CLI: returns the exit code (0 reachable, 1 unreachable, 3 no connectivity)."""
+    """Entry point for the CLI: returns the exit code (0 reachable, 1 unreachable, 3 no connectivity, 4 partly
+    reachable: model.EXIT_CODES)."""
     from nodereach.diagnose.engine import run_check
 
     opts = build_options(servers, ports, timeout, lifetime, lifetime_max, config, node)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nodereach.diagnose import classify, layers, portfilter
-from nodereach.diagnose.advice import decide
+from nodereach.diagnose.advice import Inputs, Probed, decide
 from nodereach.diagnose.classify import Classification
 from nodereach.diagnose.model import (
     Behaviour,
@@ -25,10 +25,10 @@ from nodereach.diagnose.model import (
     ServerKind,
     ServerUsed,
 )
-from nodereach.diagnose.node import apply_node
+from nodereach.diagnose.node import apply_node, node_families
 from nodereach.diagnose.observations import FamilyObservations, LocalView, Observations, ServerAnswer
 from nodereach.diagnose.probes import usable
-from nodereach.net import SockAddr, is_public
+from nodereach.net import Endpoint, Family, SockAddr, address_kind, is_public
 from nodereach.stun.transaction import BindingReply
 
 BUILTIN_NOTE = ("using the built-in public STUN servers: mapping and public address only. For inbound reachability "
@@ -51,16 +51,34 @@ def conclude(obs: Observations) -> Report:
         rep.tcp = Outbound(outbound=outbound, reason=v4.unavailable)
         if v4.route_error and v4.primary is not None:
             rep.notes.append(f"no route to {v4.primary.spec.host}: {v4.unavailable}")
-    _ipv6(v6, rep)
+    judged: dict[Family, _Family] = {}
     if v4 is not None and v4.unavailable is None:
-        _family4(obs, v4, rep)
-    else:
-        if v4 is not None and not v4.servers and v6 is not None and v6.servers:
-            rep.udp.outbound, rep.tcp.outbound = rep.udp.ipv6, rep.tcp.ipv6
-            rep.notes.append("IPv6 only: NAT behaviour, filters and inbound reachability are tested over IPv4")
-        apply_node(obs, rep)
-        d = decide(rep, obs.options.ports, dialback=False)
-        rep.verdict, rep.causes, rep.advice = d.verdict, d.causes, d.advice
+        judged[4] = _family4(obs, v4, rep)
+    six = _family6(obs, v6, rep)
+    if six is not None:
+        judged[6] = six
+    if 4 not in judged and v4 is not None and not v4.servers and v6 is not None and v6.servers:
+        rep.udp.outbound, rep.tcp.outbound = rep.udp.ipv6, rep.tcp.ipv6
+        rep.notes.append("IPv6 only: the NAT layers, outbound port filters, hairpinning and the gateway's port "
+                         "mapping are tested over IPv4")
+    rep.ports = [p for f in (4, 6) if f in judged for p in judged[f].ports]
+    apply_node(obs, rep)
+    for p in rep.ports:
+        if p.second_address is False and p.path_open:
+            rep.notes.append(f"{p.port}/{p.protocol} over IPv{p.family}: the server has one IPv{p.family} address, "
+                             "so its probe came from the address the request went to; a firewall that lets in "
+                             "whatever that address sends would pass it too: weaker evidence than a probe from a "
+                             "second address")
+    status: dict[Family, Probed] = {f: ("tested" if j.connected else "no-connectivity") for f, j in judged.items()}
+    if v4 is not None and v4.route_error:
+        status[4] = "no-connectivity"  # IPv4 is the baseline: no route is a broken line, not a missing family
+    decision = decide(rep, Inputs(
+        requested=tuple(obs.options.ports), probed=status,
+        dialback={f: j.dialback for f, j in judged.items()},
+        node_families=node_families(obs, rep),
+        software=rep.node.software if rep.node is not None else None))
+    rep.verdict, rep.causes, rep.advice = decision.verdict, decision.causes, decision.advice
+    rep.reachability = decision.reachability
     rep.notes.extend(obs.errors)
     if obs.timed_out:
         rep.notes.append(f"the run hit its time limit ({obs.options.timeout:.1f} s); unfinished probes are "
@@ -84,26 +102,93 @@ def _local(view: LocalView) -> Local:
     return local
 
 
-def _ipv6(v6: FamilyObservations | None, rep: Report) -> None:
-    """Outbound UDP/TCP and the public address over IPv6 (the full set of tests runs over IPv4)."""
-    if v6 is None:
-        return
-    if not v6.servers:
-        rep.untested.append("IPv6: no server with an IPv6 address")
-        return
+def _family6(obs: Observations, v6: FamilyObservations | None, rep: Report) -> _Family | None:
+    """IPv6 in full: outbound, the public address (never a link-local or unique-local one), translation,
+    RFC 5780 mapping and filtering, the node's ports over IPv6. None when IPv6 was not probed (`untested`)."""
+    six = rep.ipv6
+    if v6 is None or not v6.servers:
+        six.reason = "no server with an IPv6 address (name one with --server, e.g. a host name with an AAAA " \
+                     "record or an IPv6 literal)"
+        rep.untested.append(f"IPv6: {six.reason}")
+        return None
+    six.address = v6.source
     if v6.unavailable is not None:
-        rep.udp.ipv6 = False
+        six.reason = v6.unavailable
         rep.untested.append(f"IPv6: {v6.unavailable}")
-        return
-    got = next((a.reply for a in v6.binding if a.reply is not None and a.reply.mapped), None)
-    tcp_reply = v6.tcp.reply if v6.tcp is not None else None
-    rep.udp.ipv6 = got is not None
-    rep.tcp.ipv6 = tcp_reply is not None or (v6.tcp is not None and v6.tcp.reason == "refused")
-    if got is None and tcp_reply is None:
-        rep.udp.ipv6 = None  # neither STUN over UDP nor over TCP: not a STUN server, UDP not judged
-    mapped = (got.mapped if got is not None else None) or (tcp_reply.mapped if tcp_reply is not None else None)
+        return None
+    local_addrs = frozenset({*obs.local.net.addresses, *([v6.source] if v6.source else [])})
+    fam = _analyse(obs, v6, local_addrs, six.unknown_reasons)
+    rep.servers += fam.servers
+    rep.udp.ipv6, rep.tcp.ipv6 = fam.udp_ok, fam.tcp_ok
+    if not fam.connected:
+        six.reason = "no server answered over IPv6 (UDP or TCP)"
+    public = fam.ans.t1 or fam.ans.any_udp or fam.ans.tcp_reply
+    mapped = public.mapped if public is not None else None
     if mapped is not None:
-        rep.public.ipv6 = mapped[0]
+        if is_public(mapped[0]):
+            rep.public.ipv6 = mapped[0]
+        else:  # a server on the same link or site: never a public address (issue 11)
+            six.unknown_reasons["public"] = (f"the servers saw {mapped[0]}, a {address_kind(mapped[0])} address "
+                                             "that peers on the internet cannot reach")
+    six.mapping = fam.mapping.value
+    if fam.mapping.value == "unknown":
+        six.unknown_reasons["mapping"] = fam.mapping.reason or "unknown"
+    six.filtering = fam.filtering.value
+    udp = fam.ans.t1 or fam.ans.any_udp  # from the mapping socket, whose local port is known
+    # STUN over TCP alone says the address, not how the port was treated (its local port is not the mapping
+    # socket's): compared without the port.
+    translation = classify.classify_translation(classify.TranslationObservation(
+        v6.source, local_addrs, v6.local_port if udp is not None else None, udp.mapped if udp else mapped,
+        fam.mapping.value))
+    six.translation = translation.value
+    if translation.reason:
+        six.unknown_reasons["translation" if translation.value == "unknown" else "translation_detail"] = \
+            translation.reason
+    if six.translation in ("none", "nptv6") and six.mapping == "unknown" and fam.ans.t1 is not None:
+        six.mapping = "no-nat" if six.translation == "none" else "endpoint-independent"
+    if fam.ans.other is None and fam.ans.t1 is not None:
+        rep.untested.append("IPv6 filtering: no RFC 5780 server with two IPv6 addresses among the servers")
+    return fam
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """One family's probes, judged once (the parts both families share)."""
+
+    ans: _Answers
+    ports: list[PortResult]
+    servers: list[ServerUsed]
+    mapping: Classification[Mapping]
+    filtering: Classification[Behaviour]
+    udp_ok: bool | None
+    """Some server answered STUN over UDP; None: neither over UDP nor TCP (not STUN servers?)."""
+    tcp_ok: bool
+    dialback: bool
+    """A dial-back server of this family answered for the node's ports."""
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.udp_ok) or self.tcp_ok
+
+
+def _analyse(obs: Observations, fam: FamilyObservations, local_addrs: frozenset[str],
+             reasons: dict[str, str]) -> _Family:
+    ports = _port_results(obs, fam)
+    dial_ok = any(p.reason not in (None, "no-server", "local-error") for p in ports)
+    # A dial-back answer proves TCP over the family (its request went over TCP); a port left `timeout`
+    # because its probe did not finish in time proves nothing.
+    answered = any(p.result is not None and p.result.reason not in ("no-server", "local-error") for p in fam.ports)
+    ans = _answers(fam, answered)
+    servers = [_server_used(i, a, fam.tcp.reply if fam.tcp else None, dial_ok, fam.family)
+               for i, a in enumerate(fam.binding)]
+    udp_ok: bool | None = ans.any_udp is not None
+    if ans.any_udp is None and ans.tcp_reply is None and ans.tcp_ok:
+        udp_ok = None  # TCP reaches the server, STUN answers neither way: not a STUN server, UDP not judged
+    mapping = _mapping(fam, ans, local_addrs)
+    filtering = _filtering(fam, ans, reasons, "no UDP reply" if ans.any_udp is None else None)
+    has_dialback = any(s.dialback for s in fam.servers)
+    return _Family(ans, ports, servers, mapping, filtering, udp_ok, ans.tcp_ok,
+                   has_dialback and (not ports or dial_ok))
 
 
 def _change_result(reply: BindingReply | None, expected: SockAddr | None) -> tuple[bool | None, str | None]:
@@ -115,15 +200,16 @@ def _change_result(reply: BindingReply | None, expected: SockAddr | None) -> tup
     if reply.error is not None:
         return None, f"server refused CHANGE-REQUEST (error {reply.error[0]})"
     if reply.source != expected:
-        return None, f"reply came from {reply.source[0]}:{reply.source[1]}, expected {expected[0]}:{expected[1]}"
+        return None, f"reply came from {Endpoint.of(reply.source)}, expected {Endpoint.of(expected)}"
     return True, None
 
 
 def _port_results(obs: Observations, fam: FamilyObservations) -> list[PortResult]:
-    """The node's ports: the dial-back's answers, `timeout` for those that did not come back in time,
-    `no-server` when no server of the family runs the dial-back service."""
+    """The node's ports over one family: the dial-back's answers, `timeout` for those that did not come back
+    in time, `no-server` when no server of the family runs the dial-back service."""
     if not obs.options.ports:
         return []
+    family = fam.family
     if any(s.dialback for s in fam.servers):
         probed = {p.spec: p for p in fam.ports}
         out = []
@@ -131,16 +217,20 @@ def _port_results(obs: Observations, fam: FamilyObservations) -> list[PortResult
             probe = probed.get(spec)
             result = probe.result if probe is not None else None
             if result is None:
-                out.append(PortResult(port=spec.port, protocol=spec.transport, reason="timeout"))
+                out.append(PortResult(port=spec.port, protocol=spec.transport, family=family, reason="timeout"))
                 continue
-            out.append(PortResult(port=result.port, protocol=result.protocol, reachable=result.reachable,
-                                  reason=result.reason, listener=result.listener, rtt_ms=result.rtt_ms,
+            out.append(PortResult(port=result.port, protocol=result.protocol, family=family,
+                                  reachable=result.reachable, reason=result.reason, listener=result.listener,
+                                  rtt_ms=result.rtt_ms, second_address=result.second_address,
+                                  protocol_check=result.protocol_check,
                                   public_endpoint=probe.public_endpoint if probe is not None else None))
         return out
-    return [PortResult(port=p.port, protocol=p.transport, reason="no-server") for p in obs.options.ports]
+    return [PortResult(port=p.port, protocol=p.transport, family=family, reason="no-server")
+            for p in obs.options.ports]
 
 
-def _server_used(i: int, answer: ServerAnswer, tcp_reply: BindingReply | None, dial_ok: bool) -> ServerUsed:
+def _server_used(i: int, answer: ServerAnswer, tcp_reply: BindingReply | None, dial_ok: bool,
+                 family: Family) -> ServerUsed:
     r = answer.reply
     via_tcp = tcp_reply if i == 0 else None
     kind: ServerKind = "stun-rfc5780" if any(x is not None and x.other_address for x in (r, via_tcp)) else "stun"
@@ -157,12 +247,15 @@ def _server_used(i: int, answer: ServerAnswer, tcp_reply: BindingReply | None, d
         reason = f"STUN error {r.error[0]} {r.error[1]}"
     answered = usable(r) is not None or usable(via_tcp) is not None
     rtt = r.rtt if r is not None else (via_tcp.rtt if via_tcp is not None else None)
-    return ServerUsed(address=answer.server.label, kind=kind, answered=answered,
+    address = answer.server.label
+    if family == 6 and answer.server.spec.host != answer.server.address(6):  # a name: say which address
+        address = f"{answer.server.label} ({answer.server.address(6)})"
+    return ServerUsed(address=address, kind=kind, answered=answered, family=family,
                       rtt_ms=round(rtt * 1000, 1) if rtt is not None else None, reason=reason)
 
 
 def _foreign(source: SockAddr) -> str:
-    return f"reply came from {source[0]}:{source[1]}, not the server address"
+    return f"reply came from {Endpoint.of(source)}, not the server address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +288,9 @@ def _answers(fam: FamilyObservations, dial_ok: bool) -> _Answers:
         other=raw.other_address if raw is not None and raw.error is None else None)
 
 
-def _outbound(fam: FamilyObservations, ans: _Answers, rep: Report) -> None:
+def _outbound4(fam: FamilyObservations, judged: _Family, rep: Report) -> None:
+    """IPv4 gives the top-level `udp`/`tcp` answers (and their blocked ports); IPv6 only its `ipv6` fields."""
+    ans = judged.ans
     paths = list(fam.port_paths.paths) if fam.port_paths is not None else []
     rep.udp = Outbound(outbound=ans.any_udp is not None, ipv4=ans.any_udp is not None, ipv6=rep.udp.ipv6,
                        reason=None if ans.any_udp else "no STUN server answered over UDP",
@@ -206,7 +301,7 @@ def _outbound(fam: FamilyObservations, ans: _Answers, rep: Report) -> None:
                        blocked_ports=portfilter.blocked_ports(paths, "tcp") or [])
     if ans.any_udp is None and ans.tcp_reply is not None:
         rep.udp.reason = "outbound UDP blocked: no UDP answer while STUN over TCP works"
-    elif ans.any_udp is None and ans.tcp_ok:
+    elif judged.udp_ok is None:
         rep.udp.outbound = None
         rep.udp.reason = "the servers answer neither STUN over UDP nor over TCP (not STUN servers?)"
     public = ans.t1 or ans.any_udp or ans.tcp_reply
@@ -233,8 +328,10 @@ def _mapping(fam: FamilyObservations, ans: _Answers, local_addrs: frozenset[str]
     return m
 
 
-def _filtering(fam: FamilyObservations, ans: _Answers, rep: Report) -> Classification[Behaviour]:
-    """RFC 5780 §4.4 from the filtering socket: a CHANGE-REQUEST reply counts only from where it was asked."""
+def _filtering(fam: FamilyObservations, ans: _Answers, reasons: dict[str, str],
+               no_udp: str | None) -> Classification[Behaviour]:
+    """RFC 5780 §4.4 from the filtering socket: a CHANGE-REQUEST reply counts only from where it was asked.
+    An `unknown` gets its reason in `reasons["filtering"]` (`no_udp`: why, when no UDP answer came at all)."""
     ft = fam.filtering
     primary_ip = fam.primary.address(fam.family) if fam.primary is not None else None
     exp_both = ans.other if ans.other is not None and primary_ip else None
@@ -244,10 +341,7 @@ def _filtering(fam: FamilyObservations, ans: _Answers, rep: Report) -> Classific
     f = classify.classify_filtering(classify.FilteringObservation(
         usable(ft.plain) is not None if ft else False, rip, rport))
     if f.value == "unknown":
-        reason = rip_reason or rport_reason or f.reason or "unknown"
-        if ans.any_udp is None:
-            reason = rep.udp.reason or "no UDP reply"
-        rep.nat.unknown_reasons["filtering"] = reason
+        reasons["filtering"] = no_udp or rip_reason or rport_reason or f.reason or "unknown"
     return f
 
 
@@ -275,25 +369,24 @@ def _layers(obs: Observations, fam: FamilyObservations, rep: Report) -> None:
     nat.unknown_reasons.update({k: v for k, v in inf.reasons.items() if k not in nat.unknown_reasons})
 
 
-def _family4(obs: Observations, fam: FamilyObservations, rep: Report) -> None:
-    """Everything the full set of probes tells: outbound, public address, NAT behaviour and layers, the node's
-    ports; then the verdict and the advice."""
+def _family4(obs: Observations, fam: FamilyObservations, rep: Report) -> _Family:
+    """Everything the full set of probes tells over IPv4: outbound, public address, NAT behaviour and layers,
+    the node's ports."""
     nat = rep.nat
     reasons = nat.unknown_reasons
     _lifetime(obs, nat, rep.notes)
     if fam.port_paths is not None and fam.port_paths.skipped:
         rep.untested.append(fam.port_paths.skipped)
-    rep.ports = _port_results(obs, fam)
-    dial_ok = any(p.reason not in (None, "no-server", "local-error") for p in rep.ports)
-    ans = _answers(fam, dial_ok)
-    rep.servers += [_server_used(i, a, fam.tcp.reply if fam.tcp else None, dial_ok)
-                    for i, a in enumerate(fam.binding)]
-    _outbound(fam, ans, rep)
-    if ans.t1 and ans.t1.mapped:
-        nat.mapped_address = f"{ans.t1.mapped[0]}:{ans.t1.mapped[1]}"
     local_addrs = frozenset({*obs.local.net.addresses, *([rep.local.address] if rep.local.address else [])})
-    m = _mapping(fam, ans, local_addrs)
-    f = _filtering(fam, ans, rep)
+    judged = _analyse(obs, fam, local_addrs, reasons)
+    ans = judged.ans
+    rep.servers += judged.servers
+    _outbound4(fam, judged, rep)
+    if judged.filtering.value == "unknown" and ans.any_udp is None:
+        reasons["filtering"] = rep.udp.reason or "no UDP reply"
+    if ans.t1 and ans.t1.mapped:
+        nat.mapped_address = str(Endpoint.of(ans.t1.mapped))
+    m, f = judged.mapping, judged.filtering
     if obs.portmap is not None:
         rep.portmap = Portmap(pcp=obs.portmap.pcp, natpmp=obs.portmap.natpmp, upnp=obs.portmap.upnp)
     _layers(obs, fam, rep)
@@ -316,16 +409,13 @@ def _family4(obs: Observations, fam: FamilyObservations, rep: Report) -> None:
     if hp_why and nat.present is not False:
         reasons["hairpinning"] = hp_why
 
-    for p in rep.ports:
+    for p in judged.ports:
         if p.public_endpoint and nat.present and not p.public_endpoint.endswith(f":{p.port}"):
             rep.notes.append(f"the NAT maps the node's UDP port {p.port} to {p.public_endpoint}: peers that dial the "
                              f"advertised port {p.port} miss it unless the port is forwarded")
-    has_dialback = any(s.dialback for s in fam.servers)
-    if not has_dialback:
+    if not any(s.dialback for s in fam.servers):
         rep.untested.append("inbound reachability of the node's ports: no nodereach server (dial-back) "
                             "configured; use --server with a nodereach server")
     if ans.other is None and ans.t1 is not None:
         rep.untested.append("filtering behaviour: no RFC 5780 server (two addresses) among the servers")
-    apply_node(obs, rep)
-    decision = decide(rep, obs.options.ports, dialback=has_dialback and (not rep.ports or dial_ok))
-    rep.verdict, rep.causes, rep.advice = decision.verdict, decision.causes, decision.advice
+    return judged

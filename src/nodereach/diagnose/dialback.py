@@ -6,26 +6,26 @@ and the retry under observed loss are the check's (engine), passed in here. Neve
 from __future__ import annotations
 
 from nodereach.diagnose.model import PortResult, ProtocolCheckResult
-from nodereach.net import Transport
+from nodereach.net import Family, Transport
 from nodereach.reach.client import DialBackResult, ServerWait, dial_back
 
 
-def to_port_result(r: DialBackResult) -> PortResult:
+def to_port_result(r: DialBackResult, family: Family = 4) -> PortResult:
     """The report's vocabulary: silence toward nodereach's own listener means no mapping or a filter."""
     reason = r.reason
     if r.listener == "nodereach" and r.reachable is False and reason == "timeout":
         reason = "no-mapping-or-filtered"
     check = r.protocol_check
-    return PortResult(port=r.port, protocol=r.protocol, reachable=r.reachable, reason=reason,
-                      listener=r.listener, rtt_ms=r.rtt_ms,
+    return PortResult(port=r.port, protocol=r.protocol, family=family, reachable=r.reachable, reason=reason,
+                      listener=r.listener, rtt_ms=r.rtt_ms, second_address=r.second_address,
                       protocol_check=ProtocolCheckResult(protocol=str(check.protocol), ok=check.ok,
                                                          detail=check.detail) if check is not None else None)
 
 
-async def probe(host: str, http_port: int, port: int, protocol: Transport, *,
+async def probe(host: str, http_port: int, port: int, protocol: Transport, *, family: Family = 4,
                 server_wait: ServerWait, http_timeout: float, copies: int = 1, listen: bool = True) -> PortResult:
     """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside.
     `server_wait(handshake_s)` gives the server's probe deadline once the HTTP handshake time is known;
     `listen=False`: never listen on the port ourselves when nothing holds it."""
     return to_port_result(await dial_back(host, http_port, port, protocol, server_wait=server_wait,
-                                          http_timeout=http_timeout, copies=copies, listen=listen))
+                                          http_timeout=http_timeout, copies=copies, listen=listen), family)

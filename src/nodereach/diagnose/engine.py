@@ -3,9 +3,12 @@
 Timeline (one RTT = r): t=0 netlink (child process), test I to every server from the mapping socket, the
 filtering socket's plain + CHANGE-REQUEST tests, STUN over TCP, TTL-limited probes (UDP and TCP), outbound
 port-path probes, the gateway's port-mapping probe, the dial-back of every --port. t=r: tests II/III to the
-OTHER-ADDRESS, the hairpin request. Every wait derives from the measured RTT (diagnose.budget); nothing
-outlives --timeout. The probes themselves are in diagnose.probes / ports / adapters / lifetime; the engine
-only starts them, feeds each the results it depends on, reports progress, and collects `Observations`.
+OTHER-ADDRESS, the hairpin request. IPv6 runs beside IPv4 from t=0 with the same probes (not the IPv4-only
+ones: the path's NAT layers, port filters, hairpinning, the gateway's mapping, the binding lifetime) on an
+RTT and loss estimate of its own (another path). Every wait derives from the measured RTT of its family
+(diagnose.budget); nothing outlives --timeout. The probes themselves are in diagnose.probes / ports /
+adapters / lifetime; the engine only starts them, feeds each the results it depends on, reports progress,
+and collects `Observations`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from nodereach.diagnose.observations import (
 )
 from nodereach.diagnose.options import CheckOptions, Progress, ResolvedServer, ServerRoles, resolve_servers, roles
 from nodereach.diagnose.stunio import StunSocket
-from nodereach.net import Family, PortSpec, socket_family
+from nodereach.net import Family, PortSpec, address_kind, socket_family
 from nodereach.stun.rtt import SharedRtt
 from nodereach.stun.transaction import BindingReply
 
@@ -104,10 +107,11 @@ def _step_state(result: object) -> tuple[str, str]:
 
 
 @dataclass
-class _Family4:
-    """The running stages of the full probe set over one family (their tasks, until collected)."""
+class _FamilyRun:
+    """The running stages of one family's probes (their tasks, until collected)."""
 
     roles: ServerRoles
+    source: str | None = None
     local_port: int | None = None
     binding: list[asyncio.Task[ServerAnswer]] = field(default_factory=list)
     mapping: asyncio.Task[MappingTests | None] | None = None
@@ -119,14 +123,27 @@ class _Family4:
     ports: list[tuple[PortSpec, asyncio.Task[PortProbe]]] = field(default_factory=list)
     hairpin: asyncio.Task[Hairpin] | None = None
 
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Every stage of this family that was started."""
+        staged: list[asyncio.Task[Any] | None] = [*self.binding, self.mapping, self.plain, self.filtering, self.tcp,
+                                                  self.path, self.port_paths, *(t for _, t in self.ports),
+                                                  self.hairpin]
+        return [t for t in staged if t is not None]
+
     def collect(self) -> FamilyObservations:
         servers = self.roles.servers
         answers = tuple(_value(t) or ServerAnswer(s, None) for s, t in zip(servers, self.binding, strict=False))
         return FamilyObservations(
-            self.roles.family, servers, local_port=self.local_port, binding=answers, mapping=_value(self.mapping),
+            self.roles.family, servers, source=self.source, local_port=self.local_port, binding=answers,
+            mapping=_value(self.mapping),
             filtering=_value(self.filtering), tcp=_value(self.tcp), path=_value(self.path),
             port_paths=_value(self.port_paths),
             ports=tuple(_value(t) or PortProbe(spec, None) for spec, t in self.ports), hairpin=_value(self.hairpin))
+
+
+def _step4(four: bool, step: str, detail: str) -> tuple[str | None, str]:
+    """A stage's progress step: IPv4's stages each have one; IPv6's are reported together as `ipv6`."""
+    return (step, detail) if four else (None, "")
 
 
 class Check:
@@ -161,9 +178,8 @@ class _Run:
         self.child: adapters.ProbeChild | None = None
         self.source: str | None = None
         self.primary4: str | None = None
-        self.family4: _Family4 | None = None
+        self.runs: dict[Family, _FamilyRun] = {}
         self.families: dict[Family, FamilyObservations] = {}
-        self.ipv6: asyncio.Task[FamilyObservations] | None = None
         self.portmap: asyncio.Task[PortmapObservation] | None = None
         self.others_done = asyncio.Event()
         """Every probe but the gateway's is done: the gateway probe gets no more time than its own bound."""
@@ -214,8 +230,8 @@ class _Run:
             state, detail = _step_state(task.result())
             self.progress(step, state, detail)
 
-    async def _open(self, family: Family) -> StunSocket:
-        sock = await StunSocket(self.rtt, socket_family(family)).open()
+    async def _open(self, family: Family, ctx: Context) -> StunSocket:
+        sock = await StunSocket(ctx.rtt, socket_family(family)).open()
         self.sockets.append(sock)
         return sock
 
@@ -236,22 +252,22 @@ class _Run:
         primary = v4.primary
         if primary is None:
             self.families[4] = FamilyObservations(4, (), unavailable="no usable IPv4 server")
-            if usable:
-                self._start_ipv6(v6)
+            await self._start_ipv6(v6)
             return
         self.primary4 = primary.address(4)
         self.source, route_error = netinfo.source_toward(self.primary4)
         if route_error is not None:
             self.families[4] = FamilyObservations(4, v4.servers, unavailable=f"no route to the servers ({route_error})",
                                                   route_error=True)
+            await self._start_ipv6(v6)
             return
         try:
-            await self._start_family(v4)
+            await self._start_family(v4, self.ctx, self.source)
         except OSError as exc:  # no UDP socket for this family: nothing to probe with
             self.families[4] = FamilyObservations(4, v4.servers, unavailable=f"cannot open a UDP socket "
                                                                              f"({exc.strerror or exc})")
             return
-        self._start_ipv6(v6)
+        await self._start_ipv6(v6)
         assert self.primary4 is not None
         self.portmap = self._start(adapters.gateway_protocols(self.net, self.primary4, self.child, self.ctx,
                                                               self.others_done),
@@ -271,56 +287,80 @@ class _Run:
         return await observe(self.opts.ports, self.opts.node, budget_s=NODE_BUDGET_S,
                              secrets=self.opts.node_secrets, pick=self.opts.port_pick, host=self.opts.host_scan)
 
-    def _start_ipv6(self, v6: ServerRoles) -> None:
-        if not v6.servers:
+    async def _start_ipv6(self, v6: ServerRoles) -> None:
+        """IPv6's probes, when a server has an IPv6 address and this host a route toward it. A host without IPv6
+        (no route, only link-local addresses, no socket) is `untested` with the reason, never unreachable."""
+        primary = v6.primary
+        if primary is None:
             self.families[6] = FamilyObservations(6, ())
             return
-        self.ipv6 = self._start(probes.outbound_only(v6.servers, 6, self.ctx))
+        dest = primary.address(6)
+        source, route_error = netinfo.source_toward(dest)
+        if route_error is not None or source is None or address_kind(source) == "link-local":
+            why = route_error or "only a link-local source address"
+            self.families[6] = FamilyObservations(
+                6, v6.servers, unavailable=f"no IPv6 connectivity on this host (no route to {dest}: {why})",
+                route_error=True)
+            return
+        # Its own RTT and loss estimate: IPv6 often takes another path (a tunnel, another peering) than IPv4.
+        rtt6 = SharedRtt()
+        ctx6 = Context(rtt6, Budget(self.ctx.budget.start, self.opts.timeout, rtt6))
+        try:
+            run = await self._start_family(v6, ctx6, source)
+        except OSError as exc:
+            self.families[6] = FamilyObservations(6, v6.servers, source=source, unavailable=f"cannot open an IPv6 "
+                                                  f"UDP socket ({exc.strerror or exc})")
+            return
+        self.progress("ipv6", "running", "STUN, filtering and dial-back over IPv6")
+        done = self._start(asyncio.wait(run.tasks()))
+        done.add_done_callback(partial(self._finished, "ipv6", "IPv6"))
 
-    async def _start_family(self, fam: ServerRoles) -> None:
-        """Every probe over one family toward its primary server (IPv4 today)."""
+    async def _start_family(self, fam: ServerRoles, ctx: Context, source: str | None) -> _FamilyRun:
+        """Every probe over one family toward its primary server. IPv4 adds what only it has (the path's NAT
+        layers, outbound port filters, hairpinning); IPv6's progress is one step of its own."""
         primary = fam.primary
         assert primary is not None
         dest = primary.stun(fam.family)
         assert dest is not None
-        ctx, family = self.ctx, fam.family
-        m_sock = await self._open(family)
-        f_sock = await self._open(family)
-        run = self.family4 = _Family4(fam, local_port=m_sock.local[1])
+        family = fam.family
+        four = family == 4
+        m_sock = await self._open(family, ctx)
+        f_sock = await self._open(family, ctx)
+        run = self.runs[family] = _FamilyRun(fam, source=source, local_port=m_sock.local[1])
+        step = partial(_step4, four)
         run.binding = [self._start(probes.test1(m_sock, s, family, ctx)) for s in fam.servers]
-        self.progress("mapping", "running", "RFC 5780 mapping tests")
-        run.binding[0].add_done_callback(partial(self._finished, "mapping", "test1"))
+        if four:
+            self.progress("mapping", "running", "RFC 5780 mapping tests")
+            run.binding[0].add_done_callback(partial(self._finished, "mapping", "test1"))
         run.mapping = self._start(probes.mapping_tests(m_sock, dest, asyncio.shield(run.binding[0]), ctx))
         run.plain = self._start(probes.request(f_sock, dest, ctx))
         run.filtering = self._start(probes.filtering_tests(f_sock, dest, asyncio.shield(run.plain), ctx),
-                                    "filtering", "CHANGE-REQUEST tests (own socket)")
-        run.tcp = self._start(probes.tcp_test(dest, ctx), "tcp", "STUN over TCP")
-        run.path = self._start(probes.path_trace(dest, dest, ctx), "path", "TTL-limited probes")
-        run.port_paths = self._start(ports.port_paths(primary, family, self.opts.ports, ctx), "filters",
-                                     "outbound port paths")
+                                    *step("filtering", "CHANGE-REQUEST tests (own socket)"))
+        run.tcp = self._start(probes.tcp_test(dest, ctx), *step("tcp", "STUN over TCP"))
+        if four:
+            run.path = self._start(probes.path_trace(dest, dest, ctx), "path", "TTL-limited probes")
+            run.port_paths = self._start(ports.port_paths(primary, family, self.opts.ports, ctx), "filters",
+                                         "outbound port paths")
         dialer = fam.dialback
         if dialer is not None and self.opts.ports:
             copies = ports.dialback_copies(self.opts.ports)
-            self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
             hold = self.opts.hold_free_ports
             run.ports = [(p, self._start(ports.port_probe(dialer, family, p, copies, ctx, listen=hold)))
                          for p in self.opts.ports]
-            done = self._start(asyncio.wait([t for _, t in run.ports]))
-            done.add_done_callback(partial(self._finished, "ports", "dial-back"))
-        run.hairpin = self._start(probes.hairpin(m_sock, f_sock, asyncio.shield(run.binding[0]),
-                                                 asyncio.shield(run.plain), ctx), "hairpin")
+            if four:
+                self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
+                done = self._start(asyncio.wait([t for _, t in run.ports]))
+                done.add_done_callback(partial(self._finished, "ports", "dial-back"))
+        if four:
+            run.hairpin = self._start(probes.hairpin(m_sock, f_sock, asyncio.shield(run.binding[0]),
+                                                     asyncio.shield(run.plain), ctx), "hairpin")
+        return run
 
     # --- collecting ------------------------------------------------------------------------------------
     def _collect(self, local: LocalView, timed_out: bool) -> Observations:
         families = dict(self.families)
-        if self.family4 is not None:
-            families[4] = self.family4.collect()
-        ipv6 = _value(self.ipv6)
-        if ipv6 is not None:
-            families[6] = ipv6
-        elif self.ipv6 is not None:  # started but unfinished: tested, nothing came back in time
-            v6 = roles(self.resolved, 6)
-            families[6] = FamilyObservations(6, v6.servers, binding=tuple(ServerAnswer(s, None) for s in v6.servers))
+        for family, run in self.runs.items():
+            families[family] = run.collect()
         return Observations(options=self.opts, servers=self.resolved, families=families, local=local,
                             portmap=_value(self.portmap), lifetime=_value(self.lifetime), timed_out=timed_out,
                             errors=tuple(self.errors), node=_value(self.node))

@@ -3,6 +3,9 @@
 check/2 (issue 10): a port is `reachable` only when a program listens there and peers' first packets reach
 it; `path_open` carries the network path test alone (true also when nodereach had to listen itself, which
 is then `reachable: false, reason: nothing-listening`); the `node` block is the node's own view.
+Per address family (issue 11, folded into check/2 before its release): `ports[]` has one entry per tested
+port and family (`family`: 4 or 6), `reachability` says per family, `ipv6` holds IPv6's own translation,
+mapping and filtering (`nat` stays IPv4's), and the verdict `partly-reachable` is new.
 
 Field names and values are a public contract (docs/check-schema.md). Add fields freely; never rename or
 change the meaning of one without bumping SCHEMA.
@@ -14,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from nodereach.net import Transport
+from nodereach.net import Family, Transport
 from nodereach.node.model import NodeReport
 
 SCHEMA = "nodereach.check/2"
@@ -23,7 +26,14 @@ Behaviour = Literal["endpoint-independent", "address-dependent", "address-and-po
 Mapping = Literal[
     "endpoint-independent", "address-dependent", "address-and-port-dependent", "no-nat", "unknown"
 ]
-Verdict = Literal["reachable", "unreachable", "no-connectivity"]
+Verdict = Literal["reachable", "partly-reachable", "unreachable", "no-connectivity"]
+FamilyReachability = Literal["reachable", "unreachable", "no-connectivity", "untested"]
+"""One address family: `untested` when this host has no such connectivity to test (no route, no address of
+the family, no server of the family), never `unreachable`."""
+Translation6 = Literal["none", "nptv6", "nat66", "unknown"]
+"""What happens to this host's IPv6 source address on the way out: `none` (the servers see the host's own
+address), `nptv6` (the prefix is swapped, interface identifier and ports kept: RFC 6296), `nat66` (a
+stateful translator: address and/or ports changed otherwise), `unknown`."""
 Protocol = Transport
 """The report's name for a transport (`tcp` | `udp`)."""
 ServerKind = Literal["nodereach", "stun-rfc5780", "stun"]
@@ -95,6 +105,8 @@ class Nat(msgspec.Struct, kw_only=True):
 class PortResult(msgspec.Struct, kw_only=True):
     port: int
     protocol: Protocol
+    family: Family = 4
+    """The address family this entry was tested over (one entry per tested port and family)."""
     reachable: bool | None = None
     reason: str | None = None
     """Code: `ok`, `no-mapping`, `filtered`, `refused`, `timeout`, `nothing-listening`, `no-server`, ..."""
@@ -107,6 +119,11 @@ class PortResult(msgspec.Struct, kw_only=True):
     own listener when nothing listened)? None: not tested, or not observable (UDP to a node's own socket)."""
     protocol_check: ProtocolCheckResult | None = None
     """The node answered the first exchange of its own protocol from outside (when the check asked for one)."""
+    second_address: bool | None = None
+    """The dial-back's probe came from the server's second address of this family, so nothing the request
+    itself opened (a firewall's state for the request's flow) let it in. False: the server has one address of
+    the family, and a positive answer is weaker evidence (an address-dependent filter would pass it too).
+    None: not said (no answer, or an older server)."""
 
 
 class ProtocolCheckResult(msgspec.Struct, kw_only=True):
@@ -139,9 +156,40 @@ class ServerUsed(msgspec.Struct, kw_only=True):
     address: str
     kind: ServerKind
     answered: bool
+    family: Family | None = None
+    """The family it was asked over (None: its name did not resolve)."""
     rtt_ms: float | None = None
     reason: str | None = None
     """Why it did not answer / was not usable (timeout, garbage reply, name not resolved, ...)."""
+
+
+class Reachability(msgspec.Struct, kw_only=True):
+    """Can peers reach the node over each address family (the verdict combines them)?"""
+
+    ipv4: FamilyReachability = "untested"
+    ipv6: FamilyReachability = "untested"
+
+    def get(self, family: Family) -> FamilyReachability:
+        return self.ipv4 if family == 4 else self.ipv6
+
+
+class Ipv6(msgspec.Struct, kw_only=True):
+    """IPv6's own path behaviour (the `nat` block is IPv4's): what happens to this host's address, and what an
+    IPv6 firewall (or translator) lets in, in RFC 4787 terms."""
+
+    address: str | None = None
+    """This host's own IPv6 source address toward the servers (global or unique-local)."""
+    translation: Translation6 = "unknown"
+    mapping: Mapping = "unknown"
+    """RFC 4787 mapping from the RFC 5780 tests over IPv6 (`no-nat` when the servers see the host's own
+    address and port)."""
+    filtering: Behaviour = "unknown"
+    """RFC 4787 filtering over IPv6 (RFC 5780 CHANGE-REQUEST tests from a socket of its own, with a server
+    that has two IPv6 addresses): with no translation, the stateful firewall's behaviour."""
+    reason: str | None = None
+    """Why IPv6 is `untested` or has no connectivity."""
+    unknown_reasons: dict[str, str] = msgspec.field(default_factory=dict)
+    """For each field left `unknown`/null: why."""
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -154,19 +202,22 @@ class Report(msgspec.Struct, kw_only=True):
     nat: Nat = msgspec.field(default_factory=Nat)
     ports: list[PortResult] = msgspec.field(default_factory=list)
     portmap: Portmap = msgspec.field(default_factory=Portmap)
+    reachability: Reachability = msgspec.field(default_factory=Reachability)
+    ipv6: Ipv6 = msgspec.field(default_factory=Ipv6)
     verdict: Verdict = "no-connectivity"
     causes: list[str] = msgspec.field(default_factory=list)
     advice: list[Advice] = msgspec.field(default_factory=list)
     servers: list[ServerUsed] = msgspec.field(default_factory=list)
     notes: list[str] = msgspec.field(default_factory=list)
     untested: list[str] = msgspec.field(default_factory=list)
+    """What could not be tested in this run and why (e.g. no nodereach server: no dial-back, no filtering)."""
     node: NodeReport | None = None
     """The node's own view: who listens on its ports here, what its RPC says, what it advertises (None: not
     read, e.g. `--node none`)."""
-    """What could not be tested in this run and why (e.g. no nodereach server: no dial-back, no filtering)."""
 
 
-EXIT_CODES: dict[str, int] = {"reachable": 0, "unreachable": 1, "no-connectivity": 3}
+EXIT_CODES: dict[str, int] = {"reachable": 0, "unreachable": 1, "no-connectivity": 3, "partly-reachable": 4}
+"""`nodereach check`'s exit status per verdict (2 is a usage or environment error, before any verdict)."""
 
 
 def to_json(report: Report) -> bytes:

@@ -8,11 +8,16 @@ network path alone is `path_open`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from nodereach.diagnose.model import PortResult, Report
+from nodereach.diagnose.model import Report
 from nodereach.diagnose.observations import Observations
-from nodereach.net import Endpoint, Family, PortSpec
+from nodereach.net import FAMILIES, Endpoint, Family, PortSpec, wildcard
+
+if TYPE_CHECKING:
+    from nodereach.node.listeners import Listener
 
 
 def apply_node(obs: Observations, rep: Report) -> None:
@@ -29,22 +34,17 @@ def apply_node(obs: Observations, rep: Report) -> None:
     from nodereach.node.listeners import assess
     from nodereach.node.report import node_report
 
-    # Each port entry is judged for its own family (ports carry `family` once they are tested per family,
-    # issue 11; until then they are IPv4). IPv6 traffic arrives on the host's global address: not known here,
-    # so a v6 listener bound to one address is not called the wrong interface.
-    families: list[Family] = sorted({_family(p) for p in rep.ports} or {4})
+    # Each port entry is judged for its own family. IPv6 traffic arrives on one of the host's global addresses
+    # (a temporary privacy address is the usual source toward the servers, while the node may bind the stable
+    # one), so a v6 listener bound to one address is not called the wrong interface.
+    families: list[Family] = sorted({p.family for p in rep.ports} or {4})
     arrival: dict[Family, str | None] = {4: rep.local.address, 6: None}
     public: dict[Family, str] = {}
     if rep.public.ipv4:
         public[4] = rep.public.ipv4
     if rep.public.ipv6:
         public[6] = rep.public.ipv6
-    # Where nodereach listened for the dial-back itself, nothing else held the port: a socket the scan saw
-    # there is nodereach's own (the scan runs beside the probes).
-    ours = {PortSpec(p.port, p.protocol) for p in rep.ports if p.listener == "nodereach"}
-    if ours:
-        node = replace(node, listeners=tuple(lst for lst in node.listeners
-                                             if PortSpec(lst.port, lst.transport) not in ours))
+    node = replace(node, listeners=node_listeners(node.listeners, rep))
     assessed = {pl.spec: pl for pl in assess(node.ports, families, arrival, node.listeners, node.containers)}
     path_open: dict[PortSpec, bool | None] = {}
     endpoints: dict[PortSpec, Endpoint] = {}
@@ -52,17 +52,48 @@ def apply_node(obs: Observations, rep: Report) -> None:
         spec = PortSpec(p.port, p.protocol)
         pl = assessed.get(spec)
         if pl is not None:
-            pl = replace(pl, problems=tuple(q for q in pl.problems if q.family == _family(p)))
+            pl = replace(pl, problems=tuple(q for q in pl.problems if q.family == p.family))
         out = port_outcome(p.reachable, p.reason, p.listener, pl)
         p.reachable, p.path_open, p.reason = out.reachable, out.path_open, out.reason
-        path_open[spec] = out.path_open
-        if p.public_endpoint:
+        if out.reason == "nothing-listening" and pl is not None and pl.listeners and pl.problems:
+            # The node listens, only not over this family (an IPv4-only socket while IPv6 is tested, or the
+            # reverse): nodereach's own listener got the family's port, and the family's problem says why.
+            p.reason = pl.problems[0].code
+        # Per port, over any family: a path open over IPv6 lets peers in even where IPv4's is closed.
+        before = path_open.get(spec)
+        path_open[spec] = True if (before or out.path_open) else (False if False in (before, out.path_open)
+                                                                   else None)
+        if p.public_endpoint and p.family == 4:  # the NAT's endpoint (IPv4) is what an advertised port must match
             with contextlib.suppress(ValueError):
                 endpoints[spec] = Endpoint.parse(p.public_endpoint)
     rep.node, _ = node_report(node, families=families, arrival=arrival, public=public, endpoints=endpoints,
                               path_open=path_open)
 
 
-def _family(p: PortResult) -> Family:
-    fam = getattr(p, "family", None)
-    return 6 if fam == 6 else 4
+
+def node_listeners(listeners: Sequence[Listener], rep: Report) -> tuple[Listener, ...]:
+    """The node's sockets on the tested ports, without nodereach's own. Where nodereach listened for the
+    dial-back itself over a family, nothing else held that family's wildcard there: a socket the scan saw
+    there is nodereach's own (the scan runs beside the probes). Per family: nodereach's `[::]` socket
+    (IPv6 only) next to the node's `0.0.0.0` one must not hide the node's."""
+    ours = {(p.port, p.protocol, p.family) for p in rep.ports if p.listener == "nodereach"}
+    return tuple(lst for lst in listeners
+                 if not ((lst.port, lst.transport, lst.family) in ours and lst.address == wildcard(lst.family)))
+
+
+def node_families(obs: Observations, rep: Report) -> frozenset[Family] | None:
+    """The families the node listens on for its tested ports: from the listener scan (a socket that takes the
+    family, not on loopback; nodereach's own left out), else from the dial-back (the port was held over that
+    family). None: unknown (no ports, or no listener information at all)."""
+    node = obs.node
+    if node is not None:
+        tested = {(p.port, p.transport) for p in obs.options.ports}
+        found: set[Family] = set()
+        for lst in node_listeners(node.listeners, rep):
+            if (lst.port, lst.transport) in tested and not lst.loopback:
+                found |= {f for f in FAMILIES if lst.takes(f)}
+        return frozenset(found)
+    held = {p.family for p in rep.ports if p.listener == "node"}
+    if held or any(p.listener == "nodereach" for p in rep.ports):
+        return frozenset(held)
+    return None

@@ -128,6 +128,9 @@ class FamilyObservations:
     """Why this family was not probed at all (no server, no route, no socket): the other fields are empty."""
     route_error: bool = False
     """`unavailable` because the kernel has no route toward the servers."""
+    source: str | None = None
+    """This host's source address toward the primary, as the kernel picks it (compared with what the servers
+    see: translation, NAT presence)."""
     local_port: int | None = None
     """The mapping socket's local port (port preservation compares it with the mapped one)."""
     binding: tuple[ServerAnswer, ...] = ()
@@ -193,8 +196,8 @@ class Observations:
     servers: tuple[ResolvedServer, ...]
     """Every server named, resolved or with the reason it could not be."""
     families: Mapping[Family, FamilyObservations] = field(default_factory=dict)
-    """Only the families that had a usable server (IPv4 is probed in full; IPv6 today only for outbound
-    UDP/TCP and its public address)."""
+    """Per family, the same probes toward that family's primary (IPv4 adds what only it has: the path's NAT
+    layers, outbound port filters, hairpinning, the gateway's port mapping, the binding lifetime)."""
     local: LocalView = field(default_factory=LocalView)
     portmap: PortmapObservation | None = None
     lifetime: LifetimeObservation | None = None

@@ -38,7 +38,7 @@ class ServerSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.host}:{self.stun_port}"
+        return f"[{self.host}]:{self.stun_port}" if ":" in self.host else f"{self.host}:{self.stun_port}"
 
 
 @dataclass(frozen=True, slots=True)

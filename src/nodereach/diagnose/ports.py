@@ -14,7 +14,7 @@ from nodereach.diagnose.model import PortResult
 from nodereach.diagnose.observations import PortPaths, PortProbe
 from nodereach.diagnose.options import ResolvedServer
 from nodereach.diagnose.stunio import StunSocket
-from nodereach.net import Family, PortSpec, SockAddr, socket_family, wildcard
+from nodereach.net import Endpoint, Family, PortSpec, SockAddr, socket_family, wildcard
 from nodereach.reach.limits import MAX_IN_FLIGHT_PER_ADDRESS
 
 DIALBACK_ATTEMPTS = 3
@@ -73,14 +73,15 @@ async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copi
     holds it (CheckOptions.hold_free_ports)."""
     host = server.address(family) or server.spec.host
     http_port = server.spec.http_port
-    result = PortResult(port=spec.port, protocol=spec.transport, reason="no-server")
+    result = PortResult(port=spec.port, protocol=spec.transport, family=family, reason="no-server")
     if http_port is None:
         return result
     for _attempt in range(DIALBACK_ATTEMPTS):
         left = ctx.budget.left()
         if left < 0.4:
             break
-        new = await dialback.probe(host, http_port, spec.port, spec.transport, server_wait=partial(_server_wait, ctx),
+        new = await dialback.probe(host, http_port, spec.port, spec.transport, family=family,
+                                   server_wait=partial(_server_wait, ctx),
                                    http_timeout=left - 0.02, copies=copies if spec.transport == "tcp" else 1,
                                    listen=listen)
         if result.reachable is None or new.reachable is not None:
@@ -107,7 +108,7 @@ async def public_endpoint(port: int, family: Family, stun: SockAddr, ctx: Contex
     finally:
         sock.close()
     if reply is not None and reply.source == stun and reply.mapped is not None:
-        return f"{reply.mapped[0]}:{reply.mapped[1]}"
+        return str(Endpoint.of(reply.mapped))  # IPv6 in brackets: [2001:db8::1]:30303
     return None
 
 

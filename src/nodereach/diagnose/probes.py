@@ -16,7 +16,6 @@ from functools import partial
 from nodereach.diagnose import ttlprobe
 from nodereach.diagnose.budget import Context
 from nodereach.diagnose.observations import (
-    FamilyObservations,
     FilteringTests,
     Hairpin,
     MappingTests,
@@ -26,7 +25,7 @@ from nodereach.diagnose.observations import (
 )
 from nodereach.diagnose.options import ResolvedServer
 from nodereach.diagnose.stunio import StunSocket, tcp_binding
-from nodereach.net import Family, SockAddr, socket_family
+from nodereach.net import Family, SockAddr
 from nodereach.stun import message as M
 from nodereach.stun.transaction import BindingReply
 
@@ -157,24 +156,3 @@ async def hairpin(m_sock: StunSocket, f_sock: StunSocket, first: Awaitable[Serve
             async with asyncio.timeout(max(0.0, min(ctx.rtt.rto, deadline - time.monotonic()))):
                 await f_sock.request_event.wait()
     return Hairpin(True, msg.transaction_id in f_sock.requests_seen)
-
-
-async def outbound_only(servers: tuple[ResolvedServer, ...], family: Family, ctx: Context) -> FamilyObservations:
-    """Outbound UDP and TCP over a family and the public address there: test I to every server from one
-    socket of its own, STUN over TCP to the first. (IPv6 today; the full set of probes runs over IPv4.)"""
-    try:
-        sock = await StunSocket(ctx.rtt, socket_family(family)).open()
-    except OSError as exc:
-        return FamilyObservations(family, servers, unavailable=exc.strerror or str(exc))
-    try:
-        first = servers[0].stun(family)
-        jobs = asyncio.gather(*(test1(sock, s, family, ctx) for s in servers))
-        if first is None:
-            return FamilyObservations(family, servers, local_port=sock.local[1], binding=tuple(await jobs))
-        # No RTT seed from this handshake: the estimate is the IPv4 path's.
-        answers, (reply, reason) = await asyncio.gather(jobs, tcp_binding(first, deadline=ctx.budget.end - 0.05))
-        return FamilyObservations(family, servers, local_port=sock.local[1], binding=tuple(answers),
-                                  tcp=TcpTest(reply, reason))
-    finally:
-        sock.close()
-

@@ -16,7 +16,10 @@ from nodereach.diagnose.model import Report
 
 STEPS = {"servers": "servers", "mapping": "NAT mapping", "filtering": "NAT filtering", "tcp": "TCP outbound",
          "path": "path (TTL probes)", "filters": "outbound port filters", "portmap": "port mapping (gateway)",
-         "ports": "node ports from outside"}
+         "ports": "node ports from outside", "ipv6": "IPv6 (STUN, filtering, ports from outside)"}
+VERDICT_COLOURS = {"reachable": "green", "partly-reachable": "yellow", "unreachable": "red", "no-connectivity": "red"}
+FAMILY_WORDS = {"reachable": "[green]reachable[/]", "unreachable": "[red]unreachable[/]",
+                "no-connectivity": "[red]no connectivity[/]", "untested": "[dim]untested[/]"}
 ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]–[/]"}
 
 
@@ -103,13 +106,29 @@ def node_panel(rep: Report) -> Panel:
     return Panel(t, title="the node", title_align="left", border_style="magenta")
 
 
+def _ipv6_row(rep: Report) -> str:
+    """IPv6 in one line: its addresses, translation and filtering, or why it was not tested."""
+    six = rep.ipv6
+    if rep.reachability.ipv6 == "untested" or (six.reason and rep.reachability.ipv6 == "no-connectivity"):
+        return f"[dim]{six.reason or 'not tested'}[/]"
+    seen = rep.public.ipv6 or "?"
+    own = f"{six.address} seen as {seen}" if six.address and six.address != rep.public.ipv6 else seen
+    translation = {"none": "no translation", "nptv6": "NPTv6 (prefix translated)", "nat66": "NAT66",
+                   "unknown": "translation unknown"}[six.translation]
+    return (f"{own}   {translation}, filtering {six.filtering}   "
+            f"UDP {_yn(rep.udp.ipv6, 'works', 'blocked')}   TCP {_yn(rep.tcp.ipv6, 'works', 'blocked')}")
+
+
 def render_report(rep: Report, console: Console | None = None) -> None:
     console = console or Console()
-    colour = {"reachable": "green", "unreachable": "red", "no-connectivity": "red"}[rep.verdict]
+    colour = VERDICT_COLOURS[rep.verdict]
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("verdict", f"[bold {colour}]{rep.verdict}[/]")
+    if rep.reachability.ipv6 != "untested" or rep.verdict == "partly-reachable":
+        summary.add_row("per family", f"IPv4 {FAMILY_WORDS[rep.reachability.ipv4]}   "
+                                      f"IPv6 {FAMILY_WORDS[rep.reachability.ipv6]}")
     if rep.causes:
         summary.add_row("why", "\n".join(f"{CAUSES.get(c, c)} [dim]({c})[/]" for c in rep.causes))
     summary.add_row("outbound", f"UDP {_yn(rep.udp.outbound, 'works', 'blocked')}   "
@@ -118,8 +137,7 @@ def render_report(rep: Report, console: Console | None = None) -> None:
     if blocked:
         summary.add_row("filtered ports", ", ".join(map(str, blocked)))
     summary.add_row("addresses", f"local {rep.local.address or '?'} via {rep.local.gateway or 'no gateway'}   "
-                                 f"public {rep.public.ipv4 or '?'}" + (f"   IPv6 {rep.public.ipv6}"
-                                                                      if rep.public.ipv6 else ""))
+                                 f"public {rep.public.ipv4 or '?'}")
     nat = rep.nat
     summary.add_row("NAT", f"{_yn(nat.present)}  layers {nat.layers if nat.layers is not None else '?'}  "
                            f"CGNAT {_yn(nat.cgnat)}")
@@ -128,10 +146,11 @@ def render_report(rep: Report, console: Console | None = None) -> None:
     else:
         summary.add_row("behaviour", f"mapping {nat.mapping}, filtering {nat.filtering}, port preservation "
                                      f"{_yn(nat.port_preservation)}, hairpinning {_yn(nat.hairpinning)}")
+    summary.add_row("IPv6", _ipv6_row(rep))
     for p in rep.ports:
         path = "" if p.path_open is None or p.reachable else f"  (network path {_yn(p.path_open, 'open', 'closed')})"
-        summary.add_row(f"port {p.port}/{p.protocol}", f"{_yn(p.reachable, 'reachable', 'not reachable')} "
-                                                       f"[dim]{p.reason or ''}[/]{path}")
+        label = f"port {p.port}/{p.protocol}" + (" IPv6" if p.family == 6 else "")
+        summary.add_row(label, f"{_yn(p.reachable, 'reachable', 'not reachable')} [dim]{p.reason or ''}[/]{path}")
     pm = rep.portmap
     summary.add_row("port mapping", "  ".join(f"{n} {_yn(v.available)}" for n, v in
                                               (("PCP", pm.pcp), ("NAT-PMP", pm.natpmp), ("UPnP", pm.upnp))))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from nodereach.net import PortSpec
 
-__all__ = ["PortSpec", "dmz_rules", "firewall_accept_rules", "port_forward_rules", "provider_message_cgnat",
-           "provider_message_double_nat", "provider_message_filter"]
+__all__ = ["PortSpec", "dmz_rules", "firewall_accept_rules", "ipv6_firewall_rules", "port_forward_rules",
+           "provider_message_cgnat", "provider_message_double_nat", "provider_message_filter"]
 
 WAN_PLACEHOLDER = "wan"  # interface name on the router; we cannot see it from the node
 
@@ -74,6 +76,51 @@ def firewall_accept_rules(ports: list[PortSpec]) -> dict[str, str]:
                    f"action=accept place-before=0 comment=\"nodereach {p}\"")
     return {"nftables": "\n".join(nft), "iptables": "\n".join(ipt), "ufw": "\n".join(ufw),
             "routeros": "\n".join(ros)}
+
+
+def ipv6_firewall_rules(node_ip6: str, ports: list[PortSpec], wan_if: str = WAN_PLACEHOLDER) -> dict[str, str]:
+    """Inbound accept rules for the node's IPv6 address in a router's IPv6 firewall (no NAT: the router only
+    has to let new connections to the node through its forward chain), one snippet per router family."""
+    nft = ["# nftables (Linux router): new inbound connections to the node, before the forward chain's drop",
+           "# (table/chain names as in your ruleset, here inet filter forward)"]
+    ipt = ["# ip6tables (Linux router)"]
+    uci = ["# OpenWrt (dest_ip '::" + _iid(node_ip6) + "/-64' instead follows the node if the prefix changes)"]
+    ros = ["# MikroTik RouterOS"]
+    for p in ports:
+        nft.append(f"nft insert rule inet filter forward iifname \"{wan_if}\" ip6 daddr {node_ip6} "
+                   f"{p.protocol} dport {p.port} accept")
+        ipt.append(f"ip6tables -I FORWARD -i {wan_if} -d {node_ip6} -p {p.protocol} --dport {p.port} -j ACCEPT")
+        uci += ["uci add firewall rule",
+                f"uci set firewall.@rule[-1].name='nodereach-{p.port}-{p.protocol}-ipv6'",
+                "uci set firewall.@rule[-1].family='ipv6'",
+                "uci set firewall.@rule[-1].src='wan'",
+                "uci set firewall.@rule[-1].dest='lan'",
+                f"uci set firewall.@rule[-1].proto='{p.protocol}'",
+                f"uci set firewall.@rule[-1].dest_ip='{node_ip6}'",
+                f"uci set firewall.@rule[-1].dest_port='{p.port}'",
+                "uci set firewall.@rule[-1].target='ACCEPT'"]
+        ros.append(f"/ipv6 firewall filter add chain=forward in-interface-list=WAN protocol={p.protocol} "
+                   f"dst-address={node_ip6}/128 dst-port={p.port} action=accept place-before=0 "
+                   f"comment=\"nodereach {p}\"")
+    uci += ["uci commit firewall", "/etc/init.d/firewall restart"]
+    ports_text = ", ".join(f"{p.port} ({p.protocol.upper()})" for p in ports)
+    home = (f"In the router's web interface, allow incoming IPv6 connections to this device ({node_ip6}) on "
+            f"port(s) {ports_text}. The setting is called 'IPv6 firewall' / 'IPv6 pinhole' / 'port sharing' "
+            "or 'permit access' for the device (FRITZ!Box: Internet > Permit Access > Port Sharing, the "
+            "device, new sharing, IPv6 enabled). Some routers only offer to open the device's ports entirely "
+            "('exposed host' for IPv6): prefer single ports.")
+    return {"nftables": "\n".join(nft), "ip6tables": "\n".join(ipt), "openwrt": "\n".join(uci),
+            "routeros": "\n".join(ros), "home-router": home}
+
+
+def _iid(address: str) -> str:
+    """The interface identifier (low 64 bits) of an IPv6 address, as OpenWrt's negative-mask suffix matches it
+    (`::10/-64`); the address itself when it does not parse."""
+    try:
+        raw = ipaddress.IPv6Address(address).packed
+    except ValueError:
+        return address
+    return str(ipaddress.IPv6Address(bytes(8) + raw[8:])).lstrip(":")
 
 
 def _ports_text(ports: list[PortSpec]) -> str:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import secrets
+import socket
 import time
 import typing
 from collections.abc import Callable
@@ -213,8 +214,17 @@ class _Listener:
                                                   reuse_address=True, backlog=16)
                 self._close = server
             else:
-                transport, self._udp = await loop.create_datagram_endpoint(lambda: _UdpEcho(self),
-                                                                           local_addr=(self.host, self.port))
+                sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    if sock.family == socket.AF_INET6:
+                        # `[::]:port` for IPv6 alone (asyncio's TCP server does the same): the check listens on
+                        # a free node port over IPv4 and IPv6 at once, and a dual-stack socket would take both.
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind((self.host, self.port))
+                except OSError:
+                    sock.close()
+                    raise
+                transport, self._udp = await loop.create_datagram_endpoint(lambda: _UdpEcho(self), sock=sock)
                 self._close = transport
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):

@@ -133,6 +133,10 @@ class StunClient:
             host = self._local_req[0]
             sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
             try:
+                if sock.family == socket.AF_INET6:
+                    # IPv6 only: a `[::]:port` socket must not take the IPv4 port too (the check binds a node's
+                    # port over both families at once).
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(self._local_req)
             except OSError as exc:
                 sock.close()
