@@ -6,6 +6,7 @@ import pytest
 
 from nodereach.diagnose.advice import CAUSES, Inputs, decide
 from nodereach.diagnose.model import (
+    Ipv6,
     Local,
     Nat,
     NatLayer,
@@ -123,3 +124,68 @@ def test_untested_without_dialback_says_so() -> None:
     decision = decide(report(), Inputs([], dialback={4: False}))
     assert "untested" in decision.causes
     assert decision.advice[-1].code == "get-nodereach-server"
+
+
+# --- IPv6 -----------------------------------------------------------------------------------------------
+V6 = "2001:db8:1:1::10"
+
+
+def dual(*, reach6: bool | None = False, listener6: str = "node", path6: bool | None = False,
+         translation: str = "none", cgnat: bool = False, reason6: str | None = None) -> Report:
+    """A home NAT (or CGNAT) for IPv4 with port 30303/tcp closed, and IPv6 with the same port over it."""
+    rep = report(layers=2 if cgnat else 1, cgnat=cgnat, ipv6=V6, ports=[unreach()], portmap=NO_PORTMAP)
+    rep.udp.ipv6 = True
+    rep.ipv6 = Ipv6(address=V6, translation=translation, filtering="address-and-port-dependent")  # type: ignore[arg-type]
+    rep.ports.append(PortResult(port=30303, protocol="tcp", family=6, reachable=reach6, path_open=path6,
+                                listener=listener6, reason=reason6 or ("ok" if reach6 else "timeout")))  # type: ignore[arg-type]
+    return rep
+
+
+def test_ipv6_advice_names_the_softwares_own_settings() -> None:
+    decision = decide(dual(), Inputs([TCP], software="monerod"))
+    use = next(a for a in decision.advice if a.code == "use-ipv6")
+    assert "--p2p-external-port 30303" in use.commands["node"]  # what settings_for says for monerod
+    assert f"ip6tables -I FORWARD -i wan -d {V6} -p tcp --dport 30303 -j ACCEPT" in use.commands["ip6tables"]
+    assert "Port Sharing" in use.commands["home-router"] and V6 in use.commands["home-router"]
+    geth = next(a for a in decide(dual(), Inputs([TCP], software="geth")).advice if a.code == "use-ipv6")
+    assert f"--nat extip:{V6}" in geth.commands["node"]
+
+
+def test_ipv6_listen_settings_when_the_node_has_ipv4_only() -> None:
+    rep = dual(reach6=False, listener6="nodereach", path6=True, reason6="ipv4-only")
+    decision = decide(rep, Inputs([TCP], node_families=frozenset({4}), software="monerod"))
+    assert decision.verdict == "unreachable" and decision.reachability.ipv6 == "unreachable"
+    assert "ipv6-firewall" not in decision.causes  # IPv6 does not count: the node does not listen there
+    use = next(a for a in decision.advice if a.code == "use-ipv6")
+    assert "--p2p-use-ipv6" in use.commands["node"] and "--p2p-bind-ipv6-address ::" in use.commands["node"]
+    assert "ip6tables" not in use.commands  # the path is open
+
+
+def test_ipv6_reachable_with_ipv4_closed_is_partly_reachable() -> None:
+    decision = decide(dual(reach6=True, path6=True), Inputs([TCP]))
+    assert decision.verdict == "partly-reachable"
+    assert (decision.reachability.ipv4, decision.reachability.ipv6) == ("unreachable", "reachable")
+    assert [a.code for a in decision.advice][:2] == ["use-ipv6", "port-forward"]
+    assert decision.advice[0].title == "IPv6 peers reach the node now"
+
+
+def test_nat66_gets_a_forward_not_a_firewall_rule() -> None:
+    decision = decide(dual(translation="nat66"), Inputs([TCP]))
+    assert "ipv6-nat66" in decision.causes and "ipv6-firewall" not in decision.causes
+    use = next(a for a in decision.advice if a.code == "use-ipv6")
+    assert "NAT66" in use.detail and "ip6tables" not in use.commands
+    assert "nodereach-open" not in [a.code for a in decision.advice]  # no pinhole through a translator
+
+
+@pytest.mark.parametrize(("software", "says"), [("Bitcoin Core", "listenonion=1"), ("monerod", "no chain sync"),
+                                                ("geth", None)])
+def test_tunnel_behind_cgnat_without_ipv6(software: str, says: str | None) -> None:
+    rep = report(layers=2, cgnat=True, ports=[unreach()], portmap=UPNP)
+    decision = decide(rep, Inputs([TCP], software=software))
+    tunnel = next(a for a in decision.advice if a.code == "tunnel")
+    assert tunnel.commands["shell"] == "nodereach tunnel-config --public-host PUBLIC_HOST --port 30303/tcp"
+    assert [a.code for a in decision.advice].index("tunnel") == 1
+    if says:
+        assert says in tunnel.detail
+    else:
+        assert "Tor" not in tunnel.detail

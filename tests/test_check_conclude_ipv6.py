@@ -282,3 +282,26 @@ def test_watch_reads_families_and_the_partly_reachable_verdict() -> None:
     assert {(p.key, p.reachable) for p in obs.ports} == {
         (PortKey(30303, "udp", 4), False), (PortKey(30303, "tcp", 4), False),
         (PortKey(30303, "udp", 6), True), (PortKey(30303, "tcp", 6), True)}
+
+
+def _human(doc_obs: Any) -> str:
+    from rich.console import Console
+
+    from nodereach.diagnose.conclude import conclude
+    from nodereach.diagnose.render import render_report
+
+    console = Console(width=220, record=True)
+    render_report(conclude(doc_obs), console)
+    return console.export_text()
+
+
+def test_human_output_of_both_families() -> None:
+    text = " ".join(_human(observations("nptv6", listener="node")).split())  # columns aside
+    assert "partly-reachable" in text
+    assert "per family IPv4 unreachable IPv6 reachable" in text
+    assert f"IPv6 {A.NPT_CLIENT_IP6} seen as {A.CLIENT_IP6} NPTv6 (prefix translated), filtering " \
+        "endpoint-independent UDP works TCP works" in text
+    assert "port 30303/udp IPv6 reachable ok" in text and "port 30303/tcp IPv6 reachable ok" in text
+    assert text.index("1. IPv6 peers reach the node now") < text.index("2. Forward the node's ports")
+    none = " ".join(_human(observations("port-restricted")).split())
+    assert "per family" not in none and f"IPv6 {NO_IPV6}" in none and "IPv6 reachable" not in none

@@ -374,7 +374,7 @@ def _use_ipv6(report: Report, s: _Situation, fwd_ports: list[PortSpec]) -> Advic
         where = ", ".join(str(Endpoint(public6, p.port)) + f"/{p.protocol}" for p in ports6 if p.reachable)
         settings = _advertise_settings(s.inputs.software, public6, s.ports)
         return Advice(code="use-ipv6", title="IPv6 peers reach the node now",
-                      detail=f"Over IPv6 there is no NAT in the way: peers reach the node at {where or public6}. "
+                      detail=f"Over IPv6 nothing keeps peers out: they reach the node at {where or public6}. "
                              f"Make sure it advertises its IPv6 address {public6} so that they learn it"
                              + (" (its settings below)." if settings else ".")
                              + " IPv4 peers still cannot reach it: see the other advice.",
