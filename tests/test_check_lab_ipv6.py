@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -124,3 +125,22 @@ def test_human_output_shows_both_families(lab) -> None:  # type: ignore[no-untyp
     assert order == sorted(order)
     assert f"ip6 daddr {A.CLIENT_IP6} tcp dport 30303 accept" in out
 
+
+
+def test_server_with_one_ipv6_address_is_weaker_evidence(private_lab) -> None:  # type: ignore[no-untyped-def]
+    """`serve` with one IPv6 address: its dial-back probe comes from the address the request went to, so an
+    open path over IPv6 is weaker evidence (a note says so), and IPv6 filtering cannot be told (no RFC 5780)."""
+    net: Lab = private_lab("ipv6-open")
+    net.spawn("server", [BIN, "serve", "--address", A.SERVER_IP, "--alt-address", A.SERVER_ALT_IP, "--address",
+                         A.SERVER_IP6], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while net.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP6}/3480"], check=False).returncode:
+        assert time.monotonic() < deadline, "nodereach serve did not come up"
+        time.sleep(0.05)
+    _code, doc, _err, _took = run_check(net, *SERVERS, *PORTS)
+    assert [(p["family"], p["path_open"], p["second_address"]) for p in doc["ports"]] == \
+        [(4, False, True), (4, False, True), (6, True, False), (6, True, False)]
+    assert sum("one IPv6 address" in n and "weaker evidence" in n for n in doc["notes"]) == 2
+    assert (doc["ipv6"]["translation"], doc["ipv6"]["mapping"], doc["ipv6"]["filtering"]) == \
+        ("none", "no-nat", "unknown")
+    assert "IPv6 filtering: no RFC 5780 server with two IPv6 addresses among the servers" in doc["untested"]
