@@ -1,5 +1,6 @@
-"""The host's addresses and routes from /proc: parsers total on any text, and the same answers as the kernel
-gives through netlink (pyroute2's `ip route get`), on this host and in a lab client behind NAT."""
+"""The host's addresses and routes from /proc (nodereach.routes; diagnose.netinfo gathers them for the check):
+parsers total on any text, and the same answers as the kernel gives through netlink (pyroute2's `ip route get`),
+on this host and in a lab client behind NAT."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nodereach import routes as R
 from nodereach.diagnose import netinfo
-from nodereach.diagnose.netinfo import Route, Tables
 from nodereach.lab import Lab
 from nodereach.lab import addresses as A
+from nodereach.routes import Route, Tables
 
 ROUTE4 = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
@@ -40,17 +42,17 @@ IF_INET6 = "20010db8000000000000000000000050 04 20 00 80     eth0\n"
 
 
 def test_parsers_read_the_kernel_formats() -> None:
-    routes = netinfo.parse_route4(ROUTE4)
+    routes = R.parse_route4(ROUTE4)
     assert [(str(r.network), r.gateway, r.interface, r.metric) for r in routes] == [
         ("0.0.0.0/0", "192.168.1.1", "eth0", 100), ("192.168.1.0/24", None, "eth0", 100),
         ("10.0.0.0/24", None, "wg0", 0)]  # a route that is not up is left out
-    six = netinfo.parse_route6(ROUTE6)
+    six = R.parse_route6(ROUTE6)
     assert [(str(r.network), r.gateway) for r in six] == [("2001:db8::/32", None), ("::/0", "fe80::1")]
-    assert netinfo.parse_fib_trie_locals(FIB_TRIE) == {"192.168.1.10"}
-    assert netinfo.parse_if_inet6(IF_INET6) == [("2001:db8::50", 32, "eth0")]
-    best = netinfo.best_route(routes + six, ipaddress.ip_address("192.168.1.77"))
+    assert R.parse_fib_trie_locals(FIB_TRIE) == {"192.168.1.10"}
+    assert R.parse_if_inet6(IF_INET6) == [("2001:db8::50", 32, "eth0")]
+    best = R.best_route(routes + six, ipaddress.ip_address("192.168.1.77"))
     assert best is not None and (str(best.network), best.gateway) == ("192.168.1.0/24", None)
-    best = netinfo.best_route(routes, ipaddress.ip_address("203.0.113.10"))
+    best = R.best_route(routes, ipaddress.ip_address("203.0.113.10"))
     assert best is not None and best.gateway == "192.168.1.1"
 
 
@@ -70,9 +72,9 @@ def test_gather_from_given_tables() -> None:
 
 @given(st.text(max_size=400))
 def test_parsers_are_total(text: str) -> None:
-    for parse in (netinfo.parse_route4, netinfo.parse_route6, netinfo.parse_if_inet6):
+    for parse in (R.parse_route4, R.parse_route6, R.parse_if_inet6):
         assert all(isinstance(r, Route | tuple) for r in parse(text))
-    assert all(isinstance(a, str) for a in netinfo.parse_fib_trie_locals(text))
+    assert all(isinstance(a, str) for a in R.parse_fib_trie_locals(text))
 
 
 @given(st.lists(st.tuples(st.sampled_from(["eth0", "wg0"]), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
@@ -83,8 +85,8 @@ def test_route4_rows_roundtrip(rows: list[tuple[str, int, int, int, int, int]]) 
         mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
         le = lambda v: int.from_bytes(v.to_bytes(4, "big"), "little")  # noqa: E731  (the kernel's byte order)
         lines.append(f"{iface}\t{le(dest):08X}\t{le(gw):08X}\t{flags:04X}\t0\t0\t{metric}\t{le(mask):08X}")
-    parsed = netinfo.parse_route4("\n".join(lines))
-    assert len(parsed) == sum(1 for r in rows if r[3] & netinfo.RTF_UP)
+    parsed = R.parse_route4("\n".join(lines))
+    assert len(parsed) == sum(1 for r in rows if r[3] & R.RTF_UP)
     for r in parsed:
         assert r.network.version == 4 and (r.gateway is None or ipaddress.ip_address(r.gateway).version == 4)
 

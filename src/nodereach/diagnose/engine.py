@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from nodereach import routes
 from nodereach.diagnose import adapters, lifetime, netinfo, ports, probes
 from nodereach.diagnose.budget import Budget, Context
 from nodereach.diagnose.conclude import conclude
@@ -255,7 +256,7 @@ class _Run:
             await self._start_ipv6(v6)
             return
         self.primary4 = primary.address(4)
-        self.source, route_error = netinfo.source_toward(self.primary4)
+        self.source, route_error = routes.source_toward(self.primary4)
         if route_error is not None:
             self.families[4] = FamilyObservations(4, v4.servers, unavailable=f"no route to the servers ({route_error})",
                                                   route_error=True)
@@ -295,7 +296,7 @@ class _Run:
             self.families[6] = FamilyObservations(6, ())
             return
         dest = primary.address(6)
-        source, route_error = netinfo.source_toward(dest)
+        source, route_error = routes.source_toward(dest)
         if route_error is not None or source is None or address_kind(source) == "link-local":
             why = route_error or "only a link-local source address"
             self.families[6] = FamilyObservations(
