@@ -11,7 +11,11 @@ tests use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
 
 from nodereach.diagnose.model import PortmapProtocol, PortResult
 from nodereach.diagnose.netinfo import NetInfo, RouteInfo
@@ -35,6 +39,16 @@ from nodereach.lab import addresses as A
 from nodereach.lab.scenarios import GroundTruth, Ipv6Truth, get_scenario
 from nodereach.net import PortSpec, SockAddr
 from nodereach.stun.transaction import BindingReply
+
+T = TypeVar("T")
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """A copy with some fields changed (observations are msgspec Structs, a STUN reply is a dataclass)."""
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.replace(obj, **changes)
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
 
 PRIMARY: SockAddr = (A.SERVER_IP, 3478)
 ALT_IP: SockAddr = (A.SERVER_ALT_IP, 3478)
@@ -235,7 +249,7 @@ def v4(obs: Observations) -> FamilyObservations:
 
 def with_v4(obs: Observations, **changes: object) -> Observations:
     """The same run with some IPv4 observations replaced."""
-    return replace(obs, families={**obs.families, 4: replace(v4(obs), **changes)})  # type: ignore[arg-type]
+    return replace(obs, families={**obs.families, 4: replace(v4(obs), **changes)})
 
 
 def v6(obs: Observations) -> FamilyObservations:
@@ -246,4 +260,4 @@ def v6(obs: Observations) -> FamilyObservations:
 
 def with_v6(obs: Observations, **changes: object) -> Observations:
     """The same run with some IPv6 observations replaced."""
-    return replace(obs, families={**obs.families, 6: replace(v6(obs), **changes)})  # type: ignore[arg-type]
+    return replace(obs, families={**obs.families, 6: replace(v6(obs), **changes)})

@@ -5,13 +5,12 @@ judged by the same assertions as the lab tests (tests/test_check_lab.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import msgspec
 import pytest
 
-from check_observations import ALT_BOTH, PRIMARY, SERVER, observations, v4, with_v4
+from check_observations import ALT_BOTH, PRIMARY, SERVER, observations, replace, v4, with_v4
 from nodereach.diagnose.conclude import conclude
 from nodereach.diagnose.model import PortResult, Report
 from nodereach.diagnose.observations import (

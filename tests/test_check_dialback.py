@@ -45,3 +45,47 @@ async def test_probe_against_the_service() -> None:
         assert (gone.reachable, gone.reason) == (None, "no-server")
     finally:
         await svc.close()
+
+
+async def test_first_decisive_copy_wins() -> None:
+    """Copies of one dial-back request: all at once, or hedged (the next only if none connected in time); the
+    first answer that decides ends the wait (a copy whose request lost a SYN would otherwise hold the result for
+    the kernel's retransmission, a second later)."""
+    import asyncio
+    import time
+    from collections.abc import Callable, Coroutine
+    from typing import Any
+
+    from nodereach.reach.client import _first_decisive
+
+    Answer = tuple[int | None, dict[str, object]]
+
+    def script(*plans: tuple[float, bool, int | None, dict[str, object]],
+               ) -> tuple[Callable[[], Coroutine[Any, Any, Answer]], asyncio.Event, list[float]]:
+        """Copy i connects (or not) and answers after plans[i][0] seconds."""
+        connected, started, plan = asyncio.Event(), [], list(plans)
+
+        async def ask() -> Answer:
+            after, connects, status, doc = plan[len(started)]
+            started.append(time.monotonic())
+            if connects:
+                connected.set()
+            await asyncio.sleep(after)
+            return status, doc
+        return ask, connected, started
+
+    yes, no = (200, {"reachable": True}), (200, {"reachable": False})
+    ask, connected, started = script((5.0, True, *yes), (0.05, True, *no))
+    t0 = time.monotonic()
+    assert await _first_decisive(ask, 2, None, connected) == [no] and time.monotonic() - t0 < 1.0
+    # Hedged: the first copy connected, so no second request is made.
+    ask, connected, started = script((0.05, True, *no), (0.01, True, *yes))
+    assert await _first_decisive(ask, 2, 0.02, connected) == [no] and len(started) == 1
+    # Hedged: the first copy's connection is not up after 0.05 s (a lost SYN): the second one answers.
+    ask, connected, started = script((5.0, False, *yes), (0.05, True, *no))
+    t0 = time.monotonic()
+    assert await _first_decisive(ask, 2, 0.05, connected) == [no] and time.monotonic() - t0 < 1.0
+    assert len(started) == 2 and started[1] - started[0] >= 0.05
+    # An undecided answer (no server; a node's UDP port: reachable null) waits for the others.
+    ask, connected, started = script((0.01, False, None, {"message": "x"}), (0.1, True, *yes))
+    assert await _first_decisive(ask, 2, None, connected) == [(None, {"message": "x"}), yes]

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from nodereach.diagnose.model import Advice, FamilyReachability, PortResult, Reachability, Report, Verdict
 from nodereach.diagnose.rules import (
     PortSpec,
@@ -84,8 +86,7 @@ class Inputs:
         return out
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     verdict: Verdict
     causes: list[str]
     advice: list[Advice]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 from functools import partial
+
+import msgspec
 
 from nodereach.stun.rtt import SharedRtt
 
@@ -67,8 +68,7 @@ class Budget:
         return max(0.0, self.end - time.monotonic())
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(msgspec.Struct, frozen=True):
     """What every probe of one run shares: the RTT/loss estimate and the time budget."""
 
     rtt: SharedRtt

@@ -10,6 +10,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
+import msgspec
+
 from nodereach.diagnose.model import Behaviour, Mapping, Translation6
 from nodereach.net import SockAddr
 
@@ -22,8 +24,7 @@ APDM: Final = "address-and-port-dependent"
 V = TypeVar("V", Mapping, Behaviour, Translation6)
 
 
-@dataclass(frozen=True)
-class MappingObservation:
+class MappingObservation(msgspec.Struct, frozen=True):
     """RFC 5780 §4.3 from one socket: test I to the primary address, II to (alt IP, primary port), III to
     (alt IP, alt port). `local_addresses` are the host's own addresses (a mapped address among them means
     no NAT)."""
@@ -36,8 +37,7 @@ class MappingObservation:
     other_address: Addr | None = None
 
 
-@dataclass(frozen=True)
-class FilteringObservation:
+class FilteringObservation(msgspec.Struct, frozen=True):
     """RFC 5780 §4.4 from a socket of its own: did a plain binding get an answer, and did the replies to
     CHANGE-REQUEST (change IP and port / change port only) arrive? None = that request was not made or the
     server refused it (error 420)."""
@@ -47,8 +47,7 @@ class FilteringObservation:
     change_port: bool | None = None
 
 
-@dataclass(frozen=True)
-class Classification(Generic[V]):
+class Classification(msgspec.Struct, Generic[V], frozen=True):
     """A value of the report's vocabulary (mapping or filtering behaviour) and, for `unknown`, why."""
 
     value: V
@@ -89,8 +88,7 @@ def classify_filtering(obs: FilteringObservation) -> Classification[Behaviour]:
     return Classification(APDM)
 
 
-@dataclass(frozen=True)
-class ServerMapping:
+class ServerMapping(msgspec.Struct, frozen=True):
     """The mapped address one plain STUN server reported for the same local socket."""
 
     server: Addr

@@ -8,7 +8,7 @@ RFC 5780 tests show, how many NAT layers the path crosses, and the verdict with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from nodereach.diagnose import classify, layers, portfilter
 from nodereach.diagnose.advice import Inputs, Probed, decide
@@ -151,8 +151,7 @@ def _family6(obs: Observations, v6: FamilyObservations | None, rep: Report) -> _
     return fam
 
 
-@dataclass(frozen=True, slots=True)
-class _Family:
+class _Family(msgspec.Struct, frozen=True):
     """One family's probes, judged once (the parts both families share)."""
 
     ans: _Answers
@@ -258,8 +257,7 @@ def _foreign(source: SockAddr) -> str:
     return f"reply came from {Endpoint.of(source)}, not the server address"
 
 
-@dataclass(frozen=True, slots=True)
-class _Answers:
+class _Answers(msgspec.Struct, frozen=True):
     """The replies the conclusions hinge on, judged once."""
 
     t1: BindingReply | None

@@ -23,9 +23,11 @@ def to_port_result(r: DialBackResult, family: Family = 4) -> PortResult:
 
 
 async def probe(host: str, http_port: int, port: int, protocol: Transport, *, family: Family = 4,
-                server_wait: ServerWait, http_timeout: float, copies: int = 1, listen: bool = True) -> PortResult:
+                server_wait: ServerWait, http_timeout: float, copies: int = 1, listen: bool = True,
+                hedge_s: float | None = None) -> PortResult:
     """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside.
     `server_wait(handshake_s)` gives the server's probe deadline once the HTTP handshake time is known;
     `listen=False`: never listen on the port ourselves when nothing holds it."""
     return to_port_result(await dial_back(host, http_port, port, protocol, server_wait=server_wait,
-                                          http_timeout=http_timeout, copies=copies, listen=listen), family)
+                                          http_timeout=http_timeout, copies=copies, listen=listen,
+                                          hedge_s=hedge_s), family)

@@ -18,9 +18,10 @@ import os
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
+
+import msgspec
 
 from nodereach import routes
 from nodereach.diagnose import adapters, lifetime, netinfo, ports, probes
@@ -107,21 +108,20 @@ def _step_state(result: object) -> tuple[str, str]:
     return "done", ""
 
 
-@dataclass
-class _FamilyRun:
+class _FamilyRun(msgspec.Struct):
     """The running stages of one family's probes (their tasks, until collected)."""
 
     roles: ServerRoles
     source: str | None = None
     local_port: int | None = None
-    binding: list[asyncio.Task[ServerAnswer]] = field(default_factory=list)
+    binding: list[asyncio.Task[ServerAnswer]] = msgspec.field(default_factory=list)
     mapping: asyncio.Task[MappingTests | None] | None = None
     plain: asyncio.Task[BindingReply | None] | None = None
     filtering: asyncio.Task[FilteringTests] | None = None
     tcp: asyncio.Task[TcpTest] | None = None
     path: asyncio.Task[PathTrace] | None = None
     port_paths: asyncio.Task[PortPaths] | None = None
-    ports: list[tuple[PortSpec, asyncio.Task[PortProbe]]] = field(default_factory=list)
+    ports: list[tuple[PortSpec, asyncio.Task[PortProbe]]] = msgspec.field(default_factory=list)
     hairpin: asyncio.Task[Hairpin] | None = None
 
     def tasks(self) -> list[asyncio.Task[Any]]:
@@ -176,7 +176,7 @@ class _Run:
         self.errors: list[str] = []
         self.resolved: tuple[ResolvedServer, ...] = ()
         self.net = netinfo.NetInfo()
-        self.child: adapters.ProbeChild | None = None
+        self.gateway_probes: adapters.GatewayProbes | None = None
         self.source: str | None = None
         self.primary4: str | None = None
         self.runs: dict[Family, _FamilyRun] = {}
@@ -204,8 +204,8 @@ class _Run:
                 task.cancel()
             for s in self.sockets:
                 s.close()
-            if self.child is not None:
-                await self.child.close()
+            if self.gateway_probes is not None:
+                await self.gateway_probes.close()
         return self._collect(LocalView(self.source, self.primary4, self.net), timed_out)
 
     # --- stages ----------------------------------------------------------------------------------------
@@ -247,8 +247,6 @@ class _Run:
         v4, v6 = roles(self.resolved, 4), roles(self.resolved, 6)
         # The kernel's tables (/proc, a millisecond): the gateway is known before the first probe goes out.
         self.net = netinfo.gather([s.address(4) or s.addresses[0] for s in usable])
-        adapters.warm_up()
-        self.child = adapters.ProbeChild()  # UPnP's slow imports start now, in another process
         self.progress("servers", "done", f"{len(usable)} of {len(self.opts.servers)} usable")
         primary = v4.primary
         if primary is None:
@@ -262,6 +260,8 @@ class _Run:
                                                   route_error=True)
             await self._start_ipv6(v6)
             return
+        # The gateway probes' slow imports start first, in child interpreters (on the other core).
+        gateway_probes = self.gateway_probes = adapters.GatewayProbes()
         try:
             await self._start_family(v4, self.ctx, self.source)
         except OSError as exc:  # no UDP socket for this family: nothing to probe with
@@ -270,7 +270,7 @@ class _Run:
             return
         await self._start_ipv6(v6)
         assert self.primary4 is not None
-        self.portmap = self._start(adapters.gateway_protocols(self.net, self.primary4, self.child, self.ctx,
+        self.portmap = self._start(adapters.gateway_protocols(self.net, self.primary4, gateway_probes, self.ctx,
                                                               self.others_done),
                                    "portmap", "PCP / NAT-PMP / UPnP on the gateway")
         stun = primary.stun(4)
@@ -344,10 +344,9 @@ class _Run:
                                          "outbound port paths")
         dialer = fam.dialback
         if dialer is not None and self.opts.ports:
-            copies = ports.dialback_copies(self.opts.ports)
             hold = self.opts.hold_free_ports
-            run.ports = [(p, self._start(ports.port_probe(dialer, family, p, copies, ctx, listen=hold)))
-                         for p in self.opts.ports]
+            run.ports = [(p, self._start(ports.port_probe(dialer, family, p, ports.dialback_copies(self.opts.ports, p),
+                                                          ctx, listen=hold))) for p in self.opts.ports]
             if four:
                 self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
                 done = self._start(asyncio.wait([t for _, t in run.ports]))

@@ -9,8 +9,9 @@ route between such realms and the internet without translating.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Literal
+
+import msgspec
 
 from nodereach.diagnose.model import Hop, HopKind, NatLayer
 from nodereach.net import address_kind, is_public, nat_realm
@@ -30,8 +31,7 @@ def hop_kind(address: str) -> HopKind:
     return "public" if is_public(address) else "special"
 
 
-@dataclass(frozen=True)
-class PathEvidence:
+class PathEvidence(msgspec.Struct, frozen=True):
     local_address: str | None
     public_address: str | None
     """What the STUN servers saw (None: no answer)."""
@@ -42,13 +42,12 @@ class PathEvidence:
     """TTL-limited probe results, first hop first; address None where nothing answered."""
 
 
-@dataclass
-class LayerInference:
+class LayerInference(msgspec.Struct):
     present: bool | None
     layers: int | None
     cgnat: bool | None
-    details: list[NatLayer] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
+    details: list[NatLayer] = msgspec.field(default_factory=list)
+    reasons: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def make_hops(addresses: Sequence[str | None]) -> list[Hop]:

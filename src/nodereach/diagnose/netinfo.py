@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+
+import msgspec
 
 from nodereach.routes import (
     Tables,
@@ -23,8 +24,7 @@ from nodereach.routes import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RouteInfo:
+class RouteInfo(msgspec.Struct, frozen=True):
     source: str | None = None
     gateway: str | None = None
     interface: str | None = None
@@ -34,11 +34,10 @@ class RouteInfo:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NetInfo:
+class NetInfo(msgspec.Struct, frozen=True):
     addresses: frozenset[str] = frozenset()
     """Every address configured on this host."""
-    routes: Mapping[str, RouteInfo] = field(default_factory=dict)
+    routes: Mapping[str, RouteInfo] = msgspec.field(default_factory=dict)
     """Route toward each server address."""
     default_gateway4: str | None = None
     default_gateway6: str | None = None

@@ -1,8 +1,9 @@
 """What the check's probes saw, as values: the only input of `conclude()`.
 
-Each probe (diagnose.probes) returns one of these frozen dataclasses; the engine collects them into one
-`Observations`. Everything the network said is here and nothing else: no sockets, no clock, no judgement
-(a reply from the wrong address is kept as seen; deciding that it does not count is conclude's job).
+Each probe (diagnose.probes) returns one of these frozen values (msgspec Structs: cheap to define, which
+matters at start-up); the engine collects them into one `Observations`. Everything the network said is
+here and nothing else: no sockets, no clock, no judgement (a reply from the wrong address is kept as seen;
+deciding that it does not count is conclude's job).
 
 Per address family: the same probes run over IPv4 and IPv6, so their results live in one
 `FamilyObservations` per family (`Observations.families[4]`, `[6]`). A probe that was not run, or did not
@@ -12,8 +13,9 @@ finish in time, is None; the report then says `unknown` with the reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from nodereach.diagnose.model import PortmapProtocol, PortResult
 from nodereach.diagnose.netinfo import NetInfo
@@ -26,8 +28,7 @@ if TYPE_CHECKING:
     from nodereach.node.view import NodeObservation
 
 
-@dataclass(frozen=True, slots=True)
-class ServerAnswer:
+class ServerAnswer(msgspec.Struct, frozen=True):
     """RFC 5780 test I (a plain Binding request) from the mapping socket to one server."""
 
     server: ResolvedServer
@@ -40,8 +41,7 @@ class ServerAnswer:
     """Datagrams from the server's address that were not STUN."""
 
 
-@dataclass(frozen=True, slots=True)
-class MappingTests:
+class MappingTests(msgspec.Struct, frozen=True):
     """RFC 5780 §4.3 tests II and III from the mapping socket, toward the primary's OTHER-ADDRESS."""
 
     other_address: SockAddr
@@ -51,8 +51,7 @@ class MappingTests:
     """Mapped address seen from (alternate IP, alternate port)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FilteringTests:
+class FilteringTests(msgspec.Struct, frozen=True):
     """RFC 5780 §4.4 from a socket of its own (the mapping tests would open holes toward the alternate
     address): a plain request, then CHANGE-REQUEST (IP and port) and (port only)."""
 
@@ -61,8 +60,7 @@ class FilteringTests:
     change_port: BindingReply | None
 
 
-@dataclass(frozen=True, slots=True)
-class TcpTest:
+class TcpTest(msgspec.Struct, frozen=True):
     """A STUN Binding over TCP to the primary: outbound TCP works (or was refused: the path works too)."""
 
     reply: BindingReply | None
@@ -70,8 +68,7 @@ class TcpTest:
     """Why there is no reply: `refused`, `timeout`, ..."""
 
 
-@dataclass(frozen=True, slots=True)
-class PathTrace:
+class PathTrace(msgspec.Struct, frozen=True):
     """Routers answering TTL-limited probes toward the primary, TTL 1 first (None: that TTL stayed silent);
     once over UDP and once over TCP (a UDP filter hides the path beyond it; TCP SYNs get through)."""
 
@@ -88,8 +85,7 @@ class PathTrace:
         return tuple(merged)
 
 
-@dataclass(frozen=True, slots=True)
-class PortPaths:
+class PortPaths(msgspec.Struct, frozen=True):
     """Outbound port filters: TCP connects and UDP datagrams toward several ports of the server."""
 
     paths: tuple[PortPath, ...] = ()
@@ -97,8 +93,7 @@ class PortPaths:
     """Why they were not probed (only a nodereach server is ours to knock on at other ports)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PortProbe:
+class PortProbe(msgspec.Struct, frozen=True):
     """One node port from outside: the dial-back's answer, and for a free UDP port the public endpoint the
     NAT gives it (asked after the dial-back, so it cannot open the hole it tests)."""
 
@@ -108,8 +103,7 @@ class PortProbe:
     public_endpoint: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Hairpin:
+class Hairpin(msgspec.Struct, frozen=True):
     """RFC 5780 §4.5: a Binding request from the mapping socket to the filtering socket's public endpoint."""
 
     sent: bool
@@ -117,8 +111,7 @@ class Hairpin:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FamilyObservations:
+class FamilyObservations(msgspec.Struct, frozen=True):
     """Everything probed over one address family, toward its primary server."""
 
     family: Family
@@ -148,8 +141,7 @@ class FamilyObservations:
         return self.servers[0] if self.servers else None
 
 
-@dataclass(frozen=True, slots=True)
-class LocalView:
+class LocalView(msgspec.Struct, frozen=True):
     """This host as the kernel describes it: the source address toward the primary server and netlink's
     interfaces, addresses and routes (read in a parallel stage)."""
 
@@ -157,11 +149,10 @@ class LocalView:
     """Source address the kernel picks toward the primary IPv4 server (None: no route, or no server)."""
     primary: str | None = None
     """The primary IPv4 server's address (the route toward it gives gateway and interface)."""
-    net: NetInfo = field(default_factory=NetInfo)
+    net: NetInfo = msgspec.field(default_factory=NetInfo)
 
 
-@dataclass(frozen=True, slots=True)
-class PortmapObservation:
+class PortmapObservation(msgspec.Struct, frozen=True):
     """The gateway's port-mapping protocols (PCP, NAT-PMP, UPnP IGD): offered or not, and their WAN address."""
 
     pcp: PortmapProtocol
@@ -175,16 +166,14 @@ class PortmapObservation:
         return tuple(dict.fromkeys(a for a in found if a))
 
 
-@dataclass(frozen=True, slots=True)
-class LifetimeObservation:
+class LifetimeObservation(msgspec.Struct, frozen=True):
     """RFC 5780 §4.6 binding lifetime (`--lifetime`): a lower bound in seconds, and what was seen."""
 
     seconds: float | None
     explanation: str
 
 
-@dataclass(frozen=True, slots=True)
-class Observations:
+class Observations(msgspec.Struct, frozen=True):
     """One run of the check, everything it saw. `conclude(observations)` turns it into the report.
 
     Room for more views that run in parallel with the network probes: the host's own view (`local`, netlink)
@@ -195,10 +184,10 @@ class Observations:
     options: CheckOptions
     servers: tuple[ResolvedServer, ...]
     """Every server named, resolved or with the reason it could not be."""
-    families: Mapping[Family, FamilyObservations] = field(default_factory=dict)
+    families: Mapping[Family, FamilyObservations] = msgspec.field(default_factory=dict)
     """Per family, the same probes toward that family's primary (IPv4 adds what only it has: the path's NAT
     layers, outbound port filters, hairpinning, the gateway's port mapping, the binding lifetime)."""
-    local: LocalView = field(default_factory=LocalView)
+    local: LocalView = msgspec.field(default_factory=LocalView)
     portmap: PortmapObservation | None = None
     lifetime: LifetimeObservation | None = None
     timed_out: bool = False

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from nodereach import defaults
 from nodereach.net import Family, PortSpec, ResolveError, SockAddr, family_of, resolve
@@ -72,8 +74,7 @@ class CheckOptions:
         object.__setattr__(self, "ports", tuple(self.ports))
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedServer:
+class ResolvedServer(msgspec.Struct, frozen=True):
     """A server and the addresses its name gave (first answer first), or why it gave none."""
 
     spec: ServerSpec
@@ -112,14 +113,13 @@ async def resolve_servers(specs: Sequence[ServerSpec], wait_s: float) -> tuple[R
     return tuple(await asyncio.gather(*(resolve_server(s, wait_s) for s in specs)))
 
 
-@dataclass(frozen=True, slots=True)
-class ServerRoles:
+class ServerRoles(msgspec.Struct, frozen=True):
     """Which resolved server does what in one family: the primary answers the RFC 5780 tests, every usable
     one gets test I (plain servers are compared when the primary has no OTHER-ADDRESS), the first dial-back
     server tests the node's ports."""
 
     family: Family
-    servers: tuple[ResolvedServer, ...] = field(default=())
+    servers: tuple[ResolvedServer, ...] = ()
 
     @property
     def primary(self) -> ResolvedServer | None:

@@ -12,25 +12,33 @@ import contextlib
 import errno
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import msgspec
 
 from nodereach.diagnose.ttlprobe import IP_RECVERR
+from nodereach.net import Transport
 
 WELL_KNOWN_TCP = (30303, 4001, 6881, 8333, 9000, 443)
 """Ports P2P networks use (Ethereum, IPFS, BitTorrent, Bitcoin, Ethereum consensus) and HTTPS."""
+UDP_MAX_SENDS = 6
 CONTROL_PORT = 3481
 """A port next to nodereach's (normally closed): its RST / ICMP shows the server answers closed ports."""
 
 
-@dataclass
-class PortPath:
+PathState = Literal["open", "refused", "silent", "unreachable", "error"]
+"""open / refused: the port answered (the path is open); silent: nothing came back; unreachable: a router said
+so; error: a local failure (nothing learned)."""
+
+
+class PortPath(msgspec.Struct, frozen=True):
     port: int
-    protocol: str
-    state: str  # open | refused | silent | unreachable | error
+    protocol: Transport
+    state: PathState
 
 
-async def _tcp_once(host: str, port: int) -> str:
+async def _tcp_once(host: str, port: int) -> PathState:
     writer = None
     try:
         _r, writer = await asyncio.open_connection(host, port)
@@ -57,18 +65,19 @@ def _end_fn(wait_s: Deadline) -> Callable[[], float]:
 
 
 async def _tcp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 4,
-               on_answer: Callable[[int], None] | None = None) -> PortPath:
-    """Fresh connection attempts every ~1.5 RTO (the kernel would wait a whole second before resending a
-    lost SYN), `tries` of them (more when loss was measured: silence means "blocked"); the first answer of any
-    attempt decides. on_answer(attempts started) feeds the check's loss estimate (evidence about the path)."""
+               on_answer: Callable[[int], None] | None = None, pace: float | None = None) -> PortPath:
+    """Fresh connection attempts every `pace` (default 1.5 RTO; the kernel would wait a whole second before
+    resending a lost SYN), `tries` of them (more when loss was measured: silence means "blocked"); the first
+    answer of any attempt decides. on_answer(attempts started) feeds the check's loss estimate."""
     end = _end_fn(wait_s)
-    attempts: list[asyncio.Task[str]] = []
+    gap = max(0.01, pace) if pace is not None else max(0.05, rto * 1.5)
+    attempts: list[asyncio.Task[PathState]] = []
     started = 0
     try:
         while True:
             attempts.append(asyncio.ensure_future(_tcp_once(host, port)))
             started += 1
-            next_attempt = time.monotonic() + max(0.05, rto * 1.5) if started < tries else float("inf")
+            next_attempt = time.monotonic() + gap if started < tries else float("inf")
             while attempts:
                 now = time.monotonic()
                 stop = min(end(), next_attempt, now + max(0.05, rto))
@@ -76,10 +85,11 @@ async def _tcp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 
                     break
                 done, _ = await asyncio.wait(attempts, timeout=stop - now, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
-                    if t.result() in ("open", "refused", "unreachable"):
-                        if on_answer is not None and t.result() != "unreachable":
+                    state = t.result()
+                    if state in ("open", "refused", "unreachable"):
+                        if on_answer is not None and state != "unreachable":
                             on_answer(started)
-                        return PortPath(port, "tcp", t.result())
+                        return PortPath(port, "tcp", state)
                 attempts = [t for t in attempts if not t.done()]
             if not attempts and started >= tries:
                 return PortPath(port, "tcp", "error")  # every attempt failed locally: nothing to conclude
@@ -95,9 +105,10 @@ async def _udp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
-    fut: asyncio.Future[str] = loop.create_future()
+    fut: asyncio.Future[PathState] = loop.create_future()
 
     def readable() -> None:
+        state: PathState
         try:
             sock.recv(2048)
             state = "open"
@@ -115,9 +126,9 @@ async def _udp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 0)
         sock.connect((host, port))
         loop.add_reader(sock.fileno(), readable)
-        # Three sends at most (four on a lossy path): a closed port's ICMP is rate limited by the server (a burst
-        # of ~6, then 1/s).
-        sends = 3 if tries <= 4 else 4
+        # One send per RTO (one at most in flight: a closed port's ICMP is rate limited by the server, a burst of
+        # ~6 then 1/s per requester, shared by every UDP port probed), as many as the loss asks, at most 6.
+        sends = min(tries, UDP_MAX_SENDS)
         sent = 0
         next_send = time.monotonic()
         while True:
@@ -128,7 +139,7 @@ async def _udp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 
                 with contextlib.suppress(OSError):
                     sock.send(b"nodereach port-path probe")
                 sent += 1
-                next_send = now + rto * 2
+                next_send = now + rto
             stop = min(end(), next_send if sent < sends else end(), now + max(0.05, rto))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, stop - time.monotonic())):
@@ -143,16 +154,17 @@ async def _udp(host: str, port: int, wait_s: Deadline, rto: float, tries: int = 
 
 async def probe_paths(host: str, tcp_ports: list[int], udp_ports: list[int], *, wait_s: Deadline,
                       rto: float, tries: int = 4, on_answer: Callable[[int], None] | None = None,
-                      ) -> list[PortPath]:
-    """Probe each port (plus the control port) in parallel, `tries` attempts each (from the measured loss)."""
+                      pace: float | None = None) -> list[PortPath]:
+    """Probe each port (plus the control port) in parallel, `tries` attempts each (from the measured loss),
+    TCP attempts `pace` apart."""
     tcp = sorted({*tcp_ports, CONTROL_PORT})
     udp = sorted({*udp_ports, CONTROL_PORT}) if udp_ports else []
-    jobs = [_tcp(host, p, wait_s, rto, tries, on_answer) for p in tcp]
+    jobs = [_tcp(host, p, wait_s, rto, tries, on_answer, pace) for p in tcp]
     jobs += [_udp(host, p, wait_s, rto, tries) for p in udp]
     return list(await asyncio.gather(*jobs))
 
 
-def blocked_ports(results: list[PortPath], protocol: str) -> list[int] | None:
+def blocked_ports(results: Sequence[PortPath], protocol: Transport) -> list[int] | None:
     """Ports silent while another port of the same protocol answered; None when nothing can be concluded."""
     mine = [r for r in results if r.protocol == protocol]
     answered = [r for r in mine if r.state in ("open", "refused")]

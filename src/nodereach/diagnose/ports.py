@@ -20,18 +20,25 @@ from nodereach.reach.limits import MAX_IN_FLIGHT_PER_ADDRESS
 DIALBACK_ATTEMPTS = 3
 RETRY_AFTER_S = 1.0
 """The service answers 429/503 with Retry-After: 1 (reach.service)."""
-SERVER_WAIT_RTTS = 6
-"""The server's probe deadline in RTTs: its tries go out in the first half (reach.prober.SCHEDULE), the last
-one's answer has the rest."""
+SERVER_WAIT_RTTS = 4
+"""The server's probe deadline in RTTs (+ 0.1 s): its tries go out in the first half (reach.prober.SCHEDULE,
+every RTT/2 or so), the last one's answer has two RTTs (one for the round trip, one for jitter)."""
+HEDGE_RTTS, HEDGE_BLIND_S = 3, 0.3
+"""A further copy of a dial-back request starts when no earlier one connected within 3 RTT (0.3 s before any
+RTT is known): its SYN or SYN-ACK was lost, and the kernel would resend it only after a second."""
 NO_DIALBACK = "outbound port filters: needs a nodereach server (--server)"
 
 
-def dialback_copies(ports: Sequence[PortSpec]) -> int:
-    """Copies of each TCP port's dial-back request (each is one independent SYN series from the server, so one
-    lost packet does not decide): two while all of the run's requests fit the service's per-address in-flight
-    cap, else one (a request beyond the cap is refused as busy)."""
+def dialback_copies(ports: Sequence[PortSpec], spec: PortSpec) -> int:
+    """Copies a port's dial-back request may have (the second starts only if the first did not connect in time,
+    reach.client hedging; the first that decides wins): a lost SYN of the request does not hold the answer for
+    the kernel's 1 s retransmission. Two per port while all of the run's requests fit the service's
+    per-address in-flight cap; else two for TCP ports only if that fits, else one (a request beyond the cap is
+    refused as busy)."""
+    if 2 * len(ports) <= MAX_IN_FLIGHT_PER_ADDRESS:
+        return 2
     tcp = sum(1 for p in ports if p.transport == "tcp")
-    return 2 if len(ports) + tcp <= MAX_IN_FLIGHT_PER_ADDRESS else 1
+    return 2 if spec.transport == "tcp" and len(ports) + tcp <= MAX_IN_FLIGHT_PER_ADDRESS else 1
 
 
 async def port_paths(server: ResolvedServer, family: Family, ports: Sequence[PortSpec], ctx: Context) -> PortPaths:
@@ -46,14 +53,14 @@ async def port_paths(server: ResolvedServer, family: Family, ports: Sequence[Por
     sent = time.monotonic()
     # Answered TCP probes are loss evidence too (their SYNs cross the same path as the STUN tests).
     paths = await portfilter.probe_paths(host, tcp_ports, udp_ports, wait_s=partial(_path_deadline, ctx, sent),
-                                         rto=ctx.rtt.rto, tries=ctx.rtt.tries_for_negative(),
-                                         on_answer=ctx.rtt.record_answer)
+                                         rto=ctx.rtt.rto, tries=ctx.tries(), on_answer=ctx.rtt.record_answer,
+                                         pace=ctx.pace())
     return PortPaths(tuple(paths))
 
 
 def _path_deadline(ctx: Context, sent: float) -> float:
-    """Re-read by the probes: follows the loss estimate, never past the run's end."""
-    return max(sent + 0.1, min(ctx.budget.end - 0.05, sent + ctx.rtt.negative_wait()))
+    """Re-read by the probes: the paced tries' deadline (Budget.negative), never past the run's end."""
+    return max(sent + 0.1, min(ctx.budget.end - 0.05, ctx.budget.negative(sent)))
 
 
 def _server_wait(ctx: Context, handshake_s: float) -> float:
@@ -80,10 +87,10 @@ async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copi
         left = ctx.budget.left()
         if left < 0.4:
             break
+        srtt = ctx.rtt.srtt
         new = await dialback.probe(host, http_port, spec.port, spec.transport, family=family,
-                                   server_wait=partial(_server_wait, ctx),
-                                   http_timeout=left - 0.02, copies=copies if spec.transport == "tcp" else 1,
-                                   listen=listen)
+                                   server_wait=partial(_server_wait, ctx), http_timeout=left - 0.02, copies=copies,
+                                   listen=listen, hedge_s=HEDGE_RTTS * srtt if srtt is not None else HEDGE_BLIND_S)
         if result.reachable is None or new.reachable is not None:
             result = new
         if result.reason in ("rate-limited", "server-busy") and ctx.budget.left() > RETRY_AFTER_S + 0.6:

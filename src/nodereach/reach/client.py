@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +58,9 @@ class DialBackResult:
     address-dependent filter would have let it in, so a `reachable` is weaker. None: the server did not say."""
 
 
+TCP_PAD_TO = 300
+"""Body bytes a TCP probe request is padded to: the server then affords all its fresh SYNs (six) and the
+token exchange within the bytes the request cost."""
 PROOF_PAD_TO = 900
 """Body bytes a proof request is padded to: the server sends at most what the request cost (IP and TCP
 headers counted), and a proof's messages (a Bitcoin `version`, three discv4 PINGs) need about 600."""
@@ -283,14 +286,17 @@ async def prove(server: str, port: int, proof: ProofRequest, *, timeout: float =
 
 
 async def dial_back(address: str, http_port: int, port: int, protocol: str, *, server_wait: ServerWait,
-                    http_timeout: float, copies: int = 1, listen: bool = True, local_address: str | None = None,
-                    server: str | None = None, proof: ProofRequest | None = None) -> DialBackResult:
+                    http_timeout: float, copies: int = 1, hedge_s: float | None = None, listen: bool = True,
+                    local_address: str | None = None, server: str | None = None,
+                    proof: ProofRequest | None = None) -> DialBackResult:
     """The probe itself, for callers that know the server's address and their RTT (nodereach check).
 
     `server_wait(handshake_s)` gives the server's probe deadline once the API request's TCP handshake time is
-    known. `copies` > 1 asks that many independent probes of one listener at once (each is one SYN or
-    datagram series from the server), so one lost packet does not turn "reachable" into "not reachable"
-    without costing a longer deadline; the best answer wins.
+    known. `copies` > 1 asks up to that many independent probes of one listener (each is one series of tries
+    from the server), so one lost packet does not turn "reachable" into "not reachable" without costing a
+    longer deadline; the first answer that decides wins. With `hedge_s`, a further copy starts only when no
+    earlier one's connection was up after `hedge_s` (a lost SYN: the kernel would resend it a second later),
+    so a clean path costs the server one probe; without, all start at once.
 
     With `proof` the server speaks the node's protocol instead of nodereach's token (nothing listens here for
     it: the node must hold the port) and the result carries `protocol_check`. A proof waits for the node's
@@ -315,8 +321,10 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         if kind == "node":
             listener = None
     token = listener.token.hex() if listener is not None else None
+    connected = asyncio.Event()
 
     def body(handshake_s: float) -> dict[str, Any]:
+        connected.set()
         doc: dict[str, Any] = {"port": port, "protocol": transport,
                                "timeout_ms": max(200, int(server_wait(handshake_s) * 1000))}
         if token:
@@ -324,6 +332,10 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         if proof is not None:
             doc["proof"] = proof.body()
             doc["pad"] = " " * max(0, PROOF_PAD_TO - len(json.dumps(doc)) - 10)
+        elif transport == "tcp":
+            # The server makes as many fresh SYNs as the request's bytes pay for (no amplification): enough
+            # for all of them (reach.prober.SCHEDULE) and the token exchange.
+            doc["pad"] = " " * max(0, TCP_PAD_TO - len(json.dumps(doc)) - 10)
         return doc
 
     url = f"http://{host_port(address, http_port)}/v1/probe"
@@ -341,7 +353,7 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         return r.status, r.doc
 
     try:
-        answers = await asyncio.gather(*(ask() for _ in range(max(1, copies))))
+        answers = await _first_decisive(ask, max(1, copies), hedge_s, connected)
     finally:
         if listener is not None:
             await listener.close()
@@ -389,7 +401,50 @@ def _check_args(port: int, protocol: str) -> Transport:
     return protocol
 
 
-def _best(answers: list[tuple[int | None, dict[str, Any]]]) -> tuple[int | None, dict[str, Any]]:
+Answer = tuple[int | None, dict[str, Any]]
+"""(HTTP status or None when no server answered, the JSON object)."""
+
+
+def _decides(answer: Answer) -> bool:
+    """A 200 with a yes or a no: the server's probe made all its tries."""
+    return answer[0] == 200 and isinstance(answer[1].get("reachable"), bool)
+
+
+async def _first_decisive(ask: Callable[[], Coroutine[Any, Any, Answer]], copies: int, hedge_s: float | None,
+                          connected: asyncio.Event) -> list[Answer]:
+    """Up to `copies` of one request: all at once, or (`hedge_s`) a further one only while none has connected
+    `hedge_s` after the last one started. The answers as they come, up to the first that decides; then the
+    others are dropped. Why: a copy whose request lost a SYN would hold the answer for the kernel's
+    retransmission a second later, while another copy already knows."""
+    tasks: list[asyncio.Task[Answer]] = []
+    answers: list[Answer] = []
+    next_copy = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            hedging = len(tasks) < copies and not connected.is_set()
+            if hedging and now >= next_copy:
+                tasks.append(asyncio.ensure_future(ask()))
+                next_copy = now + (hedge_s if hedge_s is not None else 0.0)
+                continue
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                if hedging:  # every copy so far failed before connecting: the next one now
+                    next_copy = now
+                    continue
+                break
+            done, _ = await asyncio.wait(pending, timeout=next_copy - now if hedging else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            answers += [task.result() for task in done]
+            if any(_decides(a) for a in answers):
+                break
+    finally:
+        for task in tasks:
+            task.cancel()
+    return answers
+
+
+def _best(answers: list[Answer]) -> Answer:
     """Of several answers to the same question: a verified one, else a positive one, else any 200, else the
     first that came from a server at all."""
     ok = [a for a in answers if a[0] == 200]
