@@ -156,14 +156,12 @@ def test_human_report_has_the_node_panel():
 def test_nodereachs_own_dialback_listener_is_not_the_node():
     """The node stage scans beside the probes: a socket it saw on a port where nodereach listened for the
     dial-back itself is nodereach's own, never reported as the node listening."""
-    import dataclasses
-
-    from check_observations import PORTS, observations
+    from check_observations import PORTS, observations, replace
     from nodereach.diagnose.conclude import conclude
 
     obs = observations("open")
     own = tuple(Listener(p.transport, "0.0.0.0", p.port, 4, True) for p in PORTS)
-    rep = conclude(dataclasses.replace(obs, node=NodeObservation(PORTS, own)))
+    rep = conclude(replace(obs, node=NodeObservation(PORTS, own)))
     assert rep.node is not None and rep.node.listening == []
     assert [p.code for p in rep.node.problems] == ["nothing-listening"] * len(PORTS)
     assert all((p.reachable, p.path_open, p.reason) == (False, True, "nothing-listening") for p in rep.ports)
