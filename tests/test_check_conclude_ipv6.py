@@ -5,13 +5,12 @@ that ran out of time. The judge is the lab tests' (tests/test_check_lab.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import msgspec
 import pytest
 
-from check_observations import NO_IPV6, SERVER6, observations, v6, with_v6
+from check_observations import NO_IPV6, SERVER6, observations, replace, v6, with_v6
 from nodereach.diagnose.classify import TranslationObservation, classify_translation, prefix_translated
 from nodereach.diagnose.model import EXIT_CODES
 from nodereach.diagnose.observations import FilteringTests, PortProbe, ServerAnswer, TcpTest
