@@ -1,19 +1,20 @@
-"""Find the default gateway and our source address from the routing table (netlink, unprivileged).
+"""Find the default gateway and our source address from the routing table (/proc, through nodereach.routes).
 
-No packets are sent: `ip route get` is a kernel lookup. The on-link networks of the interface toward the
-gateway define "the LAN" for the security checks on SSDP and UPnP URLs.
+No packets are sent: the source address is the kernel's answer to a UDP connect. The on-link networks of the
+interface toward the gateway define "the LAN" for the security checks on SSDP and UPnP URLs. Not netlink
+(pyroute2): importing it costs ~9.5 MiB of resident memory in a keeper that runs for months (`watch
+--keep-mapped`), and the check already reads the same tables.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import ipaddress
-import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from nodereach.net import FAMILIES, Family, address_kind, family_of, is_public, socket_family
+from nodereach import routes
+from nodereach.net import FAMILIES, Family, address_kind, family_of, is_public
 from nodereach.portmap.errors import PortmapError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,89 +38,84 @@ class Gateway:
         return any(ip.version == n.version and ip in n for n in self.networks)
 
 
-async def _collect(result: Any) -> list[Any]:
-    """pyroute2 0.9 returns lists or async iterators depending on the call: accept both."""
-    if inspect.isawaitable(result):
-        result = await result
-    if hasattr(result, "__aiter__"):
-        return [item async for item in result]
-    return list(result)
-
-
 GLOBAL_PROBE6 = "2000::1"
-"""Any global unicast address: `ip route get` toward it names this host's global IPv6 source address (a
-kernel lookup, nothing is sent) when the IPv6 gateway is link-local, as routers that send RAs are."""
+"""Any global unicast address: the source the kernel picks toward it (a UDP connect, nothing is sent) is this
+host's global IPv6 address when the IPv6 gateway is link-local, as routers that send RAs are."""
 
 
-async def find_gateway_async(gateway: str | None = None, family: Family = 4) -> Gateway:
+async def find_gateway_async(gateway: str | None = None, family: Family = 4,
+                             tables: routes.Tables | None = None) -> Gateway:
     """The default gateway of `family` (or the given one) with our preferred source address toward it.
 
     IPv6: the source is our global address (the one a pinhole is for); a host whose only IPv6 addresses are
-    link-local or unique-local gets a PortmapError that says so."""
-    from pyroute2 import AsyncIPRoute
+    link-local or unique-local gets a PortmapError that says so. Async for the callers' sake: reading the
+    /proc tables takes microseconds, and it must run on the calling thread (its network namespace)."""
+    return find_gateway_in(tables or routes.Tables.read(), gateway, family)
 
+
+def find_gateway_in(tables: routes.Tables, gateway: str | None = None, family: Family = 4, *,
+                    source: Callable[[str], tuple[str | None, str | None]] = routes.source_toward) -> Gateway:
+    """`find_gateway_async` over given kernel tables and the kernel's source-address choice (tests pass their
+    own)."""
     name = f"IPv{family}"
-    try:
-        async with AsyncIPRoute() as ipr:
-            if gateway is None:
-                routes = await _collect(ipr.get_default_routes(family=socket_family(family)))
-                gws = [r.get("RTA_GATEWAY") for r in routes if r.get("RTA_GATEWAY")]
-                if not gws:
-                    raise PortmapError(f"no {name} default gateway in the routing table",
-                                       "connect to a network first" if family == 4 else
-                                       "this host has no IPv6 route to the internet; use --family 4")
-                gateway = str(gws[0])
-            if family_of(gateway) != family:
-                raise PortmapError(f"{gateway} is not an {name} address")
-            found = await _collect(ipr.route("get", dst=gateway))
-            if not found:
-                raise PortmapError(f"no route to the gateway {gateway}")
-            local = found[0].get("RTA_PREFSRC")
-            index = found[0].get("RTA_OIF")
-            if family == 6 and (local is None or not is_public(str(local))):
-                # A link-local gateway (the usual RA default route) gets a link-local source: ask for the
-                # source toward the internet instead, on the same interface.
-                toward = await _collect(ipr.route("get", dst=GLOBAL_PROBE6))
-                local = toward[0].get("RTA_PREFSRC") if toward else local
-            if not local:
-                raise PortmapError(f"no source address toward the gateway {gateway}")
-            if family == 6 and index is not None:
-                local = await _stable_address6(ipr, index, str(local))
-            if family == 6 and not is_public(str(local)):
-                raise PortmapError(f"this host has no global IPv6 address (only {local}, "
-                                   f"{address_kind(str(local))}): a pinhole could not make it reachable",
-                                   "get a global IPv6 address from the router (SLAAC/DHCPv6), or use --family 4")
-            nets: list[IPNetwork] = []
-            if index is not None:
-                for msg in await _collect(ipr.get_addr(index=index)):
-                    addr = msg.get("IFA_ADDRESS")
-                    if addr:
-                        nets.append(ipaddress.ip_network(f"{addr}/{msg['prefixlen']}", strict=False))
-            if not nets:
-                nets.append(ipaddress.ip_network(str(local)))
-            return Gateway(gateway, str(local), index, tuple(nets))
-    except PortmapError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise PortmapError(f"cannot read the routing table: {exc}") from exc
+    if not tables.route4 and not tables.route6:
+        raise PortmapError("cannot read the routing table (/proc/net/route)")
+    table = tables.routes()
+    addresses6 = routes.parse_addresses6(tables.if_inet6)
+    if gateway is None:
+        default = routes.default_route(table, family)
+        if default is None or default.gateway is None:
+            raise PortmapError(f"no {name} default gateway in the routing table",
+                               "connect to a network first" if family == 4 else
+                               "this host has no IPv6 route to the internet; use --family 4")
+        gateway, route = default.gateway, default
+    else:
+        if family_of(gateway) != family:
+            raise PortmapError(f"{gateway} is not an {name} address")
+        default = routes.default_route(table, family)
+        # A link-local gateway is on the interface of the default route that names it, not on every fe80::/64.
+        found = default if default is not None and default.gateway == gateway else \
+            routes.best_route(table, ipaddress.ip_address(gateway))
+        if found is None:
+            raise PortmapError(f"no route to the gateway {gateway}")
+        route = found
+    index = _interface_index(route.interface, addresses6)
+    local: str | None
+    if family == 4:
+        local, error = source(gateway)
+    else:
+        # The kernel's source toward the internet, on the gateway's interface: toward a link-local gateway it
+        # would be link-local, and a pinhole is for the address peers dial.
+        local, error = source(gateway) if is_public(gateway) else (None, None)
+        if local is None or not is_public(local):
+            local, error = source(GLOBAL_PROBE6)
+    if not local:
+        raise PortmapError(f"no source address toward the gateway {gateway}" + (f" ({error})" if error else ""))
+    if family == 6:
+        local = _stable_address6(addresses6, index, local)
+        if not is_public(local):
+            raise PortmapError(f"this host has no global IPv6 address (only {local}, "
+                               f"{address_kind(local)}): a pinhole could not make it reachable",
+                               "get a global IPv6 address from the router (SLAAC/DHCPv6), or use --family 4")
+    nets = [ipaddress.ip_network(n) for n in routes.onlink_networks(table, addresses6, route.interface)]
+    if not nets:
+        nets.append(ipaddress.ip_network(local))
+    return Gateway(gateway, local, index, tuple(nets))
 
 
-IFA_F_TEMPORARY = 0x01
-IFA_F_DADFAILED = 0x08
-IFA_F_DEPRECATED = 0x20
-IFA_F_TENTATIVE = 0x40
+def _interface_index(interface: str, addresses6: list[routes.Address6]) -> int | None:
+    """if_inet6 names each interface's index; an interface without IPv6 is asked of the kernel by name."""
+    found = next((a.index for a in addresses6 if a.interface == interface), None)
+    return found if found is not None else routes.interface_index(interface)
 
 
-async def _stable_address6(ipr: Any, index: int, preferred: str) -> str:
+def _stable_address6(addresses6: list[routes.Address6], index: int | None, preferred: str) -> str:
     """The interface's stable global IPv6 address: the kernel prefers a temporary (RFC 8981) source when
     privacy addresses are on, but a pinhole must be for the address peers learn, which outlives those."""
-    candidates: list[tuple[str, int]] = []
-    for msg in await _collect(ipr.get_addr(family=socket.AF_INET6, index=index)):
-        addr = msg.get("IFA_ADDRESS")
-        flags = int(msg.get("IFA_FLAGS") or msg.get("flags") or 0)
-        if addr and is_public(str(addr)) and not flags & (IFA_F_DADFAILED | IFA_F_TENTATIVE | IFA_F_DEPRECATED):
-            candidates.append((str(addr), flags))
-    stable = [a for a, flags in candidates if not flags & IFA_F_TEMPORARY]
+    unusable = routes.IFA_F_DADFAILED | routes.IFA_F_TENTATIVE | routes.IFA_F_DEPRECATED
+    candidates = [a for a in addresses6 if (index is None or a.index == index) and is_public(a.address)
+                  and not a.flags & unusable]
+    stable = [a.address for a in candidates if not a.flags & routes.IFA_F_TEMPORARY]
     if preferred in stable or not stable:
         return preferred
     return stable[0]
