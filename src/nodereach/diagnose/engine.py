@@ -61,12 +61,6 @@ LIFETIME_MARGIN_S = 2.0
 """--lifetime runs past --timeout (it takes about --lifetime-max): this much on top."""
 
 
-async def run_check(opts: CheckOptions, progress: Progress | None = None) -> Report:
-    """Run one check and return its report (the library entry: `nodereach check`, `nodereach watch`).
-    `progress(step, state, detail)` is called as probes start and finish; it must not block."""
-    return await Check(opts, progress).run()
-
-
 def _noop(step: str, state: str, detail: str) -> None:
     return None
 
@@ -145,22 +139,6 @@ class _FamilyRun(msgspec.Struct):
 def _step4(four: bool, step: str, detail: str) -> tuple[str | None, str]:
     """A stage's progress step: IPv4's stages each have one; IPv6's are reported together as `ipv6`."""
     return (step, detail) if four else (None, "")
-
-
-class Check:
-    """One run of the check: `await Check(opts, progress).run()` gives the report."""
-
-    def __init__(self, opts: CheckOptions, progress: Progress | None = None) -> None:
-        self.opts = opts
-        self.progress = progress or _debug_progress() or _noop
-
-    async def run(self) -> Report:
-        start = time.monotonic()
-        observations = await _Run(self.opts, self.progress, start).observe()
-        report = conclude(observations)
-        report.duration_s = round(time.monotonic() - start, 3)
-        self.progress("verdict", "done", report.verdict)
-        return report
 
 
 class _Run:
@@ -365,3 +343,24 @@ class _Run:
                             portmap=_value(self.portmap), lifetime=_value(self.lifetime), timed_out=timed_out,
                             errors=tuple(self.errors), node=_value(self.node))
 
+
+class Check:
+    """One run of the check: `await Check(opts, progress).run()` gives the report."""
+
+    def __init__(self, opts: CheckOptions, progress: Progress | None = None) -> None:
+        self.opts = opts
+        self.progress = progress or _debug_progress() or _noop
+
+    async def run(self) -> Report:
+        start = time.monotonic()
+        observations = await _Run(self.opts, self.progress, start).observe()
+        report = conclude(observations)
+        report.duration_s = round(time.monotonic() - start, 3)
+        self.progress("verdict", "done", report.verdict)
+        return report
+
+
+async def run_check(opts: CheckOptions, progress: Progress | None = None) -> Report:
+    """Run one check and return its report (the library entry: `nodereach check`, `nodereach watch`).
+    `progress(step, state, detail)` is called as probes start and finish; it must not block."""
+    return await Check(opts, progress).run()
