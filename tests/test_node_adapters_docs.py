@@ -46,6 +46,15 @@ def test_bitcoin_shapes():
     assert st_.mapping is not None and st_.mapping.enabled is False  # v27: no NAT-PMP by default
 
 
+def test_bitcoin_chain_shape_names_the_proofs_network():
+    chain = typed("bitcoin-getblockchaininfo.json", bitcoin.ChainInfo)
+    st_ = bitcoin.status_from(typed("bitcoin-getnetworkinfo.json", bitcoin.NetworkInfo), None, chain)
+    assert st_.peer_ids == ("network:signet",)  # the global signet's challenge: its well-known magic
+    custom = msgspec.structs.replace(chain, signet_challenge="5121" + "02" * 33 + "51ae")
+    assert bitcoin.status_from(typed("bitcoin-getnetworkinfo.json", bitcoin.NetworkInfo), None,
+                               custom).peer_ids[0].startswith("magic:")
+
+
 def test_bitcoin_empty_localaddresses_is_normal_and_addrlocal_is_used():
     net = typed("bitcoin-getnetworkinfo.json", bitcoin.NetworkInfo)
     net.localaddresses = []
@@ -169,7 +178,8 @@ async def test_bitcoin_read_sends_the_cookie(tmp_path):
             return 401, {}, b""
         call = json.loads(body)
         answer = {"getnetworkinfo": doc("bitcoin-getnetworkinfo.json"),
-                  "getpeerinfo": doc("bitcoin-getpeerinfo.json")}[call["method"]]
+                  "getpeerinfo": doc("bitcoin-getpeerinfo.json"),
+                  "getblockchaininfo": doc("bitcoin-getblockchaininfo.json")}[call["method"]]
         return 200, {"Content-Type": "application/json"}, rpc_result(answer)
 
     server, port = await serve(handler)
@@ -180,6 +190,7 @@ async def test_bitcoin_read_sends_the_cookie(tmp_path):
                               secrets=Secrets(cookie_file=str(tmp_path / "missing")))
     assert got.error is None, got.error
     assert got.status is not None and got.status.inbound == 2
+    assert got.status.peer_ids == ("network:signet",)  # the chain, for the protocol proof's magic
     assert bad.status is None and "needs credentials (HTTP 401)" in bad.error
     assert "0123abcd" not in (bad.error or "") and "__cookie__" not in (bad.error or "")
 

@@ -2,7 +2,9 @@
 
 Upstream doc: https://developer.bitcoin.org/reference/rpc/getnetworkinfo.html and
 https://developer.bitcoin.org/reference/rpc/getpeerinfo.html (field names as of v27: `connections_in`,
-`connections_out` since v21).
+`connections_out` since v21); the chain from https://bitcoincore.org/en/doc/29.0.0/rpc/blockchain/getblockchaininfo/
+(`chain`: main, test, testnet4, signet, regtest; `signet_challenge` on a signet), for the protocol proof's
+network magic.
 
 Two facts operators trip on: an empty `localaddresses` is normal (the node advertises what its peers report as
 `addrlocal`, or `externalip=`), and `networks[].reachable` is about connecting out to that network, not about
@@ -11,10 +13,12 @@ being reachable from it.
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
 from nodereach.net import Family, PortSpec
-from nodereach.node.adapters.base import Count, NodeStatus, Port, PortMapping, decode
+from nodereach.node.adapters.base import Count, NodeError, NodeStatus, Port, PortMapping, decode
 from nodereach.node.adapters.rpcio import Conn
 from nodereach.p2p.addrs import bitcoin_local_address, split_host_port
 from nodereach.p2p.advertised import Advertised, host_kind
@@ -23,6 +27,38 @@ from nodereach.p2p.errors import AddressError
 DOC = "https://developer.bitcoin.org/reference/rpc/getnetworkinfo.html"
 NATPMP_DEFAULT_ON = 290000
 """PCP/NAT-PMP port mapping (`-natpmp`) arrived in v28 (off) and is on by default from v29; UPnP was removed."""
+BITCOIN_CHAINS: dict[str, str] = {"main": "main", "test": "testnet3", "testnet3": "testnet3", "testnet4": "testnet4",
+                                  "signet": "signet", "regtest": "regtest"}
+"""`getblockchaininfo.chain` (main, test, testnet4, signet, regtest) -> the proof's network name."""
+DEFAULT_SIGNET_CHALLENGE = bytes.fromhex(
+    "512103ad5e0edad18cb1f0fc0d28a3d4f1f3e445640337489abb10404f2d1e086be430210359ef5021964fe22d6f8e05b2463c9540ce96883fe"
+    "3b278760f048f5189f2e6c452ae")
+"""The global signet's block challenge (Bitcoin Core chainparams); any other one is a custom signet."""
+
+
+def signet_magic(challenge: bytes) -> bytes:
+    """A signet's message start: the first 4 bytes of double SHA-256 over the challenge script serialized with
+    its compact-size length (BIP 325; Bitcoin Core SigNetParams)."""
+    n = len(challenge)
+    size = bytes([n]) if n < 0xFD else b"\xfd" + n.to_bytes(2, "little") if n <= 0xFFFF else \
+        b"\xfe" + n.to_bytes(4, "little")
+    return hashlib.sha256(hashlib.sha256(size + challenge).digest()).digest()[:4]
+
+
+def proof_ids(chain: str, signet_challenge: str | None) -> tuple[str, ...]:
+    """What the Bitcoin proof needs from `getblockchaininfo`, as NodeStatus.peer_ids entries: `network:NAME`,
+    or `magic:HEX` for a custom signet."""
+    network = BITCOIN_CHAINS.get(chain)
+    if network is None:
+        return ()
+    if network == "signet" and signet_challenge:
+        try:
+            challenge = bytes.fromhex(signet_challenge)
+        except ValueError:
+            return ()
+        if challenge != DEFAULT_SIGNET_CHALLENGE:
+            return (f"magic:{signet_magic(challenge).hex()}",)
+    return (f"network:{network}",)
 
 
 class LocalAddress(msgspec.Struct):
@@ -40,6 +76,11 @@ class NetworkInfo(msgspec.Struct):
     localaddresses: list[LocalAddress] = msgspec.field(default_factory=list)
 
 
+class ChainInfo(msgspec.Struct):
+    chain: str = ""
+    signet_challenge: str | None = None
+
+
 class PeerInfo(msgspec.Struct):
     addr: str = ""
     addrlocal: str | None = None
@@ -54,7 +95,7 @@ def version_text(version: int, subversion: str) -> str:
     return f"{version // 10000}.{version // 100 % 100}.{version % 100}" if version else ""
 
 
-def status_from(net: NetworkInfo, peers: list[PeerInfo] | None) -> NodeStatus:
+def status_from(net: NetworkInfo, peers: list[PeerInfo] | None, chain: ChainInfo | None = None) -> NodeStatus:
     advertised: list[Advertised] = []
     notes: list[str] = []
     for a in net.localaddresses[:32]:
@@ -94,7 +135,8 @@ def status_from(net: NetworkInfo, peers: list[PeerInfo] | None) -> NodeStatus:
     version = version_text(net.version, net.subversion) or None
     return NodeStatus(kind="bitcoin", software="Bitcoin Core", version=version,
                       inbound=inbound, outbound=outbound, advertised=tuple(advertised),
-                      p2p_ports=tuple(PortSpec(p, "tcp") for p in sorted(ports)), mapping=mapping, notes=tuple(notes))
+                      p2p_ports=tuple(PortSpec(p, "tcp") for p in sorted(ports)), mapping=mapping, notes=tuple(notes),
+                      peer_ids=proof_ids(chain.chain, chain.signet_challenge) if chain is not None else ())
 
 
 async def read(conn: Conn) -> NodeStatus:
@@ -102,4 +144,11 @@ async def read(conn: Conn) -> NodeStatus:
     assert isinstance(net, NetworkInfo)
     peers = decode(await conn.jsonrpc("getpeerinfo", [], version="1.0"), list[PeerInfo], "getpeerinfo")
     assert isinstance(peers, list)
-    return status_from(net, peers)
+    chain: ChainInfo | None = None
+    try:
+        got = decode(await conn.jsonrpc("getblockchaininfo", [], version="1.0"), ChainInfo, "getblockchaininfo")
+        assert isinstance(got, ChainInfo)
+        chain = got
+    except NodeError:
+        chain = None  # only the proof's magic needs it: without it the node's default port names the network
+    return status_from(net, peers, chain)

@@ -34,6 +34,13 @@ class Peer(msgspec.Struct, rename="camel"):
 class Torrent(msgspec.Struct, rename="camel"):
     hash_string: str = ""
     peers: list[Peer] = msgspec.field(default_factory=list)
+    status: int | None = None
+    """0 stopped, 1 check pending, 2 checking, 3 download pending, 4 downloading, 5 seed pending, 6 seeding."""
+
+
+RUNNING_FIRST = {6: 0, 4: 1, 5: 2, 3: 3, 2: 4, 1: 5}
+"""Which torrents' infohashes the BitTorrent proof prefers: a stopped torrent (0) takes no peers (the client
+closes a handshake for it as for an unknown one), an active one surely does."""
 
 
 class Torrents(msgspec.Struct):
@@ -53,7 +60,9 @@ def status_from(session: Session, torrents: Torrents | None) -> NodeStatus:
         # One peer connected to two torrents is two connections; peers are counted per connection.
         inbound = sum(1 for t in torrents.torrents for p in t.peers if p.is_incoming)
         outbound = sum(1 for t in torrents.torrents for p in t.peers if not p.is_incoming)
-        hashes = tuple(f"infohash:{t.hash_string.lower()}" for t in torrents.torrents if len(t.hash_string) == 40)
+        running = sorted((t for t in torrents.torrents if len(t.hash_string) == 40 and t.status != 0),
+                         key=lambda t: RUNNING_FIRST.get(t.status if t.status is not None else -1, 9))
+        hashes = tuple(f"infohash:{t.hash_string.lower()}" for t in running)
     mapping = None
     if session.port_forwarding_enabled is not None:
         mapping = PortMapping(session.port_forwarding_enabled, "port-forwarding-enabled", ports,
@@ -95,8 +104,8 @@ async def read(conn: Conn) -> NodeStatus:
     assert isinstance(session, Session)
     torrents: Torrents | None = None
     try:
-        got = decode(await _call(conn, "torrent-get", {"fields": ["hashString", "peers"]}, session_id), Torrents,
-                     "torrent-get")
+        fields: dict[str, object] = {"fields": ["hashString", "peers", "status"]}
+        got = decode(await _call(conn, "torrent-get", fields, session_id), Torrents, "torrent-get")
         assert isinstance(got, Torrents)
         torrents = got
     except NodeError:
