@@ -53,6 +53,7 @@ CAUSES: dict[str, str] = {
     "ipv6-nat66": "IPv6 is translated (NAT66) and the port is not forwarded",
     "port-unreachable": "a node port could not be reached from outside",
     "nothing-listening": "nothing listens on a node port",
+    "protocol-check-failed": "a node port is open, but what answers there does not answer as the node",
     "untested": "inbound reachability was not tested (no nodereach server)",
 }
 
@@ -206,6 +207,8 @@ def decide(report: Report, inputs: Inputs | None = None) -> Decision:
     counted_ports = [p for p in report.ports if p.family in counted]
     if verdict != "reachable" and any(p.reachable is False and p.reason in NOT_LISTENING for p in counted_ports):
         causes.append("nothing-listening")
+    if verdict != "reachable" and any(p.reason == "protocol-check-failed" for p in counted_ports):
+        causes.append("protocol-check-failed")
     # Untested: no dial-back answered for any port (a port known to have no listener is still untested).
     dialback = inputs.dialback if inputs.dialback is not None else {f: True for f in probed}
     if not any(dialback.values()) and not any(p.listener is not None for p in _deciding(counted_ports)):
@@ -320,6 +323,15 @@ def _advice(report: Report, s: _Situation) -> list[Advice]:
                                  ": start the node, and make it listen on all addresses (0.0.0.0 and ::), not "
                                  "only 127.0.0.1 or one interface; a node in a container needs its ports "
                                  f"published.{path}"))
+    if s.verdict != "reachable" and "protocol-check-failed" in causes:
+        wrong = [p for p in counted_ports if p.reason == "protocol-check-failed"]
+        out.append(Advice(code="check-forward-target", title="Make the open port lead to the node",
+                          detail="Traffic from outside gets through on " + "; ".join(dict.fromkeys(
+                              f"{_port_label(p)} ({p.protocol_check.protocol}: {p.protocol_check.detail})"
+                              for p in wrong if p.protocol_check is not None)) +
+                                 ", but what answers there is not the node. Point the router's port forward at "
+                                 "this machine's address, stop whatever else holds the port here, and check that "
+                                 "the node runs the network (and, for BitTorrent, the torrents) its RPC reports."))
     if "untested" in causes:
         out.append(Advice(code="get-nodereach-server", title="Test inbound reachability with a nodereach server",
                           detail="Public STUN servers cannot test whether peers reach your ports, nor the NAT's "

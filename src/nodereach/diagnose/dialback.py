@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from nodereach.diagnose.model import PortResult, ProtocolCheckResult
 from nodereach.net import Family, Transport
-from nodereach.reach.client import DialBackResult, ServerWait, dial_back
+from nodereach.reach.client import DialBackResult, ProofRequest, ServerWait, dial_back
 
 
 def to_port_result(r: DialBackResult, family: Family = 4) -> PortResult:
@@ -19,15 +19,17 @@ def to_port_result(r: DialBackResult, family: Family = 4) -> PortResult:
     return PortResult(port=r.port, protocol=r.protocol, family=family, reachable=r.reachable, reason=reason,
                       listener=r.listener, rtt_ms=r.rtt_ms, second_address=r.second_address,
                       protocol_check=ProtocolCheckResult(protocol=str(check.protocol), ok=check.ok,
-                                                         detail=check.detail) if check is not None else None)
+                                                         detail=check.detail, rtt_ms=check.rtt_ms)
+                      if check is not None else None)
 
 
 async def probe(host: str, http_port: int, port: int, protocol: Transport, *, family: Family = 4,
                 server_wait: ServerWait, http_timeout: float, copies: int = 1, listen: bool = True,
-                hedge_s: float | None = None) -> PortResult:
+                hedge_s: float | None = None, proof: ProofRequest | None = None) -> PortResult:
     """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside.
     `server_wait(handshake_s)` gives the server's probe deadline once the HTTP handshake time is known;
-    `listen=False`: never listen on the port ourselves when nothing holds it."""
+    `listen=False`: never listen on the port ourselves when nothing holds it; `proof`: speak the node's own
+    protocol to it instead (the answer's `protocol_check`)."""
     return to_port_result(await dial_back(host, http_port, port, protocol, server_wait=server_wait,
                                           http_timeout=http_timeout, copies=copies, listen=listen,
-                                          hedge_s=hedge_s), family)
+                                          hedge_s=hedge_s, proof=proof), family)

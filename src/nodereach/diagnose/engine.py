@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -48,6 +48,9 @@ from nodereach.diagnose.stunio import StunSocket
 from nodereach.net import Family, PortSpec, address_kind, socket_family
 from nodereach.stun.rtt import SharedRtt
 from nodereach.stun.transaction import BindingReply
+
+if TYPE_CHECKING:
+    from nodereach.node.proofs import ProofPlan
 
 __all__ = ["Budget", "Check", "CheckOptions", "Progress", "run_check"]
 
@@ -164,6 +167,8 @@ class _Run:
         """Every probe but the gateway's is done: the gateway probe gets no more time than its own bound."""
         self.lifetime: asyncio.Task[LifetimeObservation] | None = None
         self.node: asyncio.Task[Any] | None = None
+        self.plan: asyncio.Future[ProofPlan] | None = None
+        """The node stage's choice of proofs, shared by the families' dial-backs."""
 
     async def observe(self) -> Observations:
         budget = self.ctx.budget
@@ -266,6 +271,35 @@ class _Run:
         return await observe(self.opts.ports, self.opts.node, budget_s=NODE_BUDGET_S,
                              secrets=self.opts.node_secrets, pick=self.opts.port_pick, host=self.opts.host_scan)
 
+    def _may_prove(self, spec: PortSpec) -> bool:
+        """False when the node named with --node proves nothing over this transport (geth's TCP port: RLPx)."""
+        from nodereach.node.proofs import PROVES
+
+        kind = self.opts.node.spec.kind if self.opts.node is not None and self.opts.node.spec is not None else None
+        return kind is None or spec.transport in PROVES[kind]
+
+    def _proof_plan(self) -> asyncio.Future[ProofPlan] | None:
+        """Which proof each of the node's ports gets (nodereach.node.proofs), once the node stage is done: None
+        without a node stage (`--node none`), so the dial-back stays as it was."""
+        if self.node is None:
+            return None
+        if self.plan is not None:
+            return self.plan
+        node = self.node
+
+        async def plan() -> ProofPlan:
+            from nodereach.node.proofs import ProofPlan, plan_for
+
+            try:
+                obs = await asyncio.shield(node)
+            except Exception:  # the node stage failed: its error is reported there
+                return ProofPlan()
+            return plan_for(obs, own_pid=os.getpid())
+
+        self.plan = asyncio.ensure_future(plan())
+        self.tasks.append(self.plan)
+        return self.plan
+
     async def _start_ipv6(self, v6: ServerRoles) -> None:
         """IPv6's probes, when a server has an IPv6 address and this host a route toward it. A host without IPv6
         (no route, only link-local addresses, no socket) is `untested` with the reason, never unreachable."""
@@ -323,8 +357,12 @@ class _Run:
         dialer = fam.dialback
         if dialer is not None and self.opts.ports:
             hold = self.opts.hold_free_ports
+            plan = self._proof_plan()
+            slots = ports.Slots()
             run.ports = [(p, self._start(ports.port_probe(dialer, family, p, ports.dialback_copies(self.opts.ports, p),
-                                                          ctx, listen=hold))) for p in self.opts.ports]
+                                                          ctx, listen=hold, plan=plan if self._may_prove(p) else None,
+                                                          slots=slots)))
+                         for p in self.opts.ports]
             if four:
                 self.progress("ports", "running", ", ".join(str(p) for p in self.opts.ports))
                 done = self._start(asyncio.wait([t for _, t in run.ports]))

@@ -109,7 +109,8 @@ class PortResult(msgspec.Struct, kw_only=True):
     """The address family this entry was tested over (one entry per tested port and family)."""
     reachable: bool | None = None
     reason: str | None = None
-    """Code: `ok`, `no-mapping`, `filtered`, `refused`, `timeout`, `nothing-listening`, `no-server`, ..."""
+    """Code: `ok`, `no-mapping`, `filtered`, `refused`, `timeout`, `nothing-listening`, `no-server`,
+    `protocol-check-failed` (the path is open, but what answered did not answer as the node), ..."""
     listener: Literal["node", "nodereach", "none"] | None = None
     rtt_ms: float | None = None
     public_endpoint: str | None = None
@@ -127,9 +128,17 @@ class PortResult(msgspec.Struct, kw_only=True):
 
 
 class ProtocolCheckResult(msgspec.Struct, kw_only=True):
+    """The dial-back service spoke the first exchange of the node's own protocol to the port (docs/dialback-api.md,
+    "Protocol proofs"): did the node answer as that software does?"""
+
     protocol: str
+    """`bitcoin`, `monero`, `libp2p`, `bittorrent`, `discv4`, `discv5`."""
     ok: bool
     detail: str = ""
+    """What the node answered (user agent, peer id, client), or why it is not `ok` (closed without answering,
+    another network's magic, another torrent, no answer within the bound)."""
+    rtt_ms: float | None = None
+    """From the proof's first message to the node's answer (None without an answer)."""
 
 
 class PortmapProtocol(msgspec.Struct, kw_only=True):

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from nodereach.diagnose.model import Report
+from nodereach.diagnose.model import PortResult, Report
 from nodereach.diagnose.observations import Observations
+from nodereach.diagnose.proof import FAILED, judge, proof_problem
 from nodereach.net import FAMILIES, Endpoint, Family, PortSpec, wildcard
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def apply_node(obs: Observations, rep: Report) -> None:
             p.reachable, p.path_open, p.reason = out.reachable, out.path_open, out.reason
         return
     from nodereach.node.listeners import assess
+    from nodereach.node.proofs import plan_for
     from nodereach.node.report import node_report
 
     # Each port entry is judged for its own family. IPv6 traffic arrives on one of the host's global addresses
@@ -46,8 +48,12 @@ def apply_node(obs: Observations, rep: Report) -> None:
         public[6] = rep.public.ipv6
     node = replace(node, listeners=node_listeners(node.listeners, rep))
     assessed = {pl.spec: pl for pl in assess(node.ports, families, arrival, node.listeners, node.containers)}
+    proofs = {(fam.family, probe.spec): probe.proof for fam in obs.families.values() for probe in fam.ports
+              if probe.proof is not None}
     path_open: dict[PortSpec, bool | None] = {}
     endpoints: dict[PortSpec, Endpoint] = {}
+    notes: list[str] = []
+    failed: list[PortResult] = []
     for p in rep.ports:
         spec = PortSpec(p.port, p.protocol)
         pl = assessed.get(spec)
@@ -59,15 +65,24 @@ def apply_node(obs: Observations, rep: Report) -> None:
             # The node listens, only not over this family (an IPv4-only socket while IPv6 is tested, or the
             # reverse): nodereach's own listener got the family's port, and the family's problem says why.
             p.reason = pl.problems[0].code
+        proved = judge(p, proofs.get((p.family, spec)))
+        p.reachable, p.path_open, p.reason, p.protocol_check = (proved.reachable, proved.path_open, proved.reason,
+                                                                proved.check)
+        if proved.note:
+            notes.append(proved.note)
+        if proved.reason == FAILED:
+            failed.append(p)
         # Per port, over any family: a path open over IPv6 lets peers in even where IPv4's is closed.
         before = path_open.get(spec)
-        path_open[spec] = True if (before or out.path_open) else (False if False in (before, out.path_open)
-                                                                   else None)
+        path_open[spec] = True if (before or p.path_open) else (False if False in (before, p.path_open)
+                                                                 else None)
         if p.public_endpoint and p.family == 4:  # the NAT's endpoint (IPv4) is what an advertised port must match
             with contextlib.suppress(ValueError):
                 endpoints[spec] = Endpoint.parse(p.public_endpoint)
     rep.node, _ = node_report(node, families=families, arrival=arrival, public=public, endpoints=endpoints,
                               path_open=path_open)
+    rep.node.notes += [*plan_for(node).notes, *notes]
+    rep.node.problems += [proof_problem(p, rep.node.software) for p in failed]
 
 
 

@@ -101,6 +101,9 @@ class PortProbe(msgspec.Struct, frozen=True):
     result: PortResult | None
     """None: no answer within the run's time."""
     public_endpoint: str | None = None
+    proof: PortResult | None = None
+    """The dial-back speaking the node's own protocol (its `protocol_check`), when the node stage's plan gave
+    this port a proof (nodereach.node.proofs)."""
 
 
 class Hairpin(msgspec.Struct, frozen=True):

@@ -4,9 +4,13 @@ with the public endpoint the NAT gives a free UDP port. One top-level coroutine 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 from nodereach.diagnose import dialback, portfilter, probes
 from nodereach.diagnose.budget import Context
@@ -15,7 +19,12 @@ from nodereach.diagnose.observations import PortPaths, PortProbe
 from nodereach.diagnose.options import ResolvedServer
 from nodereach.diagnose.stunio import StunSocket
 from nodereach.net import Endpoint, Family, PortSpec, SockAddr, socket_family, wildcard
+from nodereach.p2p.exchange import TRANSPORT, ProofProtocol
+from nodereach.reach.client import ProofRequest
 from nodereach.reach.limits import MAX_IN_FLIGHT_PER_ADDRESS
+
+if TYPE_CHECKING:
+    from nodereach.node.proofs import ProofPlan
 
 DIALBACK_ATTEMPTS = 3
 RETRY_AFTER_S = 1.0
@@ -27,6 +36,16 @@ HEDGE_RTTS, HEDGE_BLIND_S = 3, 0.3
 """A further copy of a dial-back request starts when no earlier one connected within 3 RTT (0.3 s before any
 RTT is known): its SYN or SYN-ACK was lost, and the kernel would resend it only after a second."""
 NO_DIALBACK = "outbound port filters: needs a nodereach server (--server)"
+NODE_ANSWER_S: dict[ProofProtocol, float] = {
+    "monero": 0.1, "libp2p": 0.1, "bittorrent": 0.3, "bitcoin": 0.2, "discv4": 0.1, "discv5": 0.1}
+"""What the node itself may take to answer a proof, on top of the path's round trips. Measured in the lab
+(reach.client.dial_back): monerod 12 ms, js-libp2p 20 ms, ChainSafe discv5 and EthereumJS discv4 a few ms,
+transmission-daemon up to 240 ms on loaded cores; Bitcoin Core answers `version` at once."""
+PROOF_MIN_LEFT_S = 0.4
+"""A proof is asked only while the run has this much time left (dial_back's own floor)."""
+PROOF_TIMEOUT_S: dict[ProofProtocol, float] = {
+    "bitcoin": 5.0, "monero": 5.0, "libp2p": 3.0, "bittorrent": 5.0, "discv4": 3.0, "discv5": 3.0}
+"""The service's own bound per protocol (reach.proofs.PROTOCOL_TIMEOUT, which the client does not import)."""
 
 
 def dialback_copies(ports: Sequence[PortSpec], spec: PortSpec) -> int:
@@ -63,34 +82,75 @@ def _path_deadline(ctx: Context, sent: float) -> float:
     return max(sent + 0.1, min(ctx.budget.end - 0.05, ctx.budget.negative(sent)))
 
 
+def _rtt(ctx: Context, handshake_s: float) -> float:
+    """The RTT: STUN's, or the API request's TCP handshake (a handshake slower than 0.9 s hid a lost SYN and
+    says nothing about the RTT)."""
+    if ctx.rtt.srtt is not None and not ctx.rtt.provisional:
+        return ctx.rtt.srtt
+    return handshake_s if handshake_s < 0.9 else 0.5
+
+
 def _server_wait(ctx: Context, handshake_s: float) -> float:
-    """The server's probe deadline, from the RTT (STUN's, or the API request's TCP handshake: a handshake
-    slower than 0.9 s hid a lost SYN and says nothing about the RTT)."""
-    rtt = ctx.rtt.srtt if ctx.rtt.srtt is not None and not ctx.rtt.provisional else \
-        (handshake_s if handshake_s < 0.9 else 0.5)
+    """The server's probe deadline, from the RTT."""
+    rtt = _rtt(ctx, handshake_s)
     wait = max(0.25, SERVER_WAIT_RTTS * rtt + 0.1)
     return min(wait, max(0.2, ctx.budget.left() - 2 * rtt - 0.05))
 
 
+def _proof_wait(ctx: Context, protocol: ProofProtocol, handshake_s: float) -> float:
+    """A proof's deadline at the server: the probe's, plus one round trip for the exchange after a TCP
+    handshake and the node's own time to answer; never past the protocol's bound nor the run's."""
+    rtt = _rtt(ctx, handshake_s)
+    exchange = rtt if TRANSPORT[protocol] == "tcp" else 0.0
+    wait = max(0.3, SERVER_WAIT_RTTS * rtt + 0.1 + exchange + NODE_ANSWER_S[protocol])
+    return min(wait, PROOF_TIMEOUT_S[protocol], max(0.2, ctx.budget.left() - 2 * rtt - 0.05))
+
+
+class Slots:
+    """The dial-back service runs at most MAX_IN_FLIGHT_PER_ADDRESS probes per requester at once and refuses
+    more as busy (a retry then costs its Retry-After second): the run's requests over one family share these
+    slots, so a proof asked while the first requests are still out waits for one instead."""
+
+    def __init__(self, size: int = MAX_IN_FLIGHT_PER_ADDRESS) -> None:
+        self.free = size
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def take(self, n: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= min(n, MAX_IN_FLIGHT_PER_ADDRESS))
+            self.free -= n
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += n
+                self._changed.notify_all()
+
+
 async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context, *,
-                    listen: bool = True) -> PortResult:
+                    listen: bool = True, proof: ProofRequest | None = None, slots: Slots | None = None) -> PortResult:
     """Dial-back of one port, started at once. The server's answer is final (its probe made several tries,
     reach.prober.SCHEDULE); a request that got no answer at all is made again while time allows, and a busy
     server is asked again after the second it asks for. `listen=False`: never listen on the port when nothing
-    holds it (CheckOptions.hold_free_ports)."""
+    holds it (CheckOptions.hold_free_ports). `proof`: the server speaks the node's protocol instead (one
+    request: the connection is the node's, not copies of a path test)."""
     host = server.address(family) or server.spec.host
     http_port = server.spec.http_port
     result = PortResult(port=spec.port, protocol=spec.transport, family=family, reason="no-server")
     if http_port is None:
         return result
+    copies = copies if proof is None else 1  # one proof: a second connection may be refused (port_probe)
+    wait = partial(_server_wait, ctx) if proof is None else partial(_proof_wait, ctx, proof.protocol)
     for _attempt in range(DIALBACK_ATTEMPTS):
-        left = ctx.budget.left()
-        if left < 0.4:
-            break
-        srtt = ctx.rtt.srtt
-        new = await dialback.probe(host, http_port, spec.port, spec.transport, family=family,
-                                   server_wait=partial(_server_wait, ctx), http_timeout=left - 0.02, copies=copies,
-                                   listen=listen, hedge_s=HEDGE_RTTS * srtt if srtt is not None else HEDGE_BLIND_S)
+        async with slots.take(copies) if slots is not None else contextlib.nullcontext():
+            left = ctx.budget.left()
+            if left < 0.4:
+                break
+            srtt = ctx.rtt.srtt
+            new = await dialback.probe(host, http_port, spec.port, spec.transport, family=family, server_wait=wait,
+                                       http_timeout=left - 0.02, copies=copies, listen=listen, proof=proof,
+                                       hedge_s=HEDGE_RTTS * srtt if srtt is not None else HEDGE_BLIND_S)
         if result.reachable is None or new.reachable is not None:
             result = new
         if result.reason in ("rate-limited", "server-busy") and ctx.budget.left() > RETRY_AFTER_S + 0.6:
@@ -119,13 +179,66 @@ async def public_endpoint(port: int, family: Family, stun: SockAddr, ctx: Contex
     return None
 
 
+def _held(spec: PortSpec, family: Family) -> bool:
+    """Something holds the port here: binding it as the dial-back's own listener would (reach.client) fails."""
+    sock = socket.socket(socket_family(family), socket.SOCK_STREAM if spec.transport == "tcp" else socket.SOCK_DGRAM)
+    try:
+        if spec.transport == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's create_server(reuse_address)
+        if family == 6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # IPv6 alone, as the listener binds it
+        sock.bind((wildcard(family), spec.port))
+    except OSError as exc:
+        return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    finally:
+        sock.close()
+    return False
+
+
+async def _prove(server: ResolvedServer, family: Family, spec: PortSpec, request: ProofRequest, ctx: Context,
+                 slots: Slots | None) -> PortResult:
+    if ctx.budget.left() < PROOF_MIN_LEFT_S:
+        return PortResult(port=spec.port, protocol=spec.transport, reason="no-time")
+    return await dial_back(server, family, spec, 1, ctx, proof=request, slots=slots)
+
+
 async def port_probe(server: ResolvedServer, family: Family, spec: PortSpec, copies: int, ctx: Context, *,
-                     listen: bool = True) -> PortProbe:
+                     listen: bool = True, plan: Awaitable[ProofPlan] | None = None,
+                     slots: Slots | None = None) -> PortProbe:
     """One node port from outside; for a free UDP port also the public endpoint the NAT gives it (only when
-    the check may hold free ports: `listen`)."""
-    result = await dial_back(server, family, spec, copies, ctx, listen=listen)
+    the check may hold free ports: `listen`).
+
+    With `plan` (the node stage's choice of proofs, nodereach.node.proofs) a port that something holds here may
+    get the proof in the node's own protocol; a free port cannot (nothing there would answer), so its
+    dial-back starts at once as without a plan. TCP: the proof is the port's only dial-back (its handshake is
+    the path test), because a node may refuse a second connection from an address it is still handshaking
+    with: Transmission 3.00 closes an incoming connection while it has another peer or handshake from the
+    same address (libtransmission/peer-mgr.c, peerIsInUse), and the path test's copies come from the very
+    address the proof does. Only when the proof could not connect does the path test run (with its copies,
+    so one lost SYN does not decide). UDP: beside the path test, which alone cannot see a node's port."""
+    proof: PortResult | None = None
+    if plan is None or not _held(spec, family):
+        result = await dial_back(server, family, spec, copies, ctx, listen=listen, slots=slots)
+    elif spec.transport == "tcp":
+        request = (await plan).request_for(spec)
+        if request is not None:
+            proof = await _prove(server, family, spec, request, ctx, slots)
+        if proof is not None and proof.reachable is True:
+            result = PortResult(port=spec.port, protocol=spec.transport, reachable=True, reason="ok", listener="node",
+                                rtt_ms=proof.rtt_ms)
+        else:
+            result = await dial_back(server, family, spec, copies, ctx, listen=listen, slots=slots)
+    else:
+        plain = asyncio.ensure_future(dial_back(server, family, spec, copies, ctx, listen=listen, slots=slots))
+        try:
+            request = (await plan).request_for(spec)
+            if request is not None:
+                proof = await _prove(server, family, spec, request, ctx, slots)
+            result = await plain
+        finally:
+            plain.cancel()
     stun = server.stun(family)
     endpoint = None
     if spec.transport == "udp" and result.listener == "nodereach" and stun is not None:
         endpoint = await public_endpoint(spec.port, family, stun, ctx)
-    return PortProbe(spec, result, endpoint)
+    return PortProbe(spec, result, endpoint, proof)

@@ -7,12 +7,13 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from nodereach.diagnose.advice import CAUSES
-from nodereach.diagnose.model import Report
+from nodereach.diagnose.model import ProtocolCheckResult, Report
 
 STEPS = {"servers": "servers", "mapping": "NAT mapping", "filtering": "NAT filtering", "tcp": "TCP outbound",
          "path": "path (TTL probes)", "filters": "outbound port filters", "portmap": "port mapping (gateway)",
@@ -55,6 +56,13 @@ class LiveProgress:
 
 def _yn(v: bool | None, yes: str = "yes", no: str = "no") -> str:
     return "[dim]unknown[/]" if v is None else (f"[green]{yes}[/]" if v else f"[red]{no}[/]")
+
+
+def proof_line(check: ProtocolCheckResult) -> str:
+    """The node's answer in its own protocol, under its port."""
+    mark = "[green]✓ the node answered[/]" if check.ok else "[red]✗ no answer as the node[/]"
+    rtt = f", {check.rtt_ms:.0f} ms" if check.rtt_ms is not None else ""
+    return f"  {mark} [dim]({check.protocol} proof{rtt})[/] {escape(check.detail)}"
 
 
 def path_drawing(rep: Report) -> str:
@@ -102,7 +110,9 @@ def node_panel(rep: Report) -> Panel:
         t.add_row("ports tested", node.ports_picked)
     for p in node.problems:
         fix = f"\n[cyan]{chr(10).join(p.settings)}[/]" if p.settings else ""
-        t.add_row(f"[red]{p.code}[/]", f"{p.detail}{fix}")
+        t.add_row(f"[red]{p.code}[/]", f"{escape(p.detail)}{fix}")
+    for n in node.notes:
+        t.add_row("[dim]note[/]", f"[dim]{escape(n)}[/]")
     return Panel(t, title="the node", title_align="left", border_style="magenta")
 
 
@@ -151,6 +161,8 @@ def render_report(rep: Report, console: Console | None = None) -> None:
         path = "" if p.path_open is None or p.reachable else f"  (network path {_yn(p.path_open, 'open', 'closed')})"
         label = f"port {p.port}/{p.protocol}" + (" IPv6" if p.family == 6 else "")
         summary.add_row(label, f"{_yn(p.reachable, 'reachable', 'not reachable')} [dim]{p.reason or ''}[/]{path}")
+        if p.protocol_check is not None:
+            summary.add_row("", Text.from_markup(proof_line(p.protocol_check)))
     pm = rep.portmap
     summary.add_row("port mapping", "  ".join(f"{n} {_yn(v.available)}" for n, v in
                                               (("PCP", pm.pcp), ("NAT-PMP", pm.natpmp), ("UPnP", pm.upnp))))

@@ -47,7 +47,8 @@ class NodeProblem(msgspec.Struct, kw_only=True):
     """`nothing-listening`, `loopback-only`, `wrong-interface`, `ipv6-only`, `ipv4-only`,
     `container-port-not-published`, `advertises-private-address`, `advertises-no-address`,
     `advertised-address-mismatch`, `advertised-port-mismatch`, `no-inbound-peers`, `node-maps-ports`,
-    `rpc-unavailable`."""
+    `rpc-unavailable`, `protocol-check-failed` (a port is open from outside, but what answered there did not
+    answer in the node's own protocol)."""
     detail: str
     settings: list[str] = msgspec.field(default_factory=list)
     """The node's own settings that fix it, filled in with the measured values."""
