@@ -49,12 +49,15 @@ def http_in(lab: Lab, host: str, path: str, body: dict[str, Any] | None = None,
 
 
 def wait_ready(lab: Lab, proc: subprocess.Popen[Any], log: Path, deadline: float = 20.0) -> None:
+    """Ready when THIS serve logged its start (it bound every socket) and answers /healthz: a /healthz answer
+    alone could come from another server still running in a shared lab."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited {proc.returncode}: {log.read_text()[-2000:]}")
         try:
-            if lab.call_in("peer", http, URL + "/healthz", None, 0.5)[0] == 200:
+            if '"event":"start"' in log.read_text(errors="replace") \
+                    and lab.call_in("peer", http, URL + "/healthz", None, 0.5)[0] == 200:
                 return
         except OSError:
             pass
@@ -67,6 +70,7 @@ def serving(lab: Lab, tmp: Path, *extra: str, ipv4_pair: bool = True) -> Iterato
     """`nodereach serve --address 203.0.113.10 --alt-address 203.0.113.11` (default ports) in `server`;
     `ipv4_pair=False` leaves those out (with no `--address` in `extra`: serve's dual-stack default)."""
     log = tmp / "serve.log"
+    lab.stop_spawned("server")  # e.g. the dual-stack serve the check tests keep running in a shared lab
     pair = ["--address", A.SERVER_IP, "--alt-address", A.SERVER_ALT_IP] if ipv4_pair else []
     argv = [sys.executable, "-m", "nodereach.cli", "serve", *pair, "--log-json", *extra]
     with log.open("wb") as fh:

@@ -221,6 +221,20 @@ class Lab:
             run_kw.setdefault("capture_output", True)
         return subprocess.run(full, timeout=timeout, check=check, text=True, **run_kw)
 
+    def stop_spawned(self, host: str, grace: float = 2.0) -> int:
+        """Stop what tests spawned in `host` (never the lab's own coturn and miniupnpd): a shared lab handed to
+        the next test may still run a server an earlier test left for reuse. Returns how many were stopped."""
+        ns = self.ns(host)
+        keep = {id(p) for p in (self.daemons.coturn, self.daemons.miniupnpd) if p is not None}
+        with self._lock:
+            mine = [p for p in self._procs if id(p) not in keep and p.poll() is None
+                    and isinstance(p.args, list) and p.args[:4] == ["ip", "netns", "exec", ns]]
+        netns.kill_pids([p.pid for p in mine], grace=grace)
+        for proc in mine:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=0.5)
+        return len(mine)
+
     def spawn(self, host: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[Any]:
         """Start a long-running process inside `host`; it is killed at teardown."""
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], **popen_kw)
