@@ -191,10 +191,10 @@ def test_server_that_never_answered_is_reported_once() -> None:
 
 
 def test_backoff_table() -> None:
-    assert [schedule.server_delay(f, P) for f in range(1, 9)] == [60, 60, 120, 240, 480, 900, 900, 900]
+    assert [P.server_delay(f) for f in range(1, 9)] == [60, 60, 120, 240, 480, 900, 900, 900]
     short = replace(P, interval=1.0, server_backoff_max=4.0)
-    assert [schedule.server_delay(f, short) for f in range(1, 7)] == [1, 1, 2, 4, 4, 4]
-    assert schedule.server_delay(10_000, P) == 900  # no overflow
+    assert [short.server_delay(f) for f in range(1, 7)] == [1, 1, 2, 4, 4, 4]
+    assert P.server_delay(10_000) == 900  # no overflow
 
 
 def test_pending_change_asks_every_healthy_server_but_not_one_backing_off() -> None:
@@ -267,9 +267,9 @@ def test_min_gap_between_triggered_checks() -> None:
 
 
 def test_check_jitter_bounds() -> None:
-    assert schedule.check_period(P, 0.0) == pytest.approx(810)
-    assert schedule.check_period(P, 0.5) == pytest.approx(900)
-    assert schedule.check_period(P, 0.999999) == pytest.approx(990, abs=0.01)
+    assert P.check_spacing(0.0) == pytest.approx(810)
+    assert P.check_spacing(0.5) == pytest.approx(900)
+    assert P.check_spacing(0.999999) == pytest.approx(990, abs=0.01)
 
 
 def test_check_that_could_not_tell_changes_nothing() -> None:

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from nodereach.net import Family, Transport, canonical, family_of
-from nodereach.watch import schedule
 from nodereach.watch.facts import Declared, Tracked, force, observe
 from nodereach.watch.model import (
     Change,
@@ -201,7 +200,7 @@ def _servers(state: WatchState, obs: ProbeObservation, policy: Policy, out: _Out
                     out.change("server-unanswered", "server", None if declared.baseline else True, False,
                                f"the server {name} stopped answering ({failures} probes in a row); asking it "
                                "less often until it answers again", server=name)
-            h = ServerHealth(up, failures, obs.mono + schedule.server_delay(failures, policy))
+            h = ServerHealth(up, failures, obs.mono + policy.server_delay(failures))
         servers[name] = h
     return replace(state, servers=servers)
 
@@ -339,7 +338,7 @@ def on_tick(state: WatchState, mono: float, wall: float, policy: Policy) -> Step
 def on_check(state: WatchState, obs: CheckObservation, policy: Policy, jitter_u: float = 0.5) -> Step:
     """One finished full check; `jitter_u` in [0, 1) places the next periodic check (0.5: no jitter)."""
     out = _Out(state, obs.wall)
-    next_check = obs.mono + schedule.check_period(policy, jitter_u)
+    next_check = obs.mono + policy.check_spacing(jitter_u)
     trusted = state.check_trusted
     state = replace(state, next_check=next_check, check_requested=False, check_trusted=False,
                     last_check_end=obs.mono)

@@ -76,3 +76,21 @@ class Policy:
     def detection_bound_s(self) -> float:
         """How long after a cheap change it is declared at the latest (servers answering)."""
         return self.interval + (self.hysteresis - 1) * self.confirm_interval
+
+    def server_delay(self, failures: int) -> float:
+        """Seconds until a server that failed `failures` probes in a row is asked again.
+
+        Below the hysteresis it is asked at the normal interval (a lost packet is not an outage); from then on
+        the wait doubles per failure, capped at `server_backoff_max` (never below the interval).
+        """
+        if failures < self.hysteresis:
+            return self.interval
+        cap = max(self.interval, self.server_backoff_max)
+        exponent = failures - self.hysteresis + 1
+        return min(cap, self.interval * 2.0 ** min(exponent, 30))
+
+    def check_spacing(self, jitter_u: float) -> float:
+        """The periodic check's spacing: `check_period` +- `check_jitter`, with `jitter_u` uniform in [0, 1).
+
+        The jitter keeps a fleet of watchers started together (a power cut, a deploy) from checking in step."""
+        return self.check_period * (1.0 + self.check_jitter * (2.0 * jitter_u - 1.0))

@@ -1,33 +1,11 @@
-"""When to probe, when to check, how far to back off: pure functions of the state, the policy and the time."""
+"""When to probe and when to check: pure functions of the state, the policy and the time (how far to back off
+and how to space the checks are the policy's own: `Policy.server_delay`, `Policy.check_spacing`, which the
+detector uses; this module reads the detector's state, never the other way round)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from nodereach.watch.detect import WatchState
 from nodereach.watch.policy import Policy
-
-if TYPE_CHECKING:
-    from nodereach.watch.detect import WatchState
-
-
-def server_delay(failures: int, policy: Policy) -> float:
-    """Seconds until a server that failed `failures` probes in a row is asked again.
-
-    Below the hysteresis it is asked at the normal interval (a lost packet is not an outage); from then on
-    the wait doubles per failure, capped at `server_backoff_max` (never below the interval).
-    """
-    if failures < policy.hysteresis:
-        return policy.interval
-    cap = max(policy.interval, policy.server_backoff_max)
-    exponent = failures - policy.hysteresis + 1
-    return min(cap, policy.interval * 2.0 ** min(exponent, 30))
-
-
-def check_period(policy: Policy, jitter_u: float) -> float:
-    """The periodic check's spacing: `check_period` +- `check_jitter`, with `jitter_u` uniform in [0, 1).
-
-    The jitter keeps a fleet of watchers started together (a power cut, a deploy) from checking in step."""
-    return policy.check_period * (1.0 + policy.check_jitter * (2.0 * jitter_u - 1.0))
 
 
 def probe_delay(state: WatchState, policy: Policy) -> float:
