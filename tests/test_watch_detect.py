@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from nodereach.net import Endpoint
+from nodereach.net import Endpoint, Family
 from nodereach.watch import detect, schedule
 from nodereach.watch.facts import Tracked, force, observe
 from nodereach.watch.model import (
@@ -311,9 +311,9 @@ def test_nat_and_cgnat_changes() -> None:
 
 # --- mappings --------------------------------------------------------------------------------------------
 def mapping(t: float, present: bool, external: str | None = f"{A}:30303", lifetime: int | None = 3600,
-            error: str | None = None) -> MappingObservation:
-    return MappingObservation(T0 + t, WALL0 + t, 30303, "tcp", present, "pcp", external if present else None,
-                              lifetime if present else None, error)
+            error: str | None = None, family: Family = 4, method: str = "pcp") -> MappingObservation:
+    return MappingObservation(T0 + t, WALL0 + t, 30303, "tcp", present, method, external if present else None,
+                              lifetime if present else None, error, family)
 
 
 def test_mapping_lost_and_restored_at_once_with_lease_metric() -> None:
@@ -321,7 +321,7 @@ def test_mapping_lost_and_restored_at_once_with_lease_metric() -> None:
     state, kinds, _ = run(state, mapping(0, True))
     assert kinds == [] and state.check_requested  # the first mapping: a check now, not in 15 min
     lease = {s.labels: s.value for s in samples(state, T0 + 100) if s.name.startswith("nodereach_mapping")}
-    assert lease == {(("port", "30303"), ("protocol", "tcp"), ("method", "pcp")): 3500.0}
+    assert lease == {(("port", "30303"), ("protocol", "tcp"), ("method", "pcp"), ("family", "4")): 3500.0}
     st = detect.on_mapping(state, mapping(200, False))
     assert [(c.kind, c.before, c.after, c.method) for c in st.changes] == [("mapping-lost", f"{A}:30303", None, "pcp")]
     assert st.state.check_requested
@@ -329,6 +329,27 @@ def test_mapping_lost_and_restored_at_once_with_lease_metric() -> None:
     st = detect.on_mapping(st.state, mapping(200.3, True))
     assert [(c.kind, c.before, c.after) for c in st.changes] == [("mapping-restored", None, f"{A}:30303")]
     assert st.state.last_change["mapping"] == WALL0 + 200.3
+
+
+def test_ipv4_mapping_and_ipv6_pinhole_of_one_port_are_kept_apart() -> None:
+    """Both families' keepers report the same port (both may use PCP): one series and one story each."""
+    pinhole = "[2001:db8:1:1::10]:30303"
+    state, kinds, _ = run(fresh(), mapping(0, True), mapping(0.1, True, pinhole, family=6))
+    assert kinds == []
+    leases = {dict(s.labels)["family"]: s.value for s in samples(state, T0 + 100)
+              if s.name == "nodereach_mapping_lease_remaining_seconds"}
+    assert leases == {"4": 3500.0, "6": 3500.1}
+    st = detect.on_mapping(state, mapping(200, False, pinhole, family=6))
+    assert [(c.kind, c.family, c.before, c.method) for c in st.changes] == [("mapping-lost", 6, pinhole, "pcp")]
+    assert "IPv6 pinhole of 30303/tcp" in st.changes[0].message
+    leases = {dict(s.labels)["family"]: s.value for s in samples(st.state, T0 + 200)
+              if s.name == "nodereach_mapping_lease_remaining_seconds"}
+    assert leases == {"4": 3400.0, "6": 0.0}  # the IPv4 mapping is untouched
+    st = detect.on_mapping(st.state, mapping(200.4, True, pinhole, family=6))
+    assert [(c.kind, c.family, c.after) for c in st.changes] == [("mapping-restored", 6, pinhole)]
+    failed = detect.on_mapping(fresh(), mapping(0, False, error="the gateway offers no IPv6 pinholes", family=6))
+    assert [(c.kind, c.family) for c in failed.changes] == [("mapping-failed", 6)]
+    assert "could not open an IPv6 pinhole for 30303/tcp" in failed.changes[0].message
 
 
 def test_mapping_renewal_is_quiet_and_moves_the_lease() -> None:

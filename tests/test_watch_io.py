@@ -17,13 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodereach.errors import UsageError
+from nodereach.net import Family
 from nodereach.portmap.keeper import Event, LiveMapping
 from nodereach.watch import events as ev
 from nodereach.watch.config import Settings, build, parse_metrics, parse_webhook
 from nodereach.watch.exporter import WatchMetrics
 from nodereach.watch.hooks import HookSink, command_deliver, webhook_deliver
 from nodereach.watch.listeners import HostListeners
-from nodereach.watch.mapping import KeptMappings
+from nodereach.watch.mapping import ABSENT_RECHECK_S, KeptFamilies, KeptMappings
 from nodereach.watch.model import Change, MappingObservation
 from nodereach.watch.samples import Sample
 
@@ -94,6 +95,15 @@ def test_config_file_same_keys_and_flags_win(tmp_path: Path) -> None:
     assert flags.policy.interval == 90 and flags.metrics is None and flags.keep_mapped
 
 
+@pytest.mark.parametrize(("value", "families"), [
+    (None, None), ('"both"', (4, 6)), ("6", (6,)), ('"IPv4"', (4,)), ('"4"', (4,))])
+def test_keep_mapped_family(tmp_path: Path, value: str | None, families: tuple[int, ...] | None) -> None:
+    cfg = tmp_path / "watch.toml"
+    cfg.write_text('port = ["30303"]\nkeep-mapped = true\n' + (f"keep-mapped-family = {value}\n" if value else ""))
+    assert build(Settings(), cfg).keep_mapped_families == families
+    assert build(Settings(keep_mapped_family="6"), cfg).keep_mapped_families == (6,)  # the flag wins
+
+
 def test_config_accepts_checks_spelling_at_top_level_beside_a_check_table(tmp_path: Path) -> None:
     cfg = tmp_path / "node.toml"
     cfg.write_text('servers = ["203.0.113.10"]\nports = ["30303/tcp"]\n[check]\ntimeout = 4\n')
@@ -111,6 +121,8 @@ def test_config_accepts_checks_spelling_at_top_level_beside_a_check_table(tmp_pa
     ('webhook = "ftp://x"', "bad --webhook"),
     ('metrics = "nonsense"', "bad --metrics"),
     ("interval = [", "not valid TOML"),
+    ('port = ["1"]\nkeep-mapped-family = "5"', "bad keep-mapped-family '5'.*4, 6 or both"),
+    ('port = ["1"]\nkeep-mapped-family = true', r"key keep-mapped-family: expected int \| str, got bool"),
 ])
 def test_config_errors_say_what(tmp_path: Path, text: str, message: str) -> None:
     cfg = tmp_path / "watch.toml"
@@ -353,6 +365,82 @@ async def test_kept_mappings_translates_the_keepers_reports() -> None:
         (True, "198.51.100.4:30303", None, False),                     # the gateway's address changed
     ]
     assert errors == ["mapping"]
+
+
+class FamilyMapper:
+    """A keeper that maps at once and records the family and methods it was asked for."""
+
+    made: ClassVar[list[tuple[Family, str | None]]] = []
+
+    def __init__(self, ports: list[tuple[int, str]], **kw: Any) -> None:
+        self.family: Family = kw["family"]
+        self.method = kw.get("method")
+        FamilyMapper.made.append((self.family, self.method))
+        address = "198.51.100.2" if self.family == 4 else "2001:db8:1:1::10"
+        self.endpoints = [LiveMapping("tcp", 30303, address, 30303, "pcp", 120, self.family)]
+
+    async def start(self) -> list[LiveMapping]:
+        return self.endpoints
+
+    def on_event(self, cb: Any) -> None:
+        pass
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("has", "given", "mapped", "waits"), [
+    ({4, 6}, None, [4, 6], []),              # dual-stack host: IPv4 mappings and IPv6 pinholes
+    ({4}, None, [4], [ABSENT_RECHECK_S]),     # IPv4 only: the IPv6 keeper looks for a global address now and then
+    ({6}, None, [6], [ABSENT_RECHECK_S]),     # IPv6 only: no IPv4 failure to report
+    (set(), None, [], [ABSENT_RECHECK_S]),    # neither: IPv4's keeper says why (below), IPv6's waits
+    ({4, 6}, (4,), [4], []),                 # keep-mapped-family = 4
+    (set(), (6,), [], []),                   # keep-mapped-family = 6 on a host without IPv6: say so
+])
+async def test_a_keeper_per_family(has: set[int], given: tuple[Family, ...] | None, mapped: list[int],
+                                   waits: list[float]) -> None:
+    FamilyMapper.made = []
+    seen: list[MappingObservation] = []
+    slept: list[float] = []
+    asked: list[int] = []
+
+    async def present(family: Family) -> bool:
+        asked.append(family)
+        return family in has
+
+    async def sleep(s: float) -> None:  # a keeper that waits stays waiting for the rest of the test
+        slept.append(s)
+        await asyncio.Event().wait()
+
+    class Refusing(FamilyMapper):
+        async def start(self) -> list[LiveMapping]:
+            if self.family not in has:
+                from nodereach.portmap.errors import PortmapError
+
+                raise PortmapError(f"no IPv{self.family} default gateway in the routing table")
+            return self.endpoints
+
+    def one(family: Family, waiting: bool) -> KeptMappings:
+        return KeptMappings([(30303, "tcp")], seen.append, lambda _k: None, sleep=sleep,
+                            make_mapper=Refusing, family=family, wait_for_family=waiting,  # type: ignore[arg-type]
+                            family_present=present)
+
+    kept = KeptFamilies(given, one, present)
+    task = asyncio.create_task(kept.run())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sorted(o.family for o in seen if o.present) == mapped
+    assert all(o.external and o.external.startswith("[") == (o.family == 6) for o in seen if o.present)
+    failed = sorted({o.family for o in seen if not o.present})
+    assert failed == sorted(set(given or ((4,) if not has else ())) - has)
+    assert [s for s in slept if s == ABSENT_RECHECK_S] == waits
+    assert all(m is None or m == "pcp" for f, m in FamilyMapper.made if f == 6)  # NAT-PMP has no IPv6
+    assert [m for f, m in FamilyMapper.made if f == 6][:1] in ([], ["pcp"])
 
 
 def test_server_backoff_cap_follows_the_interval() -> None:

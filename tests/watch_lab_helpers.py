@@ -143,15 +143,19 @@ class Watching:
 class TcpNode:
     """The node's TCP listener in `host` (what `watch` keeps reachable); close() and open() again."""
 
-    def __init__(self, lab: Lab, host: str, port: int) -> None:
+    def __init__(self, lab: Lab, host: str, port: int, *, dual_stack: bool = False) -> None:
         self.lab, self.host, self.port = lab, host, port
+        self.dual_stack = dual_stack
+        """True: one `[::]` socket that takes IPv4 too (IPV6_V6ONLY off), as node software listens on `::`."""
         self.sock: socket.socket | None = None
         self.open()
 
     def open(self) -> None:
-        s = self.lab.socket(self.host, socket.AF_INET, socket.SOCK_STREAM)
+        s = self.lab.socket(self.host, socket.AF_INET6 if self.dual_stack else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", self.port))
+        if self.dual_stack:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::" if self.dual_stack else "0.0.0.0", self.port))
         s.listen(128)  # never accepted: each dial-back leaves one entry, a test makes a few dozen
         self.sock = s
 

@@ -83,6 +83,9 @@ def watch(
     node: Annotated[str | None, typer.Option(help="read the node's peers and advertised address: KIND[=URL]")] = None,
     keep_mapped: Annotated[bool | None, typer.Option("--keep-mapped", help="map the ports on the router and keep "
                                                      "them mapped (what `open` does)")] = None,
+    keep_mapped_family: Annotated[str | None, typer.Option(help="with --keep-mapped: 4 (port mappings), 6 (IPv6 "
+                                                           "pinholes) or both (default: every family the host "
+                                                           "has)")] = None,
     interval: Annotated[float | None, typer.Option(help="seconds between cheap probes (default 60: one STUN "
                                                    "request per server per minute)")] = None,
     metrics: Annotated[str | None, typer.Option(help="Prometheus exporter HOST:PORT, or off "
@@ -102,7 +105,8 @@ def watch(
     from nodereach.watch.command import run_watch
     from nodereach.watch.config import Settings
 
-    flags = Settings(server=server or None, port=port or None, node=node, keep_mapped=keep_mapped, interval=interval,
+    flags = Settings(server=server or None, port=port or None, node=node, keep_mapped=keep_mapped,
+                     keep_mapped_family=keep_mapped_family, interval=interval,
                      metrics=metrics, on_change=on_change, webhook=webhook, hysteresis=hysteresis,
                      check_interval=check_interval, grace=grace)
     raise typer.Exit(_run(run_watch, flags, config))

@@ -38,7 +38,9 @@ def describe(opts: WatchOptions, metrics_at: tuple[str, int] | None) -> str:
     if opts.builtin_servers:
         parts.append("no nodereach server given: public STUN only, reachability not proven from outside")
     if opts.keep_mapped:
-        parts.append("keeping the ports mapped")
+        fams = opts.keep_mapped_families
+        which = "every family the host has" if fams is None else " and ".join(f"IPv{f}" for f in fams)
+        parts.append(f"keeping the ports mapped ({which})")
     if metrics_at:
         host, port = metrics_at
         parts.append(f"metrics on http://{'[' + host + ']' if ':' in host else host}:{port}/metrics")
@@ -87,12 +89,16 @@ async def _main(opts: WatchOptions, node: NodeSource | None) -> int:
 
     keeper = None
     if opts.keep_mapped:
-        from nodereach.watch.mapping import KeptMappings
+        from nodereach.net import Family
+        from nodereach.watch.mapping import KeptFamilies, KeptMappings
 
         ports = [(p.port, p.transport) for p in opts.ports]
 
-        def keeper(report: Callable[[MappingObservation], None]) -> KeptMappings:
-            return KeptMappings(ports, report, error, sleep=asyncio.sleep, lease=opts.lease)
+        def keeper(report: Callable[[MappingObservation], None]) -> KeptFamilies:
+            def one(family: Family, waiting: bool) -> KeptMappings:
+                return KeptMappings(ports, report, error, sleep=asyncio.sleep, lease=opts.lease, family=family,
+                                    wait_for_family=waiting)
+            return KeptFamilies(opts.keep_mapped_families, one)
 
     watcher = Watcher(pol, ports=[(p.port, p.transport) for p in opts.ports],
                       servers=[s.label for s in opts.stun_servers], clock=clock, stun=stun, check=check, emit=emit,

@@ -11,7 +11,8 @@
     webhook = "https://hooks.example.net/nodereach"
 
 `servers` / `ports` (check's spelling) are accepted too. Tuning keys (docs/watch.md): hysteresis,
-confirm-interval, check-interval, grace, inbound-zero-after, check-timeout, hook-timeout, lease.
+confirm-interval, check-interval, grace, inbound-zero-after, check-timeout, hook-timeout, lease,
+keep-mapped-family.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import msgspec
 
 from nodereach import tomlconfig
 from nodereach.errors import UsageError
-from nodereach.net import PortSpec, is_ip
+from nodereach.net import Family, PortSpec, is_ip
 from nodereach.watch import policy as P
 from nodereach.watch.exporter import DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT
 from nodereach.watch.hooks import DEFAULT_TIMEOUT_S
@@ -44,6 +45,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename=
     ports: list[str] | None = None
     node: str | None = None
     keep_mapped: bool | None = None
+    keep_mapped_family: str | int | None = None
     interval: float | None = None
     metrics: str | None = None
     on_change: str | None = None
@@ -67,6 +69,8 @@ class WatchOptions:
     policy: P.Policy = field(default_factory=P.Policy)
     node: str | None = None
     keep_mapped: bool = False
+    keep_mapped_families: tuple[Family, ...] | None = None
+    """None: every family the host has (IPv4 mappings, IPv6 pinholes), as `open`; else only these."""
     metrics: tuple[str, int] | None = (DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT)
     on_change: str | None = None
     webhook: str | None = None
@@ -122,6 +126,7 @@ def build(flags: Settings, config: Path | None = None) -> WatchOptions:
     keep = bool(s.keep_mapped)
     if keep and not ports:
         raise UsageError("--keep-mapped needs the node's ports", "add --port 30303/tcp (and /udp)")
+    families = parse_keep_family(s.keep_mapped_family)
     interval = _range("interval", s.interval, P.DEFAULT_INTERVAL_S, 1.0, 3600.0)
     pol = P.Policy(
         interval=interval,
@@ -139,10 +144,21 @@ def build(flags: Settings, config: Path | None = None) -> WatchOptions:
     )
     return WatchOptions(
         servers=server_texts, stun_servers=stun, ports=tuple(ports), policy=pol, node=s.node or None,
-        keep_mapped=keep, metrics=parse_metrics(s.metrics), on_change=_command(s.on_change),
-        webhook=parse_webhook(s.webhook),
+        keep_mapped=keep, keep_mapped_families=families, metrics=parse_metrics(s.metrics),
+        on_change=_command(s.on_change), webhook=parse_webhook(s.webhook),
         hook_timeout=_range("hook-timeout", s.hook_timeout, DEFAULT_TIMEOUT_S, 0.5, 300.0),
         lease=int(_range("lease", s.lease, P.DEFAULT_LEASE_S, 30, 86400)))
+
+
+def parse_keep_family(value: str | int | None) -> tuple[Family, ...] | None:
+    """`4`, `6` or `both` (`open --family`'s words); None: every family the host has."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip().lower().removeprefix("ipv")
+    found: dict[str, tuple[Family, ...]] = {"4": (4,), "6": (6,), "both": (4, 6)}
+    if isinstance(value, bool) or text not in found:
+        raise UsageError(f"bad keep-mapped-family {value!r}", "use 4, 6 or both (default: every family the host has)")
+    return found[text]
 
 
 def _stun_servers(texts: tuple[str, ...]) -> tuple[ServerAddr, ...]:

@@ -78,8 +78,9 @@ class WatchState:
     verdict: Tracked[str] = field(default_factory=Tracked)
     nat_layers: Tracked[int] = field(default_factory=Tracked)
     cgnat: Tracked[bool] = field(default_factory=Tracked)
-    mappings: Mapping[PortRef, Tracked[MappingValue]] = field(default_factory=dict)
-    leases: Mapping[PortRef, Lease] = field(default_factory=dict)
+    mappings: Mapping[PortKey, Tracked[MappingValue]] = field(default_factory=dict)
+    """Per port and family: IPv4 mappings and IPv6 pinholes are kept by one keeper each."""
+    leases: Mapping[PortKey, Lease] = field(default_factory=dict)
     node: NodeView | None = None
     """The last node view that could be read."""
     inbound_zero_since: float | None = None
@@ -393,7 +394,7 @@ def on_check(state: WatchState, obs: CheckObservation, policy: Policy, jitter_u:
 # --- the keeper ------------------------------------------------------------------------------------------
 def on_mapping(state: WatchState, obs: MappingObservation) -> Step:
     out = _Out(state, obs.wall)
-    ref: PortRef = (obs.port, obs.protocol)
+    ref = PortKey(obs.port, obs.protocol, obs.family)
     leases = dict(state.leases)
     if obs.present:
         if obs.lifetime_s is not None:
@@ -411,30 +412,34 @@ def on_mapping(state: WatchState, obs: MappingObservation) -> Step:
     return out.step(replace(state, mappings=mappings, leases=leases))
 
 
-def _mapping_change(ref: PortRef, d: Declared[MappingValue], error: str | None, out: _Out) -> None:
-    port, proto = ref
+def _mapping_change(key: PortKey, d: Declared[MappingValue], error: str | None, out: _Out) -> None:
+    port, proto, family = key.port, key.protocol, key.family
     before = d.before.external if d.before is not None else None
     method = d.after.method or (d.before.method if d.before else None)
     why = f": {error}" if error else ""
+    what = "mapping" if family == 4 else "IPv6 pinhole"
+
+    def change(kind: EventKind, old: Scalar, new: Scalar, message: str, trigger: bool = True) -> None:
+        out.change(kind, "mapping", old, new, message, trigger=trigger, port=port, protocol=proto, family=family,
+                   method=method)
+
     if d.baseline:
         if not d.after.present:
-            out.change("mapping-failed", "mapping", None, None, f"could not map {port}/{proto}{why}",
-                       port=port, protocol=proto, method=method)
+            change("mapping-failed", None, None, f"could not {'map' if family == 4 else 'open an IPv6 pinhole for'} "
+                   f"{port}/{proto}{why}", trigger=False)
         else:
             out.trigger = True  # the first mapping changes what a check finds: look now, not at the next period
         return
     assert d.before is not None
     if d.before.present and not d.after.present:
-        out.change("mapping-lost", "mapping", before, None, f"the mapping of {port}/{proto} ({before}) is gone"
-                   f"{why}", trigger=True, port=port, protocol=proto, method=method)
+        change("mapping-lost", before, None, f"the {what} of {port}/{proto} ({before}) is gone{why}")
     elif not d.before.present and d.after.present:
-        out.change("mapping-restored", "mapping", before, d.after.external,
-                   f"{port}/{proto} is mapped again: {d.after.external} via {d.after.method}", trigger=True,
-                   port=port, protocol=proto, method=method)
+        again = "mapped again" if family == 4 else "open again over IPv6"
+        change("mapping-restored", before, d.after.external,
+               f"{port}/{proto} is {again}: {d.after.external} via {d.after.method}")
     elif d.after.present:
-        out.change("mapping-changed", "mapping", before, d.after.external,
-                   f"the mapping of {port}/{proto} changed {before} -> {d.after.external} via {d.after.method}",
-                   trigger=True, port=port, protocol=proto, method=method)
+        change("mapping-changed", before, d.after.external,
+               f"the {what} of {port}/{proto} changed {before} -> {d.after.external} via {d.after.method}")
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

@@ -128,6 +128,9 @@ class MappingObservation:
     """The lease granted just now (0: permanent); None when this observation does not renew it."""
     error: str | None = None
     """Why the mapping could not be made (the keeper could not start, or re-creating it failed)."""
+    family: Family = 4
+    """4: a port mapping on the NAT; 6: a pinhole in the router's IPv6 firewall (`external` is then the host's
+    own address and port)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ Names and labels are a public contract (docs/watch.md, the alert rules and the d
 - nodereach_node_peers{direction}: inbound / outbound, where a node adapter reads them;
 - nodereach_public_address_info{family, address}: 1, one series per family, the address in its labels;
 - nodereach_nat_layers, nodereach_cgnat (0/1): from the full check;
-- nodereach_mapping_lease_remaining_seconds{port, protocol, method}: seconds left on the lease of a mapping
-  the watcher keeps (--keep-mapped); 0 when the gateway lost it; +Inf for a permanent one;
+- nodereach_mapping_lease_remaining_seconds{port, protocol, method, family}: seconds left on the lease of a
+  mapping the watcher keeps (--keep-mapped); family "4" for a port mapping, "6" for an IPv6 pinhole (both may
+  use PCP or UPnP, so `method` alone cannot tell them apart); 0 when the gateway lost it; +Inf when permanent;
 - nodereach_last_change_timestamp_seconds{what}: Unix time of the last declared change of each kind (absent
   until the first change, so a restart never looks like a change).
 
@@ -31,7 +32,8 @@ GAUGES: dict[str, str] = {
     "nodereach_public_address_info": "The public address per family (in the `address` label)",
     "nodereach_nat_layers": "NAT layers between the node and the internet",
     "nodereach_cgnat": "1 when a carrier-grade NAT is on the path",
-    "nodereach_mapping_lease_remaining_seconds": "Seconds left on the lease of a kept port mapping (0: lost)",
+    "nodereach_mapping_lease_remaining_seconds": "Seconds left on the lease of a kept port mapping (family 4) "
+                                                 "or IPv6 pinhole (family 6); 0: lost",
     "nodereach_last_change_timestamp_seconds": "Unix time of the last declared change, by what changed",
 }
 
@@ -65,10 +67,10 @@ def samples(state: WatchState, now: float) -> list[Sample]:
         out.append(Sample("nodereach_nat_layers", (), float(state.nat_layers.declared)))
     if state.cgnat.known:
         out.append(Sample("nodereach_cgnat", (), float(bool(state.cgnat.declared))))
-    for (port, proto), mapping in sorted(state.mappings.items()):
+    for key, mapping in sorted(state.mappings.items()):
         if not mapping.known or mapping.declared is None:
             continue
-        lease = state.leases.get((port, proto))
+        lease = state.leases.get(key)
         method = mapping.declared.method or (lease.method if lease else None) or ""
         if not mapping.declared.present or lease is None:
             left = 0.0
@@ -77,7 +79,8 @@ def samples(state: WatchState, now: float) -> list[Sample]:
         else:
             left = max(0.0, lease.expires - now)
         out.append(Sample("nodereach_mapping_lease_remaining_seconds",
-                          (("port", str(port)), ("protocol", proto), ("method", method)), round(left, 1)))
+                          (("port", str(key.port)), ("protocol", key.protocol), ("method", method),
+                           ("family", str(key.family))), round(left, 1)))
     for what, at in sorted(state.last_change.items()):
         out.append(Sample("nodereach_last_change_timestamp_seconds", (("what", what),), at))
     return out

@@ -1,0 +1,95 @@
+"""`nodereach watch` on a dual-stack line: the IPv6 home router of the lab (RFC 6092 firewall dropping
+unsolicited inbound IPv6, miniupnpd with PCP and UPnP WANIPv6FirewallControl), `nodereach serve` with two
+addresses per family, a real Prometheus scraping the watcher.
+
+`--keep-mapped` runs a keeper per family: an IPv4 port mapping and an IPv6 pinhole for the same port, each with
+its own lease series (`family` label) and its own events; a router that restarts and forgets both gets both
+back within 5 s of answering again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lab_fixtures import Ipv6HomeRouter
+from nodereach.lab import addresses as A
+from nodereach.lab import probe as P
+from nodereach.lab.rules import MINIUPNPD_CHAIN6, TABLE6
+from portmap_helpers import WAN, restart_miniupnpd_losing_state
+from serve_lab_helpers import IPV6_PAIR, serving
+from watch_lab_helpers import FAST, Prometheus, TcpNode, Watching
+
+pytestmark = pytest.mark.lab
+
+SLACK_S = 3.0
+"""Two shared cores: what a process may wait for the CPU (only added to what the test waits for scrapes and
+checks, never to the 5 s the feature promises)."""
+
+
+def lease(port: int, family: int) -> str:
+    return f'nodereach_mapping_lease_remaining_seconds{{port="{port}",protocol="tcp",family="{family}"}}'
+
+
+def connects(gw: Ipv6HomeRouter, address: str, port: int) -> bool:
+    """A TCP connection from the internet (`peer`) to address:port completes (the node's backlog accepts it)."""
+    src = A.PEER_IP6 if ":" in address else A.PEER_IP
+    return P.tcp_connects(gw.lab, "peer", (address, port), timeout=1.0, src=src)
+
+
+async def test_keep_mapped_per_family_router_restart(ipv6_home_router: Callable[..., Ipv6HomeRouter],
+                                                     tmp_path: Path) -> None:
+    gw = ipv6_home_router("ipv6-firewalled")
+    net = gw.lab
+    port = 31601
+    c = {"server": [A.SERVER_IP, A.SERVER_IP6], "port": [f"{port}/tcp"], **FAST, "keep-mapped": True, "lease": 120}
+    node = TcpNode(net, "client", port, dual_stack=True)
+    try:
+        assert not await asyncio.to_thread(connects, gw, gw.client_ip6, port)  # the IPv6 firewall drops it
+        with serving(net, tmp_path, *IPV6_PAIR):
+            prom = Prometheus(net, "client", tmp_path)
+            w = Watching(net, "client", tmp_path, c)
+            try:
+                for family in (4, 6):
+                    prom.wait(lease(port, family), 30, lambda r: len(r) == 1 and r[0][1] > 60)
+                    [(labels, _)] = prom.query(lease(port, family))
+                    assert labels["method"] == "pcp", labels
+                assert await asyncio.to_thread(connects, gw, gw.client_ip6, port), "the pinhole carries no traffic"
+                # Both families reachable through what the keepers opened: the check's verdict is `reachable`.
+                prom.wait('nodereach_port_reachable{family="6"}', 30 + SLACK_S, lambda r: len(r) == 1 and r[0][1] == 1)
+                prom.wait("nodereach_reachable", 30, lambda r: len(r) == 1 and r[0][1] == 1)
+                await asyncio.sleep(3.0)  # the gateway's epoch must advance for a restart to be visible (RFC 6887)
+                t0 = time.time()
+                await asyncio.to_thread(restart_miniupnpd_losing_state, net)  # returns once it answers
+                answering = time.time()
+                for family, external in ((4, f"{WAN}:{port}"), (6, f"[{gw.client_ip6}]:{port}")):
+                    def of(e: dict[str, object], f: int = family) -> bool:
+                        return e.get("family") == f
+                    lost = w.wait_event("mapping-lost", 5 + SLACK_S, after=t0, pred=of)
+                    back = w.wait_event("mapping-restored", 5 + SLACK_S, after=t0, pred=of)
+                    assert (lost["port"], lost["protocol"], lost["before"], lost["after"]) == (port, "tcp", external,
+                                                                                                None)
+                    assert (back["after"], back["method"]) == (external, "pcp")
+                    restored_after = back["time"] - answering
+                    print(f"\nIPv{family}: restored {restored_after:.2f} s after the router answered again")
+                    assert restored_after <= 5.0, (family, restored_after)
+                    assert ("pinhole" in lost["message"]) == (family == 6), lost["message"]
+                assert await asyncio.to_thread(connects, gw, gw.client_ip6, port)
+                for family in (4, 6):
+                    prom.wait(lease(port, family), 1 + SLACK_S, lambda r: len(r) == 1 and r[0][1] > 60)
+                assert prom.query('ALERTS{alertname="NodereachMappingLost",alertstate="firing"}') == []
+                assert w.kinds(after=t0).count("mapping-lost") == 2  # one per family, no more
+            finally:
+                code = w.stop()
+                prom.stop()
+        assert code == 0
+        assert w.events()[-1]["kind"] == "stopped"
+        assert gw.pinhole_rules() == []  # the pinhole is deleted on stop
+        assert not await asyncio.to_thread(connects, gw, gw.client_ip6, port)
+    finally:
+        node.close()
+        net.exec("router", ["nft", "flush", "chain", "inet", TABLE6, MINIUPNPD_CHAIN6], check=False)
