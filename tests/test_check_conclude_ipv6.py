@@ -256,6 +256,13 @@ def test_nodereachs_own_ipv6_listener_does_not_hide_the_nodes_ipv4_one() -> None
                                                                   (6, "ipv4-only")]
     assert doc["verdict"] == "reachable" and codes(doc) == ["use-ipv6"]
     assert "30303/udp over IPv6 (ipv4-only)" in advice(doc, "use-ipv6")["detail"]
+    # `nodereach watch` reads the IPv6 entries as a family the node does not use: no unreachable port there
+    from nodereach.diagnose.conclude import conclude
+    from nodereach.watch.fullcheck import observe_report
+
+    watched = observe_report(conclude(replace(obs, node=NodeObservation(PORTS, seen))), mono=1.0, wall=2.0)
+    assert watched.verdict == "reachable"
+    assert {(p.key.family, p.family_unused) for p in watched.ports} == {(4, False), (6, True)}
 
 
 def test_translation_from_stun_over_tcp_alone_ignores_its_port() -> None:

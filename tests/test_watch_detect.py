@@ -291,6 +291,74 @@ def test_partly_reachable_exports_zero_and_says_which_port() -> None:
     assert got[("nodereach_port_reachable", (("port", "30303"), ("protocol", "udp"), ("family", "4")))] == 0
 
 
+# --- a family the node does not listen on (issue 11's semantics) -----------------------------------------
+def dual(t: float, v4: tuple[bool, str | None], v6: tuple[bool, str | None], verdict: str) -> CheckObservation:
+    """A check with servers of both families: (reachable, reason) of 30303/tcp over IPv4 and over IPv6."""
+    from nodereach.watch.fullcheck import FAMILY_UNUSED
+
+    ports = tuple(PortReach(PortKey(30303, "tcp", fam), ok, why, family_unused=not ok and why in FAMILY_UNUSED)
+                  for fam, (ok, why) in ((4, v4), (6, v6)))
+    return CheckObservation(T0 + t, WALL0 + t, verdict, ports, 1, False)
+
+
+def sockets(t: float, *families: int) -> ProbeObservation:
+    """The listener probe: 30303/tcp held by sockets that take `families` (none: nothing listens)."""
+    held = {(30303, "tcp"): frozenset(families)} if families else {}
+    return ProbeObservation(T0 + t, WALL0 + t, (answer(S1, A),), frozenset(held), None, held)  # type: ignore[arg-type]
+
+
+def port_series(state: detect.WatchState) -> dict[str, float]:
+    return {dict(s.labels)["family"]: s.value for s in samples(state, T0) if s.name == "nodereach_port_reachable"}
+
+
+OK, V4_ONLY, REFUSED, FILTERED = (True, "ok"), (False, "ipv4-only"), (False, "refused"), (False, "filtered")
+
+
+@pytest.mark.parametrize(("held", "v6", "verdict", "kinds", "series", "reachable"), [
+    # the check's own scan says the node listens on IPv4 only: the IPv6 entry is no port of the node
+    ((4,), V4_ONLY, "reachable", [], {"4": 1}, 1),
+    # the check could not tell (a bare `refused`), the watcher's probe sees IPv4 sockets only: the same,
+    # and the check's `partly-reachable` (it counted IPv6) is the node's `reachable`
+    ((4,), REFUSED, "partly-reachable", [], {"4": 1}, 1),
+    # a dual-stack node whose IPv6 port the router's firewall drops: that is unreachable, and alerts
+    ((4, 6), FILTERED, "partly-reachable", ["reachability-changed", "port-unreachable"], {"4": 1, "6": 0}, 0),
+    # a dual-stack node that refuses over IPv6 (its [::] socket gone, 0.0.0.0 kept) is seen at the next probe
+    ((4, 6), REFUSED, "partly-reachable", ["reachability-changed", "port-unreachable"], {"4": 1, "6": 0}, 0),
+])
+def test_family_the_node_does_not_listen_on(held: tuple[int, ...], v6: tuple[bool, str | None], verdict: str,
+                                            kinds: list[str], series: dict[str, float], reachable: float) -> None:
+    state = replace(fresh(), grace_over=True)
+    state, got, _ = run(state, sockets(0, *held), dual(1, OK, v6, verdict), dual(31, OK, v6, verdict))
+    assert got == kinds
+    assert port_series(state) == series
+    assert {s.value for s in samples(state, T0) if s.name == "nodereach_reachable"} == {reachable}
+
+
+def test_node_drops_and_regains_ipv6() -> None:
+    """A node upgrade binds IPv4 only: the IPv6 port leaves the picture quietly (the check's verdict stays
+    `reachable`, its advice is `use-ipv6`); listening on IPv6 again, reachable: announced as good news."""
+    state = replace(fresh(), grace_over=True)
+    state, kinds, _ = run(state, sockets(0, 4, 6), dual(1, OK, OK, "reachable"))
+    assert kinds == [] and port_series(state) == {"4": 1, "6": 1}
+    state, kinds, _ = run(state, sockets(900, 4), dual(901, OK, V4_ONLY, "reachable"),
+                          dual(931, OK, V4_ONLY, "reachable"))
+    assert kinds == [] and port_series(state) == {"4": 1}
+    first = detect.on_check(state, dual(1801, OK, OK, "reachable"), P)
+    second = detect.on_check(first.state, dual(1831, OK, OK, "reachable"), P)  # two checks agree
+    assert first.changes == ()
+    assert [(c.kind, c.family, c.before, c.after) for c in second.changes] == [("port-reachable", 6, None, True)]
+    assert "reachable from outside (ok)" in second.changes[0].message  # not "again": it was not the node's
+    assert port_series(second.state) == {"4": 1, "6": 1}
+
+
+def test_family_unused_is_not_announced_at_the_end_of_grace() -> None:
+    state, kinds, _ = run(fresh(), sockets(0, 4), dual(1, OK, REFUSED, "partly-reachable"))
+    assert kinds == []
+    st = detect.on_tick(state, T0 + 300, WALL0 + 300, P)
+    assert st.changes == ()
+    assert port_series(st.state) == {"4": 1}
+
+
 def test_unreachable_at_start_is_announced_after_grace_once() -> None:
     state = fresh()
     state, kinds, _ = run(state, check(0, "unreachable", reachable=False))

@@ -36,16 +36,44 @@ def test_real_socket_table_follows_a_listener() -> None:
     tcp.bind(("127.0.0.1", 0))
     port = tcp.getsockname()[1]
     wanted = [(port, "tcp"), (port, "udp")]
-    assert probe.listening(wanted) == frozenset()  # bound, not listening
+    assert probe.listening(wanted) == {}  # bound, not listening
     tcp.listen()
     udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     udp.bind(("::1", port))
-    try:
-        assert probe.listening(wanted) == {(port, "tcp"), (port, "udp")}
+    try:  # loopback sockets: listening, but they take no family's traffic from outside
+        assert probe.listening(wanted) == {(port, "tcp"): frozenset(), (port, "udp"): frozenset()}
     finally:
         tcp.close()
         udp.close()
-    assert probe.listening(wanted) == frozenset()
+    assert probe.listening(wanted) == {}
+
+
+@pytest.mark.parametrize(("binds", "families"), [
+    ([(socket.AF_INET, "0.0.0.0", None)], {4}),                       # an IPv4-only node
+    ([(socket.AF_INET6, "::", False)], {4, 6}),                      # [::] taking IPv4 too
+    # [::] with IPV6_V6ONLY: /proc does not show the option, and asking the kernel means binding the node's
+    # port: counted for IPv4 too (the check's own scan tells `ipv6-only`, and the watcher follows it)
+    ([(socket.AF_INET6, "::", True)], {4, 6}),
+    ([(socket.AF_INET, "0.0.0.0", None), (socket.AF_INET6, "::", True)], {4, 6}),
+    ([(socket.AF_INET, "0.0.0.0", None), (socket.AF_INET6, "::1", None)], {4}),  # IPv6 on loopback only
+])
+def test_families_the_sockets_take(binds: list[tuple[int, str, bool | None]], families: set[int]) -> None:
+    """Which families' traffic reaches the node's sockets, from the real socket table."""
+    sockets = []
+    port = 0
+    try:
+        for fam, address, v6only in binds:
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            if v6only is not None:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+            s.bind((address, port))
+            port = s.getsockname()[1]
+            s.listen()
+            sockets.append(s)
+        assert HostListeners().listening([(port, "tcp")]) == {(port, "tcp"): frozenset(families)}
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def test_unreadable_tables_say_so(tmp_path: Path) -> None:
@@ -53,7 +81,7 @@ def test_unreadable_tables_say_so(tmp_path: Path) -> None:
     (tmp_path / "tcp").write_text("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
                                   "timeout inode\n   0: 00000000:765F 00000000:0000 0A 00000000:00000000 00:00000000 "
                                   "00000000     0        0 1 1 0 100 0 0 10 0\n")
-    assert HostListeners(tmp_path).listening([(30303, "tcp"), (30303, "udp")]) == {(30303, "tcp")}
+    assert HostListeners(tmp_path).listening([(30303, "tcp"), (30303, "udp")]) == {(30303, "tcp"): frozenset({4})}
 
 
 # --- events ----------------------------------------------------------------------------------------------

@@ -10,19 +10,22 @@ back within 5 s of answering again.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lab_fixtures import Ipv6HomeRouter
+from nodereach.lab import Lab
 from nodereach.lab import addresses as A
 from nodereach.lab import probe as P
 from nodereach.lab.rules import MINIUPNPD_CHAIN6, TABLE6
 from portmap_helpers import WAN, restart_miniupnpd_losing_state
 from serve_lab_helpers import IPV6_PAIR, serving
-from watch_lab_helpers import FAST, Prometheus, TcpNode, Watching
+from watch_lab_helpers import FAST, WATCH_METRICS, Prometheus, TcpNode, Watching
 
 pytestmark = pytest.mark.lab
 
@@ -93,3 +96,62 @@ async def test_keep_mapped_per_family_router_restart(ipv6_home_router: Callable[
     finally:
         node.close()
         net.exec("router", ["nft", "flush", "chain", "inet", TABLE6, MINIUPNPD_CHAIN6], check=False)
+
+
+def metrics(net: Lab) -> dict[str, float]:
+    """The watcher's exporter, read in the node's namespace: series text -> value."""
+    def get() -> str:
+        with urllib.request.urlopen(f"http://{WATCH_METRICS}/metrics", timeout=3) as r:
+            return str(r.read().decode())
+
+    out: dict[str, float] = {}
+    for line in net.call_in("client", get).splitlines():
+        if line.startswith("nodereach_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+async def test_ipv4_only_node_on_a_dual_stack_line(lab: Callable[..., Lab], tmp_path: Path) -> None:
+    """Servers of both families, a node that listens on IPv4 only: its IPv6 port is no port of the node (the
+    check says `ipv4-only`), so no `port-unreachable`, no IPv6 series, `nodereach_reachable` 1. When the node
+    also listens on IPv6 (no firewall here), the IPv6 port appears as reachable, announced as good news."""
+    net = lab("ipv6-open")
+    port = 31611
+    c = {"server": [A.SERVER_IP, A.SERVER_IP6], "port": [f"{port}/tcp"], **FAST, "check-interval": 10}
+    net.forward(port, "tcp")  # IPv4 is NATed: the node's port is forwarded (IPv6 has no filter here)
+    node = TcpNode(net, "client", port)
+    six: socket.socket | None = None
+    with serving(net, tmp_path, *IPV6_PAIR):
+        w = Watching(net, "client", tmp_path, c)
+        try:
+            first = w.wait_event("started", 15)["time"]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # two checks: the baseline and the periodic one after it
+                m = await asyncio.to_thread(metrics, net)
+                if m.get("nodereach_check_duration_seconds_count", 0) >= 2:
+                    break
+                await asyncio.sleep(0.5)
+            m = await asyncio.to_thread(metrics, net)
+            assert m["nodereach_check_duration_seconds_count"] >= 2, m
+            assert m["nodereach_reachable"] == 1, (m, w.kinds())
+            assert m[f'nodereach_port_reachable{{family="4",port="{port}",protocol="tcp"}}'] == 1
+            assert not any('family="6"' in k for k in m if k.startswith("nodereach_port_reachable")), m
+            assert "port-unreachable" not in w.kinds(after=first) and "reachability-changed" not in w.kinds()
+            # the node listens on IPv6 too now (its IPv4 socket stays): reachable over both families
+            six = net.socket("client", socket.AF_INET6, socket.SOCK_STREAM)
+            six.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            six.bind(("::", port))
+            six.listen(16)
+            t0 = time.time()
+            ev = w.wait_event("port-reachable", 2 * 11 + 2 + SLACK_S, after=t0)  # two periodic checks agree
+            assert (ev["family"], ev["before"], ev["after"]) == (6, None, True)
+            m = await asyncio.to_thread(metrics, net)
+            assert m[f'nodereach_port_reachable{{family="6",port="{port}",protocol="tcp"}}'] == 1
+            assert "port-unreachable" not in w.kinds()
+        finally:
+            code = w.stop()
+            node.close()
+            if six is not None:
+                six.close()
+    assert code == 0

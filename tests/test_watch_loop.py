@@ -95,8 +95,8 @@ class Listeners:
     def __init__(self, world: World) -> None:
         self.world = world
 
-    def listening(self, ports: object) -> frozenset[tuple[int, str]]:
-        return self.world.listening_ports(ports)  # type: ignore[return-value]
+    def listening(self, ports: object) -> dict[tuple[int, str], frozenset[int]]:
+        return {ref: frozenset({4}) for ref in self.world.listening_ports(ports)}
 
 
 POLICY = Policy()  # the shipped defaults: 60 s probes, 5 s confirmations, hysteresis 3, checks every 900 s
@@ -170,7 +170,7 @@ def test_listener_gone_then_back_after_grace() -> None:
 def test_node_restart_within_grace_is_silent() -> None:
     events, _, _, w = watch(1000, [(100, "listening", False), (200, "listening", True)])
     assert kinds(events) == ["started", "stopped"]
-    assert w.state.port_reach[PortKey(30303, "tcp")].declared is True
+    assert w.state.port_reach[PortKey(30303, "tcp")].declared == "reachable"
 
 
 class FakeKeeper:

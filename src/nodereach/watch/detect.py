@@ -32,6 +32,8 @@ from nodereach.watch.model import (
     MappingObservation,
     NodeView,
     PortKey,
+    PortReach,
+    PortState,
     ProbeObservation,
     Scalar,
     What,
@@ -74,7 +76,10 @@ class WatchState:
     servers: Mapping[str, ServerHealth] = field(default_factory=dict)
     public: Mapping[Family, Tracked[str]] = field(default_factory=dict)
     listeners: Mapping[PortRef, Tracked[bool]] = field(default_factory=dict)
-    port_reach: Mapping[PortKey, Tracked[bool]] = field(default_factory=dict)
+    port_reach: Mapping[PortKey, Tracked[PortState]] = field(default_factory=dict)
+    families: Mapping[PortRef, frozenset[Family]] = field(default_factory=dict)
+    """The last listener probe's word: which families each watched port's sockets take (to tell a family the
+    node does not listen on from a port that is not reachable)."""
     verdict: Tracked[str] = field(default_factory=Tracked)
     nat_layers: Tracked[int] = field(default_factory=Tracked)
     cgnat: Tracked[bool] = field(default_factory=Tracked)
@@ -164,6 +169,8 @@ def on_probe(state: WatchState, obs: ProbeObservation, policy: Policy) -> Step:
     state = _public(state, obs, policy, out)
     if obs.listening is not None:
         state = _listeners(state, obs.listening, policy, out)
+        if obs.families is not None:
+            state = replace(state, families=dict(obs.families))
     elif state.ports:
         out.errors.append("listeners-unreadable")
     if obs.node is not None:
@@ -312,7 +319,7 @@ def _grace(state: WatchState, mono: float, out: _Out) -> WatchState:
             out.change("listener-gone", "listener", None, False,
                        f"nothing listens on {port}/{proto} (start-up grace period over)", port=port, protocol=proto)
     for key, reach in sorted(state.port_reach.items()):
-        if reach.known and reach.declared is False:
+        if reach.known and reach.declared == "unreachable":
             out.change("port-unreachable", "port", None, False, f"{key} is not reachable from outside "
                        "(start-up grace period over)", port=key.port, protocol=key.protocol, family=key.family)
     if state.verdict.known and state.verdict.declared != "reachable":
@@ -348,29 +355,33 @@ def on_check(state: WatchState, obs: CheckObservation, policy: Policy, jitter_u:
         out.errors.append("check-failed")
         return out.step(state)
     need = 1 if trusted else policy.check_confirmations
-    verdict, declared_v = observe(state.verdict, obs.verdict, need)
+    states = {pr.key: _port_state(pr, state) for pr in obs.ports}
+    verdict, declared_v = observe(state.verdict, _verdict(obs.verdict, states), need)
     if declared_v is not None and not (declared_v.baseline and declared_v.after == "reachable"):
         was = f" (was {declared_v.before})" if declared_v.before is not None else ""
         out.change("reachability-changed", "reachable", declared_v.before, declared_v.after,
                    f"the node is {declared_v.after}{was}")
     reach = dict(state.port_reach)
     for pr in obs.ports:
-        if pr.reachable is None:
+        value = states[pr.key]
+        if value is None:
             continue
-        fact, declared = observe(reach.get(pr.key, Tracked()), pr.reachable, need)
+        fact, declared = observe(reach.get(pr.key, Tracked()), value, need)
         reach[pr.key] = fact
-        if declared is None:
-            continue
+        if declared is None or declared.after == "family-unused":
+            continue  # the node does not listen over this family: neither reachable nor unreachable
         k = pr.key
         listening = state.listeners.get((k.port, k.protocol))
         reason = "nothing-listening" if not pr.reachable and listening is not None and listening.known \
             and listening.declared is False else pr.reason  # the watcher knows why: no program holds the port
         why = f" ({reason})" if reason else ""
-        if not declared.after:
-            out.change("port-unreachable", "port", declared.before, False,
+        before = _was_reachable(declared.before)
+        if declared.after == "unreachable":
+            out.change("port-unreachable", "port", before, False,
                        f"{k} is not reachable from outside{why}", port=k.port, protocol=k.protocol, family=k.family)
         elif not declared.baseline:
-            out.change("port-reachable", "port", False, True, f"{k} is reachable from outside again{why}",
+            again = " again" if before is False else ""
+            out.change("port-reachable", "port", before, True, f"{k} is reachable from outside{again}{why}",
                        port=k.port, protocol=k.protocol, family=k.family)
     nat_layers, cgnat = state.nat_layers, state.cgnat
     if obs.nat_layers is not None:
@@ -389,6 +400,39 @@ def on_check(state: WatchState, obs: CheckObservation, policy: Policy, jitter_u:
         state = replace(state, next_check=min(next_check, obs.mono + policy.confirm_check_delay))
     state = _grace(state, obs.mono, out)
     return out.step(state)
+
+
+def _port_state(pr: PortReach, state: WatchState) -> PortState | None:
+    """The check's answer for one port and family, read with what the watcher knows of the node's sockets:
+    not reachable over a family none of the port's sockets takes (they are the node's: the listener probe
+    sees them) is `family-unused`, as the check says `ipv4-only` / `ipv6-only` when its own scan sees it."""
+    if pr.reachable is None:
+        return None
+    if pr.family_unused:
+        return "family-unused"
+    if pr.reachable:
+        return "reachable"
+    taken = state.families.get((pr.key.port, pr.key.protocol))
+    if taken and pr.key.family not in taken:
+        return "family-unused"
+    return "unreachable"
+
+
+def _verdict(verdict: str, states: Mapping[PortKey, PortState | None]) -> str:
+    """The check's verdict, except that a family the node does not listen on does not make it partly
+    reachable (the check's own rule, applied where only the watcher's listener probe knew the families)."""
+    if verdict != "partly-reachable":
+        return verdict
+    told = [s for s in states.values() if s is not None]
+    if "reachable" in told and "unreachable" not in told:
+        return "reachable"
+    return verdict
+
+
+def _was_reachable(before: PortState | None) -> bool | None:
+    """An event's `before` for a port: true / false, or null where it was not the node's port over the family
+    (or not known yet)."""
+    return {"reachable": True, "unreachable": False}.get(before) if before is not None else None
 
 
 # --- the keeper ------------------------------------------------------------------------------------------

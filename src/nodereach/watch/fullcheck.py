@@ -40,9 +40,16 @@ def observe_report(report: Report, *, mono: float, wall: float) -> CheckObservat
     return CheckObservation(mono, wall, verdict, ports, report.nat.layers, report.nat.cgnat, report.duration_s)
 
 
+FAMILY_UNUSED = ("ipv4-only", "ipv6-only")
+"""The check's reasons for a port entry of a family the node does not listen on: not unreachable (the check's
+verdict leaves that family out and advises `use-ipv6`)."""
+
+
 def _port(p: Any) -> PortReach:
-    family: Family = 6 if getattr(p, "family", 4) == 6 else 4  # `family` arrives with issue 11; IPv4 until then
+    family: Family = 6 if p.family == 6 else 4
     key = PortKey(p.port, p.protocol, family)
     if p.reachable and p.listener == "nodereach":
         return PortReach(key, False, "nothing-listening")
+    if not p.reachable and p.reason in FAMILY_UNUSED:
+        return PortReach(key, False, p.reason, family_unused=True)
     return PortReach(key, p.reachable, p.reason)

@@ -181,14 +181,16 @@ class Watcher:
         node_job = self._node()
         answers, node = await asyncio.gather(stun_job, node_job)
         listening = None
+        families = None
         if self.listeners is not None:
             try:
-                listening = self.listeners.listening(self.ports)
+                families = self.listeners.listening(self.ports)
             except Exception as exc:  # unreadable table: counted by the detector as listeners-unreadable
                 self._complain("listeners", exc)
+            listening = frozenset(families) if families is not None else None
         elif not self.ports:
             listening = frozenset()
-        obs = ProbeObservation(self.clock.mono(), self.clock.wall(), answers, listening, node)
+        obs = ProbeObservation(self.clock.mono(), self.clock.wall(), answers, listening, node, families)
         self._apply(detect.on_probe(self.state, obs, self.policy))
 
     async def _stun(self, names: list[str]) -> tuple[StunAnswer, ...]:

@@ -3,6 +3,7 @@ and the changes the detector declares. Frozen, typed, and free of I/O so the det
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +33,12 @@ ErrorKind = Literal["server-unanswered", "check-failed", "node-unreadable", "lis
 """The `kind` label of nodereach_watch_errors_total: each failed attempt counts once (no log line)."""
 ERROR_KINDS: tuple[ErrorKind, ...] = ("server-unanswered", "check-failed", "node-unreadable", "listeners-unreadable",
                                       "mapping", "hook-failed", "hook-dropped")
+
+PortState = Literal["reachable", "unreachable", "family-unused"]
+"""A port over one family, as the watcher declares it. `family-unused`: the node does not listen over that
+family at all (the check's `ipv4-only` / `ipv6-only`: an IPv4-only node on a dual-stack host), which the check
+does not count against the verdict (its advice `use-ipv6` says what it takes), so it is neither reachable
+nor unreachable: no event, no alert, and no nodereach_port_reachable series for it."""
 
 Scalar = str | int | bool | None
 """What `before` and `after` of an event hold: an address, a count, a yes/no, or null (not known / none)."""
@@ -86,6 +93,9 @@ class ProbeObservation:
     """The watched ports something listens on; None when the host's socket table could not be read."""
     node: NodeView | None = None
     """None when no node adapter is configured."""
+    families: Mapping[tuple[int, Transport], frozenset[Family]] | None = None
+    """Per listened port, the families whose traffic its sockets take from outside (not on loopback; a `[::]`
+    socket counts for IPv4 unless it is known to be v6-only); None: not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,8 @@ class PortReach:
     reachable: bool | None
     """True only when peers' first packets reach a program of the node; None when the check could not tell."""
     reason: str | None = None
+    family_unused: bool = False
+    """The node does not listen over this family (the check's `ipv4-only` / `ipv6-only`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ Names and labels are a public contract (docs/watch.md, the alert rules and the d
 
 - nodereach_reachable: 1 only when the check's verdict is `reachable`. A partly reachable node (some ports or
   one address family) exports 0 here, and nodereach_port_reachable says which ports are reachable;
-- nodereach_port_reachable{port, protocol, family}: 1/0 per tested port and family (family "4" or "6");
+- nodereach_port_reachable{port, protocol, family}: 1/0 per tested port and family (family "4" or "6"); no
+  series for a family the node does not listen on (an IPv4-only node on a dual-stack host: the check's
+  `ipv4-only`), which is neither reachable nor unreachable and must not fire the port alert;
 - nodereach_node_peers{direction}: inbound / outbound, where a node adapter reads them;
 - nodereach_public_address_info{family, address}: 1, one series per family, the address in its labels;
 - nodereach_nat_layers, nodereach_cgnat (0/1): from the full check;
@@ -51,9 +53,10 @@ def samples(state: WatchState, now: float) -> list[Sample]:
     if state.verdict.known:
         out.append(Sample("nodereach_reachable", (), 1.0 if state.verdict.declared == "reachable" else 0.0))
     for key, fact in sorted(state.port_reach.items()):
-        if fact.known:
+        if fact.known and fact.declared in ("reachable", "unreachable"):  # family-unused: no series
             out.append(Sample("nodereach_port_reachable", (("port", str(key.port)), ("protocol", key.protocol),
-                                                           ("family", str(key.family))), float(bool(fact.declared))))
+                                                           ("family", str(key.family))),
+                              1.0 if fact.declared == "reachable" else 0.0))
     node = state.node
     if node is not None:
         for direction, count in (("inbound", node.inbound), ("outbound", node.outbound)):
