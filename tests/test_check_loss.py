@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodereach.diagnose.engine import Budget
-from nodereach.stun.rtt import MAX_TRIES, MIN_TRIES, SharedRtt, tries_for_loss, wait_for_tries
+from nodereach.stun.rtt import MAX_TRIES, MIN_TRIES, SharedRtt, paced_wait, tries_for_loss
 
 
 def test_tries_vs_loss_table() -> None:
@@ -30,15 +30,15 @@ def test_tries_meet_target_or_cap(loss: float) -> None:
 
 
 def test_wait_covers_every_try() -> None:
-    # sends at 0, rto, rto+1.3rto, ...; the last one gets one rto for its reply
-    assert abs(wait_for_tries(0.1, 1) - 0.1) < 1e-9
-    assert abs(wait_for_tries(0.1, 2) - 0.2) < 1e-9
-    assert abs(wait_for_tries(0.1, 4) - 0.1 * (1 + 1.3 + 1.69 + 1)) < 1e-9
+    # tries at 0, rto, rto+pace, rto+2 pace, ...; the last one gets one rto for its reply
+    assert abs(paced_wait(0.1, 0.02, 2) - 0.2) < 1e-9
+    assert abs(paced_wait(0.1, 0.02, 4) - (0.2 + 2 * 0.02)) < 1e-9
+    assert abs(paced_wait(0.1, 0.02, 8) - (0.2 + 6 * 0.02)) < 1e-9
 
 
 def _estimator(answered: list[int]) -> SharedRtt:
     rtt = SharedRtt.__new__(SharedRtt)  # no event loop needed for the arithmetic
-    rtt.srtt, rtt.rttvar, rtt.samples, rtt.retransmits, rtt.recovered = 0.05, 0.005, 1, 0, 0
+    rtt.srtt, rtt.rttvar, rtt.samples = 0.05, 0.005, 1
     rtt.answered_tries = rtt.lost_tries = 0
     rtt.provisional = False
     for tries in answered:
@@ -49,7 +49,7 @@ def _estimator(answered: list[int]) -> SharedRtt:
 def test_clean_path_keeps_four_tries() -> None:
     rtt = _estimator([1] * 14)  # STUN tests + TCP port-path probes, all answered first time
     assert rtt.tries_for_negative() == 4
-    assert abs(rtt.negative_wait() - wait_for_tries(rtt.rto, 4)) < 1e-9
+    assert abs(rtt.negative_wait() - max(0.12, paced_wait(rtt.rto, rtt.pace(), 4))) < 1e-9
 
 
 def test_observed_loss_buys_more_tries() -> None:
@@ -81,7 +81,7 @@ def test_tries_follow_the_evidence() -> None:
         assert tries_for_evidence(lost, 20) <= tries_for_evidence(lost + 1, 20)  # more loss, never fewer tries
 
 
-# --- one question asked as paced tries (diagnose.probes.request), against a loopback server that drops ---
+# --- one question asked as paced tries (probes.request), against a loopback server that drops ---
 class _Dropper:
     """A STUN responder on loopback that ignores the first `drop` requests it gets (or all of them)."""
 

@@ -1,9 +1,12 @@
-"""The Binding transaction state machine on an injected clock: schedules time for time, every byte sent, the
-reply rules, RTT bookkeeping (Karn's rule, loss), and properties over arbitrary event sequences."""
+"""The Binding transaction and the paced Question on an injected clock: schedules time for time, every byte
+sent, the reply rules, RTT bookkeeping (Karn's rule, a Question's exact samples and lost tries), and
+properties over arbitrary event sequences."""
 
 from __future__ import annotations
 
+import binascii
 import math
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -22,15 +25,15 @@ from nodereach.stun.message import (
     encode_message,
     parse_message,
 )
-from nodereach.stun.rtt import BACKOFF, PerServerRtt, SharedRtt
+from nodereach.stun.rtt import INITIAL_RTO, PerServerRtt, SharedRtt
 from nodereach.stun.transaction import (
     BindingErrorResponse,
     BindingReply,
     BindingTransaction,
     GiveUp,
     Ignored,
+    Question,
     Rfc8489Retransmit,
-    SharedRttRetransmit,
     State,
     Transmit,
     Wait,
@@ -122,67 +125,169 @@ def test_adaptive_rto_per_server_and_karns_rule() -> None:
     assert per_server.rto(SERVER[0], 0.0, 10.0) == before
 
 
-# --- shared-RTT schedule ---------------------------------------------------------------------------------------
-def estimate(srtt: float) -> SharedRtt:
+# --- a question asked as paced tries (PacedTries -> Question) ----------------------------------------------
+def estimate(srtt: float, clean: int = 0) -> SharedRtt:
+    """A SharedRtt with one RTT sample (rttvar srtt/2) and `clean` questions answered at the first try."""
     rtt = SharedRtt()
     rtt.add(srtt)
+    for _ in range(clean):
+        rtt.record_answer(1)
     return rtt
 
 
-def test_shared_schedule_time_for_time() -> None:
-    """A send every RTO of the shared estimate, growing 1.3x, until the deadline callable says stop."""
-    rtt = estimate(0.1)
-    rto = rtt.rto
-    txn = BindingTransaction(REQUEST_BYTES, SERVER, timer=SharedRttRetransmit(rtt).timer(lambda: 2.0), accept=None)
-    sends, gave_up = run_silent(txn)
-    expect, t, k = [], 0.0, 0
-    while t < 2.0:
-        expect.append(t)
-        t += rto * BACKOFF ** k
-        k += 1
-    assert sends == pytest.approx(expect) and gave_up == 2.0
-    assert rtt.retransmits == len(expect) - 1
+IDS = [bytes([k]) * 12 for k in range(1, 40)]
 
 
-def test_shared_default_deadline_follows_measured_loss() -> None:
-    """Without a deadline: time for as many tries as the loss evidence asks (negative_wait, re-read)."""
-    rtt = estimate(0.1)
-    for _ in range(20):
-        rtt.record_answer(1)  # a clean path so far: 4 tries
-    txn = BindingTransaction(REQUEST_BYTES, SERVER, timer=SharedRttRetransmit(rtt).timer(), accept=None)
-    txn.start(0.0)
-    clean = rtt.negative_wait()
-    assert rtt.tries_for_negative() == 4
-    for _ in range(5):
-        rtt.record_answer(3)  # meanwhile other transactions saw heavy loss: more tries before "no"
-    assert rtt.negative_wait() > clean
-    sends, gave_up = [], 0.0
-    event: Transmit | Wait | GiveUp = Wait(0.0)
-    now = 0.0
-    while not isinstance(event, GiveUp):
-        now = event.wake_at
-        event = txn.on_timer(now)
+def wire_request(tid: bytes, attrs: bytes = b"") -> bytes:
+    """A Binding request with FINGERPRINT, built by hand from RFC 8489 (header, attributes, CRC-32 of what
+    precedes the FINGERPRINT attribute XOR 0x5354554E), independent of the encoder under test."""
+    head = struct.pack("!HHI", 0x0001, len(attrs) + 8, 0x2112A442) + tid + attrs
+    return head + struct.pack("!HHI", 0x8028, 4, binascii.crc32(head) ^ 0x5354554E)
+
+
+def question(rtt: SharedRtt, accept: frozenset[tuple[str, int]] | None = None, first: bytes = IDS[0],
+             **kw: object) -> Question:
+    ids = iter(IDS[1:])
+    return Question(binding_request(transaction_id=first), SERVER, rtt=rtt, accept=accept,
+                    new_id=lambda: next(ids), **kw)  # type: ignore[arg-type]
+
+
+def run_question(q: Question, start: float = 0.0, until: float = math.inf) -> tuple[list[tuple[float, bytes]], float]:
+    """Drive a question nobody answers (until `until`), waking exactly when asked: (time, bytes) of every
+    send, and the give-up time (or the time it stopped at)."""
+    sends: list[tuple[float, bytes]] = []
+    event: Transmit | Wait | GiveUp = q.start(start)
+    now = start
+    for _ in range(1000):
+        if isinstance(event, GiveUp):
+            assert q.state is State.FAILED and event.attempts == len(sends)
+            return sends, now
         if isinstance(event, Transmit):
-            sends.append(now)
-    gave_up = now
-    assert gave_up == pytest.approx(rtt.negative_wait()) and len(sends) + 1 == rtt.tries_for_negative()
+            assert event.dest == SERVER and event.attempt == len(sends) + 1
+            sends.append((now, event.data))
+        if event.wake_at > until:
+            return sends, now
+        now = event.wake_at
+        event = q.on_timer(now)
+    raise AssertionError("question never ended")
 
 
-def test_shared_loss_bookkeeping_and_karn() -> None:
-    rtt = estimate(0.1)
-    samples = rtt.samples
-    txn = BindingTransaction(REQUEST_BYTES, SERVER, timer=SharedRttRetransmit(rtt).timer(lambda: 5.0), accept=None)
-    first = txn.start(0.0)
-    second = txn.on_timer(first.wake_at)
-    assert isinstance(second, Transmit) and second.attempt == 2
-    reply = txn.receive(reply_to(REQUEST_BYTES), SERVER, first.wake_at + 0.12)
-    assert isinstance(reply, BindingReply) and reply.attempts == 2 and reply.rtt == pytest.approx(0.12)
-    assert (rtt.retransmits, rtt.recovered, rtt.answered_tries, rtt.lost_tries) == (1, 1, 2, 1)
-    assert rtt.samples == samples  # Karn: no RTT sample from a retransmitted transaction
-    txn = BindingTransaction(REQUEST_BYTES, SERVER, timer=SharedRttRetransmit(rtt).timer(lambda: 5.0), accept=None)
-    txn.start(1.0)
-    assert isinstance(txn.receive(reply_to(REQUEST_BYTES), SERVER, 1.05), BindingReply)
-    assert rtt.samples == samples + 1 and rtt.answered_tries == 3 and rtt.lost_tries == 1
+def test_question_schedule_time_for_time_byte_for_byte() -> None:
+    """100 ms RTT, clean evidence: 4 tries, at 0 and after an RTO (0.26 s) three more SRTT/2 apart,
+    each a fresh id with its own FINGERPRINT; silence is a "no" at 2 RTO + 2 x SRTT/2 = 0.62 s."""
+    rtt = estimate(0.1, clean=20)
+    assert (rtt.rto, rtt.pace(), rtt.tries_for_negative()) == pytest.approx((0.26, 0.05, 4))
+    sends, gave_up = run_question(question(rtt), start=10.0)
+    assert [t - 10.0 for t, _ in sends] == pytest.approx([0.0, 0.26, 0.31, 0.36])
+    assert [data for _, data in sends] == [wire_request(tid) for tid in IDS[:4]]
+    assert gave_up - 10.0 == pytest.approx(0.62) == pytest.approx(rtt.negative_wait())
+
+
+def test_question_keeps_the_request_and_changes_only_the_id() -> None:
+    """A CHANGE-REQUEST question: every try carries the attribute; a 16-byte RFC 3489 request gets 16-byte ids."""
+    rtt = estimate(0.1, clean=20)
+    ids = iter(IDS[1:])
+    q = Question(binding_request(transaction_id=IDS[0], change_ip=True, change_port=True), SERVER, rtt=rtt,
+                 accept=None, new_id=lambda: next(ids))
+    sends, _ = run_question(q)
+    change = struct.pack("!HHI", 0x0003, 4, 0x06)
+    assert [data for _, data in sends] == [wire_request(tid, change) for tid in IDS[:4]]
+    assert q.keys == tuple(b"\x21\x12\xa4\x42" + tid for tid in IDS[:4])
+    legacy = Question(binding_request(legacy=True, transaction_id=bytes(16)), SERVER, rtt=rtt, accept=None,
+                      fingerprint=False)
+    sends, _ = run_question(legacy)
+    assert len(sends) == 4 and all(len(data) == 20 and data[:4] == b"\x00\x01\x00\x00" for _, data in sends)
+    assert len({data[4:20] for _, data in sends}) == 4
+
+
+def test_question_before_any_rtt() -> None:
+    """No sample yet: RTO 0.25 s between every try, and 8 tries (thin evidence); a caller's deadline cuts it."""
+    rtt = SharedRtt()
+    assert (rtt.rto, rtt.pace(), rtt.tries_for_negative()) == (INITIAL_RTO, INITIAL_RTO, 8)
+    sends, gave_up = run_question(question(rtt))
+    assert [t for t, _ in sends] == pytest.approx([0.25 * k for k in range(8)]) and gave_up == pytest.approx(2.0)
+    sends, gave_up = run_question(question(rtt, deadline=lambda: 1.0))
+    assert [t for t, _ in sends] == pytest.approx([0.0, 0.25, 0.5, 0.75]) and gave_up == 1.0
+
+
+def test_question_overall_limit() -> None:
+    sends, gave_up = run_question(question(estimate(0.1, clean=20), limit=0.3))
+    assert [t for t, _ in sends] == pytest.approx([0.0, 0.26]) and gave_up == pytest.approx(0.3)
+
+
+def test_question_follows_the_evidence_while_it_waits() -> None:
+    """Loss seen by other questions meanwhile buys this one more tries and a later "no" (both re-read); a
+    caller's deadline that tightens ends it."""
+    rtt = estimate(0.1, clean=20)
+    q = question(rtt)
+    sends, now = run_question(q, until=0.27)
+    assert len(sends) == 2
+    for _ in range(5):
+        rtt.record_answer(3)  # heavy loss elsewhere
+    assert rtt.tries_for_negative() >= 6
+    event = q.on_timer(0.31)
+    while not isinstance(event, GiveUp):
+        if isinstance(event, Transmit):
+            sends.append((now, event.data))
+        now = event.wake_at
+        event = q.on_timer(now)
+    assert len(sends) == rtt.tries_for_negative() and now == pytest.approx(rtt.negative_wait())
+    end = [5.0]
+    q = question(estimate(0.1, clean=20), deadline=lambda: end[0])
+    assert q.start(0.0).wake_at == pytest.approx(0.26)
+    end[0] = 0.1
+    assert isinstance(q.on_timer(0.1), GiveUp)
+
+
+def test_question_answer_to_an_earlier_try_is_an_exact_sample() -> None:
+    """Four tries out, the last one answered 40 ms after it was sent: RTT 0.04 exactly (its own id), attempts
+    4, the first try (unanswered for more than an RTO) booked as lost, the second and third not yet."""
+    rtt = estimate(0.1, clean=20)
+    before = (rtt.samples, rtt.answered_tries, rtt.lost_tries)
+    q = question(rtt, deadline=lambda: 5.0)
+    sends, _ = run_question(q, until=0.37)
+    assert [t for t, _ in sends] == pytest.approx([0.0, 0.26, 0.31, 0.36])
+    reply = q.receive(reply_to(sends[3][1]), SERVER, 0.40)
+    assert isinstance(reply, BindingReply) and q.reply is reply and q.state is State.ANSWERED
+    assert reply.rtt == pytest.approx(0.04) and reply.attempts == 4 and reply.lost == 1
+    assert (rtt.samples, rtt.answered_tries, rtt.lost_tries) == (before[0] + 1, before[1] + 2, before[2] + 1)
+    assert rtt.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.04)
+    assert q.receive(reply_to(sends[0][1]), SERVER, 0.41) is Ignored.FINISHED  # the late answer to try 1
+    # answered at the first try: no loss booked
+    q = question(rtt, deadline=lambda: 5.0)
+    first = q.start(1.0)
+    reply = q.receive(reply_to(first.data), SERVER, 1.05)
+    assert isinstance(reply, BindingReply) and (reply.rtt, reply.attempts, reply.lost) == pytest.approx((0.05, 1, 0))
+
+
+def test_question_reply_rules_are_the_transactions() -> None:
+    """A CHANGE-REQUEST question accepts the alternate address only (an error from the destination too); what
+    does not count leaves it waiting."""
+    rtt = estimate(0.1, clean=20)
+    q = question(rtt, accept=frozenset({ALT}), deadline=lambda: 5.0, local=ME)
+    sends, _ = run_question(q, until=0.27)
+    assert q.receive(reply_to(sends[0][1]), SERVER, 0.3) is Ignored.WRONG_SOURCE  # not from the alternate address
+    assert q.receive(reply_to(encode_message(binding_request())), ALT, 0.3) is Ignored.OTHER_TRANSACTION
+    assert q.receive(parse_message(sends[1][1]), ALT, 0.3) is Ignored.NOT_A_RESPONSE
+    assert q.receive(_corrupt(reply_to(sends[1][1], fingerprint=True)), ALT, 0.3) is Ignored.BAD_FINGERPRINT
+    assert q.state is State.WAITING and rtt.answered_tries == 20
+    reply = q.receive(reply_to(sends[1][1], cls=ERROR, error=(420, "Unknown Attribute")), SERVER, 0.35)
+    assert isinstance(reply, BindingReply) and reply.error == (420, "Unknown Attribute") and reply.local == ME
+    assert reply.source == SERVER and reply.rtt == pytest.approx(0.09)
+
+
+def test_question_misuse_is_a_typed_error() -> None:
+    q = question(estimate(0.1))
+    with pytest.raises(StunError):
+        q.on_timer(0.0)  # not started
+    q.start(0.0)
+    with pytest.raises(StunError):
+        q.start(0.0)
+    same = Question(binding_request(transaction_id=IDS[0]), SERVER, rtt=estimate(0.1), accept=None,
+                    new_id=lambda: IDS[0])
+    same.start(0.0)
+    with pytest.raises(StunError):
+        same.on_timer(0.3)  # a second try with the first one's id
 
 
 # --- reply rules ---------------------------------------------------------------------------------------------
@@ -293,14 +398,13 @@ events = st.lists(st.one_of(st.tuples(st.just("timer"), st.floats(0, 60)),
 
 
 @settings(max_examples=300, deadline=None)
-@given(events, st.sampled_from(["rfc", "shared"]), st.one_of(st.none(), st.floats(0.01, 50)),
+@given(events, st.sampled_from(["rfc", "deadline"]), st.one_of(st.none(), st.floats(0.01, 50)),
        st.sampled_from([None, frozenset({SERVER}), frozenset({ALT})]))
 def test_any_event_sequence(seq: list[tuple[object, ...]], policy: str, limit: float | None,
                             accept: frozenset[tuple[str, int]] | None) -> None:
     """Whatever arrives, whenever: no exception, at most one reply and only an acceptable one, sends of
     the same bytes at non-decreasing times, never more than Rc, and no activity after the end."""
-    timer = Rfc8489Retransmit().timer() if policy == "rfc" else SharedRttRetransmit(estimate(0.05)).timer(
-        lambda: 30.0)
+    timer = Rfc8489Retransmit().timer() if policy == "rfc" else Rfc8489Retransmit().timer(deadline=lambda: 30.0)
     txn = BindingTransaction(REQUEST_BYTES, SERVER, timer=timer, accept=accept, limit=limit)
     first = txn.start(0.0)
     sends, replies, now, gave_up = [0.0], [], 0.0, None
@@ -333,9 +437,9 @@ def test_any_event_sequence(seq: list[tuple[object, ...]], policy: str, limit: f
     if gave_up is not None:  # never before it had to: the limit, the deadline, or the end of the schedule
         assert not replies and txn.state is State.FAILED
         bound = limit if limit is not None else math.inf
-        if policy == "shared":
+        if policy == "deadline":
             bound = min(bound, 30.0)
-        elif len(sends) == 7:
+        if len(sends) == 7:
             bound = min(bound, sends[-1] + 16 * 0.5)
         assert gave_up >= bound
     assert txn.state is (State.ANSWERED if replies else State.FAILED if gave_up is not None else State.WAITING)
@@ -373,3 +477,63 @@ def test_request_is_sent_byte_for_byte() -> None:
     assert out.data == data == bytes.fromhex("000100102112a442") + TID + bytes.fromhex("0003000400000004") + \
         data[-8:]
     assert parse_message(out.data).check_fingerprint() is True and parse_message(out.data).cls == REQUEST
+
+
+q_events = st.lists(st.one_of(st.tuples(st.just("timer"), st.floats(0, 10)),
+                              st.tuples(kinds, st.floats(0, 10), sources, st.integers(0, 9))), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(q_events, st.sampled_from([0.02, 0.1, None]), st.integers(0, 6), st.one_of(st.none(), st.floats(0.01, 5)),
+       st.sampled_from([None, frozenset({SERVER}), frozenset({ALT})]))
+def test_question_any_event_sequence(seq: list[tuple[object, ...]], srtt: float | None, lossy: int,
+                                     deadline: float | None, accept: frozenset[tuple[str, int]] | None) -> None:
+    """Whatever arrives, whenever: no exception; tries at non-decreasing times, each a new id, never more
+    than the evidence allows (8 at most); at most one reply, only to a try sent, acceptable, with that try's
+    exact RTT; its loss booked once; no give-up before the deadline and nothing after the end."""
+    rtt = SharedRtt() if srtt is None else estimate(srtt, clean=10)
+    for _ in range(lossy):
+        rtt.record_answer(2)
+    q = question(rtt, accept=accept, deadline=None if deadline is None else (lambda: deadline))
+    first = q.start(0.0)
+    sends: list[tuple[float, bytes]] = [(0.0, first.data)]
+    replies: list[BindingReply] = []
+    now, gave_up = 0.0, None
+    for ev in seq:
+        now = max(now, float(ev[1]))  # type: ignore[arg-type]
+        if ev[0] == "timer":
+            if q.finished:
+                continue
+            out = q.on_timer(now)
+            if isinstance(out, Transmit):
+                assert out.attempt == len(sends) + 1 and out.data[4:20] not in {d[4:20] for _, d in sends}
+                sends.append((now, out.data))
+            elif isinstance(out, GiveUp):
+                gave_up = now
+            continue
+        kind, _, source, index = ev
+        data = sends[int(index)][1] if int(index) < len(sends) else encode_message(binding_request())  # type: ignore[call-overload]
+        msg = {"ok": reply_to(data), "ok-fp": reply_to(data, fingerprint=True),
+               "bad-fp": _corrupt(reply_to(data, fingerprint=True)),
+               "error": reply_to(data, cls=ERROR, error=(400, "Bad Request")),
+               "request": parse_message(data), "other-id": reply_to(encode_message(binding_request())),
+               "other-method": reply_to(data, method=0x003)}[str(kind)]
+        booked = (rtt.answered_tries, rtt.lost_tries)
+        out = q.receive(msg, source, now)  # type: ignore[arg-type]
+        if isinstance(out, BindingReply):
+            replies.append(out)
+            acceptable = accept is None or source in accept or (kind == "error" and source == SERVER)
+            assert acceptable and kind in ("ok", "ok-fp", "error") and gave_up is None
+            sent_at = sends[int(index)][0]  # type: ignore[call-overload]
+            assert out.rtt == pytest.approx(now - sent_at) and out.attempts == len(sends)
+            assert 0 <= out.lost < len(sends) and (rtt.answered_tries, rtt.lost_tries) == (
+                booked[0] + out.lost + 1, booked[1] + out.lost)
+        else:
+            assert (rtt.answered_tries, rtt.lost_tries) == booked
+    assert len(replies) <= 1
+    times = [t for t, _ in sends]
+    assert times == sorted(times) and len(sends) <= 8
+    if gave_up is not None:
+        assert not replies and q.state is State.FAILED
+        if deadline is not None:
+            assert gave_up >= deadline

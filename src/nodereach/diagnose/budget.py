@@ -21,21 +21,6 @@ END_MARGIN_S = 0.15
 """The probes stop this long before --timeout: the verdict and the output still fit."""
 BLIND_MIN_S, BLIND_MAX_S, BLIND_SHARE = 0.5, 2.0, 0.4
 """How long to wait for a first answer from anybody (no RTT known yet): a share of --timeout, bounded."""
-MIN_PACE_S = 0.01
-MIN_NEGATIVE_S = 0.12
-"""Never call silence "no" sooner than this (a scheduling hiccup on a busy host is not an answer)."""
-
-
-def paced_wait(rto: float, srtt: float, tries: int) -> float:
-    """How long a question asked `tries` times takes to become a "no" (diagnose.probes.ask): the first try,
-    an RTO for its answer, then the other tries SRTT/2 apart, an RTO for the last one's answer."""
-    return 2 * rto + max(0, tries - 2) * pace(srtt)
-
-
-def pace(srtt: float) -> float:
-    """The gap between the repeated tries of one question: half an RTT, so that the tries are spread over a
-    few RTTs (bursty loss on a real link does not take them all) without waiting an RTO for each."""
-    return max(MIN_PACE_S, srtt / 2)
 
 
 class Budget:
@@ -50,15 +35,12 @@ class Budget:
 
     def negative(self, sent_at: float, rtos: float | None = None) -> float:
         """Deadline for an answer to a question first asked at `sent_at` that may never come: `rtos` RTOs, or by
-        default time for as many paced tries (probes.ask) as the loss measured so far requires for < 1e-4
-        chance of a wrong "no" (re-read: it follows the estimate as evidence arrives)."""
-        srtt = self.rtt.srtt
-        if srtt is None:
+        default time for as many paced tries (stun.transaction.Question) as the loss measured so far requires
+        for < 1e-4 chance of a wrong "no" (SharedRtt.negative_wait; re-read: it follows the estimate as
+        evidence arrives). Before any RTT is known: the blind wait."""
+        if self.rtt.srtt is None:
             return min(self.end, sent_at + self.blind)
-        if rtos is not None:
-            return min(self.end, sent_at + self.rtt.negative_wait(rtos))
-        wait = max(MIN_NEGATIVE_S, paced_wait(self.rtt.rto, srtt, self.rtt.tries_for_negative()))
-        return min(self.end, sent_at + wait)
+        return min(self.end, sent_at + self.rtt.negative_wait(rtos))
 
     def negative_from_now(self, rtos: float | None = None) -> partial[float]:
         """`negative` for a request sent now, as the callable a STUN transaction re-reads."""
@@ -77,20 +59,6 @@ class Context(msgspec.Struct, frozen=True):
     def rto(self) -> float:
         """The current retransmission timeout (a callable for probes that re-read it)."""
         return self.rtt.rto
-
-    def pace(self) -> float:
-        """The gap between repeated tries of one question (see `pace`); before any RTT: an RTO."""
-        return pace(self.rtt.srtt) if self.rtt.srtt is not None else self.rtt.rto
-
-    def tries(self) -> int:
-        """How often a question is asked before its silence counts as "no" (from the loss seen so far)."""
-        return self.rtt.tries_for_negative()
-
-    def record_lost(self, tries: int) -> None:
-        """Loss evidence from tries that were never answered while a later one was (SharedRtt counts an
-        answered transaction's own unanswered sends; these were separate transactions)."""
-        self.rtt.answered_tries += tries
-        self.rtt.lost_tries += tries
 
     async def first_rtt(self) -> None:
         """Wait (bounded) until some reply gave an RTT, so later deadlines can derive from it."""

@@ -72,8 +72,8 @@ async def port_paths(server: ResolvedServer, family: Family, ports: Sequence[Por
     sent = time.monotonic()
     # Answered TCP probes are loss evidence too (their SYNs cross the same path as the STUN tests).
     paths = await portfilter.probe_paths(host, tcp_ports, udp_ports, wait_s=partial(_path_deadline, ctx, sent),
-                                         rto=ctx.rtt.rto, tries=ctx.tries(), on_answer=ctx.rtt.record_answer,
-                                         pace=ctx.pace())
+                                         rto=ctx.rtt.rto, tries=ctx.rtt.tries_for_negative(),
+                                         on_answer=ctx.rtt.record_answer, pace=ctx.rtt.pace())
     return PortPaths(tuple(paths))
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
-from functools import partial
 
 from nodereach.diagnose import ttlprobe
 from nodereach.diagnose.budget import Context
@@ -39,42 +38,11 @@ HAIRPIN_RTOS = 2
 
 async def request(sock: StunSocket, dest: SockAddr, ctx: Context, *, change_ip: bool = False,
                   change_port: bool = False) -> BindingReply | None:
-    """One question to a STUN server, asked until the loss seen so far makes its silence a "no" (< 1e-4 chance
-    of a wrong one): a first transaction; if an RTO passes without its answer, more, SRTT/2 apart, each its own
-    transaction (so an answer says which try it answers, and is an RTT sample), as many as the loss evidence
-    asks for (Context.tries). The first answer wins; the deadline (Budget.negative) follows the estimate."""
-    start = time.monotonic()
-    deadline = partial(ctx.budget.negative, start)
-    asked: list[tuple[float, asyncio.Task[BindingReply | None]]] = []
-    next_at = start
-    try:
-        while True:
-            now = time.monotonic()
-            if now >= deadline():
-                return None
-            if now >= next_at and len(asked) < ctx.tries():
-                asked.append((now, asyncio.ensure_future(sock.request(
-                    dest, deadline=deadline, change_ip=change_ip, change_port=change_port))))
-                next_at = now + (ctx.rtt.rto if len(asked) == 1 else ctx.pace())
-                continue
-            running = [task for _, task in asked if not task.done()]
-            if not running and len(asked) >= ctx.tries():
-                return None  # every try gave up early (the socket is closed or cannot send)
-            wake = min(deadline(), next_at) if len(asked) < ctx.tries() else deadline()
-            if running:
-                await asyncio.wait(running, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.sleep(max(0.0, wake - now))
-            answered = next((task for _, task in asked if task.done() and not task.cancelled()
-                             and task.exception() is None and task.result() is not None), None)
-            if answered is not None:
-                won = time.monotonic()
-                # Earlier tries that stayed unanswered for an RTO were lost: evidence for the next "no".
-                ctx.record_lost(sum(1 for at, task in asked if task is not answered and won - at >= ctx.rtt.rto))
-                return answered.result()
-    finally:
-        for _, task in asked:
-            task.cancel()
+    """One question to a STUN server, asked as paced tries (stun.transaction.Question) until the loss seen so
+    far makes its silence a "no" (< 1e-4 chance of a wrong one): Budget.negative, which follows the estimate
+    and never passes the run's end."""
+    return await sock.request(dest, deadline=ctx.budget.negative_from_now(), change_ip=change_ip,
+                              change_port=change_port)
 
 
 async def test1(sock: StunSocket, server: ResolvedServer, family: Family, ctx: Context) -> ServerAnswer:

@@ -1,11 +1,11 @@
-"""The check's view of STUN: nodereach.stun.client in shared-RTT mode, failures as values.
+"""The check's view of STUN: nodereach.stun.client asking paced questions, failures as values.
 
-What the diagnosis needs beyond a plain client: every socket of a run on one RTT and loss estimate
-(SharedRttRetransmit), deadlines re-read as the estimate improves, replies kept with their source whatever it
-is (classification judges the source), an error response as a reply (`reply.error`), a reply or None
-instead of exceptions, and the Binding requests and answers that arrive unsolicited (hairpinning, binding
-lifetime). Transactions, retransmission and reply rules are nodereach.stun.transaction; the reply type is
-nodereach.stun.transaction.BindingReply; STUN over TCP is nodereach.stun.client.tcp_binding.
+What the diagnosis needs beyond a plain client: every socket of a run on one RTT and loss estimate, each
+request a question asked as paced tries (PacedTries: stun.transaction.Question), deadlines re-read as the
+estimate improves, replies kept with their source whatever it is (classification judges the source), an
+error response as a reply (`reply.error`), a reply or None instead of exceptions, and the Binding requests and
+answers that arrive unsolicited (hairpinning, binding lifetime). The schedule and the reply rules are
+nodereach.stun.transaction; the reply type is its BindingReply; STUN over TCP is stun.client.tcp_binding.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from nodereach.stun.client import StunClient
 from nodereach.stun.errors import StunConnectionError, StunError, StunParseError, StunTimeout
 from nodereach.stun.message import StunMessage
 from nodereach.stun.rtt import SharedRtt
-from nodereach.stun.transaction import BindingErrorResponse, BindingReply, SharedRttRetransmit
+from nodereach.stun.transaction import BindingErrorResponse, BindingReply, PacedTries
 
 
 class StunSocket:
-    """One UDP socket of a run; `request()` runs one transaction on it, many may run at once."""
+    """One UDP socket of a run; `request()` asks one question on it, many may run at once."""
 
     def __init__(self, rtt: SharedRtt, family: socket.AddressFamily = socket.AF_INET,
                  bind: SockAddr | None = None) -> None:
         local = bind or (net.wildcard(6 if family == socket.AF_INET6 else 4), 0)
-        self.client = StunClient(local=local, retransmit=SharedRttRetransmit(rtt), on_unsolicited=self._unsolicited)
+        self.client = StunClient(local=local, retransmit=PacedTries(rtt), on_unsolicited=self._unsolicited)
         self.requests_seen: dict[bytes, SockAddr] = {}
         """Binding requests that reached this socket unasked (hairpinning), by transaction id."""
         self.responses_seen: dict[bytes, SockAddr] = {}
@@ -72,8 +72,9 @@ class StunSocket:
     async def request(self, dest: SockAddr, *, deadline: Callable[[], float], change_ip: bool = False,
                       change_port: bool = False, response_port: int | None = None,
                       transaction_id: bytes | None = None) -> BindingReply | None:
-        """A Binding transaction to `dest` until a reply (from any source, which the caller judges; an error
-        response too) or `deadline()` (time.monotonic(), re-read after every wait); None if none came."""
+        """A Binding request to `dest`, asked as paced tries until a reply (from any source, which the caller
+        judges; an error response too) or `deadline()` (time.monotonic(), re-read after every wait); None if
+        none came."""
         try:
             return await self.client.binding(dest, change_ip=change_ip, change_port=change_port,
                                              response_port=response_port, deadline=deadline, any_source=True,

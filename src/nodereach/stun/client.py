@@ -12,12 +12,14 @@ BindingErrorResponse (a StunErrorResponse: the server sent an error response; `e
 a BindingReply with `error` set, for a caller that keeps error responses as values), StunError (bad use,
 e.g. a change request before OTHER-ADDRESS is known; a closed client).
 
-This module only does I/O and bookkeeping: the retransmission schedules and the reply rules are the state
-machine in nodereach.stun.transaction, which StunClient drives (one coroutine per transaction; a datagram
-is handed to the transaction whose id it carries). Retransmission: `Rfc8489Retransmit` by default (RFC
-8489: RTO 500 ms doubling, Rc = 7 sends, last wait Rm = 16 x RTO; adaptive=True learns each server's RTO),
-or `SharedRttRetransmit(SharedRtt())` for a diagnosis (one RTT and loss estimate for all sockets; resends
-every RTO growing 1.3x until `deadline()`, a callable re-read after every wait).
+This module only does I/O and bookkeeping: the schedules and the reply rules are the state machines in
+nodereach.stun.transaction, which StunClient drives (one coroutine per request, one loop for both kinds; a
+datagram is handed to the exchange whose id it carries, every id it sent being registered). The policy
+chooses the machine: `Rfc8489Retransmit` by default, a `BindingTransaction` (RFC 8489: RTO 500 ms doubling,
+Rc = 7 sends, last wait Rm = 16 x RTO; adaptive=True learns each server's RTO), or `PacedTries(SharedRtt())`
+for a diagnosis, a `Question` (one RTT and loss estimate for all sockets; a first try, after an RTO more
+tries half an RTT apart, each with a fresh transaction id, as many as the measured loss asks for, until
+`deadline()`, a callable re-read after every wait).
 
 A caller-provided socket (the node's own port, or one created in another network namespace and handed
 over) is dup()ed: closing the client leaves the caller's socket open, but it is left non-blocking.
@@ -56,16 +58,18 @@ from nodereach.stun.transaction import (
     BindingTransaction,
     GiveUp,
     Ignored,
+    PacedTries,
+    Question,
     Rfc8489Retransmit,
-    SharedRttRetransmit,
-    Timer,
     Transmit,
     Wait,
 )
 
 Address = A.Address
-RetransmitPolicy = Rfc8489Retransmit | SharedRttRetransmit
-"""How a transaction retransmits (nodereach.stun.transaction)."""
+RetransmitPolicy = Rfc8489Retransmit | PacedTries
+"""How a request is asked again (nodereach.stun.transaction)."""
+Exchange = BindingTransaction | Question
+"""The state machine of one request, as the policy chose it."""
 
 
 @dataclass
@@ -82,7 +86,7 @@ class ClientStats:
 class _Pending:
     __slots__ = ("future", "txn")
 
-    def __init__(self, txn: BindingTransaction, future: asyncio.Future[BindingReply]) -> None:
+    def __init__(self, txn: Exchange, future: asyncio.Future[BindingReply]) -> None:
         self.txn = txn
         self.future = future
 
@@ -184,7 +188,7 @@ class StunClient:
 
     def current_rto(self, server_ip: str) -> float:
         """The first RTO a transaction to this server would use."""
-        if isinstance(self.retransmit, SharedRttRetransmit):
+        if isinstance(self.retransmit, PacedTries):
             return self.retransmit.rtt.rto
         return self.retransmit.current_rto(server_ip, self.server_rtt)
 
@@ -193,15 +197,17 @@ class StunClient:
                       other: Address | None = None, reply_via: StunClient | None = None,
                       legacy: bool = False, deadline: Callable[[], float] | None = None,
                       any_source: bool = False, transaction_id: bytes | None = None) -> BindingReply:
-        """One Binding transaction and its (success) reply; BindingErrorResponse carries an error reply.
+        """One Binding request (a transaction, or a Question under PacedTries) and its (success) reply;
+        BindingErrorResponse carries an error reply.
 
         change_ip/change_port: RFC 5780 CHANGE-REQUEST; the reply is then accepted only from the server's
         OTHER-ADDRESS ip and/or port (`other`, or learned from an earlier reply of this server).
         response_port: RFC 5780 RESPONSE-PORT; pass reply_via=<client bound to that port> to receive it.
         timeout: overall cap in seconds on top of the retransmission schedule. legacy: RFC 3489 request.
-        deadline: a `clock()` value, re-read after every wait (shared-RTT mode: default is time for as many
-        tries as the measured loss requires). any_source: accept the reply from any address (it is in
-        `source`, the caller judges it; a CHANGE-REQUEST then needs no known OTHER-ADDRESS).
+        deadline: a callable giving a `clock()` value, re-read after every wait (PacedTries: default is time
+        for as many tries as the measured loss requires). transaction_id: the (first) request's.
+        any_source: accept the reply from any address (it is in `source`, the caller judges it; a
+        CHANGE-REQUEST then needs no known OTHER-ADDRESS).
         """
         if self._transport is None:
             raise StunError("client not open (use `async with StunClient(...)`)")
@@ -219,16 +225,15 @@ class StunClient:
         req = binding_request(change_ip=change_ip, change_port=change_port, response_port=response_port,
                               padding=padding, software=self.software, legacy=legacy, transaction_id=transaction_id)
         policy = self.retransmit
-        timer: Timer
-        if isinstance(policy, SharedRttRetransmit):
-            timer = policy.timer(deadline)
-            data = encode_message(req, fingerprint=True)
-        else:
-            timer = policy.timer(dest[0], self.server_rtt, deadline)
-            data = encode_message(req)
         receiver = reply_via or self
-        txn = BindingTransaction(data, dest, timer=timer, accept=None if any_source else frozenset({expect}),
-                                 limit=timeout, local=receiver.local_address)
+        accept = None if any_source else frozenset({expect})
+        txn: Exchange
+        if isinstance(policy, PacedTries):
+            txn = Question(req, dest, rtt=policy.rtt, accept=accept, deadline=deadline, limit=timeout,
+                           local=receiver.local_address)
+        else:
+            txn = BindingTransaction(encode_message(req), dest, timer=policy.timer(dest[0], self.server_rtt, deadline),
+                                     accept=accept, limit=timeout, local=receiver.local_address)
         reply = await self._run(txn, receiver)
         if reply.other_address is not None and reply.error is None and not (change_ip or change_port):
             self._other[dest] = reply.other_address
@@ -246,12 +251,12 @@ class StunClient:
             raise StunError(f"cannot resolve STUN server: {exc}") from exc
         return (ips[0], port)
 
-    async def _run(self, txn: BindingTransaction, receiver: StunClient) -> BindingReply:
-        """Drive one transaction: send what it says, sleep until it wants waking or its reply came."""
-        if txn.key in receiver._pending:
-            raise StunError("duplicate transaction id")
+    async def _run(self, txn: Exchange, receiver: StunClient) -> BindingReply:
+        """Drive one exchange: send what it says (registering every transaction id it sends with the socket
+        the answer comes to), sleep until it wants waking or its reply came."""
         future: asyncio.Future[BindingReply] = asyncio.get_running_loop().create_future()
-        receiver._pending[txn.key] = _Pending(txn, future)
+        pending = _Pending(txn, future)
+        keys: list[bytes] = []
         clock = self.clock
         try:
             event: Transmit | Wait | GiveUp = txn.start(clock())
@@ -259,6 +264,11 @@ class StunClient:
                 if isinstance(event, GiveUp):
                     raise StunTimeout(event.reason)
                 if isinstance(event, Transmit):
+                    key = event.data[4:20]
+                    if receiver._pending.get(key, pending) is not pending:
+                        raise StunError("duplicate transaction id")
+                    receiver._pending[key] = pending
+                    keys.append(key)
                     self._send(event.data, event.dest)
                 delay = event.wake_at - clock()
                 if delay > 0 and not future.done():
@@ -267,7 +277,9 @@ class StunClient:
                     return future.result()
                 event = txn.on_timer(clock())
         finally:
-            receiver._pending.pop(txn.key, None)
+            for key in keys:
+                if receiver._pending.get(key) is pending:
+                    del receiver._pending[key]
 
     def _send(self, data: bytes, dest: Address) -> None:
         if self._transport is None:

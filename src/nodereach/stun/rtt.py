@@ -1,5 +1,7 @@
-"""One RTT and loss estimate shared by every STUN transaction of a diagnosis, and the loss-aware rule for how
-often to ask before silence counts as a negative answer (nodereach check's RFC 5780 tests)."""
+"""One RTT and loss estimate shared by every STUN question of a diagnosis, and the loss-aware rule for how often
+to ask before silence counts as a negative answer (nodereach check's RFC 5780 tests). The schedule that asks
+(stun.transaction.Question: a first try, after an RTO more tries half an RTT apart) reads its gaps, its number
+of tries and its give-up time from here."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import asyncio
 INITIAL_RTO = 0.25
 """Shared-RTT mode: retransmission timeout before any RTT was measured."""
 MIN_RTO = 0.03
-BACKOFF = 1.3
-"""Shared-RTT mode: growth of the retransmission interval per try (loss on an access link is rarely congestion)."""
+MIN_PACE = 0.01
+MIN_NEGATIVE = 0.12
+"""Never call silence "no" sooner than this once the RTT is known (a scheduling hiccup is not an answer)."""
 MISS_TARGET = 1e-4
 """A negative answer decides a classification: the chance that every try was lost must stay below this."""
 MIN_TRIES, MAX_TRIES = 4, 8
@@ -45,10 +48,10 @@ def tries_for_evidence(lost: int, tries: int, target: float = MISS_TARGET, lo: i
     return n
 
 
-def wait_for_tries(rto: float, tries: int, backoff: float = BACKOFF) -> float:
-    """Time from the first send until the reply to try number `tries` is due (sends every rto, growing by
-    `backoff`; the last one gets one rto for its reply)."""
-    return rto * (sum(backoff ** k for k in range(tries - 1)) + 1.0)
+def paced_wait(rto: float, pace: float, tries: int) -> float:
+    """How long a question asked as `tries` paced tries takes to become a "no": the first try, an RTO for its
+    answer, then the other tries `pace` apart, an RTO for the last one's answer."""
+    return 2 * rto + max(0, tries - 2) * pace
 
 
 class SharedRtt:
@@ -58,13 +61,9 @@ class SharedRtt:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.samples = 0
-        self.retransmits = 0
-        self.recovered = 0
-        """Replies that came only after a retransmission: evidence of loss on the path."""
         self.answered_tries = 0
         self.lost_tries = 0
-        """Tries of answered transactions, and how many of them went unanswered (every send before the one
-        that was answered counts as lost: conservative, a spurious retransmission looks like loss)."""
+        """Tries of answered questions (and answered TCP probes), and how many of them went unanswered."""
         self.first_sample = asyncio.Event()
         self.provisional = False
 
@@ -87,7 +86,7 @@ class SharedRtt:
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
     def record_answer(self, tries: int) -> None:
-        """A transaction was answered after `tries` sends: tries-1 of them count as lost."""
+        """A question was answered after `tries` tries: tries-1 of them count as lost."""
         self.answered_tries += tries
         self.lost_tries += tries - 1
 
@@ -99,7 +98,7 @@ class SharedRtt:
         return (self.lost_tries + PRIOR_LOST) / (self.answered_tries + PRIOR_ANSWERED)
 
     def tries_for_negative(self) -> int:
-        """How many tries a transaction needs before its silence is a negative answer (loss-aware)."""
+        """How many tries a question needs before its silence is a negative answer (loss-aware)."""
         return tries_for_evidence(self.lost_tries, self.answered_tries)
 
     @property
@@ -108,12 +107,18 @@ class SharedRtt:
             return INITIAL_RTO
         return max(MIN_RTO, self.srtt * 1.5 + 2 * self.rttvar + 0.01)
 
+    def pace(self) -> float:
+        """The gap between the tries of one question after the first RTO: half an RTT, so that the tries are
+        spread over a few RTTs (bursty loss on a real link does not take them all) without waiting an RTO for
+        each; before any RTT is known, an RTO."""
+        return self.rto if self.srtt is None else max(MIN_PACE, self.srtt / 2)
+
     def negative_wait(self, rtos: float | None = None) -> float:
         """How long to wait for an answer that may never come: `rtos` retransmission timeouts if given, else
-        time for as many tries as the loss seen so far requires (4..8; 4 tries take ~5 RTOs)."""
+        time for as many paced tries as the loss seen so far requires (4..8; `paced_wait`)."""
         rto = self.rto
-        wait = rto * rtos if rtos is not None else wait_for_tries(rto, self.tries_for_negative())
-        return wait if self.srtt is None else max(0.12, wait)
+        wait = rto * rtos if rtos is not None else paced_wait(rto, self.pace(), self.tries_for_negative())
+        return wait if self.srtt is None else max(MIN_NEGATIVE, wait)
 
 
 class PerServerRtt:

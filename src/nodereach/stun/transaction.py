@@ -1,42 +1,50 @@
-"""One STUN Binding transaction as a state machine without I/O (sans-IO, in the manner of h11).
+"""STUN Binding exchanges as state machines without I/O (sans-IO, in the manner of h11).
 
     txn = BindingTransaction(request_bytes, dest, timer=Rfc8489Retransmit().timer(), accept=frozenset({dest}))
     event = txn.start(now)                 # Transmit(data, dest, wake_at, attempt)
     event = txn.on_timer(now)              # when woken: Transmit (resend), Wait(wake_at) or GiveUp(reason)
     result = txn.receive(msg, source, now) # a BindingReply (the transaction is done) or an Ignored reason
 
+    q = Question(request_message, dest, rtt=shared_rtt, accept=None)   # the same three calls: a Transmit may
+                                                                       # carry a fresh transaction id
+
 The caller owns the socket and the clock: it sends what Transmit says, sleeps until `wake_at` or a datagram
-with this transaction's id arrives, and feeds either one back. Every time is a number the caller passes, so
-the schedules and the reply rules are tested on an injected clock (tests/test_stun_transaction.py);
-nodereach.stun.client.StunClient is the asyncio driver.
+with an id it sent arrives (`Transmit.data[4:20]`), and feeds either one back. Every time is a number the
+caller passes, so the schedules and the reply rules are tested on an injected clock
+(tests/test_stun_transaction.py); nodereach.stun.client.StunClient is the one asyncio driver of both.
 
-Two retransmission policies, as values:
-- `Rfc8489Retransmit`: RFC 8489 6.2.1 (RTO 500 ms doubling, Rc = 7 sends, last wait Rm x RTO); with
-  adaptive=True the RTO of a server that answered before comes from its own RFC 6298 estimate (PerServerRtt).
-- `SharedRttRetransmit`: the diagnosis schedule: a send every RTO of one estimate shared by every socket of
-  a run (SharedRtt), growing BACKOFF x per try, until a deadline callable re-read after every wait (so it
-  tightens as the RTT becomes known); loss bookkeeping for the negative answers (record_answer, recovered).
-Both apply Karn's rule: only a reply to a first transmission is an RTT sample.
+Two ways to ask, chosen by the client's policy:
+- `Rfc8489Retransmit` -> `BindingTransaction`: RFC 8489 6.2.1, one transaction id, retransmitted (RTO 500 ms
+  doubling, Rc = 7 sends, last wait Rm x RTO); with adaptive=True the RTO of a server that answered before
+  comes from its own RFC 6298 estimate (PerServerRtt). Karn's rule: only a reply to a first transmission is an
+  RTT sample.
+- `PacedTries` -> `Question`: the diagnosis schedule over one RTT/loss estimate shared by a whole run
+  (SharedRtt): a first try; if an RTO passes unanswered, more tries half an RTT apart, each a transaction of
+  its own with a fresh id and sent once (so an answer says which try it answers and is always an RTT sample),
+  as many as the loss evidence asks for (SharedRtt.tries_for_negative, re-read), until a deadline (by default
+  SharedRtt.negative_wait, re-read, so it follows the estimate). The first acceptable answer wins; the tries
+  left unanswered for an RTO are booked as lost (evidence for the next negative answer).
 
-Reply rules (why: a stray or spoofed reply would corrupt a NAT classification): same transaction id; a
-Binding success or error response; from an accepted source (the destination, or the alternate address a
-CHANGE-REQUEST expects, or anywhere with accept=None), except that an error response is also taken from the
-destination (a server refusing CHANGE-REQUEST answers from where the request went); a FINGERPRINT, if
-present, must be right (RFC 8489 7.3).
+Reply rules (why: a stray or spoofed reply would corrupt a NAT classification), one place for both: same
+transaction id; a Binding success or error response; from an accepted source (the destination, or the
+alternate address a CHANGE-REQUEST expects, or anywhere with accept=None), except that an error response is
+also taken from the destination (a server refusing CHANGE-REQUEST answers from where the request went); a
+FINGERPRINT, if present, must be right (RFC 8489 7.3).
 """
 
 from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from nodereach.stun import attributes as A
 from nodereach.stun.errors import StunError, StunErrorResponse
-from nodereach.stun.message import BINDING, ERROR, SUCCESS, StunMessage
-from nodereach.stun.rtt import BACKOFF, PerServerRtt, SharedRtt
+from nodereach.stun.message import BINDING, ERROR, SUCCESS, StunMessage, encode_message
+from nodereach.stun.rtt import PerServerRtt, SharedRtt
 
 Address = A.Address
 
@@ -53,11 +61,15 @@ class BindingReply:
     """OTHER-ADDRESS / CHANGED-ADDRESS: present only if the server runs RFC 5780 (3489) tests."""
     response_origin: Address | None
     rtt: float
-    """Seconds from the last transmission to the reply."""
+    """Seconds from the last transmission of the request it answers to the reply (a Question's tries are sent
+    once each: always an RTT sample there)."""
     error: tuple[int, str] | None = None
     """(code, reason) of an error response ((0, "") if it lacks ERROR-CODE), None for a success response."""
     attempts: int = 1
-    """Transmissions sent (1: answered at the first; more: evidence of loss, and no RTT sample)."""
+    """Requests sent: transmissions of one transaction (more than 1: loss, and no RTT sample), or tries of a
+    Question."""
+    lost: int = 0
+    """A Question's tries that stayed unanswered for an RTO before this answer came (loss evidence)."""
     local: Address = ("", 0)
     """The local address the reply arrived at."""
     legacy: bool = False
@@ -205,49 +217,6 @@ class Rfc8489Timer:
             self._per_server.sample(self._server, rtt)
 
 
-@dataclass(frozen=True)
-class SharedRttRetransmit:
-    """The diagnosis schedule over one SharedRtt (see module docstring)."""
-
-    rtt: SharedRtt
-    backoff: float = BACKOFF
-
-    def timer(self, deadline: Callable[[], float] | None = None) -> SharedRttTimer:
-        """deadline: a time.monotonic() value, re-read after every wait; default: time for as many tries as
-        the loss measured so far requires (SharedRtt.negative_wait, also re-read)."""
-        return SharedRttTimer(self.rtt, self.backoff, deadline)
-
-
-class SharedRttTimer:
-    __slots__ = ("_backoff", "_deadline", "_first", "_rtt", "_sends")
-
-    def __init__(self, rtt: SharedRtt, backoff: float, deadline: Callable[[], float] | None) -> None:
-        self._rtt, self._backoff, self._deadline = rtt, backoff, deadline
-        self._sends = 0
-        self._first = math.nan
-
-    def sent(self, now: float) -> float | None:
-        if self._sends:
-            self._rtt.retransmits += 1
-        else:
-            self._first = now
-        due = now + self._rtt.rto * self._backoff ** self._sends
-        self._sends += 1
-        return due
-
-    def give_up_at(self) -> float:
-        if self._deadline is not None:
-            return self._deadline()
-        return self._first + self._rtt.negative_wait()
-
-    def answered(self, attempts: int, rtt: float) -> None:
-        self._rtt.record_answer(attempts)
-        if attempts == 1:  # Karn: a reply after a resend is ambiguous, but it is evidence of loss
-            self._rtt.add(rtt)
-        else:
-            self._rtt.recovered += 1
-
-
 # --- the transaction -----------------------------------------------------------------------------------------
 class State(enum.Enum):
     NEW = "new"
@@ -337,4 +306,136 @@ class BindingTransaction:
         self.timer.answered(self.attempts, rtt)
         self.state = State.ANSWERED
         self.reply = BindingReply.of(msg, source, self.local, rtt, self.attempts)
+        return self.reply
+
+
+# --- one question asked as paced tries -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PacedTries:
+    """The diagnosis policy: every Binding request is a `Question` over one SharedRtt (module docstring)."""
+
+    rtt: SharedRtt
+
+
+class _SentOnce:
+    """A Question's try: sent once, never resent or given up on its own (the Question decides both)."""
+
+    __slots__ = ()
+
+    def sent(self, now: float) -> float | None:
+        return None
+
+    def give_up_at(self) -> float:
+        return math.inf
+
+    def answered(self, attempts: int, rtt: float) -> None:
+        """The Question books the answer (it knows which tries were lost)."""
+
+
+class Question:
+    """One question to one destination, asked as paced tries with fresh transaction ids (module docstring).
+
+    Each try is a BindingTransaction of its own (the one place of the reply rules); the Question decides when
+    the next one goes out, when silence is a "no", and books the answer into the SharedRtt: the winning try's
+    exact RTT, and the tries unanswered for an RTO as lost."""
+
+    __slots__ = ("_by_key", "_cap", "_deadline", "_first", "_new_id", "_next_at", "accept", "dest", "fingerprint",
+                 "limit", "local", "reply", "request", "rtt", "state", "tries")
+
+    def __init__(self, request: StunMessage, dest: Address, *, rtt: SharedRtt, accept: frozenset[Address] | None,
+                 deadline: Callable[[], float] | None = None, limit: float | None = None,
+                 local: Address = ("", 0), fingerprint: bool = True,
+                 new_id: Callable[[], bytes] | None = None) -> None:
+        """request: the first try as a message (its id is the first try's; later tries get `new_id()`, 12
+        random bytes by default, 16 for an RFC 3489 request); deadline: when silence is a "no" (a value of
+        the caller's clock, re-read at every wake; default: first send + rtt.negative_wait(), re-read too);
+        limit: an overall cap in seconds from start(); accept, local: as BindingTransaction."""
+        self.request = request
+        self.dest = dest
+        self.rtt = rtt
+        self.accept = accept
+        self.limit = limit
+        self.local = local
+        self.fingerprint = fingerprint
+        size = len(request.transaction_id)
+        self._new_id = new_id or (lambda: os.urandom(size))
+        self._deadline = deadline
+        self.state = State.NEW
+        self.tries: list[tuple[float, BindingTransaction]] = []
+        """(send time, the try's transaction), in the order sent."""
+        self.reply: BindingReply | None = None
+        self._by_key: dict[bytes, BindingTransaction] = {}
+        self._first = 0.0
+        self._cap = math.inf
+        self._next_at = math.inf
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (State.ANSWERED, State.FAILED)
+
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """Cookie + transaction id of every try sent so far (what replies are matched on)."""
+        return tuple(self._by_key)
+
+    def start(self, now: float) -> Transmit:
+        if self.state is not State.NEW:
+            raise StunError("question already started")
+        self.state = State.WAITING
+        self._first = now
+        if self.limit is not None:
+            self._cap = now + self.limit
+        return self._ask(now, self.request.transaction_id)
+
+    def _ask(self, now: float, tid: bytes) -> Transmit:
+        msg = StunMessage(self.request.method, self.request.cls, tid, list(self.request.attributes))
+        txn = BindingTransaction(encode_message(msg, fingerprint=self.fingerprint), self.dest, timer=_SentOnce(),
+                                 accept=self.accept, local=self.local)
+        if txn.key in self._by_key:
+            raise StunError("duplicate transaction id")
+        sent = txn.start(now)
+        self._by_key[txn.key] = txn
+        self.tries.append((now, txn))
+        # after the first try an RTO for its answer; then half an RTT between tries (both read now)
+        self._next_at = now + (self.rtt.rto if len(self.tries) == 1 else self.rtt.pace())
+        return replace(sent, wake_at=self._wake(), attempt=len(self.tries))
+
+    def _give_up_at(self) -> float:
+        end = self._deadline() if self._deadline is not None else self._first + self.rtt.negative_wait()
+        return min(self._cap, end)
+
+    def _more(self) -> bool:
+        return len(self.tries) < self.rtt.tries_for_negative()
+
+    def _wake(self) -> float:
+        return min(self._next_at if self._more() else math.inf, self._give_up_at())
+
+    def on_timer(self, now: float) -> Transmit | Wait | GiveUp:
+        """Woken without an answer: the next try (a fresh id), wait on, or give up (silence is a "no")."""
+        if self.state is not State.WAITING:
+            raise StunError(f"question is {self.state.value}, not waiting")
+        if now >= self._give_up_at():
+            self.state = State.FAILED
+            return GiveUp(f"no STUN reply from {self.dest[0]}:{self.dest[1]} after {len(self.tries)} tries "
+                          f"({now - self._first:.2f}s)", len(self.tries))
+        if self._more() and now >= self._next_at:
+            return self._ask(now, self._new_id())
+        return Wait(self._wake())
+
+    def receive(self, msg: StunMessage, source: Address, now: float) -> BindingReply | Ignored:
+        """A parsed message carrying one of this question's ids arrived from `source` at `now`."""
+        if self.state is not State.WAITING:
+            return Ignored.FINISHED
+        txn = self._by_key.get(msg.key)
+        if txn is None:
+            return Ignored.OTHER_TRANSACTION
+        answer = txn.receive(msg, source, now)
+        if not isinstance(answer, BindingReply):
+            return answer
+        self.rtt.add(answer.rtt)  # sent once: an unambiguous sample
+        rto = self.rtt.rto
+        lost = sum(1 for at, t in self.tries if t is not txn and now - at >= rto)
+        self.rtt.record_answer(lost + 1)
+        self.state = State.ANSWERED
+        self.reply = replace(answer, attempts=len(self.tries), lost=lost)
         return self.reply
