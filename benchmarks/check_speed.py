@@ -208,10 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         base_times: list[float] = []
         base_probe: list[float] = []
         answer, ok, conclusive = "", True, 0
-        base_answer, base_ok = "", True
-        for _ in range(runs):
-            # With a baseline both trees start the same way (python -m nodereach.cli), this one first.
-            for tree in ([str(REPO), args.baseline] if args.baseline else [None]):
+        base_answer, base_ok, base_conclusive = "", True, 0
+        for run in range(runs):
+            # With a baseline both trees start the same way (python -m nodereach.cli), in turns first (the
+            # first of a pair may find the lab's caches or the host's load different).
+            pair = [str(REPO), args.baseline] if run % 2 == 0 else [args.baseline, str(REPO)]
+            for tree in (pair if args.baseline else [None]):
                 if args.node:
                     took, text, good, doc = run_nodereach(lab, 18080, ("tcp",), node="monero", source=tree)
                 else:
@@ -220,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 if tree is not None and tree == args.baseline:
                     base_times.append(took)
                     base_probe.append(doc["duration_s"])
-                    base_answer, base_ok = text, base_ok and good
+                    base_answer, base_ok, base_conclusive = text, base_ok and good, base_conclusive + good
+                    if not good:
+                        print(f"  inconclusive baseline run ({doc['duration_s']:.2f} s): {text}")
                     continue
                 answer = text
                 times.append(took)
@@ -254,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
           f"and `ip netns exec`. Conclusive runs: {conclusive} of {runs}.")
     if base_probe:
         print(f"baseline tree {args.baseline}: probing median {statistics.median(base_probe):.2f} s, min "
-              f"{min(base_probe):.2f} s (runs alternated with this tree's in the same lab)")
+              f"{min(base_probe):.2f} s, max {max(base_probe):.2f} s; conclusive {base_conclusive} of {runs} (runs "
+              f"alternated with this tree's in the same lab, each tree first in turn)")
     print("Why RFC 3489 tools can misread a port-restricted Linux NAT as symmetric: their CHANGE-REQUEST test runs "
           "on the same socket before the mapping test; the filtered reply from the alternate address leaves an "
           "UNREPLIED conntrack entry on the router that blocks the preserved port toward that address, so the "
