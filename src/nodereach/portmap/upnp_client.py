@@ -21,41 +21,23 @@ References used below:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
-import typing
-from collections.abc import Callable
 from typing import Any
 
-from async_upnp_client.client import UpnpDevice, UpnpService
-from async_upnp_client.client_factory import UpnpFactory
-from async_upnp_client.exceptions import UpnpError
-
 from nodereach.net import Transport
-from nodereach.portmap import upnp_notify
-from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
+from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, PortmapError
-from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.http import ForbiddenUrl, GuardedRequester, SoapFault, check_url, parse_soap
-from nodereach.portmap.ssdp import Found, search_igd
+from nodereach.portmap.http import SoapFault
+from nodereach.portmap.ssdp import Found
+from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
-SERVICE_TYPES = (
-    "urn:schemas-upnp-org:service:WANIPConnection:2",
-    "urn:schemas-upnp-org:service:WANIPConnection:1",
-    "urn:schemas-upnp-org:service:WANPPPConnection:1",
-)
 DESCRIPTION = "nodereach"
 MAX_LIST = 512
 """Most entries read from GetGenericPortMappingEntry (a lying router could claim millions)."""
 
-# UPnP action error codes (UPnPError/errorCode in a SOAP fault), named as the specs name them.
-ERR_INVALID_ARGS = 402
-"""Invalid Args (UPnP Device Architecture 1.0 §3.2.2); some routers also use it for 'no lease allowed'."""
-ERR_NOT_AUTHORIZED = 606
-"""Action not authorized ([IGD2] AddPortMapping). miniupnpd answers it when its permission rules refuse the
-port (its sample miniupnpd.conf#L182-L186 and the lab's config allow only 1024-65535): upnpsoap.c#L568,
-the rule check in upnpredirect.c#L353-L357."""
+# UPnP action error codes (UPnPError/errorCode in a SOAP fault), named as the specs name them; 402 and 606
+# (ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED) are in upnp_device.py: the pinhole service answers them too.
 ERR_BAD_INDEX = 713
 """SpecifiedArrayIndexInvalid ([IGD1] §2.4.14 GetGenericPortMappingEntry): the end of the list (the spec has
 no entry count), upnpsoap.c#L1081."""
@@ -89,89 +71,22 @@ def stable_ports(local: str, protocol: str, internal_port: int, count: int = 4) 
     return ports
 
 
-async def load_device(gw: Gateway, found: Found, *, wait: float, local_address: str | None = None) -> UpnpDevice:
-    """The device description at found.location, fetched only from found.host (which must be on the LAN).
-    `local_address` binds our end of every HTTP connection (IPv6 pinholes: the caller must be the pinhole's
-    internal client)."""
-    if not gw.on_link(found.host):
-        raise ForbiddenUrl(f"UPnP device {found.host} is not on the local network: refused")
-    check_url(found.location, found.host)
-    requester = GuardedRequester(found.host, timeout=wait, local_address=local_address)
-    try:
-        async with asyncio.timeout(wait * 2):
-            return await UpnpFactory(requester, non_strict=True).async_create_device(found.location)
-    except ForbiddenUrl:
-        raise
-    except (UpnpError, TimeoutError, ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise PortmapError(f"UPnP: unusable device description at {found.location}: "
-                           f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-
-
-async def soap_call(service: UpnpService, requester: GuardedRequester, host: str, action: str, request_s: float,
-                    **kwargs: Any) -> dict[str, str]:
-    """Raw SOAP action: request built by async-upnp-client, reply parsed here (bounded, defusedxml)."""
-    if not service.has_action(action):
-        raise PortmapError(f"UPnP: the gateway does not offer {action}")
-    try:
-        request = service.action(action).create_request(request_timeout=request_s, **kwargs)
-    except Exception as exc:  # voluptuous/ValueError from a lying SCPD's argument types
-        raise PortmapError(f"UPnP: cannot build {action}: {str(exc)[:200]}") from exc
-    check_url(request.url, host)
-    try:
-        response = await requester.async_http_request(request)
-    except UpnpError as exc:
-        raise PortmapError(f"UPnP {action}: {str(exc)[:200]}") from exc
-    return parse_soap(action, response.status_code, response.body or "")
-
-
-class UpnpClient:
-    method: Method = "upnp"
-
-    def __init__(self, gw: Gateway, found: Found, device: UpnpDevice, service: UpnpService, *, timeout: float) -> None:
-        self.gateway = found.host
-        self.gw = gw
-        self.found = found
-        self.device = device
-        self.service = service
-        # the factory was built with our GuardedRequester, so every service carries it
-        self.requester = typing.cast(GuardedRequester, service.requester)
-        self.timeout = timeout
-        self.permanent_only = False
+class UpnpClient(IgdService):
+    SERVICE_TYPES = (
+        "urn:schemas-upnp-org:service:WANIPConnection:2",
+        "urn:schemas-upnp-org:service:WANIPConnection:1",
+        "urn:schemas-upnp-org:service:WANPPPConnection:1",
+    )
+    permanent_only = False
+    """Set when the router accepted only a permanent lease (725/402, see _add): the keeper deletes on exit."""
 
     @classmethod
-    async def discover(cls, gw: Gateway, *, wait: float) -> UpnpClient:
-        """SSDP search, then the description (same host as the SSDP reply) and a WAN*Connection service."""
-        found = await search_igd(gw, wait=wait)
-        return await cls.from_location(gw, found, wait=wait)
-
-    @classmethod
-    async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> UpnpClient:
-        """Load the description at found.location (only from found.host, which must be on the LAN)."""
-        device = await load_device(gw, found, wait=wait)
-        for stype in SERVICE_TYPES:
-            for svc in device.all_services:
-                if svc.service_type == stype:
-                    check_url(svc.control_url, found.host)
-                    return cls(gw, found, device, svc, timeout=wait)
-        raise PortmapError(f"UPnP: {found.location} offers no WANIPConnection/WANPPPConnection service")
+    def _no_service(cls, found: Found) -> PortmapError:
+        return PortmapError(f"UPnP: {found.location} offers no WANIPConnection/WANPPPConnection service")
 
     @property
     def version(self) -> int:
         return int(self.service.service_type.rsplit(":", 1)[-1])
-
-    @property
-    def uuids(self) -> list[str]:
-        """The UDNs of the gateway's device tree: the USNs its own NOTIFYs carry."""
-        return [d.udn for d in self.device.all_devices if d.udn]
-
-    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
-        """SSDP NOTIFYs from the gateway: a restart re-creates the mappings at once (upnp_notify.py)."""
-        return await upnp_notify.listen(self.found.host, self.gw.local_address, self.uuids, self.found.boot_id,
-                                        nudge)
-
-    async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
-        """Raw SOAP action: request built by the library, reply parsed here (bounded, defusedxml)."""
-        return await soap_call(self.service, self.requester, self.found.host, action, self.timeout, **kwargs)
 
     async def external_address(self) -> str | None:
         out = await self.call("GetExternalIPAddress")
@@ -312,7 +227,4 @@ class UpnpClient:
     async def delete(self, protocol: Transport, external_port: int) -> None:
         await self.call("DeletePortMapping", NewRemoteHost="", NewExternalPort=external_port,
                         NewProtocol=protocol.upper())
-
-    async def close(self) -> None:
-        return None
 

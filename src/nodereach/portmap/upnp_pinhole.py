@@ -15,20 +15,15 @@ References:
 
 from __future__ import annotations
 
-import typing
-from collections.abc import Callable
-from typing import Any
-
 from async_upnp_client.client import UpnpDevice, UpnpService
 
 from nodereach.net import Transport, canonical
-from nodereach.portmap import upnp_notify
-from nodereach.portmap.base import Grant, Listener, Method, Poll, Slot
+from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, NotOffered, PortmapError
 from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.http import GuardedRequester, SoapFault, check_url
-from nodereach.portmap.ssdp import Found, search_igd
-from nodereach.portmap.upnp_client import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, load_device, soap_call
+from nodereach.portmap.http import SoapFault
+from nodereach.portmap.ssdp import Found
+from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
 SERVICE_TYPE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
 PROTOCOL_NUMBERS: dict[Transport, int] = {"tcp": 6, "udp": 17}
@@ -76,21 +71,15 @@ def pinhole_error(fault: SoapFault, port: int, protocol: str) -> PortmapError:
     return PortmapError(f"{what}: error {fault.code} ({fault.description})", f"retry later, {by_hand}")
 
 
-class UpnpPinholeClient:
+class UpnpPinholeClient(IgdService):
     """Driver for IPv6 pinholes over UPnP. Every SOAP call leaves from the host's stable global address (the
     pinhole's internal client), over the description's IPv6 URL."""
 
-    method: Method = "upnp"
+    SERVICE_TYPES = (SERVICE_TYPE,)
 
     def __init__(self, gw: Gateway, found: Found, device: UpnpDevice, service: UpnpService, *,
                  timeout: float) -> None:
-        self.gateway = found.host
-        self.gw = gw
-        self.found = found
-        self.device = device
-        self.service = service
-        self.requester = typing.cast(GuardedRequester, service.requester)
-        self.timeout = timeout
+        super().__init__(gw, found, device, service, timeout=timeout)
         # miniupnpd 2.3.1 compares InternalClient with the caller's address as text (PinholeVerification():
         # strcmp() of inet_ntop(client) and the argument; 606 otherwise: measured in the lab, an expanded or
         # upper-case form of the same address is refused; later versions compare the binary addresses).
@@ -98,27 +87,17 @@ class UpnpPinholeClient:
         self.internal_client = canonical(gw.local_address)
 
     @classmethod
-    async def discover(cls, gw: Gateway, *, wait: float) -> UpnpPinholeClient:
-        """SSDP over IPv6 (ff02::c and unicast), then the description over IPv6 from the host that answered."""
-        found = await search_igd(gw, wait=wait)
-        return await cls.from_location(gw, found, wait=wait)
-
-    @classmethod
-    async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> UpnpPinholeClient:
+    def _http_source(cls, gw: Gateway, found: Found) -> str | None:
         if ":" not in found.host:
             # SOAP over IPv4 comes from an IPv4 address: AddPinhole is then always refused (606)
             raise NotOffered(f"UPnP: the gateway's description is at an IPv4 URL ({found.location}); IPv6 "
                                "pinholes need it over IPv6")
-        device = await load_device(gw, found, wait=wait, local_address=gw.local_address)
-        for svc in device.all_services:
-            if svc.service_type == SERVICE_TYPE:
-                check_url(svc.control_url, found.host)
-                return cls(gw, found, device, svc, timeout=wait)
-        raise NotOffered(f"UPnP: {found.location} offers no IPv6 firewall control (WANIPv6FirewallControl:1)",
-                           "allow inbound to the port in the router's IPv6 firewall by hand")
+        return gw.local_address  # the pinhole's internal client must be the caller
 
-    async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
-        return await soap_call(self.service, self.requester, self.found.host, action, self.timeout, **kwargs)
+    @classmethod
+    def _no_service(cls, found: Found) -> PortmapError:
+        return NotOffered(f"UPnP: {found.location} offers no IPv6 firewall control (WANIPv6FirewallControl:1)",
+                          "allow inbound to the port in the router's IPv6 firewall by hand")
 
     async def firewall_status(self) -> tuple[bool, bool]:
         """(firewall enabled, inbound pinholes allowed): GetFirewallStatus ([6FC] §2.4.1)."""
@@ -219,15 +198,3 @@ class UpnpPinholeClient:
 
     async def external_address(self) -> str | None:
         return self.internal_client
-
-    @property
-    def uuids(self) -> list[str]:
-        return [d.udn for d in self.device.all_devices if d.udn]
-
-    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
-        """The gateway's NOTIFYs on ff02::c (from its link-local address): a restart re-opens at once."""
-        return await upnp_notify.listen(self.found.host, self.gw.local_address, self.uuids, self.found.boot_id,
-                                        nudge)
-
-    async def close(self) -> None:
-        return None

@@ -1,0 +1,137 @@
+"""One service of the gateway's UPnP IGD device, as both UPnP drivers hold it: discovery (SSDP, then the
+description from the host that answered), guarded SOAP calls, the device's UUIDs and the restart watch.
+
+`upnp_client.UpnpClient` (IPv4 port mappings, WANIPConnection) and `upnp_pinhole.UpnpPinholeClient` (IPv6
+pinholes, WANIPv6FirewallControl) are subclasses that add their service's actions: a fix to discovery, to
+how a call is guarded or to the restart watch is made here, once.
+
+References:
+- [UDA] UPnP Device Architecture 1.0 (2008), §3.2.2 (the action error codes every service shares):
+  https://upnp.org/specs/arch/UPnP-arch-DeviceArchitecture-v1.0.pdf
+- [IGD2] UPnP WANIPConnection:2 Service (SDCP, 2010), AddPortMapping:
+  https://upnp.org/specs/gw/UPnP-gw-WANIPConnection-v2-Service.pdf
+- [miniupnpd] miniupnpd 2.3.1 (the lab's router; Debian's). Files named below are at
+  https://github.com/miniupnp/miniupnp/blob/miniupnpd_2_3_1/miniupnpd/
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
+
+from async_upnp_client.client import UpnpDevice, UpnpService
+from async_upnp_client.client_factory import UpnpFactory
+from async_upnp_client.exceptions import UpnpError
+
+from nodereach.portmap import upnp_notify
+from nodereach.portmap.base import Listener, Method
+from nodereach.portmap.errors import PortmapError
+from nodereach.portmap.gateway import Gateway
+from nodereach.portmap.http import ForbiddenUrl, GuardedRequester, check_url, parse_soap
+from nodereach.portmap.ssdp import Found, search_igd
+
+# UPnP action error codes (UPnPError/errorCode in a SOAP fault) that more than one service answers.
+ERR_INVALID_ARGS = 402
+"""Invalid Args ([UDA] §3.2.2); some routers also use it for 'no lease allowed'."""
+ERR_NOT_AUTHORIZED = 606
+"""Action not authorized ([IGD2] AddPortMapping). miniupnpd answers it when its permission rules refuse the
+port (its sample miniupnpd.conf#L182-L186 and the lab's config allow only 1024-65535): upnpsoap.c#L568,
+the rule check in upnpredirect.c#L353-L357; and (PinholeVerification in upnpsoap.c) to an AddPinhole for an
+address other than the caller's."""
+
+
+async def load_device(gw: Gateway, found: Found, *, wait: float, local_address: str | None = None) -> UpnpDevice:
+    """The device description at found.location, fetched only from found.host (which must be on the LAN).
+    `local_address` binds our end of every HTTP connection (IPv6 pinholes: the caller must be the pinhole's
+    internal client)."""
+    if not gw.on_link(found.host):
+        raise ForbiddenUrl(f"UPnP device {found.host} is not on the local network: refused")
+    check_url(found.location, found.host)
+    requester = GuardedRequester(found.host, timeout=wait, local_address=local_address)
+    try:
+        async with asyncio.timeout(wait * 2):
+            return await UpnpFactory(requester, non_strict=True).async_create_device(found.location)
+    except ForbiddenUrl:
+        raise
+    except (UpnpError, TimeoutError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise PortmapError(f"UPnP: unusable device description at {found.location}: "
+                           f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+class IgdService:
+    """A driver's hold on one service of the gateway's IGD device; subclasses name the service types they
+    speak (`SERVICE_TYPES`) and what it means when the device offers none (`_no_service`)."""
+
+    method: Method = "upnp"
+    SERVICE_TYPES: ClassVar[tuple[str, ...]]
+    """The service types this driver speaks, the preferred first."""
+
+    def __init__(self, gw: Gateway, found: Found, device: UpnpDevice, service: UpnpService, *,
+                 timeout: float) -> None:
+        self.gateway = found.host
+        self.gw = gw
+        self.found = found
+        self.device = device
+        self.service = service
+        # the factory was built with our GuardedRequester, so every service carries it
+        self.requester = typing.cast(GuardedRequester, service.requester)
+        self.timeout = timeout
+
+    @classmethod
+    async def discover(cls, gw: Gateway, *, wait: float) -> Self:
+        """SSDP search (over IPv6: ff02::c and unicast), then the description from the host that answered."""
+        found = await search_igd(gw, wait=wait)
+        return await cls.from_location(gw, found, wait=wait)
+
+    @classmethod
+    async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> Self:
+        """Load the description at found.location (only from found.host, which must be on the LAN) and hold the
+        first of SERVICE_TYPES it offers."""
+        device = await load_device(gw, found, wait=wait, local_address=cls._http_source(gw, found))
+        for stype in cls.SERVICE_TYPES:
+            for svc in device.all_services:
+                if svc.service_type == stype:
+                    check_url(svc.control_url, found.host)
+                    return cls(gw, found, device, svc, timeout=wait)
+        raise cls._no_service(found)
+
+    @classmethod
+    def _http_source(cls, gw: Gateway, found: Found) -> str | None:
+        """Our end of every HTTP connection to the device (None: the kernel's choice); raises when the
+        device cannot serve this driver from where it answered."""
+        return None
+
+    @classmethod
+    def _no_service(cls, found: Found) -> PortmapError:
+        raise NotImplementedError
+
+    @property
+    def uuids(self) -> list[str]:
+        """The UDNs of the gateway's device tree: the USNs its own NOTIFYs carry."""
+        return [d.udn for d in self.device.all_devices if d.udn]
+
+    async def watch(self, nudge: Callable[[], None]) -> Listener | None:
+        """SSDP NOTIFYs from the gateway (over IPv6 on ff02::c, from its link-local address): a restart
+        re-creates the mappings or re-opens the pinholes at once (upnp_notify.py)."""
+        return await upnp_notify.listen(self.found.host, self.gw.local_address, self.uuids, self.found.boot_id,
+                                        nudge)
+
+    async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
+        """Raw SOAP action: request built by async-upnp-client, reply parsed here (bounded, defusedxml)."""
+        if not self.service.has_action(action):
+            raise PortmapError(f"UPnP: the gateway does not offer {action}")
+        try:
+            request = self.service.action(action).create_request(request_timeout=self.timeout, **kwargs)
+        except Exception as exc:  # voluptuous/ValueError from a lying SCPD's argument types
+            raise PortmapError(f"UPnP: cannot build {action}: {str(exc)[:200]}") from exc
+        check_url(request.url, self.found.host)
+        try:
+            response = await self.requester.async_http_request(request)
+        except UpnpError as exc:
+            raise PortmapError(f"UPnP {action}: {str(exc)[:200]}") from exc
+        return parse_soap(action, response.status_code, response.body or "")
+
+    async def close(self) -> None:
+        return None
