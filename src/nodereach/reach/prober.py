@@ -11,10 +11,13 @@ import errno
 import itertools
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from nodereach.reach import codec
+
+A = TypeVar("A")
 
 # On-wire sizes used for the amplification budget (IPv4 headers; IPv6 adds 20 per packet, accounted below).
 TCP_SYN_BYTES = 60
@@ -215,72 +218,118 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
             attempt.sock.close()
 
 
-class _UdpProbe(asyncio.DatagramProtocol):
-    def __init__(self, token: bytes) -> None:
-        self.token = token
-        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+class Decider(asyncio.DatagramProtocol, Generic[A]):
+    """The protocol of a connected UDP socket whose first decision ends the exchange: an answer the subclass
+    recognises (`decide`), or an ICMP error."""
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        try:
-            m = codec.decode(data)
-        except codec.DialbackCodecError:
-            return
-        if m.kind == codec.Kind.ECHO and m.token == self.token and not self.done.done():
-            self.done.set_result("ok")
+    def __init__(self) -> None:
+        self.done: asyncio.Future[A | str] = asyncio.get_running_loop().create_future()
+
+    def decide(self, answer: A | str) -> None:
+        if not self.done.done():
+            self.done.set_result(answer)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable on a connected UDP socket: nothing listens (or a filter rejects).
-        if not self.done.done():
-            self.done.set_result(reason_for(exc))
+        self.decide(reason_for(exc))
+
+    @property
+    def answer(self) -> A | None:
+        """What decided, unless it was an ICMP error or nothing did."""
+        result = self.done.result() if self.done.done() else None
+        return None if isinstance(result, str) else result
 
 
-async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, timeout: float,  # noqa: ASYNC109
-                    budget: int, expect_echo: bool) -> ProbeOutcome:
-    """Send the token datagram (retransmitted within the deadline and the byte budget) and wait for the echo.
+class OverBudget(Exception):
+    """Not even one datagram fits the byte budget."""
 
-    Without an echo: `expect_echo` (the client said its own listener holds the port) makes it "not reachable,
-    timeout"; otherwise UDP cannot tell (a node ignores unknown datagrams): reachable None, "no-echo".
-    """
-    loop = asyncio.get_running_loop()
-    msg = codec.probe(token)
-    size = len(msg) + UDP_OVERHEAD + (20 if _family(host) == socket.AF_INET6 else 0)
-    max_sends = min(len(SCHEDULE), budget // size)
-    if max_sends < 1:
-        return ProbeOutcome(None, "error", source=source)
+    def __init__(self, need: int) -> None:
+        super().__init__(need)
+        self.need = need
+
+
+def datagram_bytes(payload: int, ipv6: bool = False) -> int:
+    """On-wire bytes of one datagram carrying `payload` bytes (IP and UDP headers)."""
+    return payload + UDP_OVERHEAD + (20 if ipv6 else 0)
+
+
+async def send_datagrams(host: str, port: int, packet: bytes, decider: Decider[A], *,
+                            source: str | None, timeout: float, budget: int,  # noqa: ASYNC109
+                            at: Sequence[float]) -> ProbeOutcome:
+    """Send `packet` to host:port at the fractions `at` of `timeout` (as many as `budget` pays for, counted
+    on the wire) until the decider decides; the last wait runs to the deadline. Every datagram probe and proof
+    goes through here, so nothing else decides how many bytes a request buys.
+
+    The outcome: reachable when the decider took an answer (`decider.answer`), not reachable by an ICMP error
+    (refused, unreachable: its reason), or "timeout" when nothing decided. Raises OverBudget before any
+    socket exists, OSError when the socket cannot be made or connected."""
+    size = datagram_bytes(len(packet), _family(host) == socket.AF_INET6)
+    sends = min(len(at), budget // size)
+    if sends < 1:
+        raise OverBudget(size)
+    sock = make_socket(host, socket.SOCK_DGRAM, source)
     try:
-        sock = make_socket(host, socket.SOCK_DGRAM, source)
         sock.connect((host, port))
-    except OSError as exc:
-        return ProbeOutcome(None, reason_for(exc), source=source)
-    transport, proto = await loop.create_datagram_endpoint(lambda: _UdpProbe(token), sock=sock)
+    except OSError:
+        sock.close()
+        raise
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: decider, sock=sock)
     src = sock.getsockname()[0]
     sent = 0
     start = time.monotonic()
-    last_send = start
+    deadline = start + timeout
     try:
-        # Sends on SCHEDULE (fractions of T, all in its first half), as many as the budget allows.
-        at = [start + f * timeout for f in SCHEDULE[:max_sends]]
-        gaps = [b - a for a, b in itertools.pairwise(at)]
-        deadline = start + timeout
+        gaps = [(b - a) * timeout for a, b in itertools.pairwise(at[:sends])]
         for gap in [*gaps, None]:
             last_send = time.monotonic()
-            transport.sendto(msg)
+            transport.sendto(packet)
             sent += size
             wait = (deadline - last_send) if gap is None else min(gap, deadline - last_send)
             if wait <= 0:
                 break
             try:
                 async with asyncio.timeout(wait):
-                    result = await asyncio.shield(proto.done)
+                    result = await asyncio.shield(decider.done)
             except TimeoutError:
                 continue
-            now = time.monotonic()
-            if result == "ok":
-                return ProbeOutcome(True, "ok", rtt_ms=(now - last_send) * 1000, verified=True, source=src,
-                                    bytes_sent=sent)
-            return ProbeOutcome(False, result, rtt_ms=(now - last_send) * 1000, source=src, bytes_sent=sent)
-        if expect_echo:
-            return ProbeOutcome(False, "timeout", source=src, bytes_sent=sent)
-        return ProbeOutcome(None, "no-echo", source=src, bytes_sent=sent)
+            rtt_ms = (time.monotonic() - last_send) * 1000
+            if isinstance(result, str):
+                return ProbeOutcome(False, result, rtt_ms=rtt_ms, source=src, bytes_sent=sent)
+            return ProbeOutcome(True, "ok", rtt_ms=rtt_ms, source=src, bytes_sent=sent)
+        return ProbeOutcome(False, "timeout", source=src, bytes_sent=sent)
     finally:
         transport.close()
+
+
+class _UdpProbe(Decider[codec.Message]):
+    def __init__(self, token: bytes) -> None:
+        super().__init__()
+        self.token = token
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            m = codec.decode(data)
+        except codec.DialbackCodecError:
+            return
+        if m.kind == codec.Kind.ECHO and m.token == self.token:
+            self.decide(m)
+
+
+async def probe_udp(host: str, port: int, *, token: bytes, source: str | None, timeout: float,  # noqa: ASYNC109
+                    budget: int, expect_echo: bool) -> ProbeOutcome:
+    """Send the token datagram (on SCHEDULE, as many as the budget allows) and wait for the echo.
+
+    Without an echo: `expect_echo` (the client said its own listener holds the port) makes it "not reachable,
+    timeout"; otherwise UDP cannot tell (a node ignores unknown datagrams): reachable None, "no-echo".
+    """
+    try:
+        outcome = await send_datagrams(host, port, codec.probe(token), _UdpProbe(token), source=source,
+                                       timeout=timeout, budget=budget, at=SCHEDULE)
+    except OverBudget:
+        return ProbeOutcome(None, "error", source=source)
+    except OSError as exc:
+        return ProbeOutcome(None, reason_for(exc), source=source)
+    outcome.verified = outcome.reachable is True  # only our token's echo decides
+    if outcome.reason == "timeout" and not expect_echo:
+        outcome.reachable, outcome.reason = None, "no-echo"
+    return outcome

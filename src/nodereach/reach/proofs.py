@@ -30,10 +30,13 @@ from nodereach.p2p.exchange import (
 from nodereach.reach.prober import (
     TCP_SEGMENT_OVERHEAD,
     TCP_SYN_BYTES,
-    UDP_OVERHEAD,
+    Decider,
+    OverBudget,
     ProbeOutcome,
+    datagram_bytes,
     make_socket,
     reason_for,
+    send_datagrams,
     syns,
 )
 
@@ -45,7 +48,9 @@ and a long path, and the request's own timeout may be shorter."""
 MSS = 1448
 RECEIVE_ACKS = 2
 """ACK segments reserved for the peer's answer (it fits one or two segments; delayed ACKs halve the count)."""
-MAX_UDP_SENDS = 3
+UDP_SENDS = (0.0, 0.25, 0.5)
+"""When a UDP proof's datagram goes out, as fractions of its deadline: resent at T/4 and T/2 (a lost datagram
+does not decide), as many as the budget pays for; the last wait runs to the deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,7 @@ def min_request_bytes(spec: ProofSpec, ipv6: bool = False) -> int:
     ex = exchange_for(spec, "2001:db8::1" if ipv6 else "192.0.2.1", 1)
     if TRANSPORT[spec.protocol] == "tcp":
         return tcp_cost(len(ex.request()), ipv6)
-    return len(ex.request()) + UDP_OVERHEAD + (20 if ipv6 else 0)
+    return datagram_bytes(len(ex.request()), ipv6)
 
 
 async def prove(spec: ProofSpec, host: str, port: int, *, source: str | None, timeout: float,  # noqa: ASYNC109
@@ -176,10 +181,10 @@ async def prove_tcp(exchange: StreamExchange, host: str, port: int, *, source: s
         sock.close()
 
 
-class _Datagrams(asyncio.DatagramProtocol):
+class _Datagrams(Decider[Answer]):
     def __init__(self, exchange: DatagramExchange) -> None:
+        super().__init__()
         self.exchange = exchange
-        self.done: asyncio.Future[Answer | str] = asyncio.get_running_loop().create_future()
         self.received = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
@@ -188,59 +193,29 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.received += 1
         answer = self.exchange.feed(data)
         if answer is not None:
-            self.done.set_result(answer)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.done.done():
-            self.done.set_result(reason_for(exc))
+            self.decide(answer)
 
 
 async def prove_udp(exchange: DatagramExchange, host: str, port: int, *, source: str | None,
                     timeout: float, budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:  # noqa: ASYNC109
     """Send the exchange's datagram (resent within the deadline and the budget); its answer decides."""
-    loop = asyncio.get_running_loop()
-    packet = exchange.request()
-    size = len(packet) + UDP_OVERHEAD + (20 if ":" in host else 0)
-    sends = min(MAX_UDP_SENDS, budget // size)
-    if sends < 1:
-        return _too_small(exchange.protocol, size, budget, source)
+    datagrams = _Datagrams(exchange)
     try:
-        sock = make_socket(host, socket.SOCK_DGRAM, source)
-        sock.connect((host, port))
+        outcome = await send_datagrams(host, port, exchange.request(), datagrams, source=source, timeout=timeout,
+                                       budget=budget, at=UDP_SENDS)
+    except OverBudget as over:
+        return _too_small(exchange.protocol, over.need, budget, source)
     except OSError as exc:
         return ProbeOutcome(None, reason_for(exc), source=source), ProtocolCheck(
             exchange.protocol, False, f"cannot send: {exc.strerror}")
-    transport, proto = await loop.create_datagram_endpoint(lambda: _Datagrams(exchange), sock=sock)
-    src = sock.getsockname()[0]
-    sent = 0
-    start = time.monotonic()
-    deadline = start + timeout
-    try:
-        # Resend at T/4 and T/2 (a lost datagram does not decide); the last wait runs to the deadline.
-        gaps = [timeout / 4, timeout / 4][: sends - 1]
-        for gap in [*gaps, None]:
-            last = time.monotonic()
-            transport.sendto(packet)
-            sent += size
-            wait = deadline - last if gap is None else min(gap, deadline - last)
-            if wait <= 0:
-                break
-            try:
-                async with asyncio.timeout(wait):
-                    result = await asyncio.shield(proto.done)
-            except TimeoutError:
-                continue
-            rtt_ms = (time.monotonic() - last) * 1000
-            if isinstance(result, str):
-                return (ProbeOutcome(False, result, rtt_ms=rtt_ms, source=src, bytes_sent=sent),
-                        ProtocolCheck(exchange.protocol, False, f"the port is closed ({result}: ICMP error)"))
-            # Any answer in the node's protocol proves the datagrams arrive, even a malformed one.
-            return (ProbeOutcome(True, "ok", rtt_ms=rtt_ms, source=src, bytes_sent=sent),
-                    ProtocolCheck(exchange.protocol, result.ok, result.detail, rtt_ms if result.ok else None))
-        return (ProbeOutcome(False, "timeout", source=src, bytes_sent=sent),
-                ProtocolCheck(exchange.protocol, False, exchange.silence()))
-    finally:
-        transport.close()
+    answer = datagrams.answer if outcome.reachable else None  # not one that came after the deadline
+    if answer is not None:
+        # Any answer in the node's protocol proves the datagrams arrive, even a malformed one.
+        return outcome, ProtocolCheck(exchange.protocol, answer.ok, answer.detail,
+                                      outcome.rtt_ms if answer.ok else None)
+    if outcome.reason == "timeout":
+        return outcome, ProtocolCheck(exchange.protocol, False, exchange.silence())
+    return outcome, ProtocolCheck(exchange.protocol, False, f"the port is closed ({outcome.reason}: ICMP error)")
 
 
 __all__ = ["PROTOCOL_TIMEOUT", "ProofSpec", "ProtocolCheck", "exchange_for", "min_request_bytes", "prove"]
