@@ -11,7 +11,7 @@ import errno
 import itertools
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -19,10 +19,17 @@ from nodereach.reach import codec
 
 A = TypeVar("A")
 
-# On-wire sizes used for the amplification budget (IPv4 headers; IPv6 adds 20 per packet, accounted below).
+# On-wire sizes used for the amplification budget (IPv4 headers; IPv6 adds IPV6_EXTRA per packet).
 TCP_SYN_BYTES = 60
 TCP_SEGMENT_OVERHEAD = 52
 UDP_OVERHEAD = 28
+IPV6_EXTRA = 20
+"""An IPv6 header is 20 bytes longer than an IPv4 one (per packet, on both sides of the budget)."""
+
+
+def ip_extra(ipv6: bool) -> int:
+    """What one packet costs more than the IPv4 sizes above."""
+    return IPV6_EXTRA if ipv6 else 0
 
 
 @dataclass(slots=True)
@@ -79,16 +86,24 @@ probability 5e-5, where one SYN and the kernel's own retransmission a second lat
 miss it 3.6% of the time."""
 
 
+def syn_deadline(timeout: float, fits: Callable[[float], bool]) -> float:
+    """`timeout`, or cut to 3 s, then to 1 s (the kernel's SYN retransmissions: syns()) until what a TCP try costs
+    within it `fits` the byte budget; 1 s is the floor (one SYN)."""
+    while timeout > 1.0 and not fits(timeout):
+        timeout = 1.0 if timeout <= 3.0 else 3.0
+    return timeout
+
+
 def tcp_min_budget(timeout: float, ipv6: bool = False) -> int:
     """Bytes the cheapest TCP probe may cost: every SYN the deadline allows, or one SYN + ACK + FIN + ACK."""
-    extra = 20 if ipv6 else 0
+    extra = ip_extra(ipv6)
     return max(syns(timeout) * (TCP_SYN_BYTES + extra), TCP_SYN_BYTES + extra + 3 * (TCP_SEGMENT_OVERHEAD + extra))
 
 
 def tcp_tries(timeout: float, budget: int, ipv6: bool = False) -> int:
     """Fresh connection attempts the byte budget allows within `timeout`: each costs the SYNs the kernel sends
     while it lives (retransmissions after 1 s included), and the one that connects also ACK, FIN and last ACK."""
-    extra = 20 if ipv6 else 0
+    extra = ip_extra(ipv6)
     cost = 3 * (TCP_SEGMENT_OVERHEAD + extra)
     for tries, at in enumerate(SCHEDULE):
         cost += syns(timeout * (1.0 - at)) * (TCP_SYN_BYTES + extra)
@@ -161,9 +176,8 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
     """
     loop = asyncio.get_running_loop()
     ipv6 = _family(host) == socket.AF_INET6
-    extra = 20 if ipv6 else 0
-    while timeout > 1.0 and tcp_tries(timeout, budget, ipv6) == 0:
-        timeout = 1.0 if timeout <= 3.0 else 3.0
+    extra = ip_extra(ipv6)
+    timeout = syn_deadline(timeout, lambda t: tcp_tries(t, budget, ipv6) > 0)
     tries = tcp_tries(timeout, budget, ipv6)
     if tries == 0:
         return ProbeOutcome(None, "error", source=source)
@@ -250,7 +264,7 @@ class OverBudget(Exception):
 
 def datagram_bytes(payload: int, ipv6: bool = False) -> int:
     """On-wire bytes of one datagram carrying `payload` bytes (IP and UDP headers)."""
-    return payload + UDP_OVERHEAD + (20 if ipv6 else 0)
+    return payload + UDP_OVERHEAD + ip_extra(ipv6)
 
 
 async def send_datagrams(host: str, port: int, packet: bytes, decider: Decider[A], *,

@@ -34,9 +34,11 @@ from nodereach.reach.prober import (
     OverBudget,
     ProbeOutcome,
     datagram_bytes,
+    ip_extra,
     make_socket,
     reason_for,
     send_datagrams,
+    syn_deadline,
     syns,
 )
 
@@ -87,7 +89,7 @@ def exchange_for(spec: ProofSpec, host: str, port: int) -> StreamExchange | Data
 
 def tcp_cost(request_len: int, ipv6: bool, n_syns: int = 1) -> int:
     """On-wire bytes a TCP proof may send: SYNs, ACK, the request segment, ACKs of the answer, FIN, last ACK."""
-    extra = 20 if ipv6 else 0
+    extra = ip_extra(ipv6)
     seg = TCP_SEGMENT_OVERHEAD + extra
     return n_syns * (TCP_SYN_BYTES + extra) + seg + (seg + request_len) + RECEIVE_ACKS * seg + 2 * seg
 
@@ -125,9 +127,8 @@ async def prove_tcp(exchange: StreamExchange, host: str, port: int, *, source: s
     loop = asyncio.get_running_loop()
     request = exchange.request()
     ipv6 = ":" in host
-    extra = 20 if ipv6 else 0
-    while timeout > 1.0 and tcp_cost(len(request), ipv6, syns(timeout)) > budget:
-        timeout = 1.0 if timeout <= 3.0 else 3.0  # fewer SYN retransmissions fit the budget
+    extra = ip_extra(ipv6)
+    timeout = syn_deadline(timeout, lambda t: tcp_cost(len(request), ipv6, syns(t)) <= budget)
     need = tcp_cost(len(request), ipv6, syns(timeout))
     if need > budget:
         return _too_small(exchange.protocol, need, budget, source)

@@ -102,17 +102,16 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
                         headers=headers)
 
 
-REQUESTER_TCP_BYTES = 60 + 52 + 52
-"""The requester's own SYN, ACK and the header of the segment carrying the request (IPv4; FIN not counted)."""
-IPV6_EXTRA = 20
-"""An IPv6 header is 20 bytes longer than an IPv4 one (per packet, on both sides of the budget)."""
+REQUESTER_TCP_BYTES = prober.TCP_SYN_BYTES + 2 * prober.TCP_SEGMENT_OVERHEAD
+"""The requester's own SYN, ACK and the header of the segment carrying the request (IPv4; FIN not counted):
+counted with the same sizes as what the probe sends."""
 
 
 def _request_bytes(request: web.Request, body_len: int, family: Family) -> int:
     """On-wire bytes the requester sent for this request: the budget a probe may not exceed (no amplification).
     Counted like the probe: IP/TCP headers included."""
     line = len(request.method) + len(request.raw_path) + 11
-    headers = REQUESTER_TCP_BYTES + (3 * IPV6_EXTRA if family == 6 else 0)
+    headers = REQUESTER_TCP_BYTES + 3 * prober.ip_extra(family == 6)
     return headers + line + sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + 2 + body_len
 
 
