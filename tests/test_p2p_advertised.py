@@ -187,6 +187,8 @@ def test_enode_url() -> None:
     f"enode://{EIP778_XY.hex()}@1.2.3.4",
     f"enode://{EIP778_XY.hex()}@1.2.3.4:70000",
     f"enode://{EIP778_XY.hex()}@[::1:30303",
+    f"enode://{EIP778_XY.hex()}@2001:db8::1:30303",  # bare IPv6: the port cannot be told from the address
+    f"enode://{EIP778_XY.hex()}@[node.example.org]:30303",  # brackets hold an IPv6 address only
     f"enode://{EIP778_XY.hex()}@1.2.3.4:30303?discport=x",
     f"enode://{EIP778_XY.hex()}@bad_host!:30303",
     f"enode://{EIP778_XY.hex()}@1.2.3.4:3²",
@@ -304,6 +306,22 @@ def test_lnd_uri() -> None:
     for bad in ("x@1.2.3.4:9735", f"{EIP778_PUB}1.2.3.4:9735", f"{EIP778_PUB}@1.2.3.4", f"{EIP778_PUB}@::1:9735"):
         with pytest.raises(AddressError):
             parse_lnd_uri(bad)
+
+
+def test_host_port_is_read_alike_in_lnd_uris_and_enode_urls() -> None:
+    """One reader (addrs.split_host_port) for both: the same host, port and refusals, each format's error."""
+    key = EIP778_XY.hex()
+    for hostport, expected in (("[2001:DB8::5%eth0]:9735", ("2001:db8::5", 9735)),
+                               ("Node.Example.org:9735", ("node.example.org", 9735)),
+                               ("203.0.113.9:0", ("203.0.113.9", 0))):
+        lnd = parse_lnd_uri(f"{EIP778_PUB}@{hostport}")
+        enode = parse_enode(f"enode://{key}@{hostport}")
+        assert (lnd.host, lnd.port) == (enode.host, enode.tcp) == expected
+    for bad in ("[1.2.3.4]:9735", "2001:db8::5:9735", ":9735", "host:65536", "host:9²", "[::1]9735"):
+        with pytest.raises(AddressError):
+            parse_lnd_uri(f"{EIP778_PUB}@{bad}")
+        with pytest.raises(EnodeError):
+            parse_enode(f"enode://{key}@{bad}")
 
 
 def test_bitcoin_local_addresses() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from nodereach.net import Family
 from nodereach.p2p.advertised import Advertised, host_kind
-from nodereach.p2p.errors import AddressError
+from nodereach.p2p.errors import AddressError, P2PDecodeError
 
 MAX_TEXT = 300
 _HEX66 = re.compile(r"0[23][0-9a-fA-F]{64}")
@@ -56,29 +56,39 @@ def bitcoin_local_address(address: str, port: int) -> Advertised:
     return Advertised(host, port, "tcp", "bitcoin", host_kind(host), _family(host), False, "localaddresses")
 
 
-def split_host_port(text: str) -> tuple[str, int]:
-    """`1.2.3.4:9735`, `[2001:db8::1]:9735`, `name.onion:9735` -> (canonical host, port)."""
+def split_host_port(text: str, error: type[P2PDecodeError] = AddressError) -> tuple[str, int]:
+    """`1.2.3.4:9735`, `[2001:db8::1]:9735`, `name.onion:9735` -> (canonical host, port), or `error`. An IPv6
+    address only in brackets (RFC 3986 §3.2.2: bare, `2001:db8::1:8545` could end in a port or not), its zone
+    dropped; lnd uris and enode URLs (enode.py) are read by this one function."""
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise AddressError("an IPv6 host with a port looks like [2001:db8::1]:9735")
-        port_s = rest[1:]
-    else:
-        host, sep, port_s = text.rpartition(":")
-        if not sep or ":" in host:
-            raise AddressError(f"not host:port: {text[:80]!r}")
-    if not re.fullmatch(r"[0-9]{1,5}", port_s) or int(port_s) > 65535:
-        raise AddressError(f"bad port {port_s[:16]!r}")
-    return _canonical(host), int(port_s)
+            raise error("an IPv6 host with a port looks like [2001:db8::1]:9735")
+        try:
+            host = str(ipaddress.IPv6Address(host.split("%", 1)[0]))
+        except ValueError:
+            raise error(f"bad IPv6 address {host[:64]!r}") from None
+        return host, parse_port(rest[1:], error)
+    host, sep, port_s = text.rpartition(":")
+    if not sep or not host or ":" in host:
+        raise error(f"not host:port: {text[:80]!r}")
+    return _canonical(host, error), parse_port(port_s, error)
 
 
-def _canonical(host: str) -> str:
+def parse_port(text: str, error: type[P2PDecodeError] = AddressError, what: str = "port") -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", text) or int(text) > 65535:  # "²".isdigit() is true: a regex, not int()
+        raise error(f"bad {what} {text[:16]!r} (0..65535)")
+    return int(text)
+
+
+def _canonical(host: str, error: type[P2PDecodeError] = AddressError) -> str:
+    """Canonical IP text, or a name (DNS, onion, I2P) in lower case."""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
     if not _HOST.fullmatch(host):
-        raise AddressError(f"bad host {host[:80]!r}")
+        raise error(f"bad host {host[:80]!r}")
     return host.lower()
 
 
@@ -93,4 +103,4 @@ def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-__all__ = ["LndUri", "bitcoin_local_address", "parse_lnd_uri", "split_host_port"]
+__all__ = ["LndUri", "bitcoin_local_address", "parse_lnd_uri", "parse_port", "split_host_port"]

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from nodereach.net import Family
 from nodereach.p2p import crypto
+from nodereach.p2p.addrs import parse_port, split_host_port
 from nodereach.p2p.advertised import Advertised, host_kind
 from nodereach.p2p.errors import EnodeError
 
@@ -80,42 +81,13 @@ def parse_enode(text: str) -> Enode:
     if not at:
         return Enode(key, None, None, None)
     hostport, _, query = hostpart.partition("?")
-    host, port = _split_host_port(hostport)
+    host, port = split_host_port(hostport, EnodeError)
     udp = port
     if query:
         values = parse_qs(query, max_num_fields=8).get("discport")
         if values:
-            udp = _port(values[0], "discport")
+            udp = parse_port(values[0], EnodeError, "discport")
     return Enode(key, host, port, udp)
-
-
-def _split_host_port(text: str) -> tuple[str, int]:
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise EnodeError("an IPv6 host in an enode URL looks like [2001:db8::1]:30303")
-        port_s = rest[1:]
-        try:
-            host = str(ipaddress.IPv6Address(host.split("%", 1)[0]))
-        except ValueError:
-            raise EnodeError(f"bad IPv6 address {host[:64]!r}") from None
-    else:
-        host, sep, port_s = text.rpartition(":")
-        if not sep or not host:
-            raise EnodeError("an enode URL names host:port after '@'")
-        try:
-            host = str(ipaddress.ip_address(host))
-        except ValueError:
-            if ":" in host or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
-                raise EnodeError(f"bad host {host[:64]!r}") from None
-            host = host.lower()
-    return host, _port(port_s, "port")
-
-
-def _port(text: str, what: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,5}", text) or int(text) > 65535:
-        raise EnodeError(f"bad {what} {text[:16]!r} (0..65535)")
-    return int(text)
 
 
 __all__ = ["Enode", "EnodeError", "parse_enode"]
