@@ -28,3 +28,16 @@ def test_binding_lifetime_matches_conntrack_timeout(lab) -> None:  # type: ignor
     # the longest interval well inside the timeout must be seen alive (the lab's 30 s: 20 s)
     assert value >= max(w for w in intervals(45) if w < 0.75 * timeout_s), (value, timeout_s)
     assert 45 <= took < 60 and code == 1
+
+
+async def test_one_interval_answers_through_response_port_on_loopback() -> None:
+    """Y's question, answered to X's port (RESPONSE-PORT, the answer routed to X's client by its transaction
+    id): alive. Both sockets' answers are samples of the run's one estimate."""
+    from nodereach.diagnose import lifetime
+    from nodereach.stun.rtt import SharedRtt
+    from nodereach.stun.server import StunServer, StunServerConfig
+
+    async with StunServer(StunServerConfig("127.0.0.1", port=0)) as server:
+        rtt = SharedRtt()
+        assert await lifetime._one(server.addresses["primary"], 0.0, rtt) is True
+        assert rtt.samples == 2 and rtt.lost_tries == 0

@@ -8,14 +8,12 @@ outlived w. Every interval runs at once, so the whole test takes about --lifetim
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from nodereach.diagnose.budget import Context
 from nodereach.diagnose.observations import LifetimeObservation
 from nodereach.diagnose.stunio import StunSocket
 from nodereach.net import SockAddr
-from nodereach.stun import message as M
 from nodereach.stun.rtt import SharedRtt
 
 CANDIDATES = (2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800, 3600)
@@ -28,29 +26,23 @@ def intervals(lifetime_max: float) -> list[float]:
 
 
 async def _one(server: SockAddr, wait: float, rtt: SharedRtt) -> bool | None:
-    """True: binding alive after `wait`; False: gone; None: could not test (no mapping, server refused)."""
+    """True: binding alive after `wait`; False: gone; None: could not test (no mapping, server refused, or an
+    answer from another address than the server's: set aside, never trusted)."""
     x = await StunSocket(rtt).open()
     y = await StunSocket(rtt).open()
     try:
         t0 = time.monotonic()
         first = await x.request(server, deadline=lambda: t0 + rtt.negative_wait(5))
-        if first is None or first.mapped is None:
+        if first is None or first.mapped is None or first.source != server:
             return None
         await asyncio.sleep(wait)
-        msg = M.binding_request(response_port=first.mapped[1])
-        data = M.encode_message(msg, fingerprint=True)
-        end = time.monotonic() + rtt.negative_wait(5)
-        while time.monotonic() < end:
-            y.send_raw(data, server)
-            x.request_event.clear()
-            if msg.transaction_id in x.responses_seen:
-                return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(rtt.rto, max(0.0, end - time.monotonic()))):
-                    await x.request_event.wait()
-            if msg.transaction_id in x.responses_seen:
-                return True
-        return False
+        # Y asks, X's public port receives (RFC 5780 RESPONSE-PORT): one question, its answer routed to X.
+        t1 = time.monotonic()
+        answer = await y.request(server, deadline=lambda: t1 + rtt.negative_wait(5), response_port=first.mapped[1],
+                                 reply_via=x)
+        if answer is None:
+            return False
+        return True if answer.source == server and answer.error is None else None
     finally:
         x.close()
         y.close()

@@ -3,9 +3,10 @@
 What the diagnosis needs beyond a plain client: every socket of a run on one RTT and loss estimate, each
 request a question asked as paced tries (PacedTries: stun.transaction.Question), deadlines re-read as the
 estimate improves, replies kept with their source whatever it is (classification judges the source), an
-error response as a reply (`reply.error`), a reply or None instead of exceptions, and the Binding requests and
-answers that arrive unsolicited (hairpinning, binding lifetime). The schedule and the reply rules are
-nodereach.stun.transaction; the reply type is its BindingReply; STUN over TCP is stun.client.tcp_binding.
+error response as a reply (`reply.error`), a reply or None instead of exceptions, a RESPONSE-PORT answer
+routed to another socket of the run (binding lifetime), and the Binding requests that arrive unsolicited
+(hairpinning). The schedule and the reply rules are nodereach.stun.transaction; the reply type is its
+BindingReply; STUN over TCP is stun.client.tcp_binding.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ class StunSocket:
         self.client = StunClient(local=local, retransmit=PacedTries(rtt), on_unsolicited=self._unsolicited)
         self.requests_seen: dict[bytes, SockAddr] = {}
         """Binding requests that reached this socket unasked (hairpinning), by transaction id."""
-        self.responses_seen: dict[bytes, SockAddr] = {}
-        """Answers no transaction here waited for (another socket's RESPONSE-PORT request), by transaction id."""
         self.request_event = asyncio.Event()
-        """Set whenever one of the two above gets an entry."""
+        """Set whenever `requests_seen` gets an entry."""
 
     async def open(self) -> StunSocket:
         try:
@@ -65,19 +64,18 @@ class StunSocket:
         if msg.cls == M.REQUEST and msg.method == M.BINDING:
             self.requests_seen[msg.transaction_id] = addr
             self.request_event.set()
-        elif msg.cls == M.SUCCESS:
-            self.responses_seen[msg.transaction_id] = addr  # e.g. a RESPONSE-PORT answer (lifetime test)
-            self.request_event.set()
 
     async def request(self, dest: SockAddr, *, deadline: Callable[[], float], change_ip: bool = False,
                       change_port: bool = False, response_port: int | None = None,
-                      transaction_id: bytes | None = None) -> BindingReply | None:
+                      reply_via: StunSocket | None = None, transaction_id: bytes | None = None
+                      ) -> BindingReply | None:
         """A Binding request to `dest`, asked as paced tries until a reply (from any source, which the caller
         judges; an error response too) or `deadline()` (time.monotonic(), re-read after every wait); None if
-        none came."""
+        none came. response_port + reply_via: the answer goes to that other socket (RFC 5780 RESPONSE-PORT)."""
         try:
             return await self.client.binding(dest, change_ip=change_ip, change_port=change_port,
                                              response_port=response_port, deadline=deadline, any_source=True,
+                                             reply_via=None if reply_via is None else reply_via.client,
                                              transaction_id=transaction_id)
         except BindingErrorResponse as exc:
             return exc.reply
