@@ -47,6 +47,8 @@ def test_short_timeout_keeps_what_it_learned(lab) -> None:  # type: ignore[no-un
     assert doc["public"]["ipv4"] in (net.truth.client_public_ip, None)
     assert doc["udp"]["outbound"] in (True, None)
     assert doc["nat"]["mapping"] in (net.truth.mapping, "unknown")
-    port = doc["ports"][0]  # either answered in time (a true negative) or left unknown with the reason
-    assert (port["reachable"], port["reason"]) == (False, "nothing-listening")  # nothing listens (check/2)
+    # Either answered in time (a true negative: nothing listens, check/2) or left unknown with the reason: at
+    # 100 ms RTT a lost SYN of the dial-back's API connection costs its hedged copy 0.3 s, past a 0.85 s budget.
+    port = doc["ports"][0]
+    assert (port["reachable"], port["reason"]) in ((False, "nothing-listening"), (None, "timeout"))
     assert port["path_open"] in (False, None)
