@@ -69,6 +69,15 @@ def test_port_changed_by_the_nat():
     assert "--enr-udp-port 61234" in p.settings
 
 
+def test_the_routers_external_port_of_a_listened_port_is_right():
+    """A forward or kept mapping 61234 -> 9000: advertising 61234 is what peers must dial."""
+    obs = Observed(public={4: PUBLIC}, endpoints={PortSpec(9000, "tcp"): Endpoint(PUBLIC, 61234)},
+                   listening=(PortSpec(9000, "tcp"),))
+    assert compare("Teku", [enr(PUBLIC, 61234, "tcp", "tcp")], obs) == []
+    (p,) = compare("Teku", [enr(PUBLIC, 9000, "tcp", "tcp")], obs)  # the internal one is not
+    assert p.code == "advertised-port-mismatch" and "61234" in p.detail
+
+
 def test_port_not_listened_on():
     (p,) = compare("Teku", [enr(PUBLIC, 9001, "tcp", "tcp")], Observed(public={4: PUBLIC},
                                                                        listening=(PortSpec(9000, "tcp"),)))

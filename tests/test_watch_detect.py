@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from nodereach.net import Endpoint, Family
+from nodereach.p2p.advertised import Advertised
 from nodereach.watch import detect, schedule
 from nodereach.watch.facts import Tracked, force, observe
 from nodereach.watch.model import (
@@ -491,6 +492,63 @@ def test_node_advertising_nothing_of_a_family_is_not_a_mismatch() -> None:
     state = replace(fresh(), grace_over=True)
     state, kinds, _ = run(state, node_probe(0, 2, ("2001:db8::5", "not-an-address")))
     assert kinds == [] and 4 not in state.advertised
+
+
+def ad_probe(t: float, advertised_port: int, *, listening: set[tuple[int, str]] | None = None,
+             address: str = A) -> ProbeObservation:
+    """monerod advertising address:advertised_port/tcp (its --p2p-external-port, as the check decodes it)."""
+    ad = Advertised(address, advertised_port, "tcp", "bitcoin", "ip", 4)
+    return probe(t, answer(S1, A), listening=listening if listening is not None else {(18080, "tcp")},
+                 node=NodeView("monerod", 2, 8, (address,), (ad,)))
+
+
+@pytest.mark.parametrize(("external", "listening", "mismatch"), [
+    (f"{A}:18080", {(18080, "tcp")}, None),                   # the kept mapping keeps the port: fine
+    (f"{A}:18081", {(18080, "tcp")}, "NAT maps that port to 198.51.100.2:18081"),  # the router gave another
+    (None, {(18089, "tcp")}, "it listens on 18089/tcp"),      # the node moved its port, still advertises 18080
+])
+def test_advertised_port_mismatch(external: str | None, listening: set[tuple[int, str]],
+                                  mismatch: str | None) -> None:
+    ports = ((18080, "tcp"), (18089, "tcp"))
+    state = replace(fresh(ports=ports), grace_over=True)
+    if external is not None:
+        state, _, _ = run(state, replace(mapping(0, True, external), port=18080))
+    st = detect.on_probe(state, ad_probe(1, 18080, listening=listening), P)
+    got = [c for c in st.changes if c.what == "advertised"]
+    if mismatch is None:
+        assert got == [] and st.state.advertised_ports[(4, "tcp")].declared is True
+        return
+    assert [(c.kind, c.port, c.protocol, c.family, c.before, c.after) for c in got] == [
+        ("advertised-port-mismatch", 18080, "tcp", 4, None, False)]  # the baseline is a problem: said at once
+    assert mismatch in got[0].message and "--p2p-external-port" in got[0].message  # the node's own setting
+
+
+def test_advertised_port_follows_a_moved_mapping_with_hysteresis() -> None:
+    """The router restarts and gives the kept mapping another external port: the node's advertised port is
+    stale (one event after the hysteresis), and matches again when the node advertises the new one."""
+    state = replace(fresh(ports=((18080, "tcp"),)), grace_over=True)
+    state, kinds, _ = run(state, replace(mapping(0, True, f"{A}:18080"), port=18080), ad_probe(1, 18080))
+    assert kinds == []
+    state, kinds, _ = run(state, replace(mapping(100, True, f"{A}:18081"), port=18080))
+    assert kinds == ["mapping-changed"]
+    state, kinds, _ = run(state, ad_probe(101, 18080), ad_probe(106, 18080))
+    assert kinds == []  # two of three: pending, and the probes come at the confirm interval
+    assert schedule.probe_delay(state, P) == P.confirm_interval
+    state, kinds, _ = run(state, ad_probe(111, 18080))
+    assert kinds == ["advertised-port-mismatch"]
+    state, kinds, _ = run(state, ad_probe(171, 18081), ad_probe(176, 18081), ad_probe(181, 18081))
+    assert kinds == ["advertised-port-matches"]
+    assert state.last_change["advertised"] == WALL0 + 181
+
+
+def test_advertised_port_mismatch_at_start_is_announced_after_grace() -> None:
+    state, kinds, _ = run(fresh(ports=((18080, "tcp"), (18089, "tcp"))),
+                          ad_probe(0, 18080, listening={(18089, "tcp")}))
+    assert kinds == []  # in the grace period: exported state, no event
+    st = detect.on_tick(state, T0 + 300, WALL0 + 300, P)
+    changes = [c for c in st.changes if c.kind == "advertised-port-mismatch"]
+    assert len(changes) == 1 and "it listens on 18089/tcp" in changes[0].message
+    assert "grace period over" in changes[0].message
 
 
 # --- metrics ---------------------------------------------------------------------------------------------

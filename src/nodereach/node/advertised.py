@@ -135,6 +135,9 @@ def _port_problem(software: str, a: Advertised, observed: Observed) -> Advertise
                 f"{software} advertises {_where(a)}, but the NAT maps that port to {ep}: peers dialling {a.port} "
                 f"miss it; forward {a.port}/{a.protocol} on the router, or advertise {ep.port}", a,
                 settings_for(software, ip=ep.address, port=ep.port, protocol=a.protocol))
+    if any(node_port.transport == a.protocol and ep.port == a.port and node_port in observed.listening
+           for node_port, ep in observed.endpoints.items()):
+        return None  # the router's external port of a port the node listens on: what peers must dial
     same_transport = [p for p in observed.listening if p.transport == a.protocol]
     if same_transport and spec not in observed.listening:
         listen = same_transport[0]

@@ -4,7 +4,7 @@ Every handler takes the current `WatchState` and one observation and returns a `
 nothing is mutated, so a table of (observations -> changes) tests all of it without root or a network.
 
 Rules (docs/watch.md):
-- a cheap fact (public address, listener, advertised address) is declared after `hysteresis` consecutive
+- a cheap fact (public address, listener, advertised address and port) is declared after `hysteresis` consecutive
   probes agree; a fact only the full check sees (port reachability, verdict, NAT layers, CGNAT) after
   `check_confirmations` checks agree, or after one check when a declared cheap change triggered it;
 - the keeper's reports on mappings are the gateway's word and are declared at once;
@@ -18,11 +18,13 @@ Rules (docs/watch.md):
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from nodereach.net import Family, Transport, canonical, family_of
+from nodereach.net import Endpoint, Family, PortSpec, Transport, canonical, family_of
+from nodereach.node.advertised import Observed, compare
 from nodereach.watch.facts import Declared, Tracked, force, observe
 from nodereach.watch.model import (
     Change,
@@ -44,6 +46,7 @@ NODE_FACTS: frozenset[What] = frozenset({"listener", "port", "reachable", "node_
 """Facts that depend on the node itself: quiet during the start-up grace period."""
 
 PortRef = tuple[int, Transport]
+AdRef = tuple[Family, Transport]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,10 @@ class WatchState:
     inbound_zero_since: float | None = None
     inbound_zero: Tracked[bool] = field(default_factory=Tracked)
     advertised: Mapping[Family, Tracked[bool]] = field(default_factory=dict)
+    advertised_ports: Mapping[AdRef, Tracked[bool]] = field(default_factory=dict)
+    """Per family and transport: does the port the node advertises (with its public address) reach it?"""
+    advertised_port_why: Mapping[AdRef, str] = field(default_factory=dict)
+    """The last mismatch's explanation per family and transport (the check's words, the node's setting)."""
     last_change: Mapping[What, float] = field(default_factory=dict)
     grace_over: bool = False
     next_check: float = 0.0
@@ -108,7 +115,8 @@ class WatchState:
     def probe_pending(self) -> bool:
         """A cheap fact waits for confirmation: the next probes come at the confirm interval."""
         return any(t.pending for t in self.public.values()) or any(t.pending for t in self.listeners.values()) \
-            or any(t.pending for t in self.advertised.values())
+            or any(t.pending for t in self.advertised.values()) \
+            or any(t.pending for t in self.advertised_ports.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +298,48 @@ def _node(state: WatchState, view: NodeView, mono: float, policy: Policy, out: _
         elif not declared_adv.baseline:
             out.change("advertised-address-matches", "advertised", False, True,
                        f"the node advertises its public IPv{fam} address {fact.declared} again", family=fam)
-    return replace(state, node=view, inbound_zero_since=zero_since, inbound_zero=inbound_zero, advertised=advertised)
+    state = replace(state, node=view, inbound_zero_since=zero_since, inbound_zero=inbound_zero, advertised=advertised)
+    return _advertised_ports(state, view, policy, out)
+
+
+def _advertised_ports(state: WatchState, view: NodeView, policy: Policy, out: _Out) -> WatchState:
+    """The advertised port against where peers get in, judged as the check judges it
+    (nodereach.node.advertised.compare): the port a kept IPv4 mapping's external side has (the router may
+    have given another one), and the node's ports something listens on."""
+    public = {fam: f.declared for fam, f in state.public.items() if f.known and f.declared is not None}
+    ads = [a for a in view.advertisements if a.host_kind == "ip" and a.address and a.port is not None
+           and a.family in public and _canon(a.address) == public[a.family]]
+    if not ads:
+        return state
+    endpoints: dict[PortSpec, Endpoint] = {}
+    for key, m in state.mappings.items():
+        if key.family == 4 and m.known and m.declared is not None and m.declared.present and m.declared.external:
+            with contextlib.suppress(ValueError):
+                endpoints[PortSpec(key.port, key.protocol)] = Endpoint.parse(m.declared.external)
+    listening = tuple(PortSpec(p, t) for (p, t), f in sorted(state.listeners.items()) if f.declared is True)
+    software = view.software or "the node"
+    found = {(p.advertised.family, p.advertised.protocol): p for p in
+             compare(software, ads, Observed(public, endpoints, listening))
+             if p.code == "advertised-port-mismatch" and p.advertised is not None and p.advertised.family}
+    facts, why = dict(state.advertised_ports), dict(state.advertised_port_why)
+    for a in ads:
+        assert a.family is not None
+        ref: AdRef = (a.family, a.protocol)
+        problem = found.get(ref)
+        if problem is not None:
+            why[ref] = problem.detail + (f" (set {problem.settings[0]})" if problem.settings else "")
+        fact, declared = observe(facts.get(ref, Tracked()), problem is None, policy.hysteresis)
+        facts[ref] = fact
+        if declared is None:
+            continue
+        if not declared.after:
+            out.change("advertised-port-mismatch", "advertised", None if declared.baseline else True, False,
+                       why[ref], port=a.port, protocol=a.protocol, family=a.family)
+        elif not declared.baseline:
+            out.change("advertised-port-matches", "advertised", False, True,
+                       f"{software} advertises {a.port}/{a.protocol} over IPv{a.family} where peers get in again",
+                       port=a.port, protocol=a.protocol, family=a.family)
+    return replace(state, advertised_ports=facts, advertised_port_why=why)
 
 
 def _inbound_threshold(state: WatchState, mono: float, policy: Policy, out: _Out) -> WatchState:
@@ -331,6 +380,11 @@ def _grace(state: WatchState, mono: float, out: _Out) -> WatchState:
             out.change("advertised-address-mismatch", "advertised", None, False,
                        f"the node does not advertise its public IPv{fam} address "
                        f"{pub.declared if pub else '?'} (start-up grace period over)", family=fam)
+    for (fam, proto), ad_port in sorted(state.advertised_ports.items()):
+        if ad_port.known and ad_port.declared is False:
+            out.change("advertised-port-mismatch", "advertised", None, False,
+                       f"{state.advertised_port_why.get((fam, proto), 'the advertised port does not reach the node')}"
+                       " (start-up grace period over)", protocol=proto, family=fam)
     return state
 
 

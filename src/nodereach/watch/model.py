@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nodereach.net import Endpoint, Family, Transport
+from nodereach.p2p.advertised import Advertised
 
 What = Literal["public_address", "port", "reachable", "mapping", "nat_layers", "cgnat", "listener", "node_peers",
                "advertised", "server"]
@@ -25,6 +26,7 @@ EventKind = Literal[
     "listener-gone", "listener-back",
     "node-inbound-zero", "node-inbound-back",
     "advertised-address-mismatch", "advertised-address-matches",
+    "advertised-port-mismatch", "advertised-port-matches",
     "server-unanswered", "server-answering",
 ]
 
@@ -78,6 +80,8 @@ class NodeView:
     outbound: int | None = None
     advertised: tuple[str, ...] = ()
     """IP addresses the node tells the network to dial (from its ENR, enode, localaddresses, ...)."""
+    advertisements: tuple[Advertised, ...] = ()
+    """Everything it advertises, ports included (what nodereach.node.advertised.compare judges)."""
     error: str | None = None
     """Why the RPC could not be read this time (then nothing else is known)."""
 

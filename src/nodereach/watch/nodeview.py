@@ -48,7 +48,7 @@ class NodeReader:
             return NodeView(software=self.name, error=reading.error or "no answer")
         advertised = tuple(a.address for a in status.advertised if a.address and a.host_kind == "ip")
         return NodeView(software=status.software, inbound=status.inbound, outbound=status.outbound,
-                        advertised=advertised)
+                        advertised=advertised, advertisements=tuple(status.advertised))
 
     async def close(self) -> None:
         return None
