@@ -26,6 +26,7 @@ from nodereach.portmap.http import ForbiddenUrl, SoapFault, parse_soap
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
 from nodereach.portmap.ssdp import Found, _accept
+from nodereach.portmap.ssdp_codec import SsdpMessage
 from nodereach.portmap.upnp_client import UpnpClient
 
 LO = Gateway("127.0.0.1", "127.0.0.1", 1, (ipaddress.ip_network("127.0.0.0/8"),))
@@ -417,25 +418,22 @@ def test_soap_fault_code_from_a_hostile_router_is_a_number_or_none(code: str) ->
         pass  # text XML cannot carry (control characters): not a SOAP reply at all
 
 
-class _H(dict):  # CaseInsensitiveDict stand-in for _accept
-    def get_lower(self, key: str, default: Any = None) -> Any:
-        return self.get(key, default)
-
-
 GW = Gateway("192.168.1.1", "192.168.1.10", 2, (ipaddress.ip_network("192.168.1.0/24"),))
 IGD = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 
 
+def _reply(location: str, st: str = IGD, **extra: str) -> SsdpMessage:
+    return SsdpMessage("HTTP/1.1 200 OK", {"location": location, "st": st, **extra})
+
+
 def test_ssdp_only_on_link_and_same_host() -> None:
-    ok = _H(_remote_addr=("192.168.1.1", 1900), location="http://192.168.1.1:5000/d.xml", st=IGD)
-    assert _accept(ok, GW) == Found("http://192.168.1.1:5000/d.xml", "192.168.1.1", IGD)
-    other_port = _H(_remote_addr=("192.168.1.1", 40000), location="http://192.168.1.1:5000/d.xml", st=IGD)
-    assert _accept(other_port, GW) is not None  # routers that answer from another port
-    assert _accept(_H(_remote_addr=("203.0.113.9", 1900), location="http://203.0.113.9/d.xml", st=IGD), GW) is None
-    assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://10.0.0.1/d.xml", st=IGD), GW) is None
-    assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://192.168.1.7/" + "a" * 600, st=IGD),
-                   GW) is None
-    assert _accept(_H(_remote_addr=("192.168.1.7", 1900), location="http://192.168.1.7/d", st="urn:tv"), GW) is None
+    ok = _reply("http://192.168.1.1:5000/d.xml", **{"bootid.upnp.org": "7"})
+    assert _accept(ok, "192.168.1.1", GW) == Found("http://192.168.1.1:5000/d.xml", "192.168.1.1", IGD, 7)
+    assert _accept(_reply("http://203.0.113.9/d.xml"), "203.0.113.9", GW) is None      # not on the LAN
+    assert _accept(_reply("http://10.0.0.1/d.xml"), "192.168.1.7", GW) is None         # LOCATION elsewhere
+    assert _accept(_reply("http://192.168.1.7/" + "a" * 600), "192.168.1.7", GW) is None
+    assert _accept(_reply("http://192.168.1.7/d", st="urn:tv"), "192.168.1.7", GW) is None
+    assert _accept(SsdpMessage("HTTP/1.1 200 OK", {"st": IGD}), "192.168.1.1", GW) is None  # no LOCATION
 
 
 # --- a gateway that grants a mapping on a CGNAT address: made, but reported as useless --------------------

@@ -22,6 +22,7 @@ from nodereach.portmap.errors import (
 from nodereach.portmap.gateway import Gateway, find_gateway_async
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
+from nodereach.portmap.ssdp import search_igd
 
 
 @dataclass(slots=True)
@@ -64,9 +65,12 @@ async def _probe_natpmp(gw: Gateway, wait: float) -> tuple[MethodAvailability, D
 
 
 async def _probe_upnp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
-    from nodereach.portmap.upnp_client import UpnpClient  # aiohttp + async-upnp-client: ~0.4 s to import
+    # Our own SSDP search first: the UPnP client stack (aiohttp + async-upnp-client: ~0.4 s of CPU to import,
+    # ~12 MiB resident for good) is loaded only when an IGD answered.
+    found = await search_igd(gw, wait=wait)
+    from nodereach.portmap.upnp_client import UpnpClient
 
-    client = await UpnpClient.discover(gw, wait=wait)
+    client = await UpnpClient.from_location(gw, found, wait=wait)
     address = await client.external_address()
     return MethodAvailability(True, address, "ok", detail=client.service.service_type), client
 
@@ -87,17 +91,19 @@ def _upnp_closer(gw: Gateway, wait: float) -> Callable[[Transport, int], Awaitab
     """Close a pinhole through the gateway's UPnP IPv6 firewall control, found when needed (PcpClient.unmap)."""
 
     async def close(protocol: Transport, port: int) -> None:
+        found = await search_igd(gw, wait=wait)
         from nodereach.portmap.upnp_pinhole import UpnpPinholeClient
 
-        await (await UpnpPinholeClient.discover(gw, wait=wait)).close_matching(protocol, port)
+        await (await UpnpPinholeClient.from_location(gw, found, wait=wait)).close_matching(protocol, port)
 
     return close
 
 
 async def _probe_upnp6(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
-    from nodereach.portmap.upnp_pinhole import UpnpPinholeClient  # aiohttp + async-upnp-client
+    found = await search_igd(gw, wait=wait)  # as _probe_upnp: the UPnP stack only once an IGD answered
+    from nodereach.portmap.upnp_pinhole import UpnpPinholeClient
 
-    client = await UpnpPinholeClient.discover(gw, wait=wait)
+    client = await UpnpPinholeClient.from_location(gw, found, wait=wait)
     enabled, allowed = await client.firewall_status()
     if enabled and not allowed:
         raise NotOffered("UPnP: the router's IPv6 firewall does not allow inbound pinholes "

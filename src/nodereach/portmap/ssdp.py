@@ -1,58 +1,63 @@
 """SSDP search for an Internet Gateway Device that stops as soon as the gateway answers.
 
-async-upnp-client's async_search always waits out its whole timeout; its SsdpSearchListener with a callback
-lets us stop early. Replies count only from on-link addresses, and the LOCATION must be on the host that
-answered: a device elsewhere cannot steer us to a description on another machine.
+Our own M-SEARCH on one socket (the messages are `ssdp_codec`'s), so that learning whether an IGD answers
+loads none of the UPnP client stack (aiohttp + async-upnp-client), which is imported only once one did.
+Replies count only from on-link addresses, and the LOCATION must be on the host that answered: a device
+elsewhere cannot steer us to a description on another machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from async_upnp_client.search import SsdpSearchListener
-from async_upnp_client.ssdp import decode_ssdp_packet, is_valid_ssdp_packet
-from async_upnp_client.utils import CaseInsensitiveDict
-
 from nodereach.portmap.errors import GatewayTimeout
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.multicast import listen_group
-from nodereach.portmap.upnp_notify import parse_boot_id
+from nodereach.portmap.ssdp_codec import (
+    MAX_DATAGRAM,
+    SSDP_GROUP,
+    SSDP_GROUP6,
+    SSDP_PORT,
+    SsdpMessage,
+    build_msearch,
+    parse,
+    parse_boot_id,
+)
 
 SEARCH_TARGETS = (
     "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
     "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
 )
-SSDP_PORT = 1900
-SSDP_GROUP = "239.255.255.250"
 MAX_LOCATION = 512
-MAX_DATAGRAM = 2048
+MULTICAST_HOPS = 2
+"""What async-upnp-client and miniupnpc send with: the gateway is one hop away."""
+Address = tuple[str, int] | tuple[str, int, int, int]
+OnReply = Callable[[SsdpMessage, str], None]
 
 
-class _GroupListener(asyncio.DatagramProtocol):
-    """Search responses some routers send to the multicast group instead of back to the asker."""
+class _Replies(asyncio.DatagramProtocol):
+    """Search responses: to our search socket, or to the multicast group (some routers answer there)."""
 
-    def __init__(self, on_reply: Callable[[CaseInsensitiveDict], None]) -> None:
+    def __init__(self, on_reply: OnReply) -> None:
         self.on_reply = on_reply
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) > MAX_DATAGRAM or not data.startswith(b"HTTP/1.1 200") or not is_valid_ssdp_packet(data):
+        if len(data) > MAX_DATAGRAM:
             return
-        try:
-            _line, headers = decode_ssdp_packet(data, None, addr)
-        except Exception:  # hostile bytes: ignore the datagram
-            return
-        self.on_reply(headers)
+        message = parse(data)
+        if message is not None and message.is_search_response:
+            self.on_reply(message, str(addr[0]))
 
 
-async def _listen_group(local_address: str, on_reply: Callable[[CaseInsensitiveDict], None],
-                        ) -> asyncio.DatagramTransport | None:
+async def _listen_group(local_address: str, on_reply: OnReply) -> asyncio.DatagramTransport | None:
     # None when port 1900 is held by a daemon without SO_REUSEPORT: unicast answers still work
-    return await listen_group(SSDP_GROUP, SSDP_PORT, local_address, lambda: _GroupListener(on_reply))
+    return await listen_group(SSDP_GROUP, SSDP_PORT, local_address, lambda: _Replies(on_reply))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +69,11 @@ class Found:
     """BOOTID.UPNP.ORG of the reply (UDA 1.1): a later NOTIFY with another one means the device restarted."""
 
 
-def _accept(headers: CaseInsensitiveDict, gw: Gateway) -> Found | None:
-    remote = headers.get_lower("_remote_addr")
-    location = headers.get_lower("_location_original") or headers.get_lower("location")
-    st = headers.get_lower("st") or ""
-    if not remote or not isinstance(location, str) or len(location) > MAX_LOCATION:
+def _accept(message: SsdpMessage, source: str, gw: Gateway) -> Found | None:
+    location = message.get("location")
+    st = message.get("st") or ""
+    if not location or len(location) > MAX_LOCATION:
         return None
-    source = str(remote[0])
     if not gw.on_link(source):
         return None
     if "InternetGatewayDevice" not in st and "WANIPConnection" not in st and "WANPPPConnection" not in st:
@@ -79,9 +82,28 @@ def _accept(headers: CaseInsensitiveDict, gw: Gateway) -> Found | None:
         host = urlsplit(location).hostname
     except ValueError:
         return None
+    source = source.split("%", 1)[0]
     if host != source:
         return None
-    return Found(location, source, st, parse_boot_id(headers.get_lower("bootid.upnp.org")))
+    return Found(location, source, st, parse_boot_id(message.get("bootid.upnp.org")))
+
+
+def _search_socket(source: Address, v6: bool, interface_index: int | None) -> socket.socket:
+    """One UDP socket for the searches and their answers, its multicast bound to the LAN interface."""
+    sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if v6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, MULTICAST_HOPS)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, interface_index or 0)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, MULTICAST_HOPS)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(str(source[0])))
+        sock.bind(source)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
@@ -96,11 +118,11 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
     others: list[Found] = []
     first_other: asyncio.Event = asyncio.Event()
 
-    def on_reply(headers: CaseInsensitiveDict) -> None:
-        found = _accept(headers, gw)
+    def on_reply(message: SsdpMessage, source: str) -> None:
+        found = _accept(message, source, gw)
         if found is None:
             return
-        if found.host == gw.address:
+        if found.host == gw.address.split("%", 1)[0]:
             if not from_gateway.done():
                 from_gateway.set_result(found)
         else:
@@ -112,27 +134,26 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
         raise GatewayTimeout("UPnP: no interface for an IPv6 SSDP search")
     # IPv6: M-SEARCH to ff02::c on the interface toward the gateway, from our global address (miniupnpd
     # answers with a LOCATION on its global address, measured in the lab), and unicast to the gateway.
-    source: tuple[str, int] | tuple[str, int, int, int] = (
-        (gw.local_address, 0, 0, gw.interface_index or 0) if v6 else (gw.local_address, 0))
-    unicast: tuple[str, int] | tuple[str, int, int, int] = (
-        (gw.address.split("%", 1)[0], SSDP_PORT, 0, gw.interface_index or 0) if v6 else (gw.address, SSDP_PORT))
-    listeners = [SsdpSearchListener(callback=on_reply, source=source, search_target=st, timeout=2)
-                 for st in SEARCH_TARGETS]
-    started: list[SsdpSearchListener] = []
+    index = gw.interface_index or 0
+    source: Address = (gw.local_address, 0, 0, index) if v6 else (gw.local_address, 0)
+    targets: list[Address] = [(SSDP_GROUP6, SSDP_PORT, 0, index), (gw.address.split("%", 1)[0], SSDP_PORT, 0, index)] \
+        if v6 else [(SSDP_GROUP, SSDP_PORT), (gw.address, SSDP_PORT)]
+    searches = [build_msearch(st, ipv6=v6) for st in SEARCH_TARGETS]
+    try:
+        sock = _search_socket(source, v6, gw.interface_index)
+    except OSError as exc:
+        raise GatewayTimeout(f"UPnP: cannot send an SSDP search ({exc.strerror or exc})") from exc
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Replies(on_reply), sock=sock)
     group = None
     try:
         if not v6:
             group = await _listen_group(gw.local_address, on_reply)
-        for lst in listeners:
-            await lst.async_start()
-            started.append(lst)
 
         def send() -> None:
-            for lst in started:
-                with contextlib.suppress(OSError):
-                    lst.async_search()
-                with contextlib.suppress(OSError):
-                    lst.async_search(override_target=unicast)
+            for data in searches:
+                for target in targets:
+                    with contextlib.suppress(OSError):
+                        transport.sendto(data, target)
 
         send()
         resend = loop.call_later(min(0.5, wait / 3), send)
@@ -158,7 +179,6 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
             return others[0]
         raise GatewayTimeout(f"UPnP: no Internet Gateway Device answered SSDP within {wait:.1f} s")
     finally:
-        for lst in started:
-            lst.async_stop()
+        transport.close()
         if group is not None:
             group.close()

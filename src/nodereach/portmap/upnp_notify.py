@@ -22,34 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from async_upnp_client.ssdp import decode_ssdp_packet
-
 from nodereach.portmap.multicast import from_gateway, listen_group
+from nodereach.portmap.ssdp_codec import MAX_DATAGRAM, SSDP_GROUP, SSDP_GROUP6, SSDP_PORT, parse, uuid_of
+from nodereach.portmap.ssdp_codec import parse_boot_id as parse_boot_id
 
-SSDP_GROUP = "239.255.255.250"
-SSDP_GROUP6 = "ff02::c"
-SSDP_PORT = 1900
-MAX_DATAGRAM = 2048
 QUIET_S = 20.0
 """UDA 1.0 devices (no BOOTID): one check per this many seconds of alives (their periodic refresh)."""
-
-
-def parse_boot_id(value: object) -> int | None:
-    """BOOTID.UPNP.ORG is a non-negative 31-bit integer (UDA 1.1 §1.2.2); anything else is absent."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 10:
-        return None
-    number = int(text)
-    return number if number < 2**31 else None
-
-
-def uuid_of(usn: object) -> str | None:
-    """`uuid:XXXX::urn:...` -> `uuid:xxxx` (lower case), or None."""
-    if not isinstance(usn, str) or not usn.lower().startswith("uuid:"):
-        return None
-    return usn.split("::", 1)[0].strip().lower()[:80]
 
 
 @dataclass(slots=True)
@@ -101,18 +79,16 @@ class _Proto(asyncio.DatagramProtocol):
         self.now = now
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) > MAX_DATAGRAM or not data.startswith(b"NOTIFY * HTTP/1.") \
-                or not from_gateway(str(addr[0]), self.gateway):
+        if len(data) > MAX_DATAGRAM or not from_gateway(str(addr[0]), self.gateway):
             return
-        try:
-            _line, headers = decode_ssdp_packet(data, None, (str(addr[0]), int(addr[1])))
-        except Exception:  # hostile bytes: ignore the datagram
+        message = parse(data)
+        if message is None or not message.is_notify:
             return
-        uuid = uuid_of(headers.get_lower("usn"))
+        uuid = uuid_of(message.get("usn"))
         if self.uuids and uuid not in self.uuids:
             return  # another UPnP device on the router's address (a media server...): its boots are not ours
-        nts = headers.get_lower("nts")
-        boot_id = parse_boot_id(headers.get_lower("bootid.upnp.org"))
+        nts = message.get("nts")
+        boot_id = parse_boot_id(message.get("bootid.upnp.org"))
         if isinstance(nts, str) and self.tracker.observe(nts, boot_id, self.now()):
             self.nudge()
 
