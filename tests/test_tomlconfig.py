@@ -24,6 +24,7 @@ from nodereach.serve.config import ServeFile
     ('server = ["a"]', "c.toml: unknown key server"),  # a typo is named, not ignored
     ("ports = [30303]", "c.toml: key ports[0]: expected str, got int"),
     ('"a\\nb" = 1', 'c.toml: unknown key "a\\nb"'),  # quoted as TOML writes it: still one line
+    ('"\\n`" = 1', 'c.toml: unknown key "\\n`"'),  # a backtick in the key (msgspec quotes it with backticks)
 ])
 def test_check_config_mistakes_are_one_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "c.toml"

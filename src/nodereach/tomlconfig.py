@@ -23,7 +23,8 @@ from nodereach.errors import UsageError
 T = TypeVar("T")
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.S)
+"""The name runs to the last backtick: a key may hold backticks and newlines itself (hypothesis found "\n`")."""
 _TYPES = re.compile(r"`([^`]*)`")
 
 
