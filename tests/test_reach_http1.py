@@ -21,6 +21,7 @@ from nodereach.reach.http1 import (
     HttpError,
     JsonResponse,
     MalformedResponse,
+    Response,
     ResponseTimeout,
     ResponseTooLarge,
     TruncatedResponse,
@@ -60,6 +61,20 @@ def test_request_bytes() -> None:
     assert headers[b"host"] == b"[2001:db8::1]:3480" and headers[b"connection"] == b"close"
     assert headers[b"content-length"] == b"11" and headers[b"content-type"] == b"application/json"
     assert headers[b"user-agent"].startswith(b"nodereach/")
+
+
+def test_raw_request_and_answer() -> None:
+    """Any body and headers (the gateway's SOAP), the answer's body as bytes, bounded by the exchange's max_body."""
+    exchange = Exchange(max_body=16)
+    out = exchange.request("POST", "/ctl/IPConn", "192.168.1.1:5000", b"<x/>", content_type='text/xml; charset="utf-8"',
+                           headers=(("SOAPAction", '"urn:x#GetExternalIPAddress"'),))
+    assert b'\r\nSOAPAction: "urn:x#GetExternalIPAddress"\r\n' in out
+    assert b'\r\nContent-Type: text/xml; charset="utf-8"\r\n' in out and out.endswith(b"\r\n\r\n<x/>")
+    assert exchange.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n<a/>") == Response(200, b"<a/>")
+    with pytest.raises(ResponseTooLarge):
+        small = Exchange(max_body=16)
+        small.request("GET", "/", "x")
+        small.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n" + b"a" * 17)
 
 
 @pytest.mark.parametrize("data, expected", [

@@ -1,9 +1,11 @@
-"""HTTP/1.1 client for nodereach's own /v1 JSON API: one request per connection, bounded, under a deadline.
+"""HTTP/1.1 client for nodereach's own /v1 JSON API and the gateway's UPnP description and SOAP control URL:
+one request per connection, bounded, under a deadline.
 
 The framing (status line, headers, Content-Length, chunked and close-delimited bodies, 1xx responses) is
 h11's; this module adds what a client facing hostile servers needs: size bounds, one deadline over the whole
 exchange, and one family of typed errors. `Exchange` is the sans-IO part (bytes in, a response or an
-`HttpError` out); `request_json` is the thin asyncio driver around it.
+`HttpError` out); `request` (any body, the raw answer) and `request_json` (nodereach's API) are the thin
+asyncio drivers around it.
 
 Why not aiohttp: importing it costs more than a whole dial-back probe at LAN RTTs (~0.3-0.8 s here), and
 the check's start-up must stay lean. Even h11 (~10 ms of CPU) is imported only when first needed, or by
@@ -53,6 +55,13 @@ class ResponseTimeout(HttpError):
 
 
 @dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    """At most the exchange's `max_body` bytes."""
+
+
+@dataclass(frozen=True, slots=True)
 class JsonResponse:
     status: int
     doc: dict[str, Any]
@@ -75,37 +84,45 @@ class Exchange:
     """One request and its response, without I/O.
 
     `request(...)` gives the bytes to send; `feed(data)` takes what arrived and returns the response once
-    it is complete, else None; `feed(b"")` means the server closed the connection and never returns None.
-    Raises only HttpError subclasses.
+    it is complete, else None (`receive(data)` the same with the body as bytes); `feed(b"")` means the server
+    closed the connection and never returns None. Raises only HttpError subclasses. `max_body` bounds the
+    body (MAX_BODY by default), and the whole exchange to MAX_HEAD more.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = MAX_BODY) -> None:
         import h11  # cached after the first time (see warm_up)
 
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self._max_body = max_body
+        self._max_response = MAX_HEAD + max_body
         self._received = 0
         self._status: int | None = None
         self._head = 0
         self._body = bytearray()
         self._done = False
 
-    def request(self, method: str, target: str, host: str, body: bytes | None = None) -> bytes:
+    def request(self, method: str, target: str, host: str, body: bytes | None = None, *,
+                content_type: str = "application/json", headers: tuple[tuple[str, str], ...] = ()) -> bytes:
         import h11
 
-        headers = [("Host", host), ("User-Agent", USER_AGENT), ("Connection", "close")]
+        fields = [("Host", host), ("User-Agent", USER_AGENT), ("Connection", "close"), *headers]
         if body is not None:
-            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        out = self._conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+            fields += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        out = self._conn.send(h11.Request(method=method, target=target, headers=fields)) or b""
         if body:
             out += self._conn.send(h11.Data(data=body)) or b""
         return out + (self._conn.send(h11.EndOfMessage()) or b"")
 
     def feed(self, data: bytes) -> JsonResponse | None:
+        response = self.receive(data)
+        return None if response is None else JsonResponse(response.status, _json_object(response.body))
+
+    def receive(self, data: bytes) -> Response | None:
         if self._done:
             raise MalformedResponse("data after the end of the exchange")
         self._received += len(data)
-        if self._received > MAX_RESPONSE:
-            raise ResponseTooLarge(f"the server sent more than {MAX_RESPONSE} bytes")
+        if self._received > self._max_response:
+            raise ResponseTooLarge(f"the server sent more than {self._max_response} bytes")
         closed = not data
         import h11
 
@@ -126,12 +143,12 @@ class Exchange:
                         self._status = event.status_code
                 elif isinstance(event, h11.Data):
                     self._body += event.data
-                    if len(self._body) > MAX_BODY:
-                        raise ResponseTooLarge(f"response body over {MAX_BODY} bytes")
+                    if len(self._body) > self._max_body:
+                        raise ResponseTooLarge(f"response body over {self._max_body} bytes")
                 elif isinstance(event, h11.EndOfMessage):
                     assert self._status is not None  # h11 gives EndOfMessage only after a Response
                     self._done = True
-                    return JsonResponse(self._status, _json_object(bytes(self._body)))
+                    return Response(self._status, bytes(self._body))
                 elif isinstance(event, h11.ConnectionClosed):
                     raise TruncatedResponse("the server closed the connection before answering")
                 elif event is h11.PAUSED:
@@ -165,26 +182,39 @@ def parse_response(data: bytes, method: str = "GET") -> JsonResponse:
     return response
 
 
-async def request_json(host: str, port: int, method: str, path: str,
-                       body_fn: Callable[[float], dict[str, Any]] | None = None, *, timeout: float,  # noqa: ASYNC109
-                       local_address: str | None = None) -> JsonResponse:
-    """One request, `Connection: close`, everything within `timeout` seconds. `body_fn(handshake_s)` builds
-    the JSON body once the TCP handshake took `handshake_s` (dial-back derives the server's probe deadline
-    from it). Raises OSError (cannot connect) or HttpError (ResponseTimeout at the deadline)."""
+async def request(host: str, port: int, method: str, path: str,
+                  body_fn: Callable[[float], bytes] | None = None, *, timeout: float,  # noqa: ASYNC109
+                  content_type: str = "application/json", headers: tuple[tuple[str, str], ...] = (),
+                  max_body: int = MAX_BODY, local_address: str | None = None) -> Response:
+    """One request, `Connection: close`, everything within `timeout` seconds; the answer's body as bytes.
+    `body_fn(handshake_s)` builds the body once the TCP handshake took `handshake_s`. Raises OSError (cannot
+    connect) or HttpError (ResponseTimeout at the deadline)."""
     start = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
                 host, port, local_addr=(local_address, 0) if local_address else None)
             try:
-                exchange = Exchange()
-                body = None if body_fn is None else json.dumps(body_fn(time.monotonic() - start)).encode()
-                writer.write(exchange.request(method, path, host_port(host, port), body))
+                exchange = Exchange(max_body)
+                body = None if body_fn is None else body_fn(time.monotonic() - start)
+                writer.write(exchange.request(method, path, host_port(host, port), body, content_type=content_type,
+                                              headers=headers))
                 while True:
-                    response = exchange.feed(await reader.read(READ_SIZE))
+                    response = exchange.receive(await reader.read(READ_SIZE))
                     if response is not None:
                         return response
             finally:
                 writer.close()
     except TimeoutError:
         raise ResponseTimeout(f"no complete answer within {timeout:.1f} s") from None
+
+
+async def request_json(host: str, port: int, method: str, path: str,
+                       body_fn: Callable[[float], dict[str, Any]] | None = None, *, timeout: float,  # noqa: ASYNC109
+                       local_address: str | None = None) -> JsonResponse:
+    """`request` with a JSON body and answer: `body_fn(handshake_s)` builds the JSON body once the TCP handshake
+    took `handshake_s` (dial-back derives the server's probe deadline from it); the answer's body as a JSON
+    object ({} when it is not one)."""
+    encode = None if body_fn is None else (lambda handshake_s: json.dumps(body_fn(handshake_s)).encode())
+    response = await request(host, port, method, path, encode, timeout=timeout, local_address=local_address)
+    return JsonResponse(response.status, _json_object(response.body))
