@@ -25,8 +25,7 @@ from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.http import ForbiddenUrl, SoapFault, parse_soap
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
-from nodereach.portmap.ssdp import Found, _accept
-from nodereach.portmap.ssdp_codec import SsdpMessage
+from nodereach.portmap.ssdp_codec import Found, SsdpMessage, accept
 from nodereach.portmap.upnp_client import UpnpClient
 
 LO = Gateway("127.0.0.1", "127.0.0.1", 1, (ipaddress.ip_network("127.0.0.0/8"),))
@@ -424,6 +423,10 @@ IGD = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 
 def _reply(location: str, st: str = IGD, **extra: str) -> SsdpMessage:
     return SsdpMessage("HTTP/1.1 200 OK", {"location": location, "st": st, **extra})
+
+
+def _accept(message: SsdpMessage, source: str, gw: Gateway) -> Found | None:
+    return accept(message, source, gw.on_link)
 
 
 def test_ssdp_only_on_link_and_same_host() -> None:

@@ -59,6 +59,25 @@ async def test_probe_gateway_sees_all_three(lab: Callable[..., Lab]) -> None:
     assert elapsed < 2.0, elapsed  # parallel, early-stopping SSDP
 
 
+async def test_check_igd_probe_reads_miniupnpd(lab: Callable[..., Lab]) -> None:
+    """The check's lean probe against real miniupnpd: its answer to the search, its description's control URL,
+    GetExternalIPAddress; in one SSDP window plus LAN round trips."""
+    from nodereach.portmap import igd_probe
+
+    net = lab("port-restricted", home_router=True)
+
+    async def body() -> tuple[str | None, igd_probe.Control, float]:
+        start = time.monotonic()
+        address, control = await igd_probe.probe(await find_gateway_async(), wait=0.25, http_s=0.5)
+        return address, control, time.monotonic() - start
+
+    address, control, took = await net.run_async("client", body)
+    assert address == WAN
+    assert control == igd_probe.Control("urn:schemas-upnp-org:service:WANIPConnection:2",
+                                        f"http://{A.HOME_LAN_GW}:5000/ctl/IPConn")
+    assert took < 0.25  # miniupnpd answers a search after its fixed 50 ms: the probe does not wait the window
+
+
 @pytest.mark.parametrize("method", METHODS)
 async def test_map_inbound_renew_delete(lab: Callable[..., Lab], method: str) -> None:
     net = lab("port-restricted", home_router=True)
@@ -487,6 +506,7 @@ class _FakeSsdpRouter:
 
 @pytest.mark.parametrize("mode", ["multicast", "other-port"])
 async def test_ssdp_quirky_routers_are_found(lab: Callable[..., Lab], mode: str) -> None:
+    """The one search of the keeper and the check (ssdp.search_igd) with routers answering oddly."""
     from nodereach.portmap.ssdp import search_igd
 
     net = lab("port-restricted", home_router=True)

@@ -19,7 +19,7 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\n"
 
 
 def test_msearch_bytes() -> None:
-    assert build_msearch("urn:schemas-upnp-org:device:InternetGatewayDevice:2") == (
+    assert build_msearch("urn:schemas-upnp-org:device:InternetGatewayDevice:2", mx=2) == (
         b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 2\r\n'
         b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:2\r\n\r\n")
     assert build_msearch("ssdp:all", ipv6=True, mx=1).startswith(

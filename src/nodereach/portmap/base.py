@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgspec
+
 from nodereach.net import Transport, is_public
 
 Method = Literal["pcp", "natpmp", "upnp"]
@@ -72,6 +74,17 @@ class Driver(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class MethodAvailability(msgspec.Struct):
+    """Whether one protocol answered on the gateway. available=None: could not be tested (no gateway)."""
+
+    available: bool | None
+    external_address: str | None = None
+    reason: str | None = None
+    """`ok`, `timeout`, `port-unreachable`, `unsupported-version`, `refused:NAME`, `malformed`, `not-offered`,
+    `no-gateway`, ... (errors.reason_code)"""
+    detail: str | None = None
 
 
 def is_unroutable(address: str | None) -> bool:

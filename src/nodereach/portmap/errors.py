@@ -48,3 +48,20 @@ class NotAvailable(PortmapError):
 
 class NotOffered(NotAvailable):
     """The gateway answers but does not offer what is needed (no IPv6 firewall control, pinholes refused)."""
+
+
+def reason_code(exc: BaseException) -> str:
+    """The short reason a probe reports for a failure (`timeout`, `port-unreachable`, `refused:NAME`, ...)."""
+    if isinstance(exc, GatewayTimeout):
+        return "timeout"
+    if isinstance(exc, NotOffered):
+        return "not-offered"
+    if isinstance(exc, NotAvailable):
+        return "port-unreachable"
+    if isinstance(exc, UnsupportedVersion):
+        return "unsupported-version"
+    if isinstance(exc, ResultCodeError):
+        return f"refused:{exc.name}"
+    if isinstance(exc, MalformedMessage):
+        return "malformed"
+    return "error"

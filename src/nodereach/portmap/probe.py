@@ -5,51 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from nodereach.net import Transport
-from nodereach.portmap.base import METHODS, Driver, Method
-from nodereach.portmap.errors import (
-    GatewayTimeout,
-    MalformedMessage,
-    NotAvailable,
-    NotOffered,
-    PortmapError,
-    ResultCodeError,
-    UnsupportedVersion,
-)
+from nodereach.portmap.base import METHODS, Driver, Method, MethodAvailability
+from nodereach.portmap.errors import NotOffered, PortmapError, reason_code
 from nodereach.portmap.gateway import Gateway, find_gateway_async
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
 from nodereach.portmap.ssdp import search_igd
 
-
-@dataclass(slots=True)
-class MethodAvailability:
-    """Whether one protocol answered on the gateway. available=None: could not be tested (no gateway)."""
-
-    available: bool | None
-    external_address: str | None = None
-    reason: str | None = None
-    """`ok`, `timeout`, `port-unreachable`, `unsupported-version`, `refused`, `malformed`, `no-gateway`, ..."""
-    detail: str | None = None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, GatewayTimeout):
-        return "timeout"
-    if isinstance(exc, NotOffered):
-        return "not-offered"
-    if isinstance(exc, NotAvailable):
-        return "port-unreachable"
-    if isinstance(exc, UnsupportedVersion):
-        return "unsupported-version"
-    if isinstance(exc, ResultCodeError):
-        return f"refused:{exc.name}"
-    if isinstance(exc, MalformedMessage):
-        return "malformed"
-    return "error"
+__all__ = ["PROBES", "PROBES6", "MethodAvailability", "probe_all", "probe_gateway"]
 
 
 async def _probe_pcp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
@@ -132,7 +98,7 @@ async def probe_all(gw: Gateway, wait: float, methods: tuple[Method, ...] = METH
             async with asyncio.timeout(wait * (3 if name == "upnp" else 1) + 0.5):
                 return await probes[name](gw, wait)
         except PortmapError as exc:
-            return MethodAvailability(False, None, _reason(exc), exc.message), None
+            return MethodAvailability(False, None, reason_code(exc), exc.message), None
         except TimeoutError:
             return MethodAvailability(False, None, "timeout", f"{name}: no complete answer in time"), None
         except OSError as exc:
@@ -160,12 +126,13 @@ async def probe_all(gw: Gateway, wait: float, methods: tuple[Method, ...] = METH
 
 
 async def probe_gateway(gateway: str | None = None, *, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-    """For `nodereach check`: which port-mapping protocols the gateway offers, keyed pcp/natpmp/upnp."""
+    """Which port-mapping protocols the gateway offers, keyed pcp/natpmp/upnp: the check's cheap questions
+    (portmap.offers), each bounded by `timeout`, without the drivers `open` needs."""
+    from nodereach.portmap.offers import probe_offers
+
     try:
         gw = await find_gateway_async(gateway)
     except PortmapError as exc:
         return {m: MethodAvailability(None, None, "no-gateway", exc.message) for m in METHODS}
-    results, drivers = await probe_all(gw, timeout)
-    for driver in drivers.values():
-        await driver.close()
-    return dict(results)
+    found = await probe_offers(gw, timeout)
+    return {str(name): result for name, result in found.items()}

@@ -1,7 +1,8 @@
 """SSDP search for an Internet Gateway Device that stops as soon as the gateway answers.
 
 Our own M-SEARCH on one socket (the messages are `ssdp_codec`'s), so that learning whether an IGD answers
-loads none of the UPnP client stack (aiohttp + async-upnp-client), which is imported only once one did.
+loads none of the UPnP client stack (aiohttp + async-upnp-client): the keeper imports it only once one did,
+the check's probe (igd_probe) never.
 Replies count only from on-link addresses, and the LOCATION must be on the host that answered: a device
 elsewhere cannot steer us to a description on another machine.
 """
@@ -12,80 +13,50 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from nodereach.portmap.errors import GatewayTimeout
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.multicast import listen_group
 from nodereach.portmap.ssdp_codec import (
-    MAX_DATAGRAM,
+    SEARCH_TARGETS,
     SSDP_GROUP,
     SSDP_GROUP6,
     SSDP_PORT,
-    SsdpMessage,
+    Found,
     build_msearch,
-    parse,
-    parse_boot_id,
+    parse_search_response,
 )
 
-SEARCH_TARGETS = (
-    "urn:schemas-upnp-org:device:InternetGatewayDevice:2",
-    "urn:schemas-upnp-org:device:InternetGatewayDevice:1",
-)
-MAX_LOCATION = 512
+__all__ = ["Found", "search_igd"]
+
 MULTICAST_HOPS = 2
-"""What async-upnp-client and miniupnpc send with: the gateway is one hop away."""
+"""UDA 1.1 §1.3.2: the M-SEARCH's IP TTL should default to 2 (async-upnp-client and miniupnpc send that)."""
+MAX_OTHERS = 8
+"""Answers of other LAN devices kept while waiting for the gateway's (a hostile device may send many)."""
 Address = tuple[str, int] | tuple[str, int, int, int]
-OnReply = Callable[[SsdpMessage, str], None]
+OnFound = Callable[[Found], None]
 
 
 class _Replies(asyncio.DatagramProtocol):
     """Search responses: to our search socket, or to the multicast group (some routers answer there)."""
 
-    def __init__(self, on_reply: OnReply) -> None:
-        self.on_reply = on_reply
+    def __init__(self, gw: Gateway, on_found: OnFound) -> None:
+        self.gw = gw
+        self.on_found = on_found
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) > MAX_DATAGRAM:
-            return
-        message = parse(data)
-        if message is not None and message.is_search_response:
-            self.on_reply(message, str(addr[0]))
+        found = parse_search_response(data, str(addr[0]), self.gw.on_link)
+        if found is not None:
+            self.on_found(found)
+
+    def error_received(self, exc: Exception) -> None:
+        return None  # ICMP errors of the unicast search: nothing listens on the gateway's port 1900
 
 
-async def _listen_group(local_address: str, on_reply: OnReply) -> asyncio.DatagramTransport | None:
+async def _listen_group(gw: Gateway, on_found: OnFound) -> asyncio.DatagramTransport | None:
     # None when port 1900 is held by a daemon without SO_REUSEPORT: unicast answers still work
-    return await listen_group(SSDP_GROUP, SSDP_PORT, local_address, lambda: _Replies(on_reply))
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    location: str
-    host: str
-    st: str
-    boot_id: int | None = None
-    """BOOTID.UPNP.ORG of the reply (UDA 1.1): a later NOTIFY with another one means the device restarted."""
-
-
-def _accept(message: SsdpMessage, source: str, gw: Gateway) -> Found | None:
-    location = message.get("location")
-    st = message.get("st") or ""
-    if not location or len(location) > MAX_LOCATION:
-        return None
-    if not gw.on_link(source):
-        return None
-    if "InternetGatewayDevice" not in st and "WANIPConnection" not in st and "WANPPPConnection" not in st:
-        return None
-    try:
-        host = urlsplit(location).hostname
-    except ValueError:
-        return None
-    source = source.split("%", 1)[0]
-    if host != source:
-        return None
-    return Found(location, source, st, parse_boot_id(message.get("bootid.upnp.org")))
+    return await listen_group(SSDP_GROUP, SSDP_PORT, gw.local_address, lambda: _Replies(gw, on_found))
 
 
 def _search_socket(source: Address, v6: bool, interface_index: int | None) -> socket.socket:
@@ -118,14 +89,11 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
     others: list[Found] = []
     first_other: asyncio.Event = asyncio.Event()
 
-    def on_reply(message: SsdpMessage, source: str) -> None:
-        found = _accept(message, source, gw)
-        if found is None:
-            return
+    def on_found(found: Found) -> None:
         if found.host == gw.address.split("%", 1)[0]:
             if not from_gateway.done():
                 from_gateway.set_result(found)
-        else:
+        elif len(others) < MAX_OTHERS:
             others.append(found)
             first_other.set()
 
@@ -136,24 +104,26 @@ async def search_igd(gw: Gateway, *, wait: float, grace: float = 0.3) -> Found:
     # answers with a LOCATION on its global address, measured in the lab), and unicast to the gateway.
     index = gw.interface_index or 0
     source: Address = (gw.local_address, 0, 0, index) if v6 else (gw.local_address, 0)
-    targets: list[Address] = [(SSDP_GROUP6, SSDP_PORT, 0, index), (gw.address.split("%", 1)[0], SSDP_PORT, 0, index)] \
-        if v6 else [(SSDP_GROUP, SSDP_PORT), (gw.address, SSDP_PORT)]
-    searches = [build_msearch(st, ipv6=v6) for st in SEARCH_TARGETS]
+    unicast = gw.address.split("%", 1)[0]
+    group_to: Address = (SSDP_GROUP6, SSDP_PORT, 0, index) if v6 else (SSDP_GROUP, SSDP_PORT)
+    unicast_to: Address = (unicast, SSDP_PORT, 0, index) if v6 else (unicast, SSDP_PORT)
+    searches: list[tuple[bytes, Address]] = []
+    for st in SEARCH_TARGETS:
+        searches += [(build_msearch(st, ipv6=v6), group_to), (build_msearch(st, host=unicast), unicast_to)]
     try:
         sock = _search_socket(source, v6, gw.interface_index)
     except OSError as exc:
         raise GatewayTimeout(f"UPnP: cannot send an SSDP search ({exc.strerror or exc})") from exc
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Replies(on_reply), sock=sock)
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Replies(gw, on_found), sock=sock)
     group = None
     try:
         if not v6:
-            group = await _listen_group(gw.local_address, on_reply)
+            group = await _listen_group(gw, on_found)
 
         def send() -> None:
-            for data in searches:
-                for target in targets:
-                    with contextlib.suppress(OSError):
-                        transport.sendto(data, target)
+            for data, target in searches:
+                with contextlib.suppress(OSError):
+                    transport.sendto(data, target)
 
         send()
         resend = loop.call_later(min(0.5, wait / 3), send)
