@@ -16,7 +16,7 @@ from nodereach.errors import UsageError
 from nodereach.net import TRANSPORTS, PortSpec, Transport, is_transport
 
 if TYPE_CHECKING:
-    from nodereach.node.reader import Secrets
+    from nodereach.node.choice import Secrets
 
 BUILTIN_STUN_SERVERS = (
     "stun.l.google.com:19302",
@@ -128,7 +128,7 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
                 port_specs.append(p)
     if not servers and cfg.timeout is not None and timeout == 5.0:
         timeout = cfg.timeout
-    from nodereach.node.view import NodeChoice, pick_ports_now
+    from nodereach.node.choice import NodeChoice
 
     try:
         choice = NodeChoice.parse(node if node is not None else cfg.node)
@@ -138,6 +138,8 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
     pick = host = None
     if not port_specs:
         # No --port: the node's P2P ports from the known programs listening on this host.
+        from nodereach.node.view import pick_ports_now
+
         pick, host = pick_ports_now()
         port_specs = list(pick.ports)
     return CheckOptions(servers=specs, ports=port_specs, timeout=timeout, lifetime=lifetime,
@@ -147,7 +149,7 @@ def build_options(servers: list[str], ports: list[str], timeout: float, lifetime
 
 def _secrets(cfg: CheckFile) -> Secrets | None:
     """Where the node's credentials are, from the config file (never on the command line: it shows in `ps`)."""
-    from nodereach.node.reader import Secrets
+    from nodereach.node.choice import Secrets
 
     key: str | None = None
     if cfg.node_api_key_file:

@@ -19,8 +19,8 @@ from nodereach.net import Family, PortSpec, ResolveError, SockAddr, family_of, r
 
 if TYPE_CHECKING:
     from nodereach.node.catalog import PortPick
-    from nodereach.node.reader import Secrets
-    from nodereach.node.view import HostScan, NodeChoice
+    from nodereach.node.choice import NodeChoice, Secrets
+    from nodereach.node.view import HostScan
 
 Progress = Callable[[str, str, str], None]
 """progress(step, state, detail): state is running | done | failed | skipped."""

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from nodereach.net import PortSpec
+from nodereach.node.choice import ADAPTER_KINDS as ADAPTER_KINDS
+from nodereach.node.choice import AdapterKind as AdapterKind
 from nodereach.node.listeners import Listener, ProcessInfo
-
-AdapterKind = Literal["bitcoin", "ethereum", "beacon", "kubo", "monero", "lnd", "transmission", "syncthing"]
-ADAPTER_KINDS: tuple[AdapterKind, ...] = ("bitcoin", "ethereum", "beacon", "kubo", "monero", "lnd", "transmission",
-                                          "syncthing")
 
 
 def _both(port: int) -> tuple[PortSpec, PortSpec]:

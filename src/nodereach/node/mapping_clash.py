@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nodereach.net import PortSpec
-from nodereach.node.reader import Secrets
+from nodereach.node.choice import NodeChoice, Secrets
 from nodereach.node.report import double_mapping
-from nodereach.node.view import NodeChoice, observe
+from nodereach.node.view import observe
 
 
 async def node_mapping_clash(ports: Sequence[PortSpec], choice: NodeChoice, *, budget_s: float = 1.0,

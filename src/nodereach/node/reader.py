@@ -19,44 +19,22 @@ import pwd
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from nodereach.node.adapters.base import NodeError, NodeStatus
 from nodereach.node.catalog import ADAPTER_KINDS, PROGRAMS, AdapterKind, by_kind, identify
+from nodereach.node.choice import NO_SECRETS
+from nodereach.node.choice import NodeSpec as NodeSpec
+from nodereach.node.choice import Secrets as Secrets
 from nodereach.node.listeners import Listener, ProcessInfo
 
 if TYPE_CHECKING:
     from nodereach.node.adapters.rpcio import Conn, Target
 
 MAX_SECRET_FILE = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
-    """What `--node` said: a kind (None: detect), and where its RPC is (None: the kind's default)."""
-
-    kind: AdapterKind | None
-    where: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> NodeSpec:
-        """`KIND`, `KIND=URL`, `KIND=/path/to/geth.ipc`, or `auto`. ValueError names the kinds."""
-        kind, sep, where = text.strip().partition("=")
-        kind = kind.strip().lower()
-        if kind == "auto" and not sep:
-            return cls(None)
-        aliases: dict[str, AdapterKind] = {"bitcoind": "bitcoin", "geth": "ethereum", "eth": "ethereum",
-                                           "execution": "ethereum", "consensus": "beacon", "ipfs": "kubo",
-                                           "monerod": "monero", "transmission-daemon": "transmission"}
-        kind = aliases.get(kind, kind)
-        if kind not in ADAPTER_KINDS:
-            raise ValueError(f"unknown node kind {kind!r}; use one of: {', '.join(ADAPTER_KINDS)}, or auto")
-        if sep and not where.strip():
-            raise ValueError(f"--node {kind}= needs a URL or a socket path after '='")
-        return cls(kind, where.strip() or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +49,6 @@ class NodeReading:
     status: NodeStatus | None = None
     error: str | None = None
     elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Secrets:
-    """Where to find credentials beyond the defaults (from the config file or the API)."""
-
-    cookie_file: str | None = None
-    macaroon_file: str | None = None
-    tls_cert_file: str | None = None
-    api_key: str | None = field(default=None, repr=False)
 
 
 ADAPTERS: dict[AdapterKind, str] = {k: f"nodereach.node.adapters.{k}" for k in ADAPTER_KINDS}
@@ -158,7 +126,7 @@ def _syncthing_key(homes: Sequence[Path], secrets: Secrets) -> str | None:
 
 
 def connect(kind: AdapterKind, target: Target, deadline: float, *, owner_uid: int | None = None,
-            secrets: Secrets = Secrets()) -> Conn:
+            secrets: Secrets = NO_SECRETS) -> Conn:
     """A `Conn` for `kind` with the credentials that software uses, found for the node's user."""
     from nodereach.node.adapters.rpcio import Conn
 
@@ -200,7 +168,7 @@ def ipc_candidates(homes: Sequence[Path]) -> list[Path]:
 
 
 async def read_node(spec: NodeSpec, *, budget_s: float = 1.0, owner_uid: int | None = None, how: str = "",
-                    secrets: Secrets = Secrets()) -> NodeReading:
+                    secrets: Secrets = NO_SECRETS) -> NodeReading:
     """Read one node within `budget_s`; never raises (a failure is `NodeReading.error`)."""
     assert spec.kind is not None, "detect() first"
     kind = spec.kind

@@ -15,27 +15,12 @@ from urllib.parse import urlsplit
 
 from nodereach.net import PortSpec
 from nodereach.node.catalog import PROGRAMS, PortPick, find_programs, pick_ports
+from nodereach.node.choice import NodeChoice as NodeChoice
 from nodereach.node.listeners import ContainerView, Listener, ProcessInfo, container_view, list_processes, scan
-from nodereach.node.reader import Detected, NodeReading, NodeSpec, Secrets, detect, read_node
+from nodereach.node.reader import Detected, NodeReading, Secrets, detect, read_node
 
 RPC_PORTS = tuple(dict.fromkeys(PortSpec(urlsplit(p.rpc).port or 80, "tcp") for p in PROGRAMS))
 """Default RPC ports of the known software: a listener there names a node to read (detection)."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeChoice:
-    """What `--node` said: read this node, detect one (`auto`, the default), or none (`--node none`)."""
-
-    spec: NodeSpec | None = None
-    auto: bool = True
-
-    @classmethod
-    def parse(cls, text: str | None) -> NodeChoice:
-        if text is None or text.strip().lower() == "auto":
-            return cls(None, True)
-        if text.strip().lower() == "none":
-            return cls(None, False)
-        return cls(NodeSpec.parse(text), False)
 
 
 @dataclass(frozen=True, slots=True)

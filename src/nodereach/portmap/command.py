@@ -271,8 +271,8 @@ def run_open(ports: list[str], method: str | None, lease: int, once: bool, json_
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     from nodereach.net import PortSpec
+    from nodereach.node.choice import NodeChoice
     from nodereach.node.mapping_clash import node_mapping_clash
-    from nodereach.node.view import NodeChoice
 
     try:
         choice = NodeChoice.parse(node)
