@@ -1,77 +1,133 @@
-"""The check's gateway probe (diagnose.adapters + gateway_child): the children's protocol and bounds, without a
-lab (a gateway on loopback that answers nothing), and what a child's answer may contain."""
+"""The check's gateway probe (diagnose.adapters over portmap.offers) and its warm-up imports (diagnose.warm),
+without a lab: the bounds (a slow part is cut off, quick answers survive it, the rest of the check may extend
+it), real PCP / NAT-PMP refusals from a loopback "gateway", and the thread that imports off the main thread.
+UPnP's SSDP search is multicast, which must not leave the host: it runs against real miniupnpd and in the plain
+scenarios in the lab (tests/test_check_homerouter.py, tests/test_portmap_lab.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
 
-from nodereach.diagnose import adapters
+from nodereach.diagnose import adapters, warm
 from nodereach.diagnose.model import PortmapProtocol
+from nodereach.diagnose.netinfo import RouteInfo
+from nodereach.portmap import igd_probe, offers
+from nodereach.portmap.base import Method, MethodAvailability
+from nodereach.portmap.errors import GatewayTimeout
+from nodereach.portmap.gateway import Gateway
+
+LOOPBACK = RouteInfo(source="127.0.0.1", gateway="127.0.0.2", networks=("127.0.0.0/8",))
 
 
-def test_child_answers_are_checked() -> None:
-    got = adapters._convert({"pcp": {"available": True, "external_address": "198.51.100.2", "reason": "ok"},
-                             "natpmp": {"available": "yes", "external_address": 5, "reason": "x" * 500}},
-                            ("pcp", "natpmp", "upnp"))
-    assert got["pcp"] == PortmapProtocol(available=True, external_address="198.51.100.2", reason="ok")
-    assert got["natpmp"].available is None and got["natpmp"].external_address is None
-    assert len(got["natpmp"].reason or "") == 200
-    assert got["upnp"].reason == "not reported"
-    assert adapters._convert([1, 2], ("pcp",))["pcp"].reason == "not reported"
+def fake_ask(delays: dict[str, float], fail: str | None = None) -> object:
+    async def ask(name: Method, gw: Gateway, wait: float, http_s: float = 0.5) -> MethodAvailability:
+        await asyncio.sleep(delays.get(name, 0.0))
+        if name == fail:
+            raise RuntimeError("a bug")
+        return MethodAvailability(True, "198.51.100.2" if name != "pcp" else None, "ok")
 
-
-LOOPBACK_SAFE = (("pcp", "natpmp"),)
-"""Unicast to the gateway only: the UPnP child's SSDP search is multicast, which must not leave the host
-(tests/test_check_homerouter.py runs it inside a lab namespace)."""
-
-
-async def test_children_answer_for_a_silent_gateway() -> None:
-    """127.0.0.2 as the gateway: PCP / NAT-PMP get refused (ICMP port unreachable). Every protocol gets an answer
-    or a reason, and the child is gone afterwards."""
-    probes = adapters.GatewayProbes(LOOPBACK_SAFE)
-    start = time.monotonic()
-    result, err = await adapters.portmap("127.0.0.2", probes, wait_s=0.25, bound_s=0.9, local_address="127.0.0.1",
-                                         networks=("127.0.0.0/8",), hard_s=10.0, ready_s=10.0)
-    took = time.monotonic() - start
-    assert err is None and set(result) == {"pcp", "natpmp", "upnp"}
-    assert (result["pcp"].available, result["natpmp"].available) == (False, False)
-    assert result["upnp"].reason == "not probed"
-    assert all(r.reason for r in result.values()), result
-    assert took < 10.0
-    for child in probes.children:
-        assert child.ready_at is not None  # it said when its imports were done
-        proc = child.spawned.result()
-        assert proc.returncode is not None  # and is not left running
+    return ask
 
 
 async def test_no_gateway_costs_nothing() -> None:
-    probes = adapters.GatewayProbes(LOOPBACK_SAFE)
-    try:
-        result, err = await adapters.portmap(None, probes, wait_s=0.25, bound_s=0.9)
-    finally:
-        await probes.close()
-    assert err == "no default gateway" and all(r.reason == "no default gateway" for r in result.values())
+    for route, why in ((None, "no default gateway"), (RouteInfo(source="192.168.1.2"), "no default gateway"),
+                       (RouteInfo(gateway="192.168.1.1"), "no source address toward the gateway")):
+        result, err = await adapters.portmap(route, bound_s=0.9)
+        assert err == why and all(r.reason == why and r.available is None for r in result.values())
 
 
-@pytest.mark.parametrize("ready_at, expected", [(None, 2.0), (0.1, 1.0), (0.8, 1.25)])
-def test_soft_end_follows_readiness(ready_at: float | None, expected: float) -> None:
-    class Child:
-        pass
+async def test_quick_answers_survive_a_slow_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offers, "ask", fake_ask({"upnp": 5.0}))
+    start = time.monotonic()
+    result, err = await adapters.portmap(LOOPBACK, bound_s=0.3, hard_s=3.0)
+    assert time.monotonic() - start < 1.0 and err is None
+    assert result["natpmp"] == PortmapProtocol(available=True, external_address="198.51.100.2", reason="ok")
+    # PCP's ANNOUNCE carries no address: NAT-PMP's, from the same daemon
+    assert result["pcp"] == PortmapProtocol(available=True, external_address="198.51.100.2", reason="ok")
+    assert result["upnp"].available is None and "no complete answer within 0.3 s" in (result["upnp"].reason or "")
 
-    child = Child()
-    child.ready_at = ready_at  # type: ignore[attr-defined]
-    end = adapters._soft_end(child, bound_end=1.0, ready_by=2.0)  # type: ignore[arg-type]
-    assert end == pytest.approx(expected)
+
+async def test_the_rest_of_the_check_extends_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the other probes run, a slow part may finish (up to the hard end); once they are done, it is cut."""
+    monkeypatch.setattr(offers, "ask", fake_ask({"upnp": 0.5}))
+    others = asyncio.Event()
+    result, _ = await adapters.portmap(LOOPBACK, bound_s=0.1, hard_s=3.0, others=others)
+    assert result["upnp"].available is True
+
+    monkeypatch.setattr(offers, "ask", fake_ask({"upnp": 5.0}))
+    asyncio.get_running_loop().call_later(0.3, others.set)
+    start = time.monotonic()
+    result, _ = await adapters.portmap(LOOPBACK, bound_s=0.1, hard_s=3.0, others=asyncio.Event())
+    assert 2.9 < time.monotonic() - start < 3.5 and result["upnp"].available is None  # the hard end
+    start = time.monotonic()
+    others = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, others.set)
+    result, _ = await adapters.portmap(LOOPBACK, bound_s=0.1, hard_s=3.0, others=others)
+    assert 0.25 < time.monotonic() - start < 0.8 and result["upnp"].available is None
 
 
-async def test_gave_up_child_is_reported_and_killed() -> None:
-    """A bound too short for the children's imports: their parts are `unknown` with the reason, nothing hangs."""
-    probes = adapters.GatewayProbes(LOOPBACK_SAFE)
-    result, _err = await adapters.portmap("127.0.0.2", probes, wait_s=0.25, bound_s=0.01, local_address="127.0.0.1",
-                                          hard_s=0.01, ready_s=0.01)
-    await probes.close()
-    assert all(result[m].available is None and "within" in (result[m].reason or "") for m in ("pcp", "natpmp"))
-    await asyncio.sleep(0)
+async def test_a_bug_is_one_unknown_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offers, "ask", fake_ask({}, fail="natpmp"))
+    result, err = await adapters.portmap(LOOPBACK, bound_s=0.5)
+    assert err is None and result["natpmp"] == PortmapProtocol(reason="probe failed: RuntimeError")
+    assert result["upnp"].available is True and result["pcp"].available is True
+
+
+async def test_waits_for_its_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[float] = []
+
+    async def ask(name: Method, gw: Gateway, wait: float, http_s: float = 0.5) -> MethodAvailability:
+        asked.append(time.monotonic())
+        return MethodAvailability(False, None, "timeout")
+
+    monkeypatch.setattr(offers, "ask", ask)
+    start = time.monotonic()
+    result, _ = await adapters.portmap(LOOPBACK, bound_s=1.0, ready=asyncio.sleep(0.2))
+    assert len(asked) == 3 and min(asked) - start >= 0.19
+    assert all(r.reason == "timeout" for r in result.values())
+
+
+async def test_loopback_gateway_refuses_pcp_and_natpmp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real PCP / NAT-PMP exchanges: nothing listens on 127.0.0.2:5351, the kernel's ICMP port unreachable says
+    so at once (UPnP's multicast search is replaced: it must not leave the host)."""
+
+    async def no_upnp(gw: Gateway, *, wait: float, http_s: float) -> tuple[str | None, igd_probe.Control]:
+        raise GatewayTimeout("UPnP: not searched in this test")
+
+    monkeypatch.setattr(igd_probe, "probe", no_upnp)
+    start = time.monotonic()
+    result, err = await adapters.portmap(LOOPBACK, bound_s=0.9)
+    assert time.monotonic() - start < 0.5 and err is None
+    assert (result["pcp"].available, result["pcp"].reason) == (False, "port-unreachable")
+    assert (result["natpmp"].available, result["natpmp"].reason) == (False, "port-unreachable")
+    assert (result["upnp"].available, result["upnp"].reason) == (False, "timeout")
+
+
+# --- the warm-up thread ---------------------------------------------------------------------------------
+
+
+async def test_warmer_imports_in_a_thread_in_order() -> None:
+    for name in ("colorsys", "wave", "nodereach_no_such_module"):
+        sys.modules.pop(name, None)
+    before = sys.getswitchinterval()
+    warmer = warm.Warmer([("one", ("colorsys",)), ("two", ("nodereach_no_such_module", "wave"))])
+    await warmer.ready("unknown")  # not a group: at once, and it starts nothing
+    assert warmer._thread is None
+    await warmer.ready("two")  # starts the thread; a module that fails does not stop the group
+    assert "colorsys" in sys.modules and "wave" in sys.modules
+    await warmer.ready("one")
+    assert warmer._thread is not None
+    warmer._thread.join(2)
+    assert sys.getswitchinterval() == before  # restored once the thread is done
+
+
+async def test_warmer_wait_is_bounded() -> None:
+    warmer = warm.Warmer([("never", ("colorsys",))])
+    warmer._thread = object()  # type: ignore[assignment]  # started, but never signals
+    start = time.monotonic()
+    await warmer.ready("never", within=0.2)
+    assert 0.15 < time.monotonic() - start < 1.0

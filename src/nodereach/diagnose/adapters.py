@@ -1,191 +1,119 @@
-"""The gateway's port-mapping protocols (PCP, NAT-PMP, UPnP IGD) for the check, from the port-mapping package
-run in child interpreters (diagnose.gateway_child: its imports stay off the check's GIL).
+"""The gateway's port-mapping protocols (PCP, NAT-PMP, UPnP IGD) for the check, in its own process:
+`nodereach.portmap.offers` (one PCP ANNOUNCE, one NAT-PMP request, the lean UPnP IGD probe) costs a few
+milliseconds to import, done by the warm-up thread (diagnose.warm) while the first round trips are in flight.
 
-Two children start with the check: PCP + NAT-PMP (quick LAN answers) and UPnP (slow imports, an SSDP
-search). Each returns the report's own types and never raises: a child that is missing, fails or answers
-garbage yields `unknown` with the reason, so the rest of the diagnosis still runs.
+Returns the report's own types and never raises: a part that fails or is cut off yields `unknown` with the
+reason, so the rest of the diagnosis still runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import sys
+import ipaddress
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from nodereach.diagnose.budget import Context
 from nodereach.diagnose.model import PortmapProtocol
-from nodereach.diagnose.netinfo import NetInfo
+from nodereach.diagnose.netinfo import NetInfo, RouteInfo
 from nodereach.diagnose.observations import PortmapObservation
 
-MAX_CHILD_OUTPUT = 1 << 16
-SSDP_WAIT_S = 0.25
-"""How long the UPnP search listens for the gateway's answers (LAN round trips are milliseconds)."""
+if TYPE_CHECKING:
+    from nodereach.portmap.base import Method, MethodAvailability
+
+MODULES = ("nodereach.portmap.offers", "nodereach.portmap.gateway")
+"""What the probe imports (diagnose.warm imports it off the main thread first)."""
+METHODS: tuple[Method, ...] = ("pcp", "natpmp", "upnp")
+WAIT_S = 0.25
+"""How long PCP / NAT-PMP's answer and UPnP's search are waited for: LAN round trips are milliseconds, and
+routers answer an SSDP search in 50-85 ms (miniupnpd waits 50 ms on purpose: minissdp.c)."""
+HTTP_S = 0.5
+"""UPnP, once the gateway answered the search: its description and GetExternalIPAddress within this."""
 DONE_BY_S = 0.9
-"""The gateway probe is bounded to end this long after the check started (it is a LAN question; the other
-probes cross the internet), unless its child interpreter was late (below), never past the run's end."""
-AFTER_READY_S = 0.45
-"""Once a child's imports are done: time for the SSDP search (SSDP_WAIT_S; routers answer in 50-85 ms), the
-description and one action on the LAN. On a loaded host the imports alone may take a second (aiohttp and
-async-upnp-client: ~0.45 s of CPU): the bound follows them instead of cutting UPnP off."""
-READY_MAX_S = 2.0
-"""A child not ready this long after the check started is given up (its part is `unknown`)."""
-GROUPS: tuple[tuple[str, ...], ...] = (("pcp", "natpmp"), ("upnp",))
+"""The gateway probe ends this long after the check started unless the other probes still run (it is a LAN
+question; they cross the internet); never past the run's end."""
 
 
-def _convert(raw: Any, methods: tuple[str, ...]) -> dict[str, PortmapProtocol]:
-    """A child's answer in the report's types; anything malformed is `unknown` with a reason."""
-    out: dict[str, PortmapProtocol] = {}
-    for key in methods:
-        item = raw.get(key) if isinstance(raw, dict) else None
-        if not isinstance(item, dict):
-            out[key] = PortmapProtocol(reason="not reported")
-            continue
-        available, ext, reason = item.get("available"), item.get("external_address"), item.get("reason")
-        out[key] = PortmapProtocol(available=available if isinstance(available, bool) else None,
-                                   external_address=str(ext)[:64] if isinstance(ext, str) and ext else None,
-                                   reason=str(reason)[:200] if reason else None)
-    return out
+def _convert(result: MethodAvailability) -> PortmapProtocol:
+    address = result.external_address
+    return PortmapProtocol(available=result.available, external_address=address[:64] if address else None,
+                           reason=(result.reason or None) and str(result.reason)[:200])
 
 
-class ProbeChild:
-    """One child interpreter probing `methods` on the gateway. Started at the beginning of the check so that its
-    imports run on another core; `probe()` hands it the gateway and reads its one answer."""
-
-    def __init__(self, methods: tuple[str, ...]) -> None:
-        self.methods = methods
-        self.ready_at: float | None = None
-        """When the child said its imports are done (None: not yet)."""
-        self.ready = asyncio.Event()
-        self.spawned: asyncio.Future[asyncio.subprocess.Process] = asyncio.ensure_future(self._spawn())
-        self.readiness: asyncio.Future[None] = asyncio.ensure_future(self._wait_ready())
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nodereach.diagnose.gateway_child", *self.methods, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-
-    async def _wait_ready(self) -> None:
-        proc = await self.spawned
-        assert proc.stdout is not None
-        await proc.stdout.readline()  # {"ready": true}: its imports are done (or EOF: it died)
-        self.ready_at = time.monotonic()
-        self.ready.set()
-
-    async def probe(self, spec: dict[str, Any]) -> dict[str, PortmapProtocol]:
-        proc = await asyncio.shield(self.spawned)
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
-            await proc.stdin.drain()
-            proc.stdin.close()
-            await asyncio.shield(self.readiness)  # its first line is read there
-            out = await proc.stdout.read(MAX_CHILD_OUTPUT)
-            return _convert(json.loads(out), self.methods)
-        finally:
-            await self.close()
-
-    async def close(self) -> None:
-        for task in (self.readiness, self.spawned):
-            if not task.done():
-                task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.readiness
-        proc = self.spawned.result() if self.spawned.done() and not self.spawned.cancelled() \
-            and self.spawned.exception() is None else None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+async def _settle(tasks: dict[Method, asyncio.Task[PortmapProtocol]], soft_end: float, hard_end: float,
+                  others: asyncio.Event | None) -> None:
+    """Until every task is done, or `soft_end` passed while `others` is set (the rest of the check is done, or
+    no event was given), or `hard_end` in any case."""
+    pending = set(tasks.values())
+    await asyncio.wait(pending, timeout=max(0.0, soft_end - time.monotonic()))
+    if others is None or others.is_set() or all(t.done() for t in pending):
+        return
+    waiter = asyncio.ensure_future(others.wait())
+    try:
+        while not all(t.done() for t in pending) and not waiter.done():
+            await asyncio.wait({waiter, *(t for t in pending if not t.done())},
+                               timeout=max(0.0, hard_end - time.monotonic()), return_when=asyncio.FIRST_COMPLETED)
+            if time.monotonic() >= hard_end:
+                return
+    finally:
+        waiter.cancel()
 
 
-class GatewayProbes:
-    """The children of one check (PCP + NAT-PMP, and UPnP), started together."""
-
-    def __init__(self, groups: tuple[tuple[str, ...], ...] = GROUPS) -> None:
-        self.children = tuple(ProbeChild(methods) for methods in groups)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.children))
-
-
-def _soft_end(child: ProbeChild, bound_end: float, ready_by: float) -> float:
-    """Until when a child's answer is waited for: `bound_end`, or `AFTER_READY_S` after its imports were done if
-    that is later; while it is not ready, until `ready_by`."""
-    if child.ready_at is None:
-        return ready_by
-    return max(bound_end, child.ready_at + AFTER_READY_S)
-
-
-async def _until(fut: asyncio.Future[Any], child: ProbeChild, bound_end: float, ready_by: float, hard_end: float,
-                 others: asyncio.Event | None) -> Any:
-    """`fut`'s result; TimeoutError once the soft end (_soft_end) passed and `others` is set (the rest of the
-    check is done, or no event was given), or at `hard_end` in any case."""
-    while True:
-        now = time.monotonic()
-        if fut.done():
-            return fut.result()
-        soft_end = min(hard_end, _soft_end(child, bound_end, ready_by))
-        if now >= hard_end or (now >= soft_end and (others is None or others.is_set())):
-            raise TimeoutError
-        extra: list[asyncio.Future[Any]] = []
-        if child.ready_at is None:
-            extra.append(asyncio.ensure_future(child.ready.wait()))  # the soft end moves then
-        if others is not None and now >= soft_end:
-            extra.append(asyncio.ensure_future(others.wait()))
-        try:
-            await asyncio.wait({fut, *extra}, return_when=asyncio.FIRST_COMPLETED,
-                               timeout=(soft_end if now < soft_end else hard_end) - now)
-        finally:
-            for waiter in extra:
-                waiter.cancel()
-
-
-async def portmap(gateway: str | None, probes: GatewayProbes, *, wait_s: float, bound_s: float,
-                  local_address: str | None = None, index: int | None = None, networks: tuple[str, ...] = (),
-                  hard_s: float | None = None, ready_s: float = 0.0, others: asyncio.Event | None = None,
-                  ) -> tuple[dict[str, PortmapProtocol], str | None]:
-    """PCP / NAT-PMP / UPnP availability on `gateway`, each group in its child, side by side (the quick LAN
-    answers do not wait for UPnP's SSDP search). A part still unanswered after `bound_s` (or AFTER_READY_S after
-    its child's imports were done, if later; while a child is not ready: until `ready_s`) is `unknown`, unless
-    `others` (the rest of the check) is still running: then it may go on until they are done, at most `hard_s`.
-    """
-    if gateway is None or local_address is None:
-        why = "no default gateway" if gateway is None else "no source address toward the gateway"
-        return {k: PortmapProtocol(reason=why) for g in GROUPS for k in g}, why
-    out = {k: PortmapProtocol(reason="not probed") for g in GROUPS for k in g}
-    spec = {"gateway": gateway, "local": local_address, "index": index, "networks": list(networks),
-            "wait_s": wait_s}
-    jobs = [(child, asyncio.ensure_future(child.probe(spec))) for child in probes.children]
+async def portmap(route: RouteInfo | None, *, bound_s: float, hard_s: float | None = None,
+                  ready: Awaitable[None] | None = None, others: asyncio.Event | None = None,
+                  wait_s: float = WAIT_S, http_s: float = HTTP_S) -> tuple[dict[str, PortmapProtocol], str | None]:
+    """PCP / NAT-PMP / UPnP availability on the gateway of `route`, side by side (the quick LAN answers do not
+    wait for UPnP's search), after `ready` (the warm-up's imports). A part still unanswered after `bound_s` is
+    `unknown`, unless `others` (the rest of the check) is still running: then it may go on until they are done,
+    at most `hard_s`."""
+    if route is None or route.gateway is None or route.source is None:
+        why = "no default gateway" if route is None or route.gateway is None else \
+            "no source address toward the gateway"
+        return {k: PortmapProtocol(reason=why) for k in METHODS}, why
     start = time.monotonic()
-    bound_end = start + bound_s
-    hard_end = start + max(bound_s, hard_s if hard_s is not None else bound_s)
-    ready_by = min(hard_end, start + max(bound_s, ready_s))
-    for child, fut in jobs:
-        try:
-            out.update(await _until(fut, child, bound_end, ready_by, hard_end, others))
-        except TimeoutError:
-            fut.cancel()  # given up: its late failure (the child is killed at the end) is nobody's to read
-            waited = time.monotonic() - start
-            why = "no complete answer" if child.ready_at is not None else "not ready (imports)"
-            out.update({m: PortmapProtocol(reason=f"{why} within {waited:.1f} s") for m in child.methods})
-        except Exception as exc:  # the child failed to start, died, or answered garbage
-            out.update({m: PortmapProtocol(reason=f"probe failed: {type(exc).__name__}") for m in child.methods})
+    gateway, source, index, networks = route.gateway, route.source, route.index, route.networks
+    raw: dict[str, MethodAvailability] = {}
+    imported = asyncio.ensure_future(ready) if ready is not None else None  # awaited by all three
+
+    async def one(name: Method) -> PortmapProtocol:
+        if imported is not None:
+            await asyncio.shield(imported)
+        from nodereach.portmap import offers
+        from nodereach.portmap.gateway import Gateway
+
+        gw = Gateway(gateway, source, index, tuple(ipaddress.ip_network(n, strict=False) for n in networks))
+        raw[name] = await offers.ask(name, gw, wait_s, http_s)
+        return _convert(raw[name])
+
+    tasks = {m: asyncio.ensure_future(one(m)) for m in METHODS}
+    try:
+        await _settle(tasks, start + bound_s, start + max(bound_s, hard_s or bound_s), others)
+    finally:
+        for task in [*tasks.values(), *([imported] if imported is not None else [])]:
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+    out: dict[str, PortmapProtocol] = {}
+    for name, task in tasks.items():
+        if task.cancelled():
+            out[name] = PortmapProtocol(reason=f"no complete answer within {time.monotonic() - start:.1f} s")
+        elif task.exception() is not None:  # a bug must not sink the check: this part is unknown
+            out[name] = PortmapProtocol(reason=f"probe failed: {type(task.exception()).__name__}")
+        else:
+            out[name] = task.result()
+    if raw.get("pcp") is not None and raw.get("natpmp") is not None:
+        from nodereach.portmap.offers import combine
+
+        out["pcp"] = _convert(combine({"pcp": raw["pcp"], "natpmp": raw["natpmp"]})["pcp"])
     return out, None
 
 
-async def gateway_protocols(info: NetInfo, primary: str, probes: GatewayProbes, ctx: Context,
+async def gateway_protocols(info: NetInfo, primary: str, ctx: Context, ready: Awaitable[None] | None = None,
                             others: asyncio.Event | None = None) -> PortmapObservation:
     """PCP, NAT-PMP and UPnP on the gateway toward the primary server: done by DONE_BY_S after the start, or
     while `others` (the rest of the check) still runs, never past the run's end."""
-    route = info.routes.get(primary)
     started = time.monotonic() - ctx.budget.start
-    result, err = await portmap(route.gateway if route is not None else None, probes, wait_s=SSDP_WAIT_S,
-                                bound_s=min(max(0.5, DONE_BY_S - started), max(0.3, ctx.budget.left() - 0.1)),
-                                local_address=route.source if route else None,
-                                index=route.index if route else None, networks=route.networks if route else (),
-                                hard_s=max(0.3, ctx.budget.left() - 0.1),
-                                ready_s=READY_MAX_S - started, others=others)
+    left = max(0.3, ctx.budget.left() - 0.1)
+    result, err = await portmap(info.routes.get(primary), bound_s=min(max(0.5, DONE_BY_S - started), left),
+                                hard_s=left, ready=ready, others=others)
     return PortmapObservation(result["pcp"], result["natpmp"], result["upnp"], err)

@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from nodereach import routes
-from nodereach.diagnose import adapters, lifetime, netinfo, ports, probes
+from nodereach.diagnose import adapters, lifetime, netinfo, ports, probes, warm
 from nodereach.diagnose.budget import Budget, Context
-from nodereach.diagnose.conclude import conclude
-from nodereach.diagnose.model import Report
 from nodereach.diagnose.observations import (
     FamilyObservations,
     FilteringTests,
@@ -50,6 +48,7 @@ from nodereach.stun.rtt import SharedRtt
 from nodereach.stun.transaction import BindingReply
 
 if TYPE_CHECKING:
+    from nodereach.diagnose.model import Report
     from nodereach.node.proofs import ProofPlan
 
 __all__ = ["Budget", "Check", "CheckOptions", "Progress", "run_check"]
@@ -62,6 +61,22 @@ NODE_BUDGET_S = 0.8
 a run that targets < 1 s, never more."""
 LIFETIME_MARGIN_S = 2.0
 """--lifetime runs past --timeout (it takes about --lifetime-max): this much on top."""
+NODE_MODULES = ("nodereach.node.view", "nodereach.node.proofs", "nodereach.node.report",
+                "nodereach.node.adapters.rpcio")
+LATER_MODULES = ("nodereach.diagnose.conclude", "nodereach.node.listeners", "nodereach.node.advertised")
+"""What runs once the probes are done (the conclusion, its advice and the node's judgement)."""
+
+
+def _warm_groups(opts: CheckOptions) -> list[tuple[str, tuple[str, ...]]]:
+    """What the warm-up thread imports, in the order the run needs it: the gateway probe (its first packets),
+    h11 (the dial-back's HTTP, once its connection is up), the node stage (after the first RTT sample), the
+    conclusion (after the probes)."""
+    groups = [("portmap", adapters.MODULES), ("http", ("h11",))]
+    if opts.node is not None:
+        kind = opts.node.spec.kind if opts.node.spec is not None else None
+        groups.append(("node", (*NODE_MODULES, *((f"nodereach.node.adapters.{kind}",) if kind else ()))))
+    groups.append(("later", LATER_MODULES))
+    return groups
 
 
 def _noop(step: str, state: str, detail: str) -> None:
@@ -157,7 +172,7 @@ class _Run:
         self.errors: list[str] = []
         self.resolved: tuple[ResolvedServer, ...] = ()
         self.net = netinfo.NetInfo()
-        self.gateway_probes: adapters.GatewayProbes | None = None
+        self.warm = warm.Warmer(_warm_groups(opts))
         self.source: str | None = None
         self.primary4: str | None = None
         self.runs: dict[Family, _FamilyRun] = {}
@@ -187,8 +202,6 @@ class _Run:
                 task.cancel()
             for s in self.sockets:
                 s.close()
-            if self.gateway_probes is not None:
-                await self.gateway_probes.close()
         return self._collect(LocalView(self.source, self.primary4, self.net), timed_out)
 
     # --- stages ----------------------------------------------------------------------------------------
@@ -220,6 +233,15 @@ class _Run:
         return sock
 
     async def _schedule(self) -> None:
+        try:
+            await self._start_stages()
+        finally:
+            # The rest of the imports in a thread (diagnose.warm), once the probes started here have sent their
+            # first packets: a callback runs after the task steps scheduled before it. The gateway probe, created
+            # last, starts it in its first step where there is one.
+            asyncio.get_running_loop().call_soon(self.warm.start)
+
+    async def _start_stages(self) -> None:
         budget = self.ctx.budget
         if self.opts.node is not None:
             # The node's own view (listeners here, its RPC) in parallel with the probes: local work only.
@@ -243,8 +265,6 @@ class _Run:
                                                   route_error=True)
             await self._start_ipv6(v6)
             return
-        # The gateway probes' slow imports start first, in child interpreters (on the other core).
-        gateway_probes = self.gateway_probes = adapters.GatewayProbes()
         try:
             await self._start_family(v4, self.ctx, self.source)
         except OSError as exc:  # no UDP socket for this family: nothing to probe with
@@ -253,8 +273,8 @@ class _Run:
             return
         await self._start_ipv6(v6)
         assert self.primary4 is not None
-        self.portmap = self._start(adapters.gateway_protocols(self.net, self.primary4, gateway_probes, self.ctx,
-                                                              self.others_done),
+        self.portmap = self._start(adapters.gateway_protocols(self.net, self.primary4, self.ctx,
+                                                              self.warm.ready("portmap"), self.others_done),
                                    "portmap", "PCP / NAT-PMP / UPnP on the gateway")
         stun = primary.stun(4)
         if self.opts.lifetime and stun is not None:
@@ -262,21 +282,25 @@ class _Run:
                                         f"up to {self.opts.lifetime_max:g} s")
 
     async def _node_stage(self) -> Any:
-        """Started once the first RTT sample is in (bounded wait): its CPU work (a /proc walk, the adapter's
-        imports) then does not delay the first replies, whose times set every later deadline."""
+        """Started once the first RTT sample is in (bounded wait) and its modules are imported (diagnose.warm):
+        its CPU work (a /proc walk) then does not delay the first replies, whose times set every later
+        deadline."""
+        await self.ctx.first_rtt()
+        await self.warm.ready("node")
         from nodereach.node.view import observe
 
-        await self.ctx.first_rtt()
         assert self.opts.node is not None
         return await observe(self.opts.ports, self.opts.node, budget_s=NODE_BUDGET_S,
                              secrets=self.opts.node_secrets, pick=self.opts.port_pick, host=self.opts.host_scan)
 
     def _may_prove(self, spec: PortSpec) -> bool:
         """False when the node named with --node proves nothing over this transport (geth's TCP port: RLPx)."""
+        kind = self.opts.node.spec.kind if self.opts.node is not None and self.opts.node.spec is not None else None
+        if kind is None:
+            return True
         from nodereach.node.proofs import PROVES
 
-        kind = self.opts.node.spec.kind if self.opts.node is not None and self.opts.node.spec is not None else None
-        return kind is None or spec.transport in PROVES[kind]
+        return spec.transport in PROVES[kind]
 
     def _proof_plan(self) -> asyncio.Future[ProofPlan] | None:
         """Which proof each of the node's ports gets (nodereach.node.proofs), once the node stage is done: None
@@ -391,7 +415,11 @@ class Check:
 
     async def run(self) -> Report:
         start = time.monotonic()
-        observations = await _Run(self.opts, self.progress, start).observe()
+        run = _Run(self.opts, self.progress, start)
+        observations = await run.observe()
+        await run.warm.ready("later")  # imported by now, unless the run ended early
+        from nodereach.diagnose.conclude import conclude
+
         report = conclude(observations)
         report.duration_s = round(time.monotonic() - start, 3)
         self.progress("verdict", "done", report.verdict)
