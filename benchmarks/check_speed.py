@@ -21,6 +21,9 @@ nodereach runs against `nodereach serve --address 203.0.113.10 --alt-address 203
 against coturn in full RFC 5780 mode (203.0.113.30/.31), the reference server they were written for.
 Conntrack is flushed before every run and every tool probes from a fresh random port (lab notes: old holes
 make tools say "full cone").
+Every source tree run is byte-compiled first (compileall), as an installed package is: with
+PYTHONDONTWRITEBYTECODE set (this sandbox sets it) every check would otherwise compile nodereach's modules from
+source, ~0.1 s of CPU that no installed copy pays. `--no-compile` measures that case.
 Needs root (network namespaces) and, for the peers: pip install six wheel && pip install --no-build-isolation
 pynat; apt-get install coturn. Prints the numbers; no threshold is asserted here.
 """
@@ -28,6 +31,7 @@ pynat; apt-get install coturn. Prints the numbers; no threshold is asserted here
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import random
 import re
@@ -180,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                                                               "the IPv4 and the IPv6 server (issue 11)")
     ap.add_argument("--baseline", metavar="TREE", help="alternate every run with the check of this source tree "
                                                        "(before/after in one lab)")
+    ap.add_argument("--no-compile", action="store_true", help="do not byte-compile the trees first (measure a "
+                                                               "start-up that compiles every module from source)")
     args = ap.parse_args(argv)
+    if not args.no_compile:
+        for tree in [str(REPO), *([args.baseline] if args.baseline else [])]:
+            compileall.compile_dir(f"{tree}/src/nodereach", quiet=1)
     if args.lossy:
         args.delay_ms, args.loss, args.tcp, args.runs, args.nodereach_only = 50.0, 10.0, True, 10, True
     protocols = ("udp", "tcp") if args.tcp else ("udp",)
