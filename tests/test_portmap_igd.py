@@ -6,9 +6,7 @@ The search itself runs against real miniupnpd in tests/test_portmap_lab.py and t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from nodereach.portmap import igd_probe, soap, ssdp_codec
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotOffered, PortmapError
 from nodereach.portmap.soap import ForbiddenUrl, SoapFault
 from nodereach.portmap.ssdp_codec import Found
+from reach_helpers import Handler, tcp_server
 
 GW = "192.168.1.1"
 DESCRIPTION = (Path(__file__).parent / "upnp_docs" / "miniupnpd-2.3.1-rootDesc.xml").read_bytes()
@@ -206,23 +205,6 @@ def test_any_answer_is_an_address_or_a_typed_error(status: int, body: bytes) -> 
 
 # --- the two exchanges against hostile devices on loopback ------------------------------------------------
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def device(handler: Handler) -> AsyncIterator[int]:
-    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await handler(reader, writer)
-        writer.close()
-
-    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-    try:
-        yield srv.sockets[0].getsockname()[1]
-    finally:
-        srv.close()
-
-
 def serving(description: bytes, answer: bytes = MINIUPNPD_EXTERNAL, status: bytes = b"200 OK") -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -240,7 +222,7 @@ def serving(description: bytes, answer: bytes = MINIUPNPD_EXTERNAL, status: byte
 
 async def test_description_and_action_from_a_device() -> None:
     desc = _description(_service("urn:schemas-upnp-org:service:WANIPConnection:2", "/ctl/IPConn"))
-    async with device(serving(desc)) as port:
+    async with tcp_server(serving(desc)) as port:
         found = Found(f"http://127.0.0.1:{port}/rootDesc.xml", "127.0.0.1", "urn:x")
         address, control = await igd_probe.external_address(found, asyncio.get_running_loop().time() + 2)
     assert address == "198.51.100.2" and control.url == f"http://127.0.0.1:{port}/ctl/IPConn"
@@ -277,7 +259,7 @@ async def _redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 ])
 async def test_hostile_devices_end_in_a_typed_error_within_the_deadline(handler: Handler,
                                                                         error: type[PortmapError]) -> None:
-    async with device(handler) as port:
+    async with tcp_server(handler) as port:
         found = Found(f"http://127.0.0.1:{port}/rootDesc.xml", "127.0.0.1", "urn:x")
         start = time.monotonic()
         with pytest.raises(error):
@@ -286,7 +268,7 @@ async def test_hostile_devices_end_in_a_typed_error_within_the_deadline(handler:
 
 
 async def test_nothing_listening_is_an_error_not_a_crash() -> None:
-    async with device(_slow) as port:
+    async with tcp_server(_slow) as port:
         pass
     found = Found(f"http://127.0.0.1:{port}/rootDesc.xml", "127.0.0.1", "urn:x")
     with pytest.raises(PortmapError, match="cannot reach"):

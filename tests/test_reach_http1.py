@@ -4,10 +4,8 @@ byte for byte without I/O, and on loopback within the deadline (hostile servers 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,8 +26,7 @@ from nodereach.reach.http1 import (
     parse_response,
     request_json,
 )
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from reach_helpers import Handler, tcp_server
 
 
 def feed_in_pieces(data: bytes, cuts: list[int]) -> JsonResponse:
@@ -169,29 +166,6 @@ def test_well_formed_responses_parse_exactly(status: int, headers: list[tuple[by
 # --- the asyncio driver on loopback: hostile servers ----------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def server(handler: Handler) -> AsyncIterator[int]:
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await handler(reader, writer)
-        finally:
-            writer.close()
-
-    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-    try:
-        yield srv.sockets[0].getsockname()[1]
-    finally:
-        srv.close()
-        for task in tasks:
-            task.cancel()
-
-
 async def test_round_trip_with_body_built_after_the_handshake() -> None:
     seen: list[bytes] = []
 
@@ -207,7 +181,7 @@ async def test_round_trip_with_body_built_after_the_handshake() -> None:
         handshakes.append(handshake_s)
         return {"port": 30303}
 
-    async with server(answer) as port:
+    async with tcp_server(answer) as port:
         r = await request_json("127.0.0.1", port, "POST", "/v1/probe", body, timeout=2)
     assert r == JsonResponse(200, {"ok": True})
     assert json.loads(seen[1]) == {"port": 30303} and len(handshakes) == 1 and 0 <= handshakes[0] < 1
@@ -248,7 +222,7 @@ async def early_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ])
 async def test_hostile_servers_end_in_the_typed_error_within_the_deadline(
         handler: Handler, error: type[HttpError], bound: float) -> None:
-    async with server(handler) as port:
+    async with tcp_server(handler) as port:
         start = time.monotonic()
         with pytest.raises(error):
             await request_json("127.0.0.1", port, "GET", "/v1/info", timeout=0.5)
@@ -266,7 +240,7 @@ async def test_any_server_answer_gives_a_response_or_the_typed_error(answer: byt
         if not close:
             await asyncio.sleep(5)
 
-    async with server(reply) as port:
+    async with tcp_server(reply) as port:
         start = time.monotonic()
         try:
             r = await request_json("127.0.0.1", port, "GET", "/v1/info", timeout=0.3)

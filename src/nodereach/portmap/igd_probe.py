@@ -13,14 +13,22 @@ IPv4 only (the check asks the gateway's port mapping over IPv4; IPv6 pinholes ar
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from urllib.parse import urljoin, urlsplit
 
 import msgspec
 
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotOffered, PortmapError
 from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.soap import CONTENT_TYPE, check_url, envelope, local_name, parse_soap, parse_xml, soap_headers
+from nodereach.portmap.soap import (
+    CONTENT_TYPE,
+    check_url,
+    envelope,
+    external_ip,
+    local_name,
+    parse_soap,
+    parse_xml,
+    soap_headers,
+)
 from nodereach.portmap.ssdp import search_igd
 from nodereach.portmap.ssdp_codec import Found
 
@@ -88,14 +96,7 @@ def external_address_request(control: Control) -> tuple[bytes, tuple[tuple[str, 
 def external_address_of(status: int, body: bytes | str) -> str | None:
     """NewExternalIPAddress of the answer: an address, None when the router has none yet (empty: no WAN
     connection). SoapFault for an action error, MalformedMessage for anything else."""
-    out = parse_soap("GetExternalIPAddress", status, body)
-    address = out.get("NewExternalIPAddress", "")
-    if not address:
-        return None
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError as exc:
-        raise MalformedMessage(f"UPnP external address is not an address: {address[:60]!r}") from exc
+    return external_ip(parse_soap("GetExternalIPAddress", status, body))
 
 
 def split_url(url: str) -> tuple[str, int, str]:

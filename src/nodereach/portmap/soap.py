@@ -8,7 +8,8 @@ hands out must be plain http on the host that answered, and answers are parsed b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -114,3 +115,15 @@ def parse_soap(action: str, status: int, body: str | bytes) -> dict[str, str]:
         if local_name(el.tag) == f"{action}Response":
             return {local_name(child.tag): (child.text or "").strip() for child in el}
     raise MalformedMessage(f"SOAP reply without {action}Response")
+
+
+def external_ip(out: Mapping[str, str]) -> str | None:
+    """NewExternalIPAddress of a GetExternalIPAddress answer ([IGD1] WANIPConnection:1 §2.4.18): an address,
+    None when the router has none yet (empty: no WAN connection), MalformedMessage for anything else."""
+    address = out.get("NewExternalIPAddress", "")
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError as exc:
+        raise MalformedMessage(f"UPnP external address is not an address: {address[:60]!r}") from exc

@@ -22,13 +22,13 @@ References used below:
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from typing import Any
 
 from nodereach.net import Transport
 from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, PortmapError
 from nodereach.portmap.http import SoapFault
+from nodereach.portmap.soap import external_ip
 from nodereach.portmap.ssdp import Found
 from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
@@ -89,14 +89,7 @@ class UpnpClient(IgdService):
         return int(self.service.service_type.rsplit(":", 1)[-1])
 
     async def external_address(self) -> str | None:
-        out = await self.call("GetExternalIPAddress")
-        address = out.get("NewExternalIPAddress", "")
-        if not address:
-            return None
-        try:
-            return str(ipaddress.ip_address(address))
-        except ValueError as exc:
-            raise MalformedMessage(f"UPnP external address is not an address: {address[:60]!r}") from exc
+        return external_ip(await self.call("GetExternalIPAddress"))
 
     def _args(self, slot: Slot, external_port: int, lifetime: int) -> dict[str, Any]:
         # NewRemoteHost "" (the wildcard), not [aupnp]'s `remote_host.exploded` "0.0.0.0" (igd.py#L526): miniupnpd
