@@ -70,6 +70,8 @@ async def portmap(route: RouteInfo | None, *, bound_s: float, hard_s: float | No
     if route is None or route.gateway is None or route.source is None:
         why = "no default gateway" if route is None or route.gateway is None else \
             "no source address toward the gateway"
+        if asyncio.iscoroutine(ready):
+            ready.close()  # nothing to import for: not awaited, not left to warn
         return {k: PortmapProtocol(reason=why) for k in METHODS}, why
     start = time.monotonic()
     gateway, source, index, networks = route.gateway, route.source, route.index, route.networks
