@@ -7,6 +7,7 @@ scenarios in the lab (tests/test_check_homerouter.py, tests/test_portmap_lab.py)
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 
@@ -131,3 +132,12 @@ async def test_warmer_wait_is_bounded() -> None:
     start = time.monotonic()
     await warmer.ready("never", within=0.2)
     assert 0.15 < time.monotonic() - start < 1.0
+
+
+def test_gateway_probe_imports_no_upnp_client_stack() -> None:
+    """The check's gateway probe (offers, igd_probe, the keeper's SSDP search and codec, soap, http1) loads
+    neither aiohttp nor async-upnp-client (~0.45 s of CPU): only `open`'s drivers do, once an IGD answered."""
+    code = ("import sys, nodereach.diagnose.engine, nodereach.diagnose.adapters, nodereach.portmap.offers, "
+            "nodereach.portmap.igd_probe, nodereach.portmap.ssdp, nodereach.reach.http1; "
+            "sys.exit(1 if {'aiohttp', 'async_upnp_client'} & {m.split('.')[0] for m in sys.modules} else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
