@@ -15,6 +15,11 @@ listener on it, the watcher in the node's namespace with the shipped defaults (6
     follows, replayed against the lab's `serve` (limits loosened: the whole fleet comes from one generator
     address) while its CPU and memory are measured.
 
+`--memory-only`: only the resident memory, at the defaults and with `--keep-mapped` on a PCP router, on a
+UPnP-only router (NAT-PMP/PCP off: the keeper needs the UPnP client stack), on a router without any port
+mapping (the keeper retries) and, in a dual-stack lab, with a keeper per family (IPv4 mappings and IPv6
+pinholes), each for `--keep-mapped-minutes`; the idle window at the defaults is `--minutes`.
+
 Peer tool: Prometheus' blackbox_exporter (Debian `prometheus-blackbox-exporter`), the usual way to watch that
 an endpoint is reachable, probing the dial-back port with `tcp_connect` once a minute, measured the same way.
 Needs root. Every loop is bounded in count and time.
@@ -42,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from nodereach.lab import Lab, netns
 from nodereach.lab import addresses as A
 from nodereach.watch.policy import DEFAULT_CHECK_PERIOD_S, DEFAULT_INTERVAL_S
-from serve_lab_helpers import serving
+from serve_lab_helpers import IPV6_PAIR, serving
 
 PORT = 30303
 TICK = os.sysconf("SC_CLK_TCK")
@@ -64,6 +69,8 @@ table inet wcost {{
   }}
 }}
 """
+WATCH_SRC = ""
+"""--watch-src: the watcher runs from this source tree (a `git archive` of an older commit: before/after)."""
 BLACKBOX_CONFIG = "modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 5s\n"
 
 
@@ -106,13 +113,14 @@ def metric(text: str, name: str) -> float | None:
 
 
 class Watcher:
-    def __init__(self, lab: Lab, tmp: Path, *extra: str) -> None:
+    def __init__(self, lab: Lab, tmp: Path, *extra: str, server: str = A.SERVER_IP) -> None:
         self.lab = lab
-        name = "-".join(a.strip("-").replace("/", "") for a in extra) or "defaults"
-        self.out = (tmp / f"watch-{name}.out").open("wb")
-        argv = [sys.executable, "-m", "nodereach.cli", "watch", "--server", A.SERVER_IP, "--port", f"{PORT}/tcp",
+        self.out = (tmp / f"watch-{time.monotonic_ns()}.out").open("wb")
+        self.name = self.out.name
+        argv = [sys.executable, "-m", "nodereach.cli", "watch", "--server", server, "--port", f"{PORT}/tcp",
                 *extra]
-        self.proc = lab.spawn("client", argv, stdout=self.out, stderr=subprocess.STDOUT)
+        env = {**os.environ, "PYTHONPATH": WATCH_SRC} if WATCH_SRC else None
+        self.proc = lab.spawn("client", argv, stdout=self.out, stderr=subprocess.STDOUT, env=env)
         self.pid = self.proc.pid  # `ip netns exec` execs the command: the same process
 
     def scrape(self) -> str:
@@ -164,6 +172,53 @@ def measure(lab: Lab, pid: int, seconds: float, scrape: Any) -> dict[str, float]
             "tx_bytes": n1["tx"][1] - n0["tx"][1], "tx_packets": n1["tx"][0] - n0["tx"][0],
             "rx_bytes": n1["rx"][1] - n0["rx"][1], "tx_stun_packets": n1["tx_stun"][0] - n0["tx_stun"][0],
             "tx_http_bytes": n1["tx_http"][1] - n0["tx_http"][1]}
+
+
+def keep_mapped(lab: Lab, tmp: Path, minutes: float, *extra: str) -> dict[str, Any]:
+    """A watcher with --keep-mapped and a second (UDP) port, measured over `minutes`; the method it mapped by."""
+    w = Watcher(lab, tmp, "--keep-mapped", "--port", f"{PORT + 1}/udp", *extra)
+    try:
+        w.wait_checks(1, 60)
+        res: dict[str, Any] = measure(lab, w.pid, minutes * 60, w.scrape)
+        text = w.scrape()
+        res["methods"] = sorted({(_label(line, "method", "") or "none") + "/IPv" + _label(line, "family", "4")
+                                 for line in text.splitlines() if line.startswith("nodereach_mapping_lease")})
+        res["method"] = ",".join(res["methods"]) or "none"
+        res["upnp_loaded"] = "aiohttp" in modules(w.pid)
+        return res
+    finally:
+        w.stop()
+
+
+def dual_stack_keep_mapped(tmp: Path, minutes: float) -> dict[str, Any]:
+    """--keep-mapped with servers of both families on the IPv6 home router: an IPv4 mapping and an IPv6
+    pinhole, each kept by its own keeper (PCP for both)."""
+    with Lab("ipv6-firewalled", home_router=True) as lab:
+        node = lab.socket("client", socket.AF_INET6, socket.SOCK_STREAM)
+        node.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        node.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        node.bind(("::", PORT))
+        node.listen(1024)
+        netns.nft(lab.ns("client"), COUNTERS)
+        dual = tmp / "dual"
+        dual.mkdir()
+        try:
+            with serving(lab, dual, *IPV6_PAIR):
+                return keep_mapped(lab, dual, minutes, "--server", A.SERVER_IP6)
+        finally:
+            node.close()
+
+
+def _label(line: str, name: str, default: str) -> str:
+    return line.split(f'{name}="')[1].split('"')[0] if f'{name}="' in line else default
+
+
+def modules(pid: int) -> str:
+    """The shared objects and Python packages the process has mapped (what it imported, roughly)."""
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 def blackbox(lab: Lab, tmp: Path, minutes: float) -> dict[str, float] | None:
@@ -272,6 +327,38 @@ def replay_fleet(lab: Lab, pid: int, stun_per_s: float, probes_per_s: float, sec
     return {"cpu_pct": 100 * (c1 - c0) / took, "rss_kb": rss, **{k: float(v) for k, v in sent.items()}}
 
 
+def run_the_rest(lab: Lab, tmp: Path, args: argparse.Namespace, res: dict[str, Any], serve_pid: int) -> None:
+    """A full check's cost, the fleet on one serve, the peer tool."""
+    # 2. a check every 10 s: the cost of one check
+    w = Watcher(lab, tmp, "--check-interval", "10")
+    try:
+        w.wait_checks(1, 60)
+        before = w.checks()
+        m = measure(lab, w.pid, args.check_seconds, w.scrape)
+        n = w.checks() - before
+    finally:
+        w.stop()
+    idle = res["idle"]
+    rate = idle["seconds"]
+    res["per_check"] = {"checks": n,
+                        "cpu_s": (m["cpu_s"] - idle["cpu_s"] / rate * m["seconds"]) / max(n, 1),
+                        "tx_bytes": (m["tx_bytes"] - idle["tx_bytes"] / rate * m["seconds"]) / max(n, 1),
+                        "rx_bytes": (m["rx_bytes"] - idle["rx_bytes"] / rate * m["seconds"]) / max(n, 1),
+                        "stun_packets": (m["tx_stun_packets"] - idle["tx_stun_packets"] / rate
+                                         * m["seconds"]) / max(n, 1),
+                        "hwm_kb": m["hwm_kb"]}
+    # 3. the fleet on one serve
+    checks_per_h = 3600 / DEFAULT_CHECK_PERIOD_S
+    stun_per_watcher_h = idle["tx_stun_packets"] / idle["seconds"] * 3600 \
+        + checks_per_h * res["per_check"]["stun_packets"]
+    fleet_stun = args.watchers * stun_per_watcher_h / 3600
+    fleet_probes = args.watchers * checks_per_h / 3600  # one dial-back per tested port per check
+    res["fleet"] = {"watchers": args.watchers, "stun_per_s": fleet_stun, "probes_per_s": fleet_probes,
+                    **replay_fleet(lab, serve_pid, fleet_stun, fleet_probes, args.replay_seconds)}
+    # 4. the peer tool
+    res["blackbox"] = blackbox(lab, tmp, args.peer_minutes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0, help="idle window at the defaults")
@@ -280,76 +367,89 @@ def main() -> None:
     ap.add_argument("--keep-mapped-minutes", type=float, default=3.0, help="window with --keep-mapped (PCP router)")
     ap.add_argument("--watchers", type=int, default=10_000)
     ap.add_argument("--replay-seconds", type=float, default=30.0)
+    ap.add_argument("--memory-only", action="store_true", help="only resident memory: defaults and --keep-mapped")
+    ap.add_argument("--watch-src", default="", help="run the watcher from this src/ tree (before/after)")
     args = ap.parse_args()
+    global WATCH_SRC
+    WATCH_SRC = args.watch_src
     tmp = Path(tempfile.mkdtemp(prefix="nodereach-watch-cost-"))
     loose = tmp / "serve.toml"
-    loose.write_text("log_level = \"warning\"\n[stun]\nrate_per_s = 0.0\n[dialback]\naddress_burst = 1000000\n"
+    loose.write_text("[stun]\nrate_per_s = 0.0\n[dialback]\naddress_burst = 1000000\n"
                      "address_rate = 1000000\nnetwork_burst = 1000000\nnetwork_rate = 1000000\n"
                      "max_ports_per_window = 100000\nmax_in_flight = 256\nmax_in_flight_per_address = 256\n"
                      "max_connections_per_address = 4096\nmax_connections = 8192\n")
     res: dict[str, Any] = {}
-    with Lab("port-restricted", home_router=True) as lab:
-        lab.forward(PORT, "tcp")
-        node = lab.socket("client", socket.AF_INET, socket.SOCK_STREAM)
-        node.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        node.bind(("0.0.0.0", PORT))
-        node.listen(1024)
-        netns.nft(lab.ns("client"), COUNTERS)
-        with serving(lab, tmp, "--config", str(loose)) as serve_proc:
-            # 1. the defaults, nothing changing
-            w = Watcher(lab, tmp)
-            try:
-                w.wait_checks(1, 60)
-                time.sleep(2.0)
-                res["start_hwm_kb"] = mem_kb(w.pid, "VmHWM")
-                res["idle"] = measure(lab, w.pid, args.minutes * 60, w.scrape)
-                res["idle"]["checks"] = w.checks() - 1
-                res["idle_events"] = sum(1 for line in (tmp / "watch-defaults.out").read_bytes().splitlines()
-                                         if line.startswith(b'{"schema"'))
-            finally:
-                w.stop()
-            # 1b. --keep-mapped through the home router's PCP (the keeper renews at half the lease, polls the
-            # gateway every 30 s): a second mapped port, so the forward above is not what makes it reachable
-            w = Watcher(lab, tmp, "--keep-mapped", "--port", f"{PORT + 1}/udp")
-            try:
-                w.wait_checks(1, 60)
-                res["keep_mapped"] = measure(lab, w.pid, args.keep_mapped_minutes * 60, w.scrape)
-                res["keep_mapped"]["method"] = next((line.split('method="')[1].split('"')[0]
-                                                     for line in w.scrape().splitlines()
-                                                     if line.startswith("nodereach_mapping_lease")), "?")
-            finally:
-                w.stop()
-            # 2. a check every 10 s: the cost of one check
-            w = Watcher(lab, tmp, "--check-interval", "10")
-            try:
-                w.wait_checks(1, 60)
-                before = w.checks()
-                m = measure(lab, w.pid, args.check_seconds, w.scrape)
-                n = w.checks() - before
-            finally:
-                w.stop()
-            idle = res["idle"]
-            rate = idle["seconds"]
-            res["per_check"] = {"checks": n,
-                                "cpu_s": (m["cpu_s"] - idle["cpu_s"] / rate * m["seconds"]) / max(n, 1),
-                                "tx_bytes": (m["tx_bytes"] - idle["tx_bytes"] / rate * m["seconds"]) / max(n, 1),
-                                "rx_bytes": (m["rx_bytes"] - idle["rx_bytes"] / rate * m["seconds"]) / max(n, 1),
-                                "stun_packets": (m["tx_stun_packets"] - idle["tx_stun_packets"] / rate
-                                                 * m["seconds"]) / max(n, 1),
-                                "hwm_kb": m["hwm_kb"]}
-            # 3. the fleet on one serve
-            checks_per_h = 3600 / DEFAULT_CHECK_PERIOD_S
-            stun_per_watcher_h = idle["tx_stun_packets"] / idle["seconds"] * 3600 \
-                + checks_per_h * res["per_check"]["stun_packets"]
-            fleet_stun = args.watchers * stun_per_watcher_h / 3600
-            fleet_probes = args.watchers * checks_per_h / 3600  # one dial-back per tested port per check
-            res["fleet"] = {"watchers": args.watchers, "stun_per_s": fleet_stun, "probes_per_s": fleet_probes,
-                            **replay_fleet(lab, serve_proc.pid, fleet_stun, fleet_probes, args.replay_seconds)}
-            # 4. the peer tool
-            res["blackbox"] = blackbox(lab, tmp, args.peer_minutes)
-        node.close()
-    shutil.rmtree(tmp, ignore_errors=True)
-    report(res, args)
+    try:
+        with Lab("port-restricted", home_router=True) as lab:
+            lab.forward(PORT, "tcp")
+            node = lab.socket("client", socket.AF_INET, socket.SOCK_STREAM)
+            node.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            node.bind(("0.0.0.0", PORT))
+            node.listen(1024)
+            netns.nft(lab.ns("client"), COUNTERS)
+            with serving(lab, tmp, "--config", str(loose)) as serve_proc:
+                # 1. the defaults, nothing changing
+                w = Watcher(lab, tmp)
+                try:
+                    w.wait_checks(1, 60)
+                    time.sleep(2.0)
+                    res["start_hwm_kb"] = mem_kb(w.pid, "VmHWM")
+                    res["idle"] = measure(lab, w.pid, args.minutes * 60, w.scrape)
+                    res["idle"]["checks"] = w.checks() - 1
+                    res["idle_events"] = sum(1 for line in Path(w.name).read_bytes().splitlines()
+                                             if line.startswith(b'{"schema"'))
+                finally:
+                    w.stop()
+                # 1b. --keep-mapped through the home router's PCP (the keeper renews at half the lease, polls the
+                # gateway every 30 s): a second mapped port, so the forward above is not what makes it reachable
+                res["keep_mapped"] = keep_mapped(lab, tmp, args.keep_mapped_minutes)
+                # 1c. the same on a router that offers UPnP IGD only: the keeper loads the UPnP client stack
+                lab.start_miniupnpd(upnp=True, natpmp=False)
+                try:
+                    res["keep_mapped_upnp"] = keep_mapped(lab, tmp, args.keep_mapped_minutes)
+                finally:
+                    lab.start_miniupnpd(upnp=True, natpmp=True)
+                # 1e. a router that offers no port mapping at all: the keeper retries with backoff (no IGD
+                # answers its SSDP search, so the UPnP client stack is never loaded)
+                lab.stop_miniupnpd()
+                try:
+                    res["keep_mapped_none"] = keep_mapped(lab, tmp, args.keep_mapped_minutes)
+                finally:
+                    lab.start_miniupnpd(upnp=True, natpmp=True)
+                if not args.memory_only:
+                    run_the_rest(lab, tmp, args, res, serve_proc.pid)
+            node.close()
+        # 1d. a dual-stack line (the IPv6 home router: PCP for both families): a keeper per family
+        res["keep_mapped_dual"] = dual_stack_keep_mapped(tmp, args.keep_mapped_minutes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.memory_only:
+        memory_report(res)
+    else:
+        report(res, args)
+
+
+def print_keep_mapped(res: dict[str, Any]) -> None:
+    for key, router in (("keep_mapped", "PCP router"), ("keep_mapped_upnp", "UPnP-only router"),
+                        ("keep_mapped_none", "router without port mapping"),
+                        ("keep_mapped_dual", "dual-stack PCP router")):
+        km = res.get(key)
+        if km is None:
+            continue
+        print(f"  with --keep-mapped, {router} ({km['method']}, {km['seconds'] / 60:.1f} min): RSS "
+              f"{km['rss_median_kb'] / 1024:.1f} MiB steady (max {km['rss_kb'] / 1024:.1f}, peak "
+              f"{km['hwm_kb'] / 1024:.1f}), CPU {km['cpu_pct']:.3f}% of a core"
+              f"{'; UPnP client stack loaded' if km['upnp_loaded'] else ''}")
+
+
+def memory_report(res: dict[str, Any]) -> None:
+    idle = res["idle"]
+    print(f"\nnodereach watch, resident memory (target < 40 MiB), one server, one port, scraped every "
+          f"{SCRAPE_EVERY_S:.0f} s")
+    print(f"  defaults ({idle['seconds'] / 60:.1f} min): RSS {idle['rss_median_kb'] / 1024:.1f} MiB steady (max "
+          f"{idle['rss_kb'] / 1024:.1f}), peak {idle['hwm_kb'] / 1024:.1f} MiB")
+    print_keep_mapped(res)
+    print("\n" + json.dumps(res, default=lambda x: round(x, 4) if isinstance(x, float) else str(x)))
 
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> None:
@@ -370,10 +470,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> None:
           f"{100 * cpu_h / 3600:.3f}% of a core (target < 0.5%); toward the servers {tx_h / 1024:.1f} KiB sent, "
           f"{rx_h / 1024:.1f} KiB received")
     print(f"  events while nothing changed: {res['idle_events']} (started only)")
-    km = res["keep_mapped"]
-    print(f"  with --keep-mapped ({km['method']} router, {km['seconds'] / 60:.1f} min): RSS "
-          f"{km['rss_median_kb'] / 1024:.1f} MiB, CPU {km['cpu_pct']:.3f}% of a core (the keeper polls the gateway "
-          "every 30 s; pyroute2 for the gateway lookup is most of the extra memory)")
+    print_keep_mapped(res)
     print(f"\nOne `serve` and {fleet['watchers']:,} watchers at the defaults: {fleet['stun_per_s']:.0f} STUN requests/s"
           f" + {fleet['probes_per_s']:.1f} dial-back probes/s per tested port")
     print(f"  replayed for {args.replay_seconds:.0f} s: serve used {fleet['cpu_pct']:.1f}% of a core, RSS "
