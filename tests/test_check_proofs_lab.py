@@ -39,8 +39,10 @@ def test_monerod_answers_the_levin_ping_once_forwarded(lab, node_daemons):
     node_daemons.monerod(net, "client")
     code, doc = check(net, "--port", "18080/tcp", "--node", "monero")
     port = only_port(doc)
-    # Not forwarded: the proof gets no connection, and the path test (run after it) says why.
+    # Not forwarded: the proof gets no connection after the path test's tries (reach.proofs.prove_tcp), which
+    # answers the path as well: no second request.
     assert (port["reachable"], port["path_open"], port["listener"]) == (False, False, "node")
+    assert port["reason"] == "timeout"
     assert port["protocol_check"]["ok"] is False and "no TCP connection" in port["protocol_check"]["detail"]
     assert code == 1 and "nat" in doc["causes"]
 

@@ -34,6 +34,8 @@ def test_tcp_tries_follow_the_budget() -> None:
     # Attempts living past 1 s get the kernel's SYN retransmission, which is paid for too.
     assert tcp_tries(2.0, handshake + 4 * TCP_SYN_BYTES) == 2
     assert tcp_tries(0.7, 10_000, ipv6=True) == len(SCHEDULE)
+    # A proof's connection also pays for its request and the answer's ACKs (`connected`).
+    assert tcp_tries(0.7, 500 + 3 * TCP_SYN_BYTES, connected=500) == 3
 
 
 @pytest.mark.lab
@@ -53,3 +55,22 @@ async def test_nat_drops_every_try_and_each_is_counted(private_lab, tmp_path: Pa
         counted = nft_counters(lab, "server", "nrtries")
         assert counted["syn"][0] == len(SCHEDULE)  # six fresh SYNs, not one and a retransmission after 1 s
         assert counted["datagrams"][0] == len(SCHEDULE)
+
+
+@pytest.mark.lab
+async def test_a_proof_that_cannot_connect_made_the_path_tests_tries(private_lab, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A TCP proof toward a port the NAT drops makes the same fresh SYNs as the path test, within the deadline
+    asked for, so its "no" is as sure as the path test's and the check asks nothing more (diagnose.ports)."""
+    lab = private_lab("port-restricted")
+    with serving(lab, tmp_path):
+        netns.nft(lab.ns("server"), COUNT.format(req=A.ROUTER_WAN_IP))
+        status, doc = http_in(lab, "client", "/v1/probe", {"port": 30999, "protocol": "tcp", "timeout_ms": 700,
+                                                          "proof": {"protocol": "monero"}, "pad": "x" * 600})
+        assert status == 200, doc
+        assert isinstance(doc, dict)
+        assert (doc["reachable"], doc["reason"]) == (False, "timeout"), doc
+        assert doc["protocol_check"]["ok"] is False and "no TCP connection" in doc["protocol_check"]["detail"]
+        assert 0.7 <= doc["duration_ms"] / 1000 < 1.0
+        assert doc["bytes_sent"] <= doc["request_bytes"]
+        counted = nft_counters(lab, "server", "nrtries")
+        assert counted["syn"][0] == len(SCHEDULE)

@@ -41,6 +41,9 @@ NODE_ANSWER_S: dict[ProofProtocol, float] = {
 """What the node itself may take to answer a proof, on top of the path's round trips. Measured in the lab
 (reach.client.dial_back): monerod 12 ms, js-libp2p 20 ms, ChainSafe discv5 and EthereumJS discv4 a few ms,
 transmission-daemon up to 240 ms on loaded cores; Bitcoin Core answers `version` at once."""
+CLOSED = frozenset({"timeout", "refused", "reset", "unreachable"})
+"""A TCP proof's connection failed for one of these: the port is closed from outside (the server made the path
+test's tries: reach.proofs.prove_tcp), no path test follows."""
 PROOF_MIN_LEFT_S = 0.4
 """A proof is asked only while the run has this much time left (dial_back's own floor)."""
 PROOF_TIMEOUT_S: dict[ProofProtocol, float] = {
@@ -214,8 +217,9 @@ async def port_probe(server: ResolvedServer, family: Family, spec: PortSpec, cop
     the path test), because a node may refuse a second connection from an address it is still handshaking
     with: Transmission 3.00 closes an incoming connection while it has another peer or handshake from the
     same address (libtransmission/peer-mgr.c, peerIsInUse), and the path test's copies come from the very
-    address the proof does. Only when the proof could not connect does the path test run (with its copies,
-    so one lost SYN does not decide). UDP: beside the path test, which alone cannot see a node's port."""
+    address the proof does. The service connects for a proof with the path test's fresh SYNs, so a proof that
+    could not connect (timeout, refused, unreachable) answers the path too; only a proof that did not run (no
+    server, busy, no time) is followed by the path test (with its copies). UDP: beside the path test, which alone cannot see a node's port."""
     proof: PortResult | None = None
     if plan is None or not _held(spec, family):
         result = await dial_back(server, family, spec, copies, ctx, listen=listen, slots=slots)
@@ -226,6 +230,12 @@ async def port_probe(server: ResolvedServer, family: Family, spec: PortSpec, cop
         if proof is not None and proof.reachable is True:
             result = PortResult(port=spec.port, protocol=spec.transport, reachable=True, reason="ok", listener="node",
                                 rtt_ms=proof.rtt_ms)
+        elif proof is not None and proof.reachable is False and proof.reason in CLOSED:
+            # The proof's connection was tried as the path test's is (reach.proofs.prove_tcp): its "no" is the
+            # path's answer, and asking again would only cost the path test's deadline a second time.
+            result = PortResult(port=spec.port, protocol=spec.transport, family=family, reachable=False,
+                                reason=proof.reason, listener="node", rtt_ms=proof.rtt_ms,
+                                second_address=proof.second_address)
         else:
             result = await dial_back(server, family, spec, copies, ctx, listen=listen, slots=slots)
     else:

@@ -100,11 +100,13 @@ def tcp_min_budget(timeout: float, ipv6: bool = False) -> int:
     return max(syns(timeout) * (TCP_SYN_BYTES + extra), TCP_SYN_BYTES + extra + 3 * (TCP_SEGMENT_OVERHEAD + extra))
 
 
-def tcp_tries(timeout: float, budget: int, ipv6: bool = False) -> int:
+def tcp_tries(timeout: float, budget: int, ipv6: bool = False, connected: int | None = None) -> int:
     """Fresh connection attempts the byte budget allows within `timeout`: each costs the SYNs the kernel sends
-    while it lives (retransmissions after 1 s included), and the one that connects also ACK, FIN and last ACK."""
+    while it lives (retransmissions after 1 s included), and the one that connects also what follows its
+    handshake: `connected` bytes (by default ACK, FIN and last ACK; a proof adds its request and the ACKs of
+    the answer)."""
     extra = ip_extra(ipv6)
-    cost = 3 * (TCP_SEGMENT_OVERHEAD + extra)
+    cost = 3 * (TCP_SEGMENT_OVERHEAD + extra) if connected is None else connected
     for tries, at in enumerate(SCHEDULE):
         cost += syns(timeout * (1.0 - at)) * (TCP_SYN_BYTES + extra)
         if cost > budget:
@@ -113,24 +115,25 @@ def tcp_tries(timeout: float, budget: int, ipv6: bool = False) -> int:
 
 
 @dataclass(slots=True)
-class _Attempt:
+class Attempt:
     sock: socket.socket
     started: float
 
 
-def _syn_bytes(attempts: list[_Attempt], now: float, extra: int) -> int:
+def syn_bytes(attempts: list[Attempt], now: float, extra: int) -> int:
+    """On-wire bytes of every SYN the attempts sent until `now` (the kernel's retransmissions too)."""
     return sum(syns(now - a.started) for a in attempts) * (TCP_SYN_BYTES + extra)
 
 
-async def _first_connection(host: str, port: int, source: str | None, span: float, tries: int,
-                            attempts: list[_Attempt]) -> tuple[_Attempt | None, str, float]:
+async def first_connection(host: str, port: int, source: str | None, span: float, tries: int,
+                            attempts: list[Attempt]) -> tuple[Attempt | None, str, float]:
     """Fresh connection attempts at SCHEDULE[i] x span until one connects or is answered (refused, reset,
     unreachable), at most `span` seconds: (the deciding attempt or None, reason, when). Every attempt made is
     appended to `attempts` (the caller closes them and counts their SYNs)."""
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     deadline = start + span
-    running: dict[asyncio.Future[None], _Attempt] = {}
+    running: dict[asyncio.Future[None], Attempt] = {}
     try:
         while True:
             now = time.monotonic()
@@ -139,7 +142,7 @@ async def _first_connection(host: str, port: int, source: str | None, span: floa
                     sock = make_socket(host, socket.SOCK_STREAM, source)
                 except OSError:
                     return None, "error", now
-                attempt = _Attempt(sock, now)
+                attempt = Attempt(sock, now)
                 attempts.append(attempt)
                 running[asyncio.ensure_future(loop.sock_connect(sock, (host, port)))] = attempt
                 continue
@@ -181,21 +184,21 @@ async def probe_tcp(host: str, port: int, *, token: bytes | None, source: str | 
     tries = tcp_tries(timeout, budget, ipv6)
     if tries == 0:
         return ProbeOutcome(None, "error", source=source)
-    attempts: list[_Attempt] = []
+    attempts: list[Attempt] = []
     try:
-        winner, reason, at = await _first_connection(host, port, source, timeout, tries, attempts)
-        syn_bytes = _syn_bytes(attempts, at, extra)
+        winner, reason, at = await first_connection(host, port, source, timeout, tries, attempts)
+        syn_sent = syn_bytes(attempts, at, extra)
         if winner is None or reason != "ok":
             if reason == "error" and not attempts:
                 return ProbeOutcome(None, "error", source=source)
             # A RST or ICMP error came back: its delay is a round trip too (a timeout has none).
             rtt_ms = (at - winner.started) * 1000 if winner is not None else None
             return ProbeOutcome(None if reason == "error" else False, reason, rtt_ms=rtt_ms, source=source,
-                                bytes_sent=syn_bytes)
+                                bytes_sent=syn_sent)
         sock = winner.sock
         rtt = at - winner.started
         src = sock.getsockname()[0]
-        sent = syn_bytes + 3 * (TCP_SEGMENT_OVERHEAD + extra)
+        sent = syn_sent + 3 * (TCP_SEGMENT_OVERHEAD + extra)
         outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=sent)
         for other in attempts:  # the others stop now (their SYNs are counted above)
             if other is not winner:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-import socket
 import time
 import typing
 from dataclasses import dataclass
@@ -30,16 +29,19 @@ from nodereach.p2p.exchange import (
 from nodereach.reach.prober import (
     TCP_SEGMENT_OVERHEAD,
     TCP_SYN_BYTES,
+    Attempt,
     Decider,
     OverBudget,
     ProbeOutcome,
     datagram_bytes,
+    first_connection,
     ip_extra,
-    make_socket,
     reason_for,
     send_datagrams,
+    syn_bytes,
     syn_deadline,
     syns,
+    tcp_tries,
 )
 
 PROTOCOL_TIMEOUT: dict[ProofProtocol, float] = {
@@ -122,38 +124,43 @@ def _too_small(protocol: ProofProtocol, need: int, budget: int, source: str | No
 
 async def prove_tcp(exchange: StreamExchange, host: str, port: int, *, source: str | None,
                     timeout: float, budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:  # noqa: ASYNC109
-    """Connect, send the exchange's request, feed the answer to it until it decides, the peer closes, or the
-    deadline passes."""
+    """Connect as the plain TCP probe does (fresh SYNs on reach.prober.SCHEDULE, as many as the budget pays
+    for, the first answer decides), send the exchange's request, feed the answer to it until it decides, the
+    peer closes, or the deadline passes.
+
+    Why the same tries as the path test: a proof that cannot connect answers the path question too, as surely
+    (one lost SYN does not decide), so the client needs no second request to learn that the port is closed."""
     loop = asyncio.get_running_loop()
     request = exchange.request()
     ipv6 = ":" in host
     extra = ip_extra(ipv6)
-    timeout = syn_deadline(timeout, lambda t: tcp_cost(len(request), ipv6, syns(t)) <= budget)
-    need = tcp_cost(len(request), ipv6, syns(timeout))
-    if need > budget:
-        return _too_small(exchange.protocol, need, budget, source)
+    connected = tcp_cost(len(request), ipv6) - (TCP_SYN_BYTES + extra)
+    timeout = syn_deadline(timeout, lambda t: tcp_tries(t, budget, ipv6, connected) > 0)
+    if tcp_tries(timeout, budget, ipv6, connected) == 0:
+        return _too_small(exchange.protocol, tcp_cost(len(request), ipv6, syns(timeout)), budget, source)
+    tries = tcp_tries(timeout, budget, ipv6, connected)
+    attempts: list[Attempt] = []
     try:
-        sock = make_socket(host, socket.SOCK_STREAM, source)
-    except OSError as exc:
-        return ProbeOutcome(None, "error", source=source), ProtocolCheck(exchange.protocol, False,
-                                                                           f"cannot open a socket: {exc.strerror}")
-    start = time.monotonic()
-    deadline = start + timeout
-    try:
-        try:
-            async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, (host, port))
-        except (OSError, TimeoutError) as exc:
-            reason = reason_for(exc)
-            elapsed = time.monotonic() - start
-            outcome = ProbeOutcome(False, reason, rtt_ms=None if reason == "timeout" else elapsed * 1000,
-                                   source=source, bytes_sent=syns(elapsed) * (TCP_SYN_BYTES + extra))
+        winner, reason, at = await first_connection(host, port, source, timeout, tries, attempts)
+        syn_sent = syn_bytes(attempts, at, extra)
+        if winner is None or reason != "ok":
+            if reason == "error" and not attempts:
+                return ProbeOutcome(None, "error", source=source), ProtocolCheck(
+                    exchange.protocol, False, "cannot open a socket")
+            # A RST or ICMP error came back: its delay is a round trip too (a timeout has none).
+            rtt_ms = (at - winner.started) * 1000 if winner is not None else None
+            outcome = ProbeOutcome(None if reason == "error" else False, reason, rtt_ms=rtt_ms, source=source,
+                                   bytes_sent=syn_sent)
             return outcome, ProtocolCheck(exchange.protocol, False, f"no TCP connection ({reason})")
-        rtt = time.monotonic() - start
+        for other in attempts:  # the others stop now (their SYNs are counted above)
+            if other is not winner:
+                other.sock.close()
+        sock = winner.sock
+        rtt = at - winner.started
         src = sock.getsockname()[0]
         seg = TCP_SEGMENT_OVERHEAD + extra
-        outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src,
-                               bytes_sent=syns(rtt) * (TCP_SYN_BYTES + extra) + seg + 2 * seg)
+        outcome = ProbeOutcome(True, "ok", rtt_ms=rtt * 1000, source=src, bytes_sent=syn_sent + seg + 2 * seg)
+        deadline = attempts[0].started + timeout
         sent_at = time.monotonic()
         received = 0
         answer: Answer | None = None
@@ -179,7 +186,8 @@ async def prove_tcp(exchange: StreamExchange, host: str, port: int, *, source: s
         rtt_ms = (time.monotonic() - sent_at) * 1000 if answer.ok else None
         return outcome, ProtocolCheck(exchange.protocol, answer.ok, answer.detail, rtt_ms)
     finally:
-        sock.close()
+        for attempt in attempts:
+            attempt.sock.close()
 
 
 class _Datagrams(Decider[Answer]):
