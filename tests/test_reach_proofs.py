@@ -41,11 +41,13 @@ async def server() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def tcp_peer(answer: Callable[[bytes], bytes | None], need: int) -> AsyncIterator[int]:
-    """An in-test TCP peer: reads `need` bytes, writes `answer(them)` (None: closes without a word)."""
+async def tcp_peer(answer: Callable[[bytes], bytes | None], need: int, delay: float = 0.0) -> AsyncIterator[int]:
+    """An in-test TCP peer: reads `need` bytes, writes `answer(them)` after `delay` s (None: closes without a
+    word)."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             data = await asyncio.wait_for(reader.readexactly(need), 2)
+            await asyncio.sleep(delay)
             reply = answer(data)
             if reply is not None:
                 writer.write(reply)
@@ -99,6 +101,19 @@ async def test_monero_proof_against_replayed_monerod_answer(server: str) -> None
     assert r.protocol_check is not None and r.protocol_check.ok, r.protocol_check
     assert "a47a8f696fd9d468" in r.protocol_check.detail and r.protocol_check.rtt_ms is not None
     assert (r.reachable, r.reason, r.listener) == (True, "ok", "none")
+
+
+async def test_a_connection_deadline_leaves_the_node_the_rest_of_the_timeout(server: str) -> None:
+    """`connect_timeout_ms` bounds the connection only: a node that answers after it passed is still heard
+    (until `timeout_ms`), so an open port's proof stays right while a closed one is known early."""
+    async with tcp_peer(lambda req: MONEROD_PING_RESPONSE if req == levin.ping_request() else None, 43,
+                        delay=0.35) as port:
+        status, doc = await post(server, {"port": port, "protocol": "tcp", "timeout_ms": 900,
+                                          "connect_timeout_ms": 200, "proof": {"protocol": "monero"},
+                                          "pad": " " * 600})
+    assert status == 200 and doc["reachable"] is True
+    assert doc["protocol_check"]["ok"] is True, doc["protocol_check"]
+    assert doc["bytes_sent"] <= doc["request_bytes"]
 
 
 async def test_bitcoin_proof_against_replayed_core_answer(server: str) -> None:
@@ -239,6 +254,8 @@ async def test_info_lists_proofs(server: str) -> None:
     ({"port": 30303, "protocol": "tcp", "proof": {"protocol": "gopher"}}, "protocol"),
     ({"port": 30303, "protocol": "tcp", "proof": {"protocol": "monero", "host": "x"}}, "host"),
     ({"port": 30303, "protocol": "tcp", "token": "00" * 16, "proof": {"protocol": "monero"}}, "token"),
+    ({"port": 30303, "protocol": "tcp", "connect_timeout_ms": 0, "proof": {"protocol": "monero"}},
+     "connect_timeout_ms"),
 ])
 async def test_proof_request_validation(server: str, body: dict, why: str) -> None:  # type: ignore[type-arg]
     status, doc = await post(server, body)

@@ -64,13 +64,17 @@ async def test_a_proof_that_cannot_connect_made_the_path_tests_tries(private_lab
     lab = private_lab("port-restricted")
     with serving(lab, tmp_path):
         netns.nft(lab.ns("server"), COUNT.format(req=A.ROUTER_WAN_IP))
-        status, doc = http_in(lab, "client", "/v1/probe", {"port": 30999, "protocol": "tcp", "timeout_ms": 700,
-                                                          "proof": {"protocol": "monero"}, "pad": "x" * 600})
-        assert status == 200, doc
-        assert isinstance(doc, dict)
-        assert (doc["reachable"], doc["reason"]) == (False, "timeout"), doc
-        assert doc["protocol_check"]["ok"] is False and "no TCP connection" in doc["protocol_check"]["detail"]
-        assert 0.7 <= doc["duration_ms"] / 1000 < 1.0
-        assert doc["bytes_sent"] <= doc["request_bytes"]
+        for connect_ms, low, high in ((None, 0.7, 1.0), (350, 0.35, 0.6)):
+            body = {"port": 30999, "protocol": "tcp", "timeout_ms": 700, "proof": {"protocol": "monero"},
+                    "pad": "x" * 600}
+            if connect_ms is not None:
+                body["connect_timeout_ms"] = connect_ms  # the path test's deadline: the "no" comes as early
+            status, doc = http_in(lab, "client", "/v1/probe", body)
+            assert status == 200, doc
+            assert isinstance(doc, dict)
+            assert (doc["reachable"], doc["reason"]) == (False, "timeout"), doc
+            assert doc["protocol_check"]["ok"] is False and "no TCP connection" in doc["protocol_check"]["detail"]
+            assert low <= doc["duration_ms"] / 1000 < high, (connect_ms, doc["duration_ms"])
+            assert doc["bytes_sent"] <= doc["request_bytes"]
         counted = nft_counters(lab, "server", "nrtries")
-        assert counted["syn"][0] == len(SCHEDULE)
+        assert counted["syn"][0] == 2 * len(SCHEDULE)

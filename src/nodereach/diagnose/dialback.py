@@ -25,11 +25,13 @@ def to_port_result(r: DialBackResult, family: Family = 4) -> PortResult:
 
 async def probe(host: str, http_port: int, port: int, protocol: Transport, *, family: Family = 4,
                 server_wait: ServerWait, http_timeout: float, copies: int = 1, listen: bool = True,
-                hedge_s: float | None = None, proof: ProofRequest | None = None) -> PortResult:
+                hedge_s: float | None = None, proof: ProofRequest | None = None,
+                connect_wait: ServerWait | None = None) -> PortResult:
     """Ask the dial-back service at host:http_port to reach our `port`/`protocol` from outside.
     `server_wait(handshake_s)` gives the server's probe deadline once the HTTP handshake time is known;
     `listen=False`: never listen on the port ourselves when nothing holds it; `proof`: speak the node's own
-    protocol to it instead (the answer's `protocol_check`)."""
+    protocol to it instead (the answer's `protocol_check`); `connect_wait(handshake_s)`: a TCP proof's deadline
+    for its connection alone."""
     return to_port_result(await dial_back(host, http_port, port, protocol, server_wait=server_wait,
                                           http_timeout=http_timeout, copies=copies, listen=listen,
-                                          hedge_s=hedge_s, proof=proof), family)
+                                          hedge_s=hedge_s, proof=proof, connect_wait=connect_wait), family)

@@ -145,6 +145,8 @@ async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copi
         return result
     copies = copies if proof is None else 1  # one proof: a second connection may be refused (port_probe)
     wait = partial(_server_wait, ctx) if proof is None else partial(_proof_wait, ctx, proof.protocol)
+    # A TCP proof's connection has the path test's deadline: a closed port is known as early (reach.proofs).
+    connect_wait = partial(_server_wait, ctx) if proof is not None and spec.transport == "tcp" else None
     for _attempt in range(DIALBACK_ATTEMPTS):
         async with slots.take(copies) if slots is not None else contextlib.nullcontext():
             left = ctx.budget.left()
@@ -153,7 +155,8 @@ async def dial_back(server: ResolvedServer, family: Family, spec: PortSpec, copi
             srtt = ctx.rtt.srtt
             new = await dialback.probe(host, http_port, spec.port, spec.transport, family=family, server_wait=wait,
                                        http_timeout=left - 0.02, copies=copies, listen=listen, proof=proof,
-                                       hedge_s=HEDGE_RTTS * srtt if srtt is not None else HEDGE_BLIND_S)
+                                       hedge_s=HEDGE_RTTS * srtt if srtt is not None else HEDGE_BLIND_S,
+                                       connect_wait=connect_wait)
         if result.reachable is None or new.reachable is not None:
             result = new
         if result.reason in ("rate-limited", "server-busy") and ctx.budget.left() > RETRY_AFTER_S + 0.6:
@@ -219,7 +222,8 @@ async def port_probe(server: ResolvedServer, family: Family, spec: PortSpec, cop
     same address (libtransmission/peer-mgr.c, peerIsInUse), and the path test's copies come from the very
     address the proof does. The service connects for a proof with the path test's fresh SYNs, so a proof that
     could not connect (timeout, refused, unreachable) answers the path too; only a proof that did not run (no
-    server, busy, no time) is followed by the path test (with its copies). UDP: beside the path test, which alone cannot see a node's port."""
+    server, busy, no time) is followed by the path test (with its copies). UDP: beside the path test, which
+    alone cannot see a node's port."""
     proof: PortResult | None = None
     if plan is None or not _held(spec, family):
         result = await dial_back(server, family, spec, copies, ctx, listen=listen, slots=slots)

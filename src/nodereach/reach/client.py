@@ -288,7 +288,7 @@ async def prove(server: str, port: int, proof: ProofRequest, *, timeout: float =
 async def dial_back(address: str, http_port: int, port: int, protocol: str, *, server_wait: ServerWait,
                     http_timeout: float, copies: int = 1, hedge_s: float | None = None, listen: bool = True,
                     local_address: str | None = None, server: str | None = None,
-                    proof: ProofRequest | None = None) -> DialBackResult:
+                    proof: ProofRequest | None = None, connect_wait: ServerWait | None = None) -> DialBackResult:
     """The probe itself, for callers that know the server's address and their RTT (nodereach check).
 
     `server_wait(handshake_s)` gives the server's probe deadline once the API request's TCP handshake time is
@@ -301,7 +301,9 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
     With `proof` the server speaks the node's protocol instead of nodereach's token (nothing listens here for
     it: the node must hold the port) and the result carries `protocol_check`. A proof waits for the node's
     answer after the handshake: give `server_wait` about two more round trips plus the node's own delay
-    (measured in the lab: monerod 12 ms, js-libp2p 20 ms, transmission-daemon up to 240 ms on loaded cores)."""
+    (measured in the lab: monerod 12 ms, js-libp2p 20 ms, transmission-daemon up to 240 ms on loaded cores),
+    and `connect_wait` the path test's deadline for the TCP connection alone (`connect_timeout_ms`: the
+    server then knows a closed port as early as the path test does)."""
     transport = _check_args(port, protocol)
     if proof is not None:
         if proof.transport != transport:
@@ -330,6 +332,8 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         if token:
             doc["token"] = token
         if proof is not None:
+            if connect_wait is not None and transport == "tcp":
+                doc["connect_timeout_ms"] = min(doc["timeout_ms"], max(200, int(connect_wait(handshake_s) * 1000)))
             doc["proof"] = proof.body()
             doc["pad"] = " " * max(0, PROOF_PAD_TO - len(json.dumps(doc)) - 10)
         elif transport == "tcp":

@@ -105,12 +105,13 @@ def min_request_bytes(spec: ProofSpec, ipv6: bool = False) -> int:
 
 
 async def prove(spec: ProofSpec, host: str, port: int, *, source: str | None, timeout: float,  # noqa: ASYNC109
-                budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:
+                budget: int, connect_timeout: float | None = None) -> tuple[ProbeOutcome, ProtocolCheck]:
+    """`connect_timeout` (TCP): the connection's own deadline, within `timeout` (the whole exchange's)."""
     timeout = min(timeout, PROTOCOL_TIMEOUT[spec.protocol])
     exchange = exchange_for(spec, host, port)
     if TRANSPORT[spec.protocol] == "tcp":
         return await prove_tcp(typing.cast(StreamExchange, exchange), host, port, source=source, timeout=timeout,
-                               budget=budget)
+                               budget=budget, connect_timeout=connect_timeout)
     return await prove_udp(typing.cast(DatagramExchange, exchange), host, port, source=source, timeout=timeout,
                            budget=budget)
 
@@ -123,25 +124,30 @@ def _too_small(protocol: ProofProtocol, need: int, budget: int, source: str | No
 
 
 async def prove_tcp(exchange: StreamExchange, host: str, port: int, *, source: str | None,
-                    timeout: float, budget: int) -> tuple[ProbeOutcome, ProtocolCheck]:  # noqa: ASYNC109
-    """Connect as the plain TCP probe does (fresh SYNs on reach.prober.SCHEDULE, as many as the budget pays
-    for, the first answer decides), send the exchange's request, feed the answer to it until it decides, the
-    peer closes, or the deadline passes.
+                    timeout: float, budget: int,  # noqa: ASYNC109
+                    connect_timeout: float | None = None) -> tuple[ProbeOutcome, ProtocolCheck]:
+    """Connect as the plain TCP probe does (fresh SYNs on reach.prober.SCHEDULE over `connect_timeout`, as
+    many as the budget pays for, the first answer decides), send the exchange's request, feed the answer to it
+    until it decides, the peer closes, or `timeout` (from the first SYN) passes.
 
     Why the same tries as the path test: a proof that cannot connect answers the path question too, as surely
-    (one lost SYN does not decide), so the client needs no second request to learn that the port is closed."""
+    (one lost SYN does not decide), so the client needs no second request to learn that the port is closed.
+    Why a connection deadline of its own: the time for the node's answer is needed only once connected; a
+    closed port is known as early as the path test knows it."""
     loop = asyncio.get_running_loop()
     request = exchange.request()
     ipv6 = ":" in host
     extra = ip_extra(ipv6)
     connected = tcp_cost(len(request), ipv6) - (TCP_SYN_BYTES + extra)
-    timeout = syn_deadline(timeout, lambda t: tcp_tries(t, budget, ipv6, connected) > 0)
-    if tcp_tries(timeout, budget, ipv6, connected) == 0:
-        return _too_small(exchange.protocol, tcp_cost(len(request), ipv6, syns(timeout)), budget, source)
-    tries = tcp_tries(timeout, budget, ipv6, connected)
+    span = min(timeout, connect_timeout if connect_timeout is not None else timeout)
+    span = syn_deadline(span, lambda t: tcp_tries(t, budget, ipv6, connected) > 0)
+    if tcp_tries(span, budget, ipv6, connected) == 0:
+        return _too_small(exchange.protocol, tcp_cost(len(request), ipv6, syns(span)), budget, source)
+    tries = tcp_tries(span, budget, ipv6, connected)
+    timeout = max(timeout, span)
     attempts: list[Attempt] = []
     try:
-        winner, reason, at = await first_connection(host, port, source, timeout, tries, attempts)
+        winner, reason, at = await first_connection(host, port, source, span, tries, attempts)
         syn_sent = syn_bytes(attempts, at, extra)
         if winner is None or reason != "ok":
             if reason == "error" and not attempts:

@@ -83,6 +83,9 @@ class ProbeRequest(msgspec.Struct, forbid_unknown_fields=True):
     token: str | None = None
     """Hex, 16..64 digits: the client's listener will be sent it and must echo it."""
     timeout_ms: int | None = None
+    connect_timeout_ms: int | None = None
+    """A TCP proof: the deadline of its connection (the path test's); the rest of `timeout_ms` is for the node's
+    answer once connected. Without it the connection may take all of `timeout_ms`."""
     proof: ProofBody | None = None
     pad: str | None = None
     """Ignored: lets a client make its request as large as the proof it asks for (no amplification)."""
@@ -232,7 +235,9 @@ class DialbackService:
             source, second = self._source_for(target, sockname[0] if sockname else None)
             host = str(target)
             start = time.perf_counter()
-            task = asyncio.ensure_future(self._probe(req, spec, host, token, source, timeout, budget))
+            connect = timeout if req.connect_timeout_ms is None else \
+                max(cfg.min_probe_timeout, min(timeout, req.connect_timeout_ms / 1000))
+            task = asyncio.ensure_future(self._probe(req, spec, host, token, source, timeout, budget, connect))
             self._probes.add(task)
             task.add_done_callback(self._probes.discard)
             outcome, check = await asyncio.shield(task)
@@ -262,10 +267,11 @@ class DialbackService:
                           "rtt_ms": None if check.rtt_ms is None else round(check.rtt_ms, 3)}})
 
     async def _probe(self, req: ProbeRequest, spec: proofs.ProofSpec | None, host: str, token: bytes | None,
-                     source: str | None, timeout: float, budget: int,  # noqa: ASYNC109
+                     source: str | None, timeout: float, budget: int, connect: float,  # noqa: ASYNC109
                      ) -> tuple[prober.ProbeOutcome, proofs.ProtocolCheck | None]:
         if spec is not None:
-            return await proofs.prove(spec, host, req.port, source=source, timeout=timeout, budget=budget)
+            return await proofs.prove(spec, host, req.port, source=source, timeout=timeout, budget=budget,
+                                      connect_timeout=connect)
         if req.protocol == "tcp":
             return await prober.probe_tcp(host, req.port, token=token, source=source, timeout=timeout,
                                           budget=budget), None
@@ -480,6 +486,8 @@ def _parse_probe(body: bytes) -> tuple[ProbeRequest, proofs.ProofSpec | None]:
             raise ApiError(400, "bad-request", "token must be hex") from None
     if req.timeout_ms is not None and not 1 <= req.timeout_ms <= 60_000:
         raise ApiError(400, "bad-request", "timeout_ms must be 1..60000")
+    if req.connect_timeout_ms is not None and not 1 <= req.connect_timeout_ms <= 60_000:
+        raise ApiError(400, "bad-request", "connect_timeout_ms must be 1..60000")
     return req, _parse_proof(req)
 
 
