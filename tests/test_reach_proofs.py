@@ -282,3 +282,39 @@ def test_min_request_bytes_fit_the_padded_client_request() -> None:
                  ProofSpec("bittorrent", infohash=INFOHASH), ProofSpec("discv4"),
                  ProofSpec("discv5", node_id=KEY_NODE_ID)):
         assert min_request_bytes(spec, ipv6=True) < 1000, spec
+
+
+async def test_a_server_from_before_connect_timeout_ms_is_asked_again_without_it() -> None:
+    """An in-test stand-in for an older service (unknown fields rejected with 400, as its msgspec Struct did):
+    the client drops `connect_timeout_ms` and asks once more, so the proof still runs there."""
+    from aiohttp import web
+
+    from nodereach.reach.client import dial_back
+
+    seen: list[dict] = []  # type: ignore[type-arg]
+
+    async def probe(request: web.Request) -> web.Response:
+        doc = await request.json()
+        seen.append(doc)
+        if "connect_timeout_ms" in doc:
+            return web.json_response({"error": "bad-request",
+                                      "message": "Object contains unknown field `connect_timeout_ms`"}, status=400)
+        return web.json_response({"address": "127.0.0.1", "port": doc["port"], "protocol": "tcp", "reachable": True,
+                                  "reason": "ok", "protocol_check": {"protocol": "monero", "ok": True,
+                                                                     "detail": "ping OK", "rtt_ms": 1.0}})
+
+    app = web.Application()
+    app.router.add_post("/v1/probe", probe)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        r = await dial_back("127.0.0.1", port, 18080, "tcp", server_wait=lambda _: 0.5, http_timeout=3.0,
+                            proof=ProofRequest("monero"), connect_wait=lambda _: 0.3)
+    finally:
+        await runner.cleanup()
+    assert [("connect_timeout_ms" in d) for d in seen] == [True, False]
+    assert seen[0]["connect_timeout_ms"] == 300 and seen[0]["timeout_ms"] == 500
+    assert r.protocol_check is not None and r.protocol_check.ok and (r.reachable, r.reason) == (True, "ok")

@@ -324,6 +324,8 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
             listener = None
     token = listener.token.hex() if listener is not None else None
     connected = asyncio.Event()
+    split = [connect_wait is not None and proof is not None and transport == "tcp"]
+    """Send `connect_timeout_ms` (cleared for a server older than it, which rejects unknown fields)."""
 
     def body(handshake_s: float) -> dict[str, Any]:
         connected.set()
@@ -332,7 +334,7 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         if token:
             doc["token"] = token
         if proof is not None:
-            if connect_wait is not None and transport == "tcp":
+            if split[0] and connect_wait is not None:
                 doc["connect_timeout_ms"] = min(doc["timeout_ms"], max(200, int(connect_wait(handshake_s) * 1000)))
             doc["proof"] = proof.body()
             doc["pad"] = " " * max(0, PROOF_PAD_TO - len(json.dumps(doc)) - 10)
@@ -348,6 +350,10 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         try:
             r = await request_json(address, http_port, "POST", "/v1/probe", body, timeout=http_timeout,
                                    local_address=local_address)
+            if r.status == 400 and split[0] and "connect_timeout_ms" in str(r.doc.get("message", "")):
+                split[0] = False  # a server from before connect_timeout_ms: ask as it understands
+                r = await request_json(address, http_port, "POST", "/v1/probe", body, timeout=http_timeout,
+                                       local_address=local_address)
         except ResponseTimeout:
             return None, {"message": f"no answer from {url} within {http_timeout:.1f} s"}
         except OSError as exc:
