@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from nodereach.p2p import bittorrent, discv4, discv5, levin, multistream
@@ -284,24 +287,32 @@ def test_min_request_bytes_fit_the_padded_client_request() -> None:
         assert min_request_bytes(spec, ipv6=True) < 1000, spec
 
 
-async def test_a_server_from_before_connect_timeout_ms_is_asked_again_without_it() -> None:
-    """An in-test stand-in for an older service (unknown fields rejected with 400, as its msgspec Struct did):
-    the client drops `connect_timeout_ms` and asks once more, so the proof still runs there."""
+class _FirstRoundRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The first servers' request type (reach/service.py at 542dffc), decoded by the real msgspec."""
+    port: int
+    protocol: str
+    token: str | None = None
+    timeout_ms: int | None = None
+
+
+async def _older_server(fields: frozenset[str], seen: list[dict]) -> tuple[Any, int]:  # type: ignore[type-arg]
+    """An in-test stand-in for an older service: its request type is the first round's plus `fields`, and an
+    unknown field gets the 400 the service gave (msgspec's own message)."""
     from aiohttp import web
 
-    from nodereach.reach.client import dial_back
-
-    seen: list[dict] = []  # type: ignore[type-arg]
-
     async def probe(request: web.Request) -> web.Response:
-        doc = await request.json()
+        raw = await request.read()
+        doc = json.loads(raw)
         seen.append(doc)
-        if "connect_timeout_ms" in doc:
-            return web.json_response({"error": "bad-request",
-                                      "message": "Object contains unknown field `connect_timeout_ms`"}, status=400)
-        return web.json_response({"address": "127.0.0.1", "port": doc["port"], "protocol": "tcp", "reachable": True,
-                                  "reason": "ok", "protocol_check": {"protocol": "monero", "ok": True,
-                                                                     "detail": "ping OK", "rtt_ms": 1.0}})
+        try:
+            msgspec.json.decode(json.dumps({k: v for k, v in doc.items() if k not in fields}),
+                                type=_FirstRoundRequest)
+        except msgspec.ValidationError as exc:
+            return web.json_response({"error": "bad-request", "message": str(exc)}, status=400)
+        answer = {"address": "127.0.0.1", "port": doc["port"], "protocol": "tcp", "reachable": True, "reason": "ok"}
+        if "proof" in fields and "proof" in doc:
+            answer["protocol_check"] = {"protocol": "monero", "ok": True, "detail": "ping OK", "rtt_ms": 1.0}
+        return web.json_response(answer)
 
     app = web.Application()
     app.router.add_post("/v1/probe", probe)
@@ -309,8 +320,16 @@ async def test_a_server_from_before_connect_timeout_ms_is_asked_again_without_it
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def test_a_server_from_before_connect_timeout_ms_is_asked_again_without_it() -> None:
+    """The client drops `connect_timeout_ms` and asks once more, so the proof still runs there."""
+    from nodereach.reach.client import dial_back
+
+    seen: list[dict] = []  # type: ignore[type-arg]
+    runner, port = await _older_server(frozenset({"proof", "pad"}), seen)
     try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         r = await dial_back("127.0.0.1", port, 18080, "tcp", server_wait=lambda _: 0.5, http_timeout=3.0,
                             proof=ProofRequest("monero"), connect_wait=lambda _: 0.3)
     finally:
@@ -318,3 +337,27 @@ async def test_a_server_from_before_connect_timeout_ms_is_asked_again_without_it
     assert [("connect_timeout_ms" in d) for d in seen] == [True, False]
     assert seen[0]["connect_timeout_ms"] == 300 and seen[0]["timeout_ms"] == 500
     assert r.protocol_check is not None and r.protocol_check.ok and (r.reachable, r.reason) == (True, "ok")
+
+
+async def test_a_first_round_server_is_asked_with_the_fields_it_knows() -> None:
+    """A server from before proofs and padding rejects each new field in turn: the client leaves each out and
+    still gets the path's answer; the proof is reported as not spoken, not as the node failing it."""
+    from nodereach.reach.client import dial_back
+
+    seen: list[dict] = []  # type: ignore[type-arg]
+    runner, port = await _older_server(frozenset(), seen)
+    try:
+        r = await dial_back("127.0.0.1", port, 18080, "tcp", server_wait=lambda _: 0.5, http_timeout=3.0,
+                            proof=ProofRequest("monero"), connect_wait=lambda _: 0.3)
+        plain = await dial_back("127.0.0.1", port, 9, "tcp", server_wait=lambda _: 0.5, http_timeout=3.0,
+                                listen=False)
+    finally:
+        await runner.cleanup()
+    new_fields = {"proof", "pad", "connect_timeout_ms"}
+    # msgspec names the first unknown field in the body's order: one more ask per field, then the answer
+    assert [sorted(set(d) & new_fields) for d in seen] == [
+        ["connect_timeout_ms", "pad", "proof"], ["pad", "proof"], ["pad"], [],  # the proof's dial-back
+        ["pad"], []]  # a plain TCP dial-back: only its padding is new
+    assert (r.reachable, r.reason) == (True, "ok")
+    assert r.protocol_check is not None and not r.protocol_check.ok and "older server" in r.protocol_check.detail
+    assert (plain.reachable, plain.reason) == (True, "ok")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import re
 import secrets
 import socket
 import time
@@ -324,8 +325,8 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
             listener = None
     token = listener.token.hex() if listener is not None else None
     connected = asyncio.Event()
-    split = [connect_wait is not None and proof is not None and transport == "tcp"]
-    """Send `connect_timeout_ms` (cleared for a server older than it, which rejects unknown fields)."""
+    dropped: set[str] = set()
+    """Fields this server does not know (an older one rejects them): left out of the next asks."""
 
     def body(handshake_s: float) -> dict[str, Any]:
         connected.set()
@@ -334,7 +335,7 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         if token:
             doc["token"] = token
         if proof is not None:
-            if split[0] and connect_wait is not None:
+            if connect_wait is not None and transport == "tcp":
                 doc["connect_timeout_ms"] = min(doc["timeout_ms"], max(200, int(connect_wait(handshake_s) * 1000)))
             doc["proof"] = proof.body()
             doc["pad"] = " " * max(0, PROOF_PAD_TO - len(json.dumps(doc)) - 10)
@@ -342,6 +343,8 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
             # The server makes as many fresh SYNs as the request's bytes pay for (no amplification): enough
             # for all of them (reach.prober.SCHEDULE) and the token exchange.
             doc["pad"] = " " * max(0, TCP_PAD_TO - len(json.dumps(doc)) - 10)
+        for name in dropped:
+            doc.pop(name, None)
         return doc
 
     url = f"http://{host_port(address, http_port)}/v1/probe"
@@ -350,8 +353,10 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         try:
             r = await request_json(address, http_port, "POST", "/v1/probe", body, timeout=http_timeout,
                                    local_address=local_address)
-            if r.status == 400 and split[0] and "connect_timeout_ms" in str(r.doc.get("message", "")):
-                split[0] = False  # a server from before connect_timeout_ms: ask as it understands
+            # A server from before a field rejects it with 400 (its msgspec Struct forbids unknown fields):
+            # ask again as it understands, once per optional field at most.
+            while r.status == 400 and (name := unknown_field(r.doc)) is not None and name not in dropped:
+                dropped.add(name)
                 r = await request_json(address, http_port, "POST", "/v1/probe", body, timeout=http_timeout,
                                        local_address=local_address)
         except ResponseTimeout:
@@ -392,6 +397,18 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
     if proof is not None:
         result.protocol_check = _protocol_check(doc.get("protocol_check"), proof)
     return _combine(result, doc, listener)
+
+
+OPTIONAL_FIELDS = frozenset({"pad", "proof", "connect_timeout_ms"})
+"""Request fields added after the first servers (which answer 400 to a field they do not know): a client
+drops them for such a server. `pad` only buys more SYNs; without `proof` the server tests the path alone."""
+_UNKNOWN_FIELD = re.compile(r"unknown field `([a-z_]{1,40})`")
+
+
+def unknown_field(doc: dict[str, Any]) -> str | None:
+    """The optional field a 400 answer says the server does not know (msgspec's message), else None."""
+    match = _UNKNOWN_FIELD.search(str(doc.get("message", ""))[:300])
+    return match.group(1) if match and match.group(1) in OPTIONAL_FIELDS else None
 
 
 def _protocol_check(raw: object, proof: ProofRequest) -> ProtocolCheck:
