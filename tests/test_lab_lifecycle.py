@@ -159,8 +159,11 @@ def test_signal_tears_down(sig: int) -> None:
     from conftest import require_lab
 
     require_lab()
+    # As a terminal starts it: a suite launched in the background (`cmd &`) ignores SIGINT, and a child
+    # inherits that, so Python would never raise KeyboardInterrupt there.
     proc = subprocess.Popen([sys.executable, "-c", SIGNAL_SCRIPT], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         lab_id = proc.stdout.readline().strip()

@@ -19,6 +19,11 @@ from nodereach.portmap.errors import PortmapError
 from nodereach.portmap.gateway import host_families
 from nodereach.portmap.keeper import Event, LiveMapping, PortMapper
 
+NODE_READ_S = 5.0
+"""How long `open` waits for the node's RPC before mapping (only a slow node costs it; `open` is not timed like
+`check`). Transmission answers no RPC while its session thread is busy, port forwarding included
+(transmission/transmission#2462): with port forwarding on and a router to talk to, its RPC stalled for up to
+3 s in the lab, and a shorter bound mapped the port a second time behind its back."""
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
 
@@ -278,9 +283,11 @@ def run_open(ports: list[str], method: str | None, lease: int, once: bool, json_
         choice = NodeChoice.parse(node)
     except ValueError as exc:
         raise UsageError(f"bad --node: {exc}") from None
-    clash = asyncio.run(node_mapping_clash([PortSpec(p, t) for p, t in wanted], choice,
-                                           budget_s=max(1.0, min(2.0, timeout))))
-    if clash is not None:
-        raise UsageError(clash)
+    clash = asyncio.run(node_mapping_clash([PortSpec(p, t) for p, t in wanted], choice, budget_s=NODE_READ_S))
+    if clash.refuse is not None:
+        raise UsageError(clash.refuse)
+    printer = Printer(json_out)
+    if clash.unread is not None:
+        printer.emit("node-unread", clash.unread)
     servers = [server] if isinstance(server, str) else list(server or [])
-    return asyncio.run(_open(wanted, forced, lease, once, Printer(json_out), servers, timeout, families))
+    return asyncio.run(_open(wanted, forced, lease, once, printer, servers, timeout, families))
