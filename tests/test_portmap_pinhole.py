@@ -23,7 +23,7 @@ from nodereach.portmap.errors import MalformedMessage, NotOffered, PortmapError
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.keeper import PortMapper
 from nodereach.portmap.multicast import from_gateway, interface_of
-from nodereach.portmap.ssdp import Found
+from nodereach.portmap.ssdp_codec import Found
 from nodereach.portmap.upnp_pinhole import SERVICE_TYPE, UpnpPinholeClient
 
 SCPD = """<?xml version="1.0"?><scpd xmlns="urn:schemas-upnp-org:service-1-0"><specVersion><major>1</major>

@@ -28,7 +28,7 @@ from nodereach.portmap.ssdp_codec import (
     parse_search_response,
 )
 
-__all__ = ["Found", "search_igd"]
+__all__ = ["search_igd"]
 
 MULTICAST_HOPS = 2
 """UDA 1.1 §1.3.2: the M-SEARCH's IP TTL should default to 2 (async-upnp-client and miniupnpc send that)."""

@@ -29,7 +29,7 @@ from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, PortmapError
 from nodereach.portmap.http import SoapFault
 from nodereach.portmap.soap import external_ip
-from nodereach.portmap.ssdp import Found
+from nodereach.portmap.ssdp_codec import Found
 from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
 DESCRIPTION = "nodereach"

@@ -30,7 +30,8 @@ from nodereach.portmap.base import Listener, Method
 from nodereach.portmap.errors import PortmapError
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.http import ForbiddenUrl, GuardedRequester, check_url, parse_soap
-from nodereach.portmap.ssdp import Found, search_igd
+from nodereach.portmap.ssdp import search_igd
+from nodereach.portmap.ssdp_codec import Found
 
 # UPnP action error codes (UPnPError/errorCode in a SOAP fault) that more than one service answers.
 ERR_INVALID_ARGS = 402

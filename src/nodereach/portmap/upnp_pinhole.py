@@ -22,7 +22,7 @@ from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, NotOffered, PortmapError
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.http import SoapFault
-from nodereach.portmap.ssdp import Found
+from nodereach.portmap.ssdp_codec import Found
 from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
 SERVICE_TYPE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
