@@ -75,6 +75,16 @@ def wait_inbound(lab: Lab, protocol: str, external: tuple[str, int], internal_po
     return None
 
 
+EPOCH_VISIBLE_S = 6.0
+"""How long a mapping must be held before a router restart is sure to be visible to the epoch rules (RFC 6886
+§3.6: a restart is an epoch below prev + 7/8 of the client's elapsed time - 2 s; RFC 6887 §8.5 the same 2 s
+slack) when the router itself had started just before (a pooled lab whose miniupnpd the previous test
+restarted). miniupnpd's epoch is whole seconds of wall time, so a reply 0.2 s after its start can say 1: after
+3 s a restart was invisible to the NAT-PMP rule (and to PCP's unless the old epoch was >= 2), and the keeper
+renewed the lost mapping without telling it was lost (seen once in a reruns-off full run). From 6 s on, the
+rules see any restart whose reply comes within ~18 s. A real router takes longer than that to reboot."""
+
+
 def restart_miniupnpd_losing_state(lab: Lab) -> None:
     """Stop miniupnpd, drop its lease file (else it restores the mappings) and, in IPv6 scenarios, its pinhole
     rules (miniupnpd finds them in the firewall after a restart; a rebooted router has none), start it again."""

@@ -215,6 +215,23 @@ def test_natpmp_epoch_rules() -> None:
     assert not natpmp_epoch_valid(prev, EpochSample(3, 51.0))
 
 
+def test_how_long_the_lab_holds_a_mapping_before_restarting_the_router() -> None:
+    """Why the lab tests hold a mapping EPOCH_VISIBLE_S before they restart miniupnpd: its epoch is whole
+    seconds of wall time, so a router that started just before the mapping can answer 1 right after its
+    restart; after 3 s that restart is within both rules' 2 s slack, after 6 s it never is (replies up to
+    18 s after the restart, either rounding)."""
+    from portmap_helpers import EPOCH_VISIBLE_S
+
+    assert natpmp_epoch_valid(EpochSample(0, 0.0), EpochSample(1, 3.2))  # invisible after 3 s
+    assert pcp_epoch_valid(EpochSample(0, 0.0), EpochSample(1, 3.2))
+    for prev_epoch in (0, 1):
+        for tenth in range(0, 180):
+            since_restart = tenth / 10
+            for epoch in (int(since_restart), int(since_restart) + 1):
+                prev, cur = EpochSample(prev_epoch, 0.0), EpochSample(epoch, EPOCH_VISIBLE_S + since_restart)
+                assert not natpmp_epoch_valid(prev, cur) and not pcp_epoch_valid(prev, cur), (prev, cur)
+
+
 def test_epoch_tracker_flags_each_restart_once() -> None:
     t = EpochTracker("pcp")
     assert t.observe(100, 0.0) and t.observe(110, 10.0)

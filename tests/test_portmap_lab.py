@@ -35,7 +35,7 @@ from nodereach.portmap.errors import NotAvailable, PortmapError, ResultCodeError
 from nodereach.portmap.gateway import find_gateway_async
 from nodereach.portmap.keeper import Event, PortMapper, open_port
 from nodereach.portmap.probe import probe_all, probe_gateway
-from portmap_helpers import WAN, inbound, restart_miniupnpd_losing_state, wait_inbound
+from portmap_helpers import EPOCH_VISIBLE_S, WAN, inbound, restart_miniupnpd_losing_state, wait_inbound
 
 pytestmark = pytest.mark.lab
 METHODS = ["pcp", "natpmp", "upnp"]
@@ -219,7 +219,7 @@ async def test_gateway_restart_mapping_back(lab: Callable[..., Lab], method: str
     async with keeper as ep:
         assert (ep.external_address, ep.external_port, ep.method) == (WAN, port, method)
         assert await asyncio.to_thread(inbound, net, "udp", (WAN, port), port)
-        await asyncio.sleep(3.0)  # let the epochs advance so a restart is visible by the RFC rules
+        await asyncio.sleep(EPOCH_VISIBLE_S)  # until the epoch rules can see a restart
         stopped = time.monotonic()
         await asyncio.to_thread(restart_miniupnpd_losing_state, net)
         answering = time.monotonic()  # the lab's readiness check (every 50 ms) just got its answers
@@ -449,7 +449,7 @@ async def test_gateway_announcement_triggers_recheck(lab: Callable[..., Lab], me
     port = {"pcp": 31061, "natpmp": 31062}[method]
     keeper = _Keeper(net, port, "udp", method, poll=60.0)
     async with keeper:
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(EPOCH_VISIBLE_S)  # until the epoch rules can see a restart
         await asyncio.to_thread(restart_miniupnpd_losing_state, net)
         await keeper.next(lambda e: isinstance(e, Event) and e.kind == "restarted", 8)
         back = await asyncio.to_thread(wait_inbound, net, "udp", (WAN, port), port, 5.0)

@@ -31,7 +31,7 @@ from nodereach.portmap.errors import PortmapError
 from nodereach.portmap.gateway import find_gateway_async
 from nodereach.portmap.keeper import Event, PortMapper
 from nodereach.portmap.upnp_pinhole import UpnpPinholeClient
-from portmap_helpers import restart_miniupnpd_losing_state
+from portmap_helpers import EPOCH_VISIBLE_S, restart_miniupnpd_losing_state
 
 pytestmark = pytest.mark.lab
 NODEREACH = str(Path(sys.executable).parent / "nodereach")
@@ -153,7 +153,7 @@ async def test_pinhole_back_within_5_s_of_the_router_answering(router6: Callable
             await asyncio.sleep(0.1)
         assert ready, "the keeper did not open the pinhole"
         assert gw.inbound(port, "udp")
-        await asyncio.sleep(3.0)  # epochs advance
+        await asyncio.sleep(EPOCH_VISIBLE_S)  # until the epoch rules can see a restart
         stopped = time.monotonic()
         await asyncio.to_thread(restart_miniupnpd_losing_state, gw.lab)
         answering = time.monotonic()

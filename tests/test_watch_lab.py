@@ -16,7 +16,7 @@ import pytest
 
 from nodereach.lab import Lab, registry
 from nodereach.lab import addresses as A
-from portmap_helpers import WAN, inbound, restart_miniupnpd_losing_state
+from portmap_helpers import EPOCH_VISIBLE_S, WAN, inbound, restart_miniupnpd_losing_state
 from serve_lab_helpers import serving
 from watch_lab_helpers import FAST, Prometheus, TcpNode, Watching, detection_bound
 
@@ -77,7 +77,7 @@ async def test_router_restart_mapping_lost_and_restored_within_5s(lab: Callable[
             [(labels, _)] = prom.query(lease)
             method = labels["method"]
             assert method == ("upnp" if upnp_only else "pcp")
-            await asyncio.sleep(3.0)  # the gateway's epoch must advance for a restart to be visible (RFC 6887)
+            await asyncio.sleep(EPOCH_VISIBLE_S)  # until the epoch rules can see a restart
             t0 = time.time()
             await asyncio.to_thread(restart_router_losing_mappings, net, upnp_only)  # returns once it answers
             answering = time.time()

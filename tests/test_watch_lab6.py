@@ -23,7 +23,7 @@ from nodereach.lab import Lab
 from nodereach.lab import addresses as A
 from nodereach.lab import probe as P
 from nodereach.lab.rules import MINIUPNPD_CHAIN6, TABLE6
-from portmap_helpers import WAN, restart_miniupnpd_losing_state
+from portmap_helpers import EPOCH_VISIBLE_S, WAN, restart_miniupnpd_losing_state
 from serve_lab_helpers import IPV6_PAIR, serving
 from watch_lab_helpers import FAST, WATCH_METRICS, Prometheus, TcpNode, Watching
 
@@ -65,7 +65,7 @@ async def test_keep_mapped_per_family_router_restart(ipv6_home_router: Callable[
                 # Both families reachable through what the keepers opened: the check's verdict is `reachable`.
                 prom.wait('nodereach_port_reachable{family="6"}', 30 + SLACK_S, lambda r: len(r) == 1 and r[0][1] == 1)
                 prom.wait("nodereach_reachable", 30, lambda r: len(r) == 1 and r[0][1] == 1)
-                await asyncio.sleep(3.0)  # the gateway's epoch must advance for a restart to be visible (RFC 6887)
+                await asyncio.sleep(EPOCH_VISIBLE_S)  # until the epoch rules can see a restart
                 t0 = time.time()
                 await asyncio.to_thread(restart_miniupnpd_losing_state, net)  # returns once it answers
                 answering = time.time()
