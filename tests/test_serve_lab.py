@@ -112,11 +112,16 @@ table inet nrtest {{
     counter other {{}}
     counter to_requester_udp {{}}
     counter to_requester_syn {{}}
+    set kernel6 {{
+        type icmpv6_type
+        elements = {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report,
+                      mld2-listener-report }}
+    }}
     chain out {{
         type filter hook output priority 0; policy accept;
         ip daddr != {req} counter name other
         ip6 daddr != ::1 meta l4proto != ipv6-icmp counter name other
-        ip6 daddr != ::1 icmpv6 type != {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }} counter name other
+        ip6 daddr != ::1 icmpv6 type != @kernel6 counter name other
         ip daddr {req} udp sport != {{3478, 3479}} counter name to_requester_udp
         ip daddr {req} tcp flags & (syn | ack) == syn counter name to_requester_syn
     }}
