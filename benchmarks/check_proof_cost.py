@@ -17,12 +17,11 @@ import json
 import select
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from check_speed import BIN, start_monerod, timed
+from check_speed import BIN, start_monerod, start_serve, timed
 from nodereach.lab import Lab
 from nodereach.lab import addresses as A
 
@@ -62,14 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                   ("discv4 proof (--node ethereum)", ["--port", "30303/udp", "--node", "ethereum"])]
     results: dict[str, list[tuple[float, dict[str, Any]]]] = {name: [] for name, _ in cases}
     with Lab("port-restricted", delay_ms=args.delay_ms) as lab:
-        serve = lab.spawn("server", [str(BIN / "nodereach"), "serve", "--address", A.SERVER_IP, "--alt-address",
-                                     A.SERVER_ALT_IP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP}/3480"], check=False).returncode:
-            if time.monotonic() > deadline or serve.poll() is not None:
-                print("nodereach serve did not start", file=sys.stderr)
-                return 2
-            time.sleep(0.05)
+        if start_serve(lab) is None:
+            return 2
         start_monerod(lab)
         peer = start_discv4(lab) if args.udp else None
         if not args.closed:

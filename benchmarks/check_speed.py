@@ -120,6 +120,19 @@ def run_nodereach(lab: Lab, port: int, protocols: tuple[str, ...] = ("udp",), no
     return took, answer, ok, doc
 
 
+def start_serve(lab: Lab, *extra: str) -> subprocess.Popen[bytes] | None:
+    """`nodereach serve` on the lab's server, once its HTTP port accepts (at most 15 s); None if it did not."""
+    serve = lab.spawn("server", [str(BIN / "nodereach"), "serve", "--address", A.SERVER_IP, "--alt-address",
+                                 A.SERVER_ALT_IP, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP}/3480"], check=False).returncode:
+        if time.monotonic() > deadline or serve.poll() is not None:
+            print("nodereach serve did not start", file=sys.stderr)
+            return None
+        time.sleep(0.05)
+    return serve
+
+
 def start_monerod(lab: Lab) -> None:
     """Real monerod (regtest, RPC on the client's loopback, no UPnP) for --node; waits until its RPC answers."""
     import tempfile
@@ -198,14 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, list[float], str, bool]] = []
     with Lab(args.scenario, delay_ms=args.delay_ms, loss=args.loss) as lab:
         six = ["--address", A.SERVER_IP6, "--alt-address", A.SERVER_ALT_IP6] if args.dual_stack else []
-        serve = lab.spawn("server", [str(BIN / "nodereach"), "serve", "--address", A.SERVER_IP, "--alt-address",
-                                     A.SERVER_ALT_IP, *six], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while lab.exec("server", ["bash", "-c", f"exec 3<>/dev/tcp/{A.SERVER_IP}/3480"], check=False).returncode:
-            if time.monotonic() > deadline or serve.poll() is not None:
-                print("nodereach serve did not start", file=sys.stderr)
-                return 2
-            time.sleep(0.05)
+        if start_serve(lab, *six) is None:
+            return 2
         lab.start_coturn(rfc5780=True)
         if args.node:
             start_monerod(lab)
