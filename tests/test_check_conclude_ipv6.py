@@ -311,3 +311,75 @@ def test_human_output_of_both_families() -> None:
     assert text.index("1. IPv6 peers reach the node now") < text.index("2. Forward the node's ports")
     none = " ".join(_human(observations("port-restricted")).split())
     assert "per family" not in none and f"IPv6 {NO_IPV6}" in none and "IPv6 reachable" not in none
+
+
+STABLE6 = "2001:db8:1:1::5a"
+"""The host's stable address next to the lab's client address, which plays a temporary (RFC 8981) one."""
+
+
+def with_privacy_address(obs: Any, *, stable: bool = True) -> Any:
+    """The same run on a host with privacy addresses on: the kernel's source toward the servers (the lab's
+    client address) is temporary, and the interface also holds a stable global address (if `stable`), a
+    deprecated one and a unique-local one, as /proc/net/if_inet6 lists them."""
+    from nodereach.routes import IFA_F_DEPRECATED, IFA_F_TEMPORARY, Address6
+
+    lines = [Address6(A.CLIENT_IP6, 2, 64, 0, IFA_F_TEMPORARY, "eth0"),
+             Address6("2001:db8:1:1::77", 2, 64, 0, IFA_F_DEPRECATED, "eth0"),
+             Address6("fd00::10", 2, 64, 0, 0, "eth0"),
+             Address6("2001:db8:9::10", 5, 64, 0, 0, "wg0")]  # another interface: never chosen
+    if stable:
+        lines.insert(2, Address6(STABLE6, 2, 64, 0, 0, "eth0"))
+    return replace(obs, local=replace(obs.local, net=replace(obs.local.net, addresses6=tuple(lines))))
+
+
+@pytest.mark.parametrize("scenario", ["ipv6-firewalled", "cgnat-ipv6"])
+def test_a_temporary_source_address_is_never_the_one_peers_are_given(scenario: str) -> None:
+    """Privacy addresses (RFC 8981) change about daily: the firewall rules and the address to advertise name
+    the host's stable address on the same interface, while what the servers saw stays reported as seen."""
+    doc = report_doc(with_privacy_address(observations(scenario)))
+    assert doc["verdict"] == "unreachable" and "ipv6-firewall" in doc["causes"]
+    assert (doc["ipv6"]["address"], doc["ipv6"]["stable_address"]) == (A.CLIENT_IP6, STABLE6)
+    assert doc["public"]["ipv6"] == A.CLIENT_IP6
+    use = advice(doc, "use-ipv6")
+    for target in ("nftables", "ip6tables", "openwrt", "routeros", "home-router"):
+        assert STABLE6 in use["commands"][target] and A.CLIENT_IP6 not in use["commands"][target], target
+    assert f"advertise its IPv6 address {STABLE6}" in use["detail"] and A.CLIENT_IP6 not in use["detail"]
+
+
+def test_without_a_stable_address_the_source_is_all_there_is() -> None:
+    doc = report_doc(with_privacy_address(observations("ipv6-firewalled"), stable=False))
+    assert doc["ipv6"]["stable_address"] == A.CLIENT_IP6
+    assert A.CLIENT_IP6 in advice(doc, "use-ipv6")["commands"]["ip6tables"]
+
+
+def test_a_node_advertising_its_stable_address_is_not_told_to_advertise_the_temporary_one() -> None:
+    """Servers see the temporary source; a node that advertises the stable address does right (before this,
+    `advertised-address-mismatch` told it to advertise the temporary one, gone within a day)."""
+    from check_observations import PORTS
+    from nodereach.node.adapters.base import NodeStatus
+    from nodereach.node.listeners import Listener
+    from nodereach.node.reader import NodeReading
+    from nodereach.node.view import NodeObservation
+    from nodereach.p2p.advertised import Advertised
+
+    obs = with_privacy_address(observations("ipv6-open", forwarded=True, listener="node"))
+    seen = tuple(Listener(p.transport, "::", p.port, 6, True) for p in PORTS)
+
+    def node_doc(address: str) -> dict[str, Any]:
+        status = NodeStatus(kind="ethereum", software="geth", p2p_ports=PORTS, advertised=(
+            Advertised(address, 30303, "udp", "enr", "ip", 6, False, "udp"),))
+        node = NodeObservation(PORTS, seen, reading=NodeReading("ethereum", "/x/geth.ipc", "test", status))
+        return report_doc(replace(obs, node=node))
+
+    assert [p["code"] for p in node_doc(STABLE6)["node"]["problems"]
+            if p["code"].startswith("advertis")] == []
+    stale = node_doc("2001:db8:1:1::77")  # a deprecated address of the host: a real mismatch
+    problem = next(p for p in stale["node"]["problems"] if p["code"] == "advertised-address-mismatch")
+    assert STABLE6 in problem["detail"] and A.CLIENT_IP6 not in problem["detail"]
+
+
+def test_human_output_names_the_stable_address_next_to_a_temporary_one() -> None:
+    text = " ".join(_human(with_privacy_address(observations("ipv6-firewalled"))).split())
+    assert f"IPv6 {A.CLIENT_IP6} (temporary; stable: {STABLE6}) no translation" in text
+    plain = " ".join(_human(observations("ipv6-firewalled")).split())
+    assert "temporary" not in plain

@@ -145,3 +145,16 @@ def test_link_local_ipv6_gateway_in_the_lab(ipv6_home_router: Callable[..., Ipv6
     finally:
         net.exec("client", ["ip", "-6", "route", "replace", "default", "via", A.HOME_LAN_GW6, "dev", "eth0"])
     assert net.call_in("client", _both, 6)[0].address == A.HOME_LAN_GW6
+
+
+def test_stable_address6_choice() -> None:
+    """One choice for the pinhole (`open`) and the check's advice: the stable global address on the source's
+    interface; the source itself when it is stable or has no usable stable neighbour."""
+    found = routes.parse_addresses6(IF_INET6)
+    assert routes.stable_address6(found, TEMPORARY) == STABLE  # interface looked up from the source
+    assert routes.stable_address6(found, TEMPORARY, 3) == STABLE
+    assert routes.stable_address6(found, STABLE) == STABLE
+    assert routes.stable_address6(found, TEMPORARY, 7) == TEMPORARY  # wg0 has no IPv6
+    assert routes.stable_address6(found, "2001:db8:5::1") == "2001:db8:5::1"  # not this host's: unchanged
+    only_temporary = [a for a in found if a.address != STABLE]
+    assert routes.stable_address6(only_temporary, TEMPORARY) == TEMPORARY  # tentative/ULA/link-local never

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from nodereach.net import IPAddress, canonical
+from nodereach.net import IPAddress, canonical, is_public
 
 PROC_NET = Path("/proc/thread-self/net")
 """This thread's network namespace (/proc/net is the process's: a thread moved into a lab namespace by setns
@@ -155,6 +155,27 @@ def parse_addresses6(text: str) -> list[Address6]:
 def parse_if_inet6(text: str) -> list[tuple[str, int, str]]:
     """/proc/net/if_inet6 as (address, prefix length, interface) per line."""
     return [(a.address, a.prefixlen, a.interface) for a in parse_addresses6(text)]
+
+
+def stable_address6(addresses6: Iterable[Address6], preferred: str, index: int | None = None) -> str:
+    """The stable global IPv6 address to give peers instead of `preferred`, the kernel's source.
+
+    With privacy addresses on (RFC 8981; NetworkManager's and most desktops' default) the kernel sources
+    outgoing traffic from a temporary address, which changes about daily and is then deprecated and removed.
+    A pinhole, a firewall rule or an advertised address must name the stable one on the same interface
+    (`index`; None: the interface that holds `preferred`). `preferred` when it is stable itself, or when the
+    interface has no other usable global address."""
+    found = list(addresses6)
+    if index is None:
+        index = next((a.index for a in found if a.address == preferred), None)
+        if index is None:
+            return preferred
+    unusable = IFA_F_DADFAILED | IFA_F_TENTATIVE | IFA_F_DEPRECATED
+    stable = [a.address for a in found if a.index == index and is_public(a.address)
+              and not a.flags & (unusable | IFA_F_TEMPORARY)]
+    if preferred in stable or not stable:
+        return preferred
+    return stable[0]
 
 
 def best_route(routes: Iterable[Route], dest: IPAddress) -> Route | None:

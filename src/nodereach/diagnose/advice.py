@@ -20,7 +20,15 @@ from typing import Literal
 
 import msgspec
 
-from nodereach.diagnose.model import Advice, FamilyReachability, PortResult, Reachability, Report, Verdict
+from nodereach.diagnose.model import (
+    Advice,
+    FamilyReachability,
+    PortResult,
+    Reachability,
+    Report,
+    Verdict,
+    peer_address6,
+)
 from nodereach.diagnose.rules import (
     PortSpec,
     dmz_rules,
@@ -383,16 +391,19 @@ def _use_ipv6(report: Report, s: _Situation, fwd_ports: list[PortSpec]) -> Advic
         closed = sorted({PortSpec(p.port, p.protocol) for p in ports6 if p.path_open is False})
     else:
         closed = fwd_ports if s.reach[6] == "unreachable" else []
+    # What servers saw may be a temporary privacy address (RFC 8981): gone in a day, so peers are given the
+    # stable one (`peer6`), and the firewall rules name the host's stable address too (`node6`).
+    peer6 = peer_address6(report) or public6
     if s.reach[6] == "reachable" and 6 in s.counted and not not_listening:
         where = ", ".join(str(Endpoint(public6, p.port)) + f"/{p.protocol}" for p in ports6 if p.reachable)
-        settings = _advertise_settings(s.inputs.software, public6, s.ports)
+        settings = _advertise_settings(s.inputs.software, peer6, s.ports)
         return Advice(code="use-ipv6", title="IPv6 peers reach the node now",
                       detail=f"Over IPv6 nothing keeps peers out: they reach the node at {where or public6}. "
-                             f"Make sure it advertises its IPv6 address {public6} so that they learn it"
+                             f"Make sure it advertises its IPv6 address {peer6} so that they learn it"
                              + (" (its settings below)." if settings else ".")
                              + " IPv4 peers still cannot reach it: see the other advice.",
                       commands={"node": "\n".join(settings)} if settings else {})
-    node6 = six.address or public6
+    node6 = six.stable_address or six.address or public6
     steps: list[str] = []
     commands: dict[str, str] = {}
     node_lines: list[str] = []
@@ -403,8 +414,8 @@ def _use_ipv6(report: Report, s: _Situation, fwd_ports: list[PortSpec]) -> Advic
         steps.append("make the node listen on IPv6 too: bind it to `::` (every IPv6 address) as well as 0.0.0.0"
                      + (" (its settings below)" if listen else "") + f"; today {today}")
         node_lines += listen
-    advertise = _advertise_settings(s.inputs.software, public6, s.ports)
-    steps.append(f"make it advertise its IPv6 address {public6}" + (" (settings below)" if advertise else
+    advertise = _advertise_settings(s.inputs.software, peer6, s.ports)
+    steps.append(f"make it advertise its IPv6 address {peer6}" + (" (settings below)" if advertise else
                                                                     " where its configuration names addresses"))
     node_lines += advertise
     if six.translation == "nat66":
@@ -419,7 +430,7 @@ def _use_ipv6(report: Report, s: _Situation, fwd_ports: list[PortSpec]) -> Advic
     if node_lines:
         commands = {"node": "\n".join(dict.fromkeys(node_lines)), **commands}
     how = "the router swaps the prefix (NPTv6), so peers dial " + public6 if six.translation == "nptv6" else \
-        f"the node's own address {public6}"
+        f"the node's own address {peer6}"
     detail = (f"This line has working IPv6 with no NAT in the way: peers can reach the node over IPv6 at {how}. "
               "What it takes: " + "; ".join(f"({i}) {step}" for i, step in enumerate(steps, 1)) + ".")
     if s.unreachable(6) and "ipv6-firewall" in s.causes:

@@ -29,6 +29,7 @@ from nodereach.diagnose.node import apply_node, node_families
 from nodereach.diagnose.observations import FamilyObservations, LocalView, Observations, ServerAnswer
 from nodereach.diagnose.probes import usable
 from nodereach.net import Endpoint, Family, SockAddr, address_kind, is_public
+from nodereach.routes import stable_address6
 from nodereach.stun.transaction import BindingReply
 
 BUILTIN_NOTE = ("using the built-in public STUN servers: mapping and public address only. For inbound reachability "
@@ -112,6 +113,8 @@ def _family6(obs: Observations, v6: FamilyObservations | None, rep: Report) -> _
         rep.untested.append(f"IPv6: {six.reason}")
         return None
     six.address = v6.source
+    if v6.source and is_public(v6.source):
+        six.stable_address = stable_address6(obs.local.net.addresses6, v6.source)
     if v6.unavailable is not None:
         six.reason = v6.unavailable
         rep.untested.append(f"IPv6: {v6.unavailable}")

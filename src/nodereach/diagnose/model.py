@@ -188,6 +188,10 @@ class Ipv6(msgspec.Struct, kw_only=True):
 
     address: str | None = None
     """This host's own IPv6 source address toward the servers (global or unique-local)."""
+    stable_address: str | None = None
+    """This host's stable global IPv6 address on the same interface: the one peers, the node's advertised
+    address and firewall rules should name. It differs from `address` when the kernel sources traffic from a
+    temporary privacy address (RFC 8981), which changes about daily and then expires."""
     translation: Translation6 = "unknown"
     mapping: Mapping = "unknown"
     """RFC 4787 mapping from the RFC 5780 tests over IPv6 (`no-nat` when the servers see the host's own
@@ -227,6 +231,16 @@ class Report(msgspec.Struct, kw_only=True):
 
 EXIT_CODES: dict[str, int] = {"reachable": 0, "unreachable": 1, "no-connectivity": 3, "partly-reachable": 4}
 """`nodereach check`'s exit status per verdict (2 is a usage or environment error, before any verdict)."""
+
+
+def peer_address6(report: Report) -> str | None:
+    """The IPv6 address peers should be given: the host's stable one when nothing translates its addresses
+    (the servers saw the kernel's source, which may be a temporary privacy address), else what the servers
+    saw (a translated prefix maps the host's addresses one to one, NAT66 shares one)."""
+    six = report.ipv6
+    if six.translation == "none" and six.stable_address and report.public.ipv6 == six.address:
+        return six.stable_address
+    return report.public.ipv6
 
 
 def to_json(report: Report) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from nodereach.routes import (
+    Address6,
     Tables,
     best_route,
     default_route,
@@ -37,6 +38,8 @@ class RouteInfo(msgspec.Struct, frozen=True):
 class NetInfo(msgspec.Struct, frozen=True):
     addresses: frozenset[str] = frozenset()
     """Every address configured on this host."""
+    addresses6: tuple[Address6, ...] = ()
+    """This host's IPv6 addresses with their interface and flags (which ones are temporary)."""
     routes: Mapping[str, RouteInfo] = msgspec.field(default_factory=dict)
     """Route toward each server address."""
     default_gateway4: str | None = None
@@ -71,6 +74,6 @@ def gather(destinations: Iterable[str], tables: Tables | None = None) -> NetInfo
                                 index=interface_index(route.interface),
                                 networks=onlink_networks(routes, v6, route.interface), error=error)
     gw4, gw6 = default_route(routes, 4), default_route(routes, 6)
-    return NetInfo(addresses=frozenset(addresses), routes=found,
+    return NetInfo(addresses=frozenset(addresses), addresses6=tuple(v6), routes=found,
                    default_gateway4=gw4.gateway if gw4 is not None else None,
                    default_gateway6=gw6.gateway if gw6 is not None else None)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from nodereach.diagnose.model import PortResult, Report
+from nodereach.diagnose.model import PortResult, Report, peer_address6
 from nodereach.diagnose.observations import Observations
 from nodereach.diagnose.proof import FAILED, judge, proof_problem
 from nodereach.net import FAMILIES, Endpoint, Family, PortSpec, wildcard
@@ -44,8 +44,9 @@ def apply_node(obs: Observations, rep: Report) -> None:
     public: dict[Family, str] = {}
     if rep.public.ipv4:
         public[4] = rep.public.ipv4
-    if rep.public.ipv6:
-        public[6] = rep.public.ipv6
+    peer6 = peer_address6(rep)  # the stable address, not a temporary one the servers saw (RFC 8981)
+    if peer6:
+        public[6] = peer6
     node = replace(node, listeners=node_listeners(node.listeners, rep))
     assessed = {pl.spec: pl for pl in assess(node.ports, families, arrival, node.listeners, node.containers)}
     proofs = {(fam.family, probe.spec): probe.proof for fam in obs.families.values() for probe in fam.ports

@@ -123,6 +123,8 @@ def _ipv6_row(rep: Report) -> str:
         return f"[dim]{six.reason or 'not tested'}[/]"
     seen = rep.public.ipv6 or "?"
     own = f"{six.address} seen as {seen}" if six.address and six.address != rep.public.ipv6 else seen
+    if six.stable_address and six.stable_address != six.address:
+        own += f" (temporary; stable: {six.stable_address})"
     translation = {"none": "no translation", "nptv6": "NPTv6 (prefix translated)", "nat66": "NAT66",
                    "unknown": "translation unknown"}[six.translation]
     return (f"{own}   {translation}, filtering {six.filtering}   "

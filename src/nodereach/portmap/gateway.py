@@ -92,7 +92,7 @@ def find_gateway_in(tables: routes.Tables, gateway: str | None = None, family: F
     if not local:
         raise PortmapError(f"no source address toward the gateway {gateway}" + (f" ({error})" if error else ""))
     if family == 6:
-        local = _stable_address6(addresses6, index, local)
+        local = routes.stable_address6(addresses6, local, index)
         if not is_public(local):
             raise PortmapError(f"this host has no global IPv6 address (only {local}, "
                                f"{address_kind(local)}): a pinhole could not make it reachable",
@@ -107,18 +107,6 @@ def _interface_index(interface: str, addresses6: list[routes.Address6]) -> int |
     """if_inet6 names each interface's index; an interface without IPv6 is asked of the kernel by name."""
     found = next((a.index for a in addresses6 if a.interface == interface), None)
     return found if found is not None else routes.interface_index(interface)
-
-
-def _stable_address6(addresses6: list[routes.Address6], index: int | None, preferred: str) -> str:
-    """The interface's stable global IPv6 address: the kernel prefers a temporary (RFC 8981) source when
-    privacy addresses are on, but a pinhole must be for the address peers learn, which outlives those."""
-    unusable = routes.IFA_F_DADFAILED | routes.IFA_F_TENTATIVE | routes.IFA_F_DEPRECATED
-    candidates = [a for a in addresses6 if (index is None or a.index == index) and is_public(a.address)
-                  and not a.flags & unusable]
-    stable = [a.address for a in candidates if not a.flags & routes.IFA_F_TEMPORARY]
-    if preferred in stable or not stable:
-        return preferred
-    return stable[0]
 
 
 async def host_families() -> tuple[Family, ...]:
