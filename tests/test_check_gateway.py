@@ -10,12 +10,14 @@ import asyncio
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
 from nodereach.diagnose import adapters, warm
 from nodereach.diagnose.model import PortmapProtocol
 from nodereach.diagnose.netinfo import RouteInfo
+from nodereach.diagnose.options import CheckOptions
 from nodereach.portmap import igd_probe, offers
 from nodereach.portmap.base import Method, MethodAvailability
 from nodereach.portmap.errors import GatewayTimeout
@@ -124,6 +126,30 @@ async def test_warmer_imports_in_a_thread_in_order() -> None:
     assert warmer._thread is not None
     warmer._thread.join(2)
     assert sys.getswitchinterval() == before  # restored once the thread is done
+
+
+async def test_warmer_without_groups_starts_no_thread() -> None:
+    """`nodereach watch`'s checks (warm_imports=False): no thread, so no malloc arena kept for months."""
+    warmer = warm.Warmer(())
+    warmer.start()
+    await warmer.ready("later")
+    assert warmer._thread is None
+
+
+async def test_the_watchers_check_asks_for_no_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nodereach.diagnose.engine as engine
+    from nodereach.watch.fullcheck import run_full_check
+
+    seen = []
+
+    async def fake_run_check(opts: Any) -> Any:
+        seen.append(opts)
+        return None
+
+    monkeypatch.setattr(engine, "run_check", fake_run_check)
+    await run_full_check(["127.0.0.1"], ["30303/udp"], 3.0)
+    assert [(o.warm_imports, o.hold_free_ports) for o in seen] == [(False, False)]
+    assert CheckOptions(servers=()).warm_imports is True  # a one-shot check keeps its head start
 
 
 async def test_warmer_wait_is_bounded() -> None:

@@ -172,7 +172,7 @@ class _Run:
         self.errors: list[str] = []
         self.resolved: tuple[ResolvedServer, ...] = ()
         self.net = netinfo.NetInfo()
-        self.warm = warm.Warmer(_warm_groups(opts))
+        self.warm = warm.Warmer(_warm_groups(opts) if opts.warm_imports else ())
         self.source: str | None = None
         self.primary4: str | None = None
         self.runs: dict[Family, _FamilyRun] = {}

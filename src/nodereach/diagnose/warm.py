@@ -40,7 +40,7 @@ class Warmer:
 
     def start(self) -> None:
         """Start importing (from the running loop); a second call does nothing."""
-        if self._thread is not None:
+        if self._thread is not None or not self.groups:
             return
         self._loop = asyncio.get_running_loop()
         for name, _ in self.groups:

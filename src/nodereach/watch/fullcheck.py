@@ -24,7 +24,8 @@ async def run_full_check(servers: list[str], ports: list[str], timeout: float) -
 
     opts = build_options(servers, ports, timeout, False, 120.0, None)
     # Never hold a free node port: the watcher checks beside a node that may be starting this very second.
-    return await run_check(dataclasses.replace(opts, hold_free_ports=False))
+    # No warm-up thread: its ~0.1 s matters to a one-shot check, its malloc arena to a process that runs for months.
+    return await run_check(dataclasses.replace(opts, hold_free_ports=False, warm_imports=False))
 
 
 def observe_report(report: Report, *, mono: float, wall: float) -> CheckObservation:
