@@ -9,6 +9,7 @@ families (`[::]` without IPV6_V6ONLY) and one on IPv4 only.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -144,3 +145,37 @@ def test_server_with_one_ipv6_address_is_weaker_evidence(private_lab) -> None:  
     assert (doc["ipv6"]["translation"], doc["ipv6"]["mapping"], doc["ipv6"]["filtering"]) == \
         ("none", "no-nat", "unknown")
     assert "IPv6 filtering: no RFC 5780 server with two IPv6 addresses among the servers" in doc["untested"]
+
+
+SOURCE6 = f"""
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.connect(("{A.SERVER_IP6}", 9))
+print(s.getsockname()[0])
+"""
+
+
+def test_a_host_with_privacy_addresses_is_probed_at_its_stable_address(private_lab) -> None:  # type: ignore[no-untyped-def]
+    """Privacy addresses on (RFC 8981, use_tempaddr=2): the kernel sources from a temporary address, while the
+    pinhole (here the operator's static one; `open --family 6` pins the same address) is for the stable one.
+    The check's sockets prefer the stable source, so the servers see it and the dial-back tests the rule that
+    was made: IPv6 reachable. Sourced from the temporary address, the dial-back met the firewall."""
+    net: Lab = private_lab("ipv6-firewalled")
+    ensure_serve(net)
+    line = net.exec("client", ["ip", "-6", "-o", "addr", "show", "to", f"{A.CLIENT_IP6}/128"]).stdout.split()
+    dev, prefix = line[1], line[3]
+    net.exec("client", ["sysctl", "-qw", f"net.ipv6.conf.{dev}.use_tempaddr=2"])
+    net.exec("client", ["ip", "-6", "addr", "change", prefix, "dev", dev, "mngtmpaddr", "valid_lft", "7200",
+                        "preferred_lft", "3600"])
+    deadline = time.monotonic() + 10
+    while (temporary := net.exec("client", [sys.executable, "-c", SOURCE6]).stdout.strip()) == A.CLIENT_IP6:
+        assert time.monotonic() < deadline, "the kernel made no temporary address to source from"
+        time.sleep(0.1)
+    assert temporary.startswith("2001:db8:1:1:")  # the premise: by default the servers would see this one
+    net.open_pinhole(30325, "tcp")
+    code, doc = with_node(net, "both", 30325)
+    assert (doc["ipv6"]["address"], doc["ipv6"]["stable_address"], doc["public"]["ipv6"]) == (A.CLIENT_IP6,) * 3
+    six = next(p for p in doc["ports"] if p["family"] == 6)
+    assert (six["reachable"], six["path_open"], six["listener"]) == (True, True, "node")
+    assert doc["reachability"]["ipv6"] == "reachable" and (doc["verdict"], code) == ("partly-reachable", 4)
+    assert temporary not in json.dumps(doc)

@@ -122,3 +122,17 @@ async def test_resolve_literal_and_family_mismatch() -> None:
 async def test_resolve_localhost_name() -> None:
     found = await net.resolve("localhost", 80, timeout=2.0)
     assert found and all(net.address_kind(a) == "loopback" for a in found)
+
+
+def test_ipv6_sockets_prefer_the_stable_source() -> None:
+    """The kernel keeps the preference (RFC 5014 IPV6_PREFER_SRC_PUBLIC) on the socket; IPv4 gets nothing."""
+    import socket
+
+    from nodereach.net import IPV6_ADDR_PREFERENCES, IPV6_PREFER_SRC_PUBLIC, prefer_stable_source
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6, socket.socket(socket.AF_INET) as s4:
+        before = s6.getsockopt(socket.IPPROTO_IPV6, IPV6_ADDR_PREFERENCES)
+        prefer_stable_source(s6)
+        prefer_stable_source(s4)  # no IPv6 option on an IPv4 socket, and no error
+        after = s6.getsockopt(socket.IPPROTO_IPV6, IPV6_ADDR_PREFERENCES)
+    assert not before & IPV6_PREFER_SRC_PUBLIC and after & IPV6_PREFER_SRC_PUBLIC

@@ -8,6 +8,7 @@ rule cannot disagree about what `"tcp"` or "a public address" means.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -93,6 +94,23 @@ def family_of(address: str | IPAddress) -> Family:
 
 def socket_family(family: Family) -> socket.AddressFamily:
     return socket.AF_INET if family == 4 else socket.AF_INET6
+
+
+IPV6_ADDR_PREFERENCES = 72
+"""Linux's per-socket source address preferences (RFC 5014; linux/in6.h; Python's socket module lacks it)."""
+IPV6_PREFER_SRC_PUBLIC = 0x0002
+
+
+def prefer_stable_source(sock: socket.socket) -> None:
+    """An IPv6 socket sources from the host's stable (public, in RFC 5014's terms) address, not a temporary one.
+
+    With privacy addresses on (RFC 8981; use_tempaddr=2, most desktops' default) the kernel picks a temporary
+    source, which changes about daily. What the servers see must be the address peers are given, advertised
+    and let in by a pinhole (`open` pins the stable one): probed from a temporary address, a dial-back would
+    test a firewall rule nobody made. Nothing for IPv4 sockets or where the option is missing."""
+    if sock.family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_ADDR_PREFERENCES, IPV6_PREFER_SRC_PUBLIC)
 
 
 def wildcard(family: Family) -> str:

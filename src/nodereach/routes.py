@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from nodereach.net import IPAddress, canonical, is_public
+from nodereach.net import IPAddress, canonical, is_public, prefer_stable_source
 
 PROC_NET = Path("/proc/thread-self/net")
 """This thread's network namespace (/proc/net is the process's: a thread moved into a lab namespace by setns
@@ -67,6 +67,7 @@ def source_toward(dest: str | None) -> tuple[str | None, str | None]:
     family = socket.AF_INET6 if ":" in dest else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
+            prefer_stable_source(s)  # the source the check's own sockets use (never a temporary address)
             s.connect((dest, 9))
             return canonical(str(s.getsockname()[0])), None
     except OSError as exc:

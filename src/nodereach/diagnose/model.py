@@ -187,11 +187,12 @@ class Ipv6(msgspec.Struct, kw_only=True):
     IPv6 firewall (or translator) lets in, in RFC 4787 terms."""
 
     address: str | None = None
-    """This host's own IPv6 source address toward the servers (global or unique-local)."""
+    """This host's own IPv6 source address toward the servers (global or unique-local). The check's sockets ask
+    for the stable source (net.prefer_stable_source), so with privacy addresses on it is still the stable one."""
     stable_address: str | None = None
     """This host's stable global IPv6 address on the same interface: the one peers, the node's advertised
-    address and firewall rules should name. It differs from `address` when the kernel sources traffic from a
-    temporary privacy address (RFC 8981), which changes about daily and then expires."""
+    address and firewall rules should name. It differs from `address` only when the kernel sourced traffic from
+    a temporary privacy address (RFC 8981) all the same, which changes about daily and then expires."""
     translation: Translation6 = "unknown"
     mapping: Mapping = "unknown"
     """RFC 4787 mapping from the RFC 5780 tests over IPv6 (`no-nat` when the servers see the host's own

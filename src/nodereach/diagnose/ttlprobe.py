@@ -28,6 +28,7 @@ from nodereach.icmp import (
     IcmpError,
     parse_errqueue,
 )
+from nodereach.net import prefer_stable_source
 from nodereach.stun import message as M
 
 __all__ = ["IP_RECVERR", "parse_errqueue", "trace", "trace_tcp"]  # IP_RECVERR, parse_errqueue: re-exported
@@ -158,6 +159,7 @@ async def _tcp_syn(dest: tuple[str, int], ttl: int) -> Hop | None:
     family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
     recverr, hops, time_exceeded = _ttl_options(family)
     sock = socket.socket(family, socket.SOCK_STREAM)
+    prefer_stable_source(sock)
     try:
         sock.setblocking(False)
         sock.setsockopt(*recverr, 1)

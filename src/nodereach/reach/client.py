@@ -24,7 +24,16 @@ from typing import Any, Literal
 
 from nodereach import defaults
 from nodereach.errors import UsageError
-from nodereach.net import ResolveError, Transport, family_of, is_ip, is_transport, resolve, wildcard
+from nodereach.net import (
+    ResolveError,
+    Transport,
+    family_of,
+    is_ip,
+    is_transport,
+    prefer_stable_source,
+    resolve,
+    wildcard,
+)
 from nodereach.p2p.exchange import TRANSPORT, ProofProtocol, ProtocolCheck
 from nodereach.reach import codec, http1
 from nodereach.reach.http1 import HttpError, ResponseTimeout, host_port, request_json
@@ -224,6 +233,7 @@ class _Listener:
                         # `[::]:port` for IPv6 alone (asyncio's TCP server does the same): the check listens on
                         # a free node port over IPv4 and IPv6 at once, and a dual-stack socket would take both.
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    prefer_stable_source(sock)  # echoes leave from the address the server was told to dial
                     sock.bind((self.host, self.port))
                 except OSError:
                     sock.close()

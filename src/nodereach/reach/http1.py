@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodereach import __version__
+from nodereach.net import family_of, is_ip, is_public
+from nodereach.routes import source_toward
 
 MAX_HEAD = 16 * 1024
 """Bytes of status lines and headers, interim (1xx) responses included; nodereach sends ~200."""
@@ -182,6 +184,14 @@ def parse_response(data: bytes, method: str = "GET") -> JsonResponse:
     return response
 
 
+def _stable_source(host: str) -> str | None:
+    """Toward a global IPv6 address: this host's stable source (net.prefer_stable_source), so that a dial-back
+    server dials the address peers are given, not a temporary one. None (the kernel's choice) otherwise."""
+    if not is_ip(host) or family_of(host) != 6 or not is_public(host):
+        return None
+    return source_toward(host)[0]
+
+
 async def request(host: str, port: int, method: str, path: str,
                   body_fn: Callable[[float], bytes] | None = None, *, timeout: float,  # noqa: ASYNC109
                   content_type: str = "application/json", headers: tuple[tuple[str, str], ...] = (),
@@ -190,6 +200,8 @@ async def request(host: str, port: int, method: str, path: str,
     `body_fn(handshake_s)` builds the body once the TCP handshake took `handshake_s`. Raises OSError (cannot
     connect) or HttpError (ResponseTimeout at the deadline)."""
     start = time.monotonic()
+    if local_address is None:
+        local_address = _stable_source(host)
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(

@@ -141,6 +141,7 @@ class StunClient:
                     # IPv6 only: a `[::]:port` socket must not take the IPv4 port too (the check binds a node's
                     # port over both families at once).
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                net.prefer_stable_source(sock)
                 sock.bind(self._local_req)
             except OSError as exc:
                 sock.close()
@@ -402,6 +403,7 @@ def _is_ip(host: str) -> bool:
 
 def _tcp_socket(host: str, local: Address | None) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    net.prefer_stable_source(sock)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
