@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nodereach.watch.detect import WatchState
+from nodereach.watch.state import WatchState
 
 Labels = tuple[tuple[str, str], ...]
 

@@ -4,8 +4,8 @@ detector uses; this module reads the detector's state, never the other way round
 
 from __future__ import annotations
 
-from nodereach.watch.detect import WatchState
 from nodereach.watch.policy import Policy
+from nodereach.watch.state import WatchState
 
 
 def probe_delay(state: WatchState, policy: Policy) -> float:
