@@ -15,8 +15,9 @@ import pytest
 
 from nodereach.errors import UsageError
 from nodereach.reach import client
-from nodereach.reach.client import DialBackResult, _combine, _Listener, dial_back, parse_server, probe_port, server_info
+from nodereach.reach.client import DialBackResult, _combine, dial_back, parse_server, probe_port, server_info
 from nodereach.reach.limits import LimitsConfig
+from nodereach.reach.listener import EchoListener
 from nodereach.reach.service import DialbackConfig, DialbackService
 from reach_helpers import free_port
 
@@ -108,8 +109,8 @@ async def test_rate_limited_and_info() -> None:
         await svc.close()
 
 
-def _listener(received: bool) -> _Listener:
-    lst = _Listener("tcp", "0.0.0.0", 1)
+def _listener(received: bool) -> EchoListener:
+    lst = EchoListener("tcp", "0.0.0.0", 1)
     lst.received = received
     return lst
 
@@ -139,7 +140,7 @@ def test_combine_node_listener_udp_is_honest() -> None:
 async def test_port_held_by_node_is_detected() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as node:
         node.bind(("0.0.0.0", 0))
-        lst = _Listener("udp", "0.0.0.0", node.getsockname()[1])
+        lst = EchoListener("udp", "0.0.0.0", node.getsockname()[1])
         assert await lst.open() is False
 
 

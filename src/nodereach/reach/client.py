@@ -10,14 +10,9 @@ Network failures never raise: they come back as `reachable=None` with a reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import json
 import re
-import secrets
-import socket
 import time
-import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,13 +25,13 @@ from nodereach.net import (
     family_of,
     is_ip,
     is_transport,
-    prefer_stable_source,
     resolve,
     wildcard,
 )
 from nodereach.p2p.exchange import TRANSPORT, ProofProtocol, ProtocolCheck
-from nodereach.reach import codec, http1
+from nodereach.reach import http1
 from nodereach.reach.http1 import HttpError, ResponseTimeout, host_port, request_json
+from nodereach.reach.listener import EchoListener
 
 Listener = Literal["nodereach", "node", "none"]
 
@@ -145,121 +140,6 @@ def base_url(server: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class _TcpEcho(asyncio.Protocol):
-    def __init__(self, owner: _Listener) -> None:
-        self.owner = owner
-        self.decoder = codec.StreamDecoder()
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not subclasses of asyncio.Transport, but have its methods
-        self.transport = typing.cast(asyncio.Transport, transport)
-        self.owner.connections += 1
-        self.timer = asyncio.get_running_loop().call_later(2.0, self.transport.abort)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        try:
-            messages = self.decoder.feed(data)
-        except codec.DialbackCodecError:
-            self.transport.abort()
-            return
-        for m in messages:
-            if m.kind == codec.Kind.PROBE and m.token == self.owner.token:
-                self.owner.mark_received()
-                self.transport.write(codec.echo(m.token))
-            self.transport.close()
-            return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-
-
-class _UdpEcho(asyncio.DatagramProtocol):
-    def __init__(self, owner: _Listener) -> None:
-        self.owner = owner
-        self.transport: asyncio.DatagramTransport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-        """Done once the socket is closed (the transport closes it on a later loop iteration)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = typing.cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        try:
-            m = codec.decode(data)
-        except codec.DialbackCodecError:
-            return
-        if m.kind == codec.Kind.PROBE and m.token == self.owner.token and self.transport is not None:
-            self.owner.mark_received()
-            self.transport.sendto(codec.echo(m.token), addr)
-
-
-class _Listener:
-    """nodereach's temporary listener on the node's port; `open` returns False if the port is taken."""
-
-    def __init__(self, protocol: Transport, host: str, port: int) -> None:
-        self.protocol = protocol
-        self.host = host
-        self.port = port
-        self.token = secrets.token_bytes(16)
-        self.received = False
-        """The server's PROBE with our token arrived (proof it reached this host)."""
-        self.connections = 0
-        """TCP connections accepted: the server's probe got through even if the token was lost."""
-        self._close: Any = None
-        self._udp: _UdpEcho | None = None
-
-    def mark_received(self) -> None:
-        self.received = True
-
-    async def open(self) -> bool:
-        loop = asyncio.get_running_loop()
-        try:
-            if self.protocol == "tcp":
-                server = await loop.create_server(lambda: _TcpEcho(self), host=self.host, port=self.port,
-                                                  reuse_address=True, backlog=16)
-                self._close = server
-            else:
-                sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    if sock.family == socket.AF_INET6:
-                        # `[::]:port` for IPv6 alone (asyncio's TCP server does the same): the check listens on
-                        # a free node port over IPv4 and IPv6 at once, and a dual-stack socket would take both.
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    prefer_stable_source(sock)  # echoes leave from the address the server was told to dial
-                    sock.bind((self.host, self.port))
-                except OSError:
-                    sock.close()
-                    raise
-                transport, self._udp = await loop.create_datagram_endpoint(lambda: _UdpEcho(self), sock=sock)
-                self._close = transport
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-        return True
-
-    async def close(self) -> None:
-        """Close and wait (bounded) until the port is free again: a retry may bind it right away."""
-        closer, self._close = self._close, None
-        if closer is None:
-            return
-        closer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(0.5):
-                if isinstance(closer, asyncio.AbstractServer):
-                    await closer.wait_closed()
-                elif self._udp is not None:
-                    await self._udp.closed
-
-
 def _bind_host(server_host: str, local_address: str | None) -> str:
     if local_address:
         return local_address
@@ -322,10 +202,10 @@ async def dial_back(address: str, http_port: int, port: int, protocol: str, *, s
         listen = False
     asyncio.get_running_loop().call_soon(http1.warm_up)  # after the probes started next to this one
     label = server or host_port(address, http_port)
-    listener: _Listener | None = None
+    listener: EchoListener | None = None
     kind: Listener = "none"
     if listen:
-        listener = _Listener(transport, _bind_host(address, local_address), port)
+        listener = EchoListener(transport, _bind_host(address, local_address), port)
         try:
             kind = "nodereach" if await listener.open() else "node"
         except OSError as exc:
@@ -490,7 +370,7 @@ def _best(answers: list[Answer]) -> Answer:
     return next((a for a in answers if a[0] is not None), answers[0])
 
 
-def _combine(result: DialBackResult, doc: dict[str, Any], listener: _Listener | None) -> DialBackResult:
+def _combine(result: DialBackResult, doc: dict[str, Any], listener: EchoListener | None) -> DialBackResult:
     """Merge the server's view with what our own listener saw."""
     result.observed_address = doc.get("address") if isinstance(doc.get("address"), str) else None
     result.source = str(doc["source"])[:64] if isinstance(doc.get("source"), str) else None
