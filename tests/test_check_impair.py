@@ -14,7 +14,7 @@ pytestmark = pytest.mark.lab
 IMPAIRED = {"delay_ms": 50.0, "loss": 10.0}
 
 
-@pytest.mark.parametrize("scenario", ["port-restricted", "restricted-cone", "symmetric", "cgnat"])
+@pytest.mark.parametrize("scenario", ["port-restricted", "restricted-cone", "symmetric", "cgnat", "p2p-filtered"])
 def test_same_answers_under_delay_and_loss(lab, scenario: str) -> None:  # type: ignore[no-untyped-def]
     net: Lab = lab(scenario, **IMPAIRED)
     ensure_serve(net)

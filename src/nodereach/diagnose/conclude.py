@@ -293,13 +293,18 @@ def _outbound4(fam: FamilyObservations, judged: _Family, rep: Report) -> None:
     """IPv4 gives the top-level `udp`/`tcp` answers (and their blocked ports); IPv6 only its `ipv6` fields."""
     ans = judged.ans
     paths = list(fam.port_paths.paths) if fam.port_paths is not None else []
+    needed = fam.port_paths.needed_tries if fam.port_paths is not None else None
     rep.udp = Outbound(outbound=ans.any_udp is not None, ipv4=ans.any_udp is not None, ipv6=rep.udp.ipv6,
                        reason=None if ans.any_udp else "no STUN server answered over UDP",
-                       blocked_ports=portfilter.blocked_ports(paths, "udp") or [])
+                       blocked_ports=portfilter.blocked_ports(paths, "udp", needed) or [])
     tcp_reason = fam.tcp.reason if fam.tcp is not None else "not run"
     rep.tcp = Outbound(outbound=ans.tcp_ok, ipv4=ans.tcp_ok, ipv6=rep.tcp.ipv6,
                        reason=None if ans.tcp_ok else f"no TCP answer ({tcp_reason})",
-                       blocked_ports=portfilter.blocked_ports(paths, "tcp") or [])
+                       blocked_ports=portfilter.blocked_ports(paths, "tcp", needed) or [])
+    for protocol in ("udp", "tcp"):
+        for r in portfilter.unsettled_ports(paths, protocol, needed):
+            rep.untested.append(f"outbound filter on port {r.port}/{protocol}: no answer to {r.tries} tries before "
+                                f"the time limit, too few at this path's loss ({needed} needed) to call it filtered")
     if ans.any_udp is None and ans.tcp_reply is not None:
         rep.udp.reason = "outbound UDP blocked: no UDP answer while STUN over TCP works"
     elif judged.udp_ok is None:

@@ -89,6 +89,9 @@ class PortPaths(msgspec.Struct, frozen=True):
     """Outbound port filters: TCP connects and UDP datagrams toward several ports of the server."""
 
     paths: tuple[PortPath, ...] = ()
+    needed_tries: int | None = None
+    """How many unanswered tries made silence an answer when the probes ended (the run's loss-aware count,
+    SharedRtt.tries_for_negative); None: any (not measured)."""
     skipped: str | None = None
     """Why they were not probed (only a nodereach server is ours to knock on at other ports)."""
 

@@ -76,8 +76,15 @@ async def port_paths(server: ResolvedServer, family: Family, ports: Sequence[Por
     # Answered TCP probes are loss evidence too (their SYNs cross the same path as the STUN tests).
     paths = await portfilter.probe_paths(host, tcp_ports, udp_ports, wait_s=partial(_path_deadline, ctx, sent),
                                          rto=ctx.rtt.rto, tries=ctx.rtt.tries_for_negative(),
-                                         on_answer=ctx.rtt.record_answer, pace=ctx.rtt.pace())
-    return PortPaths(tuple(paths))
+                                         on_answer=ctx.rtt.record_answer, pace=ctx.rtt.pace(),
+                                         needed=ctx.rtt.tries_for_negative,
+                                         hard_end=lambda: ctx.budget.end - PATH_END_MARGIN_S)
+    return PortPaths(tuple(paths), needed_tries=ctx.rtt.tries_for_negative())
+
+
+PATH_END_MARGIN_S = 0.3
+"""A silent UDP port's extra tries (portfilter.MoreTries) stop this long before the run's end: the conclusion
+and the report need the rest."""
 
 
 def _path_deadline(ctx: Context, sent: float) -> float:
