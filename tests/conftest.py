@@ -36,17 +36,6 @@ def require_lab() -> None:
     pytest.skip(reason)
 
 
-LAB_FIXTURES = frozenset({"lab", "private_lab", "lab_pool", "node_daemons", "ipv6_home_router", "js_peer"})
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Lab tests time real daemons and kernel NAT on 2 shared cores: one rerun, reported in the summary
-    ("N rerun"), keeps a scheduling hiccup from failing CI. A test that fails twice still fails."""
-    for item in items:
-        if item.get_closest_marker("lab") or LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=1))
-
-
 from js_fixtures import js_peer  # noqa: E402, F401  (js-libp2p, discv5, discv4 from npm in lab namespaces)
 from lab_fixtures import *  # noqa: E402, F403  (lab, private_lab, lab_pool, ipv6_home_router)
 from node_fixtures import node_daemons  # noqa: E402, F401  (real node software in lab namespaces)
