@@ -5,9 +5,13 @@
 Every server listens on 127.0.0.1 (free port); the load generator is a separate process (bounded by
 --seconds and --max-requests) keeping a window of requests in flight on several sockets, and counts
 matching replies. Reported: replies/s per server and the ratio to coturn single-threaded (`-m 0`).
-`--request plain` (default) sends a bare 20-byte Binding request, which nodereach answers on its fast path
-without parsing; `--request fingerprint` adds FINGERPRINT (28 bytes), which every server must parse and
-verify: nodereach's full path (parser, attribute table, encoder).
+`--request plain` (default) sends a bare 20-byte Binding request, which nodereach answers from precomputed
+bytes in its UDP driver. The other kinds carry attributes every server must parse and check; nodereach
+answers them on its second fast path (stun/fastpath.py; the full path, parser + attribute table + encoder,
+before it existed): `fingerprint` adds FINGERPRINT (28 bytes, WebRTC and most libraries), `software`
+SOFTWARE + FINGERPRINT (48 bytes, libnice / aioice style), `change` a CHANGE-REQUEST that changes nothing
+(28 bytes: RFC 5780 clients; the reply comes from the address asked, so the load generator's connected
+sockets receive it).
 Then the memory of the rate limiter holding 100k distinct source addresses (simulated in the limiter).
 """
 
@@ -32,9 +36,18 @@ import tracemalloc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQ = bytes.fromhex("000100002112a442") + b"nodereachben"
 _WITH_FP = bytes.fromhex("000100082112a442") + b"nodereachben"
+_SOFTWARE = b"libnice 0.1.21\x00\x00"  # 14 bytes + padding
+_WITH_SW = bytes.fromhex("0001001c2112a442") + b"nodereachben" + bytes.fromhex("8022000e") + _SOFTWARE
+
+
+def _fingerprinted(head: bytes) -> bytes:
+    return head + bytes.fromhex("80280004") + (binascii.crc32(head) ^ 0x5354554E).to_bytes(4, "big")
+
+
 REQUESTS = {"plain": REQ,
-            "fingerprint": _WITH_FP + bytes.fromhex("80280004")
-            + (binascii.crc32(_WITH_FP) ^ 0x5354554E).to_bytes(4, "big")}
+            "fingerprint": _fingerprinted(_WITH_FP),
+            "software": _fingerprinted(_WITH_SW),
+            "change": bytes.fromhex("000100082112a442") + b"nodereachben" + bytes.fromhex("0003000400000000")}
 
 
 # --- load generator (runs as its own process) ----------------------------------------------------------
@@ -238,7 +251,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="SO_REUSEPORT workers for the multi-process row")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best run per server is kept")
     p.add_argument("--request", choices=sorted(REQUESTS), default="plain",
-                   help="plain: 20-byte request (nodereach's fast path); fingerprint: 28 bytes, parsed by all")
+                   help="plain: 20-byte request; fingerprint, software, change: with attributes (module doc)")
     p.add_argument("--load", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.load:

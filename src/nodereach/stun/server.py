@@ -27,7 +27,9 @@ stay below it, so their RFC reason phrases are kept.
 RFC 5780 mode adds RESPONSE-ORIGIN and OTHER-ADDRESS (the client needs both to run the RFC 5780 tests);
 coturn also adds MAPPED-ADDRESS (68 B, 3.4x) and pads PADDING requests to the MTU
 (56x). Rate limiting (token bucket per source IP, bounded LRU) runs before any parsing. A plain 20-byte
-Binding request takes a fast path without parsing or allocating a message object.
+Binding request takes a fast path without parsing or allocating a message object; the shapes real clients
+send with attributes (FINGERPRINT, SOFTWARE, CHANGE-REQUEST, ...) a second one, stun/fastpath.py, which
+checks them in one pass over the bytes and fills precomputed replies, with the same answers as the full path.
 
 Listening on a wildcard address (`0.0.0.0`, `::`; basic mode only) the server reads each request's
 destination address (IP_PKTINFO / IPV6_PKTINFO) and answers from it: the kernel would otherwise pick the
@@ -52,6 +54,7 @@ from typing import Any
 from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
 from nodereach.stun import attributes as A
 from nodereach.stun.errors import StunError, StunParseError
+from nodereach.stun.fastpath import Answer, FastPath
 from nodereach.stun.framing import StreamDecoder
 from nodereach.stun.message import (
     BINDING,
@@ -115,8 +118,9 @@ class StunServerStats:
 
 class _Udp:
     """One UDP socket of the server. A readiness callback drains up to BATCH datagrams per wakeup (one
-    clock read per batch) and answers a plain Binding request without parsing: the event loop's per-packet
-    machinery (transports, one datagram per loop iteration) is the dominant cost, so it is bypassed."""
+    clock read per batch) and answers a plain Binding request without parsing, then the common shapes with
+    attributes through FastPath: the event loop's per-packet machinery (transports, one datagram per loop
+    iteration) is the dominant cost, so it is bypassed."""
 
     BATCH = 256
     MAX_DATAGRAM = 4096  # larger datagrams arrive truncated and are counted as malformed
@@ -146,6 +150,7 @@ class _Udp:
         send = self.sock.sendto
         prefix, tail = self.fast_prefix, self.tail
         inet_aton, pack, cookie = socket.inet_aton, _XOR4.pack, A.MAGIC_COOKIE
+        fast, idx = srv.fast_path().answer, self.idx
         now = time.monotonic()
         for _ in range(self.BATCH):
             try:
@@ -172,7 +177,25 @@ class _Udp:
                 except OSError:
                     stats.send_failed += 1
                 continue
-            srv.handle(self, data, addr)
+            try:
+                answer = fast(data, addr, idx)  # the common shapes with attributes (stun/fastpath.py)
+            except Exception:  # never let one datagram take the server down
+                answer = None
+            if answer is None:
+                srv.handle(self, data, addr)
+                continue
+            stats.requests += 1
+            reply, out_idx, dest, code = answer
+            if code:
+                srv.count_error(code)
+            if out_idx != idx:
+                srv.send_from(out_idx, reply, dest)
+                continue
+            try:
+                send(reply, dest)
+                stats.replies += 1
+            except OSError:
+                stats.send_failed += 1
 
 
 class _UdpAnyAddress(_Udp):
@@ -217,6 +240,7 @@ class _UdpAnyAddress(_Udp):
         send = self.sock.sendmsg
         prefix = self.fast_prefix  # basic mode: no tail
         inet_aton, pack, cookie = socket.inet_aton, _XOR4.pack, A.MAGIC_COOKIE
+        fast, idx = srv.fast_path().answer, self.idx
         now = time.monotonic()
         for _ in range(self.BATCH):
             try:
@@ -247,7 +271,21 @@ class _UdpAnyAddress(_Udp):
                 except OSError:
                     stats.send_failed += 1
                 continue
-            srv.handle(self, data, addr, _destination(anc))
+            try:
+                answer = fast(data, addr, idx)
+            except Exception:
+                answer = None
+            if answer is None:
+                srv.handle(self, data, addr, _destination(anc))
+                continue
+            stats.requests += 1
+            reply, out_idx, dest, code = answer
+            if code:
+                srv.count_error(code)
+            if out_idx != idx:  # not in basic mode, the only mode on a wildcard address
+                srv.send_from(out_idx, reply, dest)
+            elif self.sendto(reply, dest, _destination(anc)):
+                stats.replies += 1
 
 
 def _destination(anc: list[tuple[int, int, bytes]]) -> str | None:
@@ -279,6 +317,7 @@ class StunServer:
         self.limiter = SourceRateLimiter(config.rate_per_s, config.burst, config.max_tracked_sources)
         self.full = config.alt_address is not None
         self._udp: dict[tuple[int, int], _Udp] = {}
+        self._fast: FastPath | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_tasks: set[asyncio.Task[None]] = set()
         self._tcp_writers: set[asyncio.StreamWriter] = set()
@@ -314,6 +353,7 @@ class StunServer:
                         + self._attr(A.OTHER_ADDRESS, A.encode_address(other)))
             proto.tail = tail
             proto.fast_prefix = struct.pack("!HH", 0x0101, 12 + len(tail)) + A.MAGIC_COOKIE_BYTES
+        self._fast = FastPath(self.full, {idx: proto.local for idx, proto in self._udp.items()})
         for proto in self._udp.values():
             loop.add_reader(proto.sock.fileno(), proto.readable)
         if self.config.tcp:
@@ -377,12 +417,37 @@ class StunServer:
     def _attr(attr_type: int, value: bytes) -> bytes:
         return struct.pack("!HH", attr_type, len(value)) + value
 
-    def _count_error(self, code: int) -> None:
+    def count_error(self, code: int) -> None:
         self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+
+    def fast_path(self) -> FastPath:
+        """The precomputed replies for this server's sockets (built at start, or from `addresses` as set)."""
+        if self._fast is None:
+            self._fast = FastPath(self.full, {idx: self.addresses[role] for idx, role in _ROLES.items()
+                                              if role in self.addresses})
+        return self._fast
+
+    def send_from(self, idx: tuple[int, int], reply: bytes, dest: A.Address) -> None:
+        """Send a reply from another of the server's UDP sockets (CHANGE-REQUEST)."""
+        if self._udp[idx].sendto(reply, dest):
+            self.stats.replies += 1
 
     def respond(self, data: bytes, source: A.Address, via: tuple[int, int], tcp: bool = False
                 ) -> tuple[bytes, tuple[int, int], A.Address] | None:
-        """Decide the reply to one datagram: (bytes, socket index to send from, destination) or None."""
+        """Decide the reply to one datagram or TCP frame: (bytes, socket index to send from, destination) or
+        None. The fast path answers the common shapes; everything else takes the full path."""
+        answer: Answer | None = self.fast_path().answer(data, source, via, tcp)
+        if answer is None:
+            return self.respond_full(data, source, via, tcp)
+        self.stats.requests += 1
+        if answer[3]:
+            self.count_error(answer[3])
+        return answer[0], answer[1], answer[2]
+
+    def respond_full(self, data: bytes, source: A.Address, via: tuple[int, int], tcp: bool = False
+                     ) -> tuple[bytes, tuple[int, int], A.Address] | None:
+        """The full path: parse, the attribute table's checks, the encoder. Any request, any bytes; the
+        reference the fast path is tested against byte for byte (tests/test_stun_fastpath.py)."""
         try:
             req = parse_message(data)
         except StunParseError:
@@ -433,15 +498,15 @@ class StunServer:
 
     def _error(self, req: StunMessage, code: int, reason: str, unknown: tuple[int, ...], via: tuple[int, int],
                source: A.Address) -> tuple[bytes, tuple[int, int], A.Address]:
-        self._count_error(code)
+        self.count_error(code)
         return encode_message(error_response(req, code, reason, unknown), fingerprint=req.has(A.FINGERPRINT)), \
             via, source
 
     def handle(self, proto: _Udp, data: bytes, addr: tuple[str | Any, int], local: str | None = None) -> None:
-        """UDP slow path: anything but a plain 20-byte Binding request (`local`: the address it was sent to,
-        when the socket is bound to a wildcard)."""
+        """UDP slow path: what the fast paths declined (`local`: the address it was sent to, when the socket is
+        bound to a wildcard)."""
         try:
-            decision = self.respond(data, (addr[0], addr[1]), proto.idx)
+            decision = self.respond_full(data, (addr[0], addr[1]), proto.idx)
         except Exception:  # never let one datagram take the server down; count it as malformed
             self.stats.malformed += 1
             return
