@@ -140,6 +140,8 @@ async def test_change_request_in_basic_mode_is_420(basic_server: StunServer) -> 
     plain = await p.ask(encode_message(binding_request()), basic_server.addresses["primary"])
     assert plain is not None and len(plain[0]) == 32  # basic mode: XOR-MAPPED-ADDRESS only
     assert parse_message(plain[0]).other_address is None
+    stats = basic_server.stats  # the 420 came from the fast path (stun/fastpath.py): counted as the full path does
+    assert (stats.requests, stats.replies, stats.errors, stats.malformed) == (2, 2, {420: 1}, 0)
     p.close()
 
 
