@@ -62,7 +62,9 @@ class Serve:
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode()
-                if retries and "cannot listen" in err:  # a free port was taken meanwhile (ephemeral range): again
+                # A free port was taken meanwhile (ephemeral range): again. HTTP says "cannot listen", STUN
+                # "cannot bind STUN on ... Address already in use" (seen once with other suites on the machine).
+                if retries and ("cannot listen" in err or "cannot bind" in err):
                     self._start()
                     return self.wait_ready(deadline, retries - 1)
                 raise AssertionError(f"serve exited {self.proc.returncode}: {err}")
