@@ -217,7 +217,11 @@ def test_everything_else_takes_the_full_path(name: str, data: bytes) -> None:
         assert server.fast_path().answer(data, source, (0, 0)) is None, (name, full, v6)
 
 
-def test_unencodable_source_is_declined() -> None:
-    """A source the full path cannot encode either (a scoped IPv6 string): declined, the full path decides."""
+def test_a_link_local_source_is_answered_without_its_zone() -> None:
+    """recvfrom names a link-local source `fe80::1%lo`: both paths answer it (the zone is this host's, never on the
+    wire; they once counted it malformed and stayed silent), the reply goes back to the scoped address."""
     data = _with_fingerprint(binding_request())
-    assert SERVERS[(False, True)].fast_path().answer(data, ("fe80::1%lo", 5), (0, 0)) is None
+    server = SERVERS[(False, True)]
+    assert _compare(server, data, ("fe80::1%lo", 5), (0, 0), False)
+    reply, _out, dest = server.respond_full(data, ("fe80::1%lo", 5), (0, 0), False)
+    assert parse_message(reply).xor_mapped_address == ("fe80::1", 5) and dest == ("fe80::1%lo", 5)

@@ -421,3 +421,34 @@ async def test_ipv6_wildcard_answers_over_ipv6_only() -> None:
         assert parse_message(got[0]).xor_mapped_address == p.addr
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:  # IPV6_V6ONLY: IPv4 is not taken
             v4.bind(("127.0.0.1", port))
+
+
+def test_script_with_stdin_at_dev_null_serves_and_stops_on_sigterm() -> None:
+    """`python -m nodereach.stun < /dev/null` (systemd's StandardInput=null): /dev/null cannot be polled and never
+    closes, so only a signal stops it; it once logged a traceback from asyncio's pipe reader."""
+    import json
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    with open(os.devnull, "rb") as null:
+        proc = subprocess.Popen([sys.executable, "-m", "nodereach.stun", "--address", "127.0.0.1", "--port", "0",
+                                 "--no-tcp"], stdin=null, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert select.select([proc.stdout], [], [], 15)[0]
+        addr = tuple(json.loads(proc.stdout.readline())["addresses"]["primary"])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(encode_message(binding_request()), addr)
+            assert parse_message(s.recv(2048)).xor_mapped_address is not None
+        assert proc.poll() is None  # no EOF on /dev/null ends it
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.loads(out.splitlines()[-1])["stats"]["replies"] == 1
+    assert b"Traceback" not in err, err.decode()

@@ -37,9 +37,15 @@ T = TypeVar("T")
 
 
 # --- value formats ---------------------------------------------------------------------------------------
+def _unscoped(ip: str) -> str:
+    """A link-local IPv6 source arrives as `fe80::1%eth0` (recvfrom); the zone is this host's, never on the wire
+    (RFC 4007 §11: it has no meaning to the peer)."""
+    return ip.partition("%")[0]
+
+
 def encode_address(address: Address) -> bytes:
     """MAPPED-ADDRESS style value: 0, family, port, address."""
-    ip, port = address
+    ip, port = _unscoped(address[0]), address[1]
     if ":" in ip:
         return struct.pack("!BBH", 0, FAMILY_IPV6, port) + socket.inet_pton(socket.AF_INET6, ip)
     return struct.pack("!BBH", 0, FAMILY_IPV4, port) + socket.inet_aton(ip)
@@ -59,7 +65,7 @@ def decode_address(value: bytes, _key: bytes = b"") -> Address:
 
 def encode_xor_address(address: Address, transaction_id: bytes) -> bytes:
     """XOR-MAPPED-ADDRESS value. transaction_id: the 16 header bytes after the length (cookie + id)."""
-    ip, port = address
+    ip, port = _unscoped(address[0]), address[1]
     raw = socket.inet_pton(socket.AF_INET6, ip) if ":" in ip else socket.inet_aton(ip)
     family = FAMILY_IPV6 if len(raw) == 16 else FAMILY_IPV4
     xored = bytes(a ^ b for a, b in zip(raw, transaction_id[:len(raw)], strict=True))

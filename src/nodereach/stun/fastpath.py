@@ -153,7 +153,9 @@ class FastPath:
             host = source[0]
             try:
                 if ":" in host:
-                    raw = int.from_bytes(socket.inet_pton(socket.AF_INET6, host)) ^ int.from_bytes(data[4:20])
+                    # A link-local source's zone (`fe80::1%eth0`) is ours, never on the wire (attributes._unscoped).
+                    raw = int.from_bytes(socket.inet_pton(socket.AF_INET6, host.partition("%")[0])) \
+                        ^ int.from_bytes(data[4:20])
                     reply = heads[2 + fingerprint] + data[8:20] + _XMA6.pack(
                         _XOR_MAPPED_ADDRESS, 20, _FAMILY_IPV6, source[1] ^ _PORT_XOR) + raw.to_bytes(16) + tail
                 else:

@@ -15,10 +15,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import select
 import signal
+import stat
 import subprocess
 import sys
+from typing import Any
 
 from nodereach.defaults import STUN_ALT_PORT, STUN_PORT
 from nodereach.stun.server import StunServer, StunServerConfig
@@ -67,17 +70,30 @@ async def serve(config: StunServerConfig, workers: int = 1, child_argv: list[str
             if workers > 1:
                 children = await asyncio.to_thread(_start_workers, child_argv or [], workers - 1, server.addresses)
             print(json.dumps({"addresses": server.addresses, "workers": workers}), flush=True)
-            reader = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-            eof = asyncio.ensure_future(reader.read())
             waiter = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({eof, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            eof.cancel()
-            waiter.cancel()
+            watched: set[asyncio.Future[Any]] = {waiter}
+            if _stdin_is_pollable():
+                reader = asyncio.StreamReader()
+                await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+                watched.add(asyncio.ensure_future(reader.read()))
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in watched:
+                task.cancel()
             print(json.dumps({"stats": server.stats.as_dict()}), flush=True)
         finally:
             if children:
                 await asyncio.to_thread(_stop_workers, children)
+
+
+def _stdin_is_pollable() -> bool:
+    """A pipe, socket or terminal on stdin can tell "closed"; /dev/null or a file cannot be polled (epoll refuses
+    it: asyncio logged a traceback) and never closes, so then only a signal stops the server (systemd's
+    StandardInput=null, `< /dev/null`)."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(sys.stdin.fileno())
 
 
 def main(argv: list[str] | None = None) -> None:
