@@ -22,9 +22,9 @@ from nodereach.portmap import pcp
 from nodereach.portmap.base import Slot
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, NotAvailable, PortmapError
 from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.http import ForbiddenUrl, SoapFault, parse_soap
 from nodereach.portmap.natpmp_client import NatPmpClient
 from nodereach.portmap.pcp_client import PcpClient
+from nodereach.portmap.soap import ForbiddenUrl, SoapFault, parse_soap
 from nodereach.portmap.ssdp_codec import Found, SsdpMessage, accept
 from nodereach.portmap.upnp_client import UpnpClient
 
@@ -325,14 +325,14 @@ async def test_lying_igd_that_maps_another_host_is_refused() -> None:
 
 @pytest.mark.parametrize("control", ["http://10.9.9.9/ctl", "https://127.0.0.1/ctl", "http://user:pw@127.0.0.1/c"])
 async def test_control_url_elsewhere_is_refused(control: str) -> None:
-    # Refused by us (ForbiddenUrl) or already skipped by async-upnp-client's own SSRF check.
-    with pytest.raises(PortmapError, match=r"another host|non-http|credentials|offers no WANIP"):
+    with pytest.raises(ForbiddenUrl, match=r"another host|non-http|credentials"):
         _c, gen = await _client({"/desc.xml": _text(description(control=control)), "/scpd.xml": _text(scpd())})
         await gen.aclose()
 
 
 async def test_scpd_on_another_host_is_never_fetched() -> None:
-    with pytest.raises(PortmapError):
+    """The SCPD is never fetched at all, but a description that hands out a URL on another host is refused."""
+    with pytest.raises(ForbiddenUrl, match="another host"):
         _c, gen = await _client({"/desc.xml": _text(description(scpd_url="http://203.0.113.99/scpd.xml"))})
         await gen.aclose()
 

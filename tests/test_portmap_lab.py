@@ -559,7 +559,8 @@ async def test_ssdp_prefers_the_gateway_over_a_faster_lan_device(lab: Callable[.
 
 
 async def test_upnp_long_lease_is_not_truncated(lab: Callable[..., Lab]) -> None:
-    """async-upnp-client sends timedelta.seconds (1 day + 30 s -> 30 s); the raw action sends the integer."""
+    """async-upnp-client's IgdDevice sent timedelta.seconds (1 day + 30 s -> 30 s); our typed action sends the
+    integer."""
     net = lab("port-restricted", home_router=True)
     driver = await net.run_async("client", _driver, "upnp")
     slot = Slot("udp", 31081, b"")

@@ -31,14 +31,13 @@ async def _probe_natpmp(gw: Gateway, wait: float) -> tuple[MethodAvailability, D
 
 
 async def _probe_upnp(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
-    # Our own SSDP search first: the UPnP client stack (aiohttp + async-upnp-client: ~0.4 s of CPU to import,
-    # ~12 MiB resident for good) is loaded only when an IGD answered.
+    # Our own SSDP search first: the UPnP drivers (and defusedxml, h11) are loaded only when an IGD answered.
     found = await search_igd(gw, wait=wait)
     from nodereach.portmap.upnp_client import UpnpClient
 
     client = await UpnpClient.from_location(gw, found, wait=wait)
     address = await client.external_address()
-    return MethodAvailability(True, address, "ok", detail=client.service.service_type), client
+    return MethodAvailability(True, address, "ok", detail=client.service_type), client
 
 
 async def _probe_pcp6(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
@@ -66,7 +65,7 @@ def _upnp_closer(gw: Gateway, wait: float) -> Callable[[Transport, int], Awaitab
 
 
 async def _probe_upnp6(gw: Gateway, wait: float) -> tuple[MethodAvailability, Driver | None]:
-    found = await search_igd(gw, wait=wait)  # as _probe_upnp: the UPnP stack only once an IGD answered
+    found = await search_igd(gw, wait=wait)  # as _probe_upnp: the UPnP drivers only once an IGD answered
     from nodereach.portmap.upnp_pinhole import UpnpPinholeClient
 
     client = await UpnpPinholeClient.from_location(gw, found, wait=wait)
@@ -75,7 +74,7 @@ async def _probe_upnp6(gw: Gateway, wait: float) -> tuple[MethodAvailability, Dr
         raise NotOffered("UPnP: the router's IPv6 firewall does not allow inbound pinholes "
                            "(GetFirewallStatus: InboundPinholeAllowed 0)",
                            "allow UPnP IPv6 pinholes in the router's settings, or open the port by hand")
-    detail = client.service.service_type + ("" if enabled else " (firewall off: no pinhole needed)")
+    detail = client.service_type + ("" if enabled else " (firewall off: no pinhole needed)")
     return MethodAvailability(True, client.internal_client, "ok", detail=detail), client
 
 

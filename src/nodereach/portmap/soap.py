@@ -1,9 +1,15 @@
 """UPnP control without an HTTP library: URL checks, the SOAP request body and the parse of its answer.
 
-Sans-IO and cheap to import (no aiohttp, no async-upnp-client): the check's own IGD probe (igd_probe) and the
-`open` drivers (through portmap.http) share these. A UPnP device on the LAN is as hostile as any peer: URLs it
+Sans-IO and cheap to import: the check's IGD probe (igd_probe) and the `open`/`watch` drivers (upnp_device and
+its subclasses, through portmap.http) share these. A UPnP device on the LAN is as hostile as any peer: URLs it
 hands out must be plain http on the host that answered, and answers are parsed bounded, with defusedxml
 (entities refused), imported only when an answer is parsed.
+
+References:
+- [UDA] UPnP Device Architecture 1.0 (2008), §3.2.1 (the control request), §3.2.2 (the action error codes):
+  https://upnp.org/specs/arch/UPnP-arch-DeviceArchitecture-v1.0.pdf
+- [miniupnpd] miniupnpd 2.3.1, miniupnpd/upnpsoap.c ExecuteSoapAction() (401 for an action it does not know):
+  https://github.com/miniupnp/miniupnp/blob/miniupnpd_2_3_1/miniupnpd/upnpsoap.c
 """
 
 from __future__ import annotations
@@ -36,6 +42,22 @@ class SoapFault(PortmapError):
         self.action = action
         self.code = code
         self.description = description
+
+
+ERR_INVALID_ACTION = 401
+"""Invalid Action ([UDA] §3.2.2: no action by that name at this service); what miniupnpd answers to an action
+it does not implement (ExecuteSoapAction())."""
+ERR_OPTIONAL_ACTION_NOT_IMPLEMENTED = 602
+"""Optional Action Not Implemented ([UDA] §3.2.2)."""
+
+
+class ActionNotOffered(SoapFault):
+    """The service does not offer the action (fault 401 or 602): the drivers' check that an action exists, in
+    place of reading the service description (SCPD), which they never fetch."""
+
+    def __init__(self, action: str, code: int, description: str) -> None:
+        super().__init__(action, code, description)
+        self.message = f"UPnP: the gateway does not offer {action} (error {code})"
 
 
 def check_url(url: str, allowed_host: str) -> None:
@@ -108,6 +130,9 @@ def parse_soap(action: str, status: int, body: str | bytes) -> dict[str, str]:
                     desc = (sub.text or "").strip()
             digits = code_text is not None and code_text.isascii() and code_text.isdigit() and len(code_text) < 6
             code = int(code_text) if digits and code_text else None
+            if code in (ERR_INVALID_ACTION, ERR_OPTIONAL_ACTION_NOT_IMPLEMENTED):
+                assert code is not None
+                raise ActionNotOffered(action, code, (desc or "no description")[:200])
             raise SoapFault(action, code, (desc or "no description")[:200])
     if status != 200:
         raise MalformedMessage(f"UPnP {action}: HTTP {status} without a SOAP fault")

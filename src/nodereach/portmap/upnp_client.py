@@ -1,10 +1,13 @@
-"""UPnP IGD v1/v2 driver through async-upnp-client, with the workarounds real routers need.
+"""UPnP IGD v1/v2 driver for IPv4 port mappings (WANIPConnection / WANPPPConnection), with the workarounds real
+routers need. The actions go through upnp_device.IgdService.call: arguments typed by igd_actions, guarded HTTP
+over reach.http1 (no aiohttp, no async-upnp-client).
 
 Pitfalls handled (see docs/portmap.md; each is commented with its reference where it is handled): leases
-are always sent as plain integers in raw actions (the library's timedelta path sends `.seconds`, turning
-7 days into 0); renewals send NewRemoteHost="" (the library's 0.0.0.0 makes miniupnpd answer 718 to its own
-client); 718 conflicts move to another stable external port or AddAnyPortMapping (whose NewReservedPort is
-read from the raw reply); 725/402 "permanent leases only" retries with 0 and remembers to delete on exit.
+are always sent as plain integers (async-upnp-client's timedelta path, which nodereach used before, sends
+`.seconds`, turning 7 days into 0: igd_actions types NewLeaseDuration as ui4 from an int); every action sends
+NewRemoteHost="" (that library's 0.0.0.0 makes miniupnpd answer 718 to its own client); 718 conflicts move to
+another stable external port or AddAnyPortMapping (whose NewReservedPort is read from the raw reply); 725/402
+"permanent leases only" retries with 0 and remembers to delete on exit.
 Every mapping is read back with GetSpecificPortMappingEntry: a router that says yes but maps another host is
 an error, not a success.
 
@@ -15,20 +18,19 @@ References used below:
   https://upnp.org/specs/gw/UPnP-gw-WANIPConnection-v2-Service.pdf
 - [miniupnpd] miniupnpd 2.3.1 (the lab's router; Debian's). Files named below (upnpsoap.c#L..., ...) are
   at https://github.com/miniupnp/miniupnp/blob/miniupnpd_2_3_1/miniupnpd/ (upnpc.c: miniupnpc/src/)
-- [aupnp] async-upnp-client 0.49.0, profiles/igd.py:
+- [aupnp] async-upnp-client 0.49.0 (nodereach's UPnP client until 2026-11-30), profiles/igd.py:
   https://github.com/StevenLooman/async_upnp_client/blob/0.49.0/async_upnp_client/profiles/igd.py
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from nodereach.net import Transport
 from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, PortmapError
-from nodereach.portmap.http import SoapFault
-from nodereach.portmap.soap import external_ip
+from nodereach.portmap.igd_actions import WAN_SERVICES, Value
+from nodereach.portmap.soap import ActionNotOffered, SoapFault, external_ip
 from nodereach.portmap.ssdp_codec import Found
 from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
@@ -72,11 +74,7 @@ def stable_ports(local: str, protocol: str, internal_port: int, count: int = 4) 
 
 
 class UpnpClient(IgdService):
-    SERVICE_TYPES = (
-        "urn:schemas-upnp-org:service:WANIPConnection:2",
-        "urn:schemas-upnp-org:service:WANIPConnection:1",
-        "urn:schemas-upnp-org:service:WANPPPConnection:1",
-    )
+    SERVICE_TYPES = WAN_SERVICES
     permanent_only = False
     """Set when the router accepted only a permanent lease (725/402, see _add): the keeper deletes on exit."""
 
@@ -86,12 +84,12 @@ class UpnpClient(IgdService):
 
     @property
     def version(self) -> int:
-        return int(self.service.service_type.rsplit(":", 1)[-1])
+        return int(self.control.service_type.rsplit(":", 1)[-1])
 
     async def external_address(self) -> str | None:
         return external_ip(await self.call("GetExternalIPAddress"))
 
-    def _args(self, slot: Slot, external_port: int, lifetime: int) -> dict[str, Any]:
+    def _args(self, slot: Slot, external_port: int, lifetime: int) -> dict[str, Value]:
         # NewRemoteHost "" (the wildcard), not [aupnp]'s `remote_host.exploded` "0.0.0.0" (igd.py#L526): miniupnpd
         # stores the wildcard as "" and treats "0.0.0.0" as another remote host, so renewing our own mapping
         # fails with 718 (upnpredirect.c#L400-L422; lab-notes "async-upnp-client ... pitfalls").
@@ -138,11 +136,17 @@ class UpnpClient(IgdService):
                     continue
                 raise
             return await self._verified(slot, port, used)
-        if self.service.has_action("AddAnyPortMapping"):
+        try:
             out = await self.call("AddAnyPortMapping", **self._args(slot, candidates[0], lifetime))
-            # [IGD2] names the out argument NewReservedPort (miniupnpd sends exactly that: upnpsoap.c#L587);
-            # read the raw reply, not the library's parse, and accept NewExternalPort from stacks that reuse
-            # the in argument's name (the lab measured [aupnp] returning {} for miniupnpd's reply).
+        except ActionNotOffered:
+            # [IGD2] only: an IGDv1 router answers 401 Invalid Action (miniupnpd's ExecuteSoapAction() does for
+            # any action it lacks); the SCPD is not read, so asking is how we learn it is not offered.
+            out = None
+        if out is not None:
+            # [IGD2] names the out argument NewReservedPort (miniupnpd sends exactly that: upnpsoap.c#L587,
+            # while its SCPD calls it NewExternalPort, so an SCPD-driven parse such as [aupnp]'s returned {} in the
+            # lab); read it by name from the reply, and accept NewExternalPort from stacks that reuse the in
+            # argument's name.
             raw = out.get("NewReservedPort") or out.get("NewExternalPort") or ""
             if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
                 raise MalformedMessage(f"UPnP AddAnyPortMapping returned no usable port ({raw[:20]!r})")

@@ -1,9 +1,11 @@
 """One service of the gateway's UPnP IGD device, as both UPnP drivers hold it: discovery (SSDP, then the
-description from the host that answered), guarded SOAP calls, the device's UUIDs and the restart watch.
+description from the host that answered), the SOAP calls, the device's UUIDs and the restart watch.
 
 `upnp_client.UpnpClient` (IPv4 port mappings, WANIPConnection) and `upnp_pinhole.UpnpPinholeClient` (IPv6
 pinholes, WANIPv6FirewallControl) are subclasses that add their service's actions: a fix to discovery, to
-how a call is guarded or to the restart watch is made here, once.
+how a call is guarded or to the restart watch is made here, once. The description parse (igd_description), the
+typed arguments (igd_actions) and the guarded HTTP (portmap.http over reach.http1) are the check's probe's too;
+no aiohttp, no async-upnp-client: a keeper on a UPnP-only router stays as small as on any other.
 
 References:
 - [UDA] UPnP Device Architecture 1.0 (2008), §3.2.2 (the action error codes every service shares):
@@ -17,19 +19,17 @@ References:
 from __future__ import annotations
 
 import asyncio
-import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
-
-from async_upnp_client.client import UpnpDevice, UpnpService
-from async_upnp_client.client_factory import UpnpFactory
-from async_upnp_client.exceptions import UpnpError
+from typing import ClassVar, Self
 
 from nodereach.portmap import upnp_notify
 from nodereach.portmap.base import Listener, Method
 from nodereach.portmap.errors import PortmapError
 from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.http import ForbiddenUrl, GuardedRequester, check_url, parse_soap
+from nodereach.portmap.http import call_action, fetch_description
+from nodereach.portmap.igd_actions import Value
+from nodereach.portmap.igd_description import Control, Description
+from nodereach.portmap.soap import ForbiddenUrl, check_url
 from nodereach.portmap.ssdp import search_igd
 from nodereach.portmap.ssdp_codec import Found
 
@@ -43,22 +43,16 @@ the rule check in upnpredirect.c#L353-L357; and (PinholeVerification in upnpsoap
 address other than the caller's."""
 
 
-async def load_device(gw: Gateway, found: Found, *, wait: float, local_address: str | None = None) -> UpnpDevice:
-    """The device description at found.location, fetched only from found.host (which must be on the LAN).
-    `local_address` binds our end of every HTTP connection (IPv6 pinholes: the caller must be the pinhole's
-    internal client)."""
+async def load_description(gw: Gateway, found: Found, *, wait: float, local_address: str | None = None,
+                           ) -> Description:
+    """The device description at found.location, fetched only from found.host (which must be on the LAN)
+    within `wait` seconds. `local_address` binds our end of the connection (IPv6 pinholes: the caller must be
+    the pinhole's internal client)."""
     if not gw.on_link(found.host):
         raise ForbiddenUrl(f"UPnP device {found.host} is not on the local network: refused")
     check_url(found.location, found.host)
-    requester = GuardedRequester(found.host, timeout=wait, local_address=local_address)
-    try:
-        async with asyncio.timeout(wait * 2):
-            return await UpnpFactory(requester, non_strict=True).async_create_device(found.location)
-    except ForbiddenUrl:
-        raise
-    except (UpnpError, TimeoutError, ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise PortmapError(f"UPnP: unusable device description at {found.location}: "
-                           f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    deadline = asyncio.get_running_loop().time() + wait
+    return await fetch_description(found, deadline=deadline, local_address=local_address)
 
 
 class IgdService:
@@ -69,16 +63,16 @@ class IgdService:
     SERVICE_TYPES: ClassVar[tuple[str, ...]]
     """The service types this driver speaks, the preferred first."""
 
-    def __init__(self, gw: Gateway, found: Found, device: UpnpDevice, service: UpnpService, *,
-                 timeout: float) -> None:
+    def __init__(self, gw: Gateway, found: Found, description: Description, control: Control, *,
+                 timeout: float, local_address: str | None = None) -> None:
         self.gateway = found.host
         self.gw = gw
         self.found = found
-        self.device = device
-        self.service = service
-        # the factory was built with our GuardedRequester, so every service carries it
-        self.requester = typing.cast(GuardedRequester, service.requester)
+        self.description = description
+        self.control = control
         self.timeout = timeout
+        self.local_address = local_address
+        """Our end of every connection to the device (None: the kernel's choice)."""
 
     @classmethod
     async def discover(cls, gw: Gateway, *, wait: float) -> Self:
@@ -90,13 +84,12 @@ class IgdService:
     async def from_location(cls, gw: Gateway, found: Found, *, wait: float) -> Self:
         """Load the description at found.location (only from found.host, which must be on the LAN) and hold the
         first of SERVICE_TYPES it offers."""
-        device = await load_device(gw, found, wait=wait, local_address=cls._http_source(gw, found))
-        for stype in cls.SERVICE_TYPES:
-            for svc in device.all_services:
-                if svc.service_type == stype:
-                    check_url(svc.control_url, found.host)
-                    return cls(gw, found, device, svc, timeout=wait)
-        raise cls._no_service(found)
+        local_address = cls._http_source(gw, found)
+        description = await load_description(gw, found, wait=wait, local_address=local_address)
+        control = description.control(cls.SERVICE_TYPES)
+        if control is None:
+            raise cls._no_service(found)
+        return cls(gw, found, description, control, timeout=wait, local_address=local_address)
 
     @classmethod
     def _http_source(cls, gw: Gateway, found: Found) -> str | None:
@@ -109,9 +102,13 @@ class IgdService:
         raise NotImplementedError
 
     @property
+    def service_type(self) -> str:
+        return self.control.service_type
+
+    @property
     def uuids(self) -> list[str]:
         """The UDNs of the gateway's device tree: the USNs its own NOTIFYs carry."""
-        return [d.udn for d in self.device.all_devices if d.udn]
+        return list(self.description.udns)
 
     async def watch(self, nudge: Callable[[], None]) -> Listener | None:
         """SSDP NOTIFYs from the gateway (over IPv6 on ff02::c, from its link-local address): a restart
@@ -119,20 +116,12 @@ class IgdService:
         return await upnp_notify.listen(self.found.host, self.gw.local_address, self.uuids, self.found.boot_id,
                                         nudge)
 
-    async def call(self, action: str, **kwargs: Any) -> dict[str, str]:
-        """Raw SOAP action: request built by async-upnp-client, reply parsed here (bounded, defusedxml)."""
-        if not self.service.has_action(action):
-            raise PortmapError(f"UPnP: the gateway does not offer {action}")
-        try:
-            request = self.service.action(action).create_request(request_timeout=self.timeout, **kwargs)
-        except Exception as exc:  # voluptuous/ValueError from a lying SCPD's argument types
-            raise PortmapError(f"UPnP: cannot build {action}: {str(exc)[:200]}") from exc
-        check_url(request.url, self.found.host)
-        try:
-            response = await self.requester.async_http_request(request)
-        except UpnpError as exc:
-            raise PortmapError(f"UPnP {action}: {str(exc)[:200]}") from exc
-        return parse_soap(action, response.status_code, response.body or "")
+    async def call(self, action: str, **values: Value) -> dict[str, str]:
+        """`action` with its arguments typed by igd_actions, under `timeout`; its out-arguments. SoapFault for
+        an action error (ActionNotOffered: the service has no such action), other PortmapErrors otherwise."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        return await call_action(self.control, action, values, host=self.found.host, deadline=deadline,
+                                 local_address=self.local_address)
 
     async def close(self) -> None:
         return None

@@ -15,17 +15,17 @@ References:
 
 from __future__ import annotations
 
-from async_upnp_client.client import UpnpDevice, UpnpService
-
 from nodereach.net import Transport, canonical
 from nodereach.portmap.base import Grant, Poll, Slot
 from nodereach.portmap.errors import MalformedMessage, NotOffered, PortmapError
 from nodereach.portmap.gateway import Gateway
-from nodereach.portmap.http import SoapFault
+from nodereach.portmap.igd_actions import FIREWALL_SERVICE
+from nodereach.portmap.igd_description import Control, Description
+from nodereach.portmap.soap import ActionNotOffered, SoapFault
 from nodereach.portmap.ssdp_codec import Found
 from nodereach.portmap.upnp_device import ERR_INVALID_ARGS, ERR_NOT_AUTHORIZED, IgdService
 
-SERVICE_TYPE = "urn:schemas-upnp-org:service:WANIPv6FirewallControl:1"
+SERVICE_TYPE = FIREWALL_SERVICE
 PROTOCOL_NUMBERS: dict[Transport, int] = {"tcp": 6, "udp": 17}
 MAX_LEASE = 86400
 """[6FC] §2.3.5: LeaseTime is 1..86400 seconds (miniupnpd answers 402 outside)."""
@@ -77,9 +77,13 @@ class UpnpPinholeClient(IgdService):
 
     SERVICE_TYPES = (SERVICE_TYPE,)
 
-    def __init__(self, gw: Gateway, found: Found, device: UpnpDevice, service: UpnpService, *,
-                 timeout: float) -> None:
-        super().__init__(gw, found, device, service, timeout=timeout)
+    check_offered = True
+    """Cleared once the router answered that it does not offer CheckPinholeWorking (401/602; the SCPD, which
+    would say so, is never read): `alive` then asks UpdatePinhole instead."""
+
+    def __init__(self, gw: Gateway, found: Found, description: Description, control: Control, *,
+                 timeout: float, local_address: str | None = None) -> None:
+        super().__init__(gw, found, description, control, timeout=timeout, local_address=local_address)
         # miniupnpd 2.3.1 compares InternalClient with the caller's address as text (PinholeVerification():
         # strcmp() of inet_ntop(client) and the argument; 606 otherwise: measured in the lab, an expanded or
         # upper-case form of the same address is refused; later versions compare the binary addresses).
@@ -174,10 +178,13 @@ class UpnpPinholeClient(IgdService):
     async def alive(self, unique_id: int, lease: int) -> bool:
         """Is the pinhole still there? CheckPinholeWorking (no side effect) where offered, else UpdatePinhole."""
         try:
-            if self.service.has_action("CheckPinholeWorking"):
-                await self.call("CheckPinholeWorking", UniqueID=unique_id)
-            else:
-                await self.call("UpdatePinhole", UniqueID=unique_id, NewLeaseTime=max(1, min(lease, MAX_LEASE)))
+            if self.check_offered:
+                try:
+                    await self.call("CheckPinholeWorking", UniqueID=unique_id)
+                    return True
+                except ActionNotOffered:
+                    self.check_offered = False  # not offered: ask the other way from now on
+            await self.call("UpdatePinhole", UniqueID=unique_id, NewLeaseTime=max(1, min(lease, MAX_LEASE)))
         except SoapFault as fault:
             if fault.code == ERR_NO_TRAFFIC:
                 return True  # there, it just has not carried a packet yet
