@@ -16,9 +16,12 @@ listener on it, the watcher in the node's namespace with the shipped defaults (6
     address) while its CPU and memory are measured.
 
 `--memory-only`: only the resident memory, at the defaults and with `--keep-mapped` on a PCP router, on a
-UPnP-only router (NAT-PMP/PCP off: the keeper needs the UPnP client stack), on a router without any port
-mapping (the keeper retries) and, in a dual-stack lab, with a keeper per family (IPv4 mappings and IPv6
-pinholes), each for `--keep-mapped-minutes`; the idle window at the defaults is `--minutes`.
+UPnP-only router (NAT-PMP/PCP off: the keeper's UPnP drivers), on a router without any port mapping (the
+keeper retries) and, in a dual-stack lab, with a keeper per family (IPv4 mappings and IPv6 pinholes), each for
+`--keep-mapped-minutes`; the idle window at the defaults is `--minutes`.
+
+Every `--keep-mapped` case also reads /proc/PID/maps: the run fails (exit status 1, after the report) when
+aiohttp or its C extensions are mapped in a keeper, or when the UPnP-only case did not map through UPnP.
 
 Peer tool: Prometheus' blackbox_exporter (Debian `prometheus-blackbox-exporter`), the usual way to watch that
 an endpoint is reachable, probing the dial-back port with `tcp_connect` once a minute, measured the same way.
@@ -184,7 +187,7 @@ def keep_mapped(lab: Lab, tmp: Path, minutes: float, *extra: str) -> dict[str, A
         res["methods"] = sorted({(_label(line, "method", "") or "none") + "/IPv" + _label(line, "family", "4")
                                  for line in text.splitlines() if line.startswith("nodereach_mapping_lease")})
         res["method"] = ",".join(res["methods"]) or "none"
-        res["upnp_loaded"] = "aiohttp" in modules(w.pid)
+        res["http_stack"] = http_stack(modules(w.pid))
         return res
     finally:
         w.stop()
@@ -211,6 +214,30 @@ def dual_stack_keep_mapped(tmp: Path, minutes: float) -> dict[str, Any]:
 
 def _label(line: str, name: str, default: str) -> str:
     return line.split(f'{name}="')[1].split('"')[0] if f'{name}="' in line else default
+
+
+HTTP_STACK = ("aiohttp", "yarl", "multidict", "propcache", "frozenlist")
+"""aiohttp and the C extensions it brings (async-upnp-client, pure Python, imports aiohttp unconditionally, so
+its absence shows as theirs): none of them belongs in a watcher's process, whatever the router speaks."""
+
+
+def http_stack(maps: str) -> list[str]:
+    """Which of HTTP_STACK have shared objects mapped (/proc/PID/maps: pure Python modules never show)."""
+    return [name for name in HTTP_STACK if f"/{name}/" in maps]
+
+
+def check_lean(res: dict[str, Any]) -> list[str]:
+    """What is wrong with the keepers' imports: every --keep-mapped case, the UPnP-only one included (which must
+    have mapped through UPnP, or the check proves nothing), runs without aiohttp's stack."""
+    wrong = []
+    for key in ("keep_mapped", "keep_mapped_upnp", "keep_mapped_none", "keep_mapped_dual"):
+        km = res.get(key)
+        if km is not None and km["http_stack"]:
+            wrong.append(f"{key}: {', '.join(km['http_stack'])} mapped in the watcher")
+    upnp = res.get("keep_mapped_upnp")
+    if upnp is not None and "upnp/IPv4" not in upnp["methods"]:
+        wrong.append(f"keep_mapped_upnp: mapped by {upnp['method']}, not UPnP")
+    return wrong
 
 
 def modules(pid: int) -> str:
@@ -403,14 +430,14 @@ def main() -> None:
                 # 1b. --keep-mapped through the home router's PCP (the keeper renews at half the lease, polls the
                 # gateway every 30 s): a second mapped port, so the forward above is not what makes it reachable
                 res["keep_mapped"] = keep_mapped(lab, tmp, args.keep_mapped_minutes)
-                # 1c. the same on a router that offers UPnP IGD only: the keeper loads the UPnP client stack
+                # 1c. the same on a router that offers UPnP IGD only: the keeper loads its UPnP drivers
                 lab.start_miniupnpd(upnp=True, natpmp=False)
                 try:
                     res["keep_mapped_upnp"] = keep_mapped(lab, tmp, args.keep_mapped_minutes)
                 finally:
                     lab.start_miniupnpd(upnp=True, natpmp=True)
                 # 1e. a router that offers no port mapping at all: the keeper retries with backoff (no IGD
-                # answers its SSDP search, so the UPnP client stack is never loaded)
+                # answers its SSDP search, so the UPnP drivers are never loaded)
                 lab.stop_miniupnpd()
                 try:
                     res["keep_mapped_none"] = keep_mapped(lab, tmp, args.keep_mapped_minutes)
@@ -427,6 +454,9 @@ def main() -> None:
         memory_report(res)
     else:
         report(res, args)
+    wrong = check_lean(res)
+    if wrong:
+        raise SystemExit("FAIL: " + "; ".join(wrong))
 
 
 def print_keep_mapped(res: dict[str, Any]) -> None:
@@ -439,7 +469,7 @@ def print_keep_mapped(res: dict[str, Any]) -> None:
         print(f"  with --keep-mapped, {router} ({km['method']}, {km['seconds'] / 60:.1f} min): RSS "
               f"{km['rss_median_kb'] / 1024:.1f} MiB steady (max {km['rss_kb'] / 1024:.1f}, peak "
               f"{km['hwm_kb'] / 1024:.1f}), CPU {km['cpu_pct']:.3f}% of a core"
-              f"{'; UPnP client stack loaded' if km['upnp_loaded'] else ''}")
+              f"{'; mapped: ' + ', '.join(km['http_stack']) if km['http_stack'] else '; no aiohttp stack mapped'}")
 
 
 def memory_report(res: dict[str, Any]) -> None:

@@ -162,7 +162,8 @@ async def test_warmer_wait_is_bounded() -> None:
 
 def test_gateway_probe_imports_no_upnp_client_stack() -> None:
     """The check's gateway probe (offers, igd_probe, the keeper's SSDP search and codec, soap, http1) loads
-    neither aiohttp nor async-upnp-client (~0.45 s of CPU): only `open`'s drivers do, once an IGD answered."""
+    neither aiohttp nor async-upnp-client (~0.45 s of CPU); nor do `open`'s drivers any more
+    (test_portmap_upnp_actions.py)."""
     code = ("import sys, nodereach.diagnose.engine, nodereach.diagnose.adapters, nodereach.portmap.offers, "
             "nodereach.portmap.igd_probe, nodereach.portmap.ssdp, nodereach.reach.http1; "
             "sys.exit(1 if {'aiohttp', 'async_upnp_client'} & {m.split('.')[0] for m in sys.modules} else 0)")

@@ -3,7 +3,7 @@ external-address request and the UPnP IGD probe (igd_probe), side by side.
 
 What `nodereach check` asks, in its own process: these imports cost a few milliseconds (the codecs, one UDP
 exchange, the SSDP search) where the drivers of `open` (probe.probe_all: PCP/NAT-PMP clients with their
-announcement listeners, async-upnp-client and aiohttp) cost ~0.5 s of CPU. Never raises: a part that fails
+announcement listeners, the UPnP drivers) cost more. Never raises: a part that fails
 is `available: False` with the reason (errors.reason_code), one that could not be asked `available: None`.
 """
 

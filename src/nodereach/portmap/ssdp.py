@@ -1,8 +1,7 @@
 """SSDP search for an Internet Gateway Device that stops as soon as the gateway answers.
 
-Our own M-SEARCH on one socket (the messages are `ssdp_codec`'s), so that learning whether an IGD answers
-loads none of the UPnP client stack (aiohttp + async-upnp-client): the keeper imports it only once one did,
-the check's probe (igd_probe) never.
+Our own M-SEARCH on one socket (the messages are `ssdp_codec`'s), shared by the keeper (which imports its
+UPnP drivers only once an IGD answered) and the check's probe (igd_probe).
 Replies count only from on-link addresses, and the LOCATION must be on the host that answered: a device
 elsewhere cannot steer us to a description on another machine.
 """

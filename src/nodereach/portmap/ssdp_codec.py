@@ -2,10 +2,10 @@
 NOTIFYs we read, and which search responses count as a gateway's. Sans-IO, bounded, total: any bytes give a
 message (or a `Found`) or None, never an exception.
 
-Ours rather than async-upnp-client's: finding out whether an Internet Gateway Device answers at all must not
-load the UPnP client stack (aiohttp + async-upnp-client: ~12 MiB resident, ~0.4 s of CPU). The keeper's search
-(ssdp) and NOTIFY listener (upnp_notify) and the check's probe (igd_probe) read with this module; the keeper
-loads the stack once a gateway answered (portmap.probe), the check never does.
+Ours, as is the rest of nodereach's UPnP (igd_description, igd_actions, soap, http): no UPnP library, no
+aiohttp (async-upnp-client, which the keeper used until 2026-11-30, cost ~12 MiB resident and ~0.4 s of CPU to
+import). The keeper's search (ssdp) and NOTIFY listener (upnp_notify) and the check's probe (igd_probe) read
+with this module; the keeper loads its UPnP drivers once a gateway answered (portmap.probe).
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ If no gateway offers a mapping the watcher keeps running and tries again with ba
 15 min): one `mapping-failed` event, one error count per attempt.
 
 The gateway is asked for PCP first, then NAT-PMP, and only then with the keeper's full parallel probe (which
-includes UPnP): the UPnP client stack (aiohttp, async-upnp-client) costs ~20 MiB of resident memory, which a
-watcher on a PCP or NAT-PMP router never needs to load. It costs a few seconds once, at start-up, on a router
-that answers neither (most answer at once with an ICMP error). On stop the mappings are deleted, as
-`open` does (their leases are the backstop if the gateway cannot be told).
+includes UPnP): a watcher on a PCP or NAT-PMP router never loads the UPnP drivers (defusedxml, h11's client;
+the drivers no longer use aiohttp / async-upnp-client, which cost ~12 MiB here until 2026-11-30). It costs a
+few seconds once, at start-up, on a router that answers neither (most answer at once with an ICMP error). On
+stop the mappings are deleted, as `open` does (their leases are the backstop if the gateway cannot be told).
 
 One keeper per address family, as `nodereach open` runs them (`KeptFamilies`): IPv4 port mappings, and IPv6
 pinholes for the host's global address (PCP MAP or UPnP WANIPv6FirewallControl; NAT-PMP is IPv4 only). A
