@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from nodereach.portmap import igd_actions
 from nodereach.portmap.errors import GatewayTimeout, MalformedMessage, PortmapError
@@ -26,8 +27,6 @@ MAX_ANSWER = 16 * 1024
 
 def split_url(url: str) -> tuple[str, int, str]:
     """(host, port, target) of an http URL already checked by soap.check_url."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
         port = parts.port or 80

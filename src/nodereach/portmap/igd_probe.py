@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 
-from nodereach.portmap import igd_actions, igd_description
+from nodereach.portmap import igd_actions
 from nodereach.portmap.errors import NotOffered
 from nodereach.portmap.gateway import Gateway
 from nodereach.portmap.http import call_action, fetch_description
 from nodereach.portmap.igd_actions import WAN_SERVICES
-from nodereach.portmap.igd_description import MAX_DESCRIPTION, MAX_URL, Control, parse_description
+from nodereach.portmap.igd_description import Control, Description, parse_description
 from nodereach.portmap.soap import external_ip, parse_soap
 from nodereach.portmap.ssdp import search_igd
 from nodereach.portmap.ssdp_codec import Found
 
-__all__ = ["MAX_DESCRIPTION", "MAX_URL", "WAN_SERVICES", "Control", "control_of", "external_address",
-           "external_address_of", "external_address_request", "probe"]
-
+__all__ = ["WAN_SERVICES", "Control", "control_of", "external_address", "external_address_of",
+           "external_address_request", "probe", "wan_control"]
 
 
 # --- sans-IO: the description and the one action ----------------------------------------------------------
@@ -41,7 +40,8 @@ def control_of(description: bytes | str, location: str, host: str) -> Control:
     return wan_control(parse_description(description, location, host))
 
 
-def wan_control(description: igd_description.Description) -> Control:
+def wan_control(description: Description) -> Control:
+    """The best WAN*Connection service of a parsed description; NotOffered when it has none."""
     control = description.control(WAN_SERVICES)
     if control is None:
         raise NotOffered(f"UPnP: the device at {description.location[:200]} offers no WANIPConnection/"
