@@ -237,3 +237,15 @@ def test_epoch_tracker_flags_each_restart_once() -> None:
     assert t.observe(100, 0.0) and t.observe(110, 10.0)
     assert not t.observe(2, 12.0)
     assert t.observe(12, 22.0)
+
+
+def test_pcp_unsupp_version_only_for_a_lower_version() -> None:
+    """A server that speaks an older PCP (draft version 1) is a version mismatch; UNSUPP_VERSION naming version 2 or
+    above is no reply to act on: dropped as malformed, so one forged datagram cannot abort a request."""
+    old = pcp.decode_response(bytes([1, 0x81, 0, pcp.UNSUPP_VERSION]) + bytes(20))
+    with pytest.raises(UnsupportedVersion) as exc:
+        pcp.raise_for_result(old)
+    assert exc.value.server_version == 1
+    for version in (2, 3, 0x36, 255):
+        with pytest.raises(MalformedMessage, match="UNSUPP_VERSION"):
+            pcp.decode_response(bytes([version, 0x81, 0, pcp.UNSUPP_VERSION]) + bytes(36))

@@ -177,6 +177,22 @@ async def test_garbage_before_the_real_answer_does_not_win() -> None:
         tr.close()
 
 
+async def test_a_forged_unsupp_version_does_not_abort_the_map() -> None:
+    """The garbage above once was 40 bytes that read as UNSUPP_VERSION from 'PCP version 54' (1 in 512 random
+    datagrams): the client gave up on the map. Such a reply is dropped now; the real answer still wins."""
+    forged = bytes([0x36, 0x81, 0, 1]) + os.urandom(36)
+
+    def reply(req: bytes) -> list[bytes]:
+        return [forged, _pcp_map_reply(req)]
+
+    _g, port, tr = await _serve(reply)
+    try:
+        grant = await PcpClient("127.0.0.1", timeout=1.0, port=port).map(SLOT, 30303, 120)
+        assert grant.external_address == "198.51.100.2" and grant.external_port == 30303
+    finally:
+        tr.close()
+
+
 async def test_natpmp_lying_reply_for_another_port_is_ignored() -> None:
     def reply(req: bytes) -> list[bytes]:
         return [bytes([0, 0x80 | req[1], 0, 0]) + struct.pack("!IHHI", 9, 22, 22, 60)]

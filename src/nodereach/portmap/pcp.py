@@ -261,6 +261,12 @@ def decode_response(data: bytes) -> Response:
         raise MalformedMessage("PCP message is a request, not a response")
     opcode = r_op & 0x7F
     if result == UNSUPP_VERSION:
+        # RFC 6887 §9: the server names the version it speaks. Only a lower one is a server to fall back from
+        # (PCP's draft version 1); ours (a contradiction) or a higher one is no reply a client can act on, and
+        # taking it would let one forged datagram abort the request: 1 in 512 random 40-byte datagrams has the
+        # response bit and result 1 (test_portmap_hostile's garbage once did). Dropped, the exchange waits on.
+        if version >= VERSION:
+            raise MalformedMessage(f"PCP UNSUPP_VERSION naming version {version}, not one below {VERSION}")
         return Response(opcode, result, lifetime, epoch, version=version)
     if version != VERSION:
         raise MalformedMessage(f"PCP reply with version {version}")
